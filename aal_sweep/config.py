@@ -1,0 +1,309 @@
+"""A sweep config: YAML -> validated, typed dataclasses, once, at the edge.
+
+Every problem is collected and reported together, each naming its key and the valid choices.
+Relative paths are taken from the current working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aal_sweep.errors import ConfigError
+
+BACKBONES = ("resnet18", "small_cnn")
+FORMATS = ("celeba",)
+METHODS = ("grl", "gan", "wgan")
+PHASES = ("single", "pair", "adversarial")
+LAMBDA_SELECTION = ("per_attribute", "global")
+_KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    root: str
+    format: str = "celeba"
+    attributes: tuple[str, ...] | None = None
+    image_size: tuple[int, int] = (218, 178)
+    cache: str | None = None  # decoded-array cache; None = $AAL_SWEEP_CACHE or ~/.cache/aal_sweep
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    pretrained: str | None = None  # None | "imagenet" | path to a state_dict file
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 256
+    lr: float = 1.0e-4
+    weight_decay: float = 5.0e-4
+    lr_milestones: tuple[int, ...] = (4,)
+    lr_gamma: float = 0.1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int | None = None  # torch CPU threads per trial; None = cpus_per_trial
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    method: str = "grl"
+    lambdas: tuple[float, ...] = (0.01, 0.1, 0.3, 0.5, 1.0)
+    lambda_selection: str = "per_attribute"
+    critic_hidden: int = 256  # wgan: the critic's hidden width
+    gp_weight: float = 10.0  # wgan: gradient penalty weight
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_failures: int = 2  # retries of a failing trial, each from its last epoch checkpoint
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    results: str
+    dataset: DatasetConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    phases: tuple[str, ...] = PHASES
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def training_hash(self) -> str:
+        """Hash of every setting that changes a trial's result (not which trials run)."""
+        adv = self.to_dict()["adversarial"]
+        settings = {
+            "format": self.dataset.format,
+            "image_size": list(self.dataset.image_size),
+            "model": self.to_dict()["model"],
+            "train": {k: v for k, v in self.to_dict()["train"].items() if k not in ("device", "num_threads")},
+            "adversarial": {k: adv[k] for k in ("critic_hidden", "gp_weight")},
+        }
+        blob = json.dumps(settings, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ---- validation ---------------------------------------------------------------------------
+
+
+class _Checker:
+    """Reads one mapping, recording a problem per bad key instead of stopping at the first."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def section(self, raw: dict, key: str) -> dict:
+        value = raw.get(key, {})
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"{key}: expected a mapping, got {type(value).__name__}")
+            return {}
+        return value
+
+    def unknown(self, raw: dict, allowed: type | tuple[str, ...], prefix: str) -> None:
+        names = allowed if isinstance(allowed, tuple) else tuple(f.name for f in dataclasses.fields(allowed))
+        for key in raw:
+            if key not in names:
+                self.problems.append(f"{prefix}{key}: unknown key (valid: {', '.join(names)})")
+
+    def value(self, raw: dict, key: str, kind: str, default: Any, prefix: str, choices=None,
+              minimum=None, nullable=False) -> Any:
+        if key not in raw:
+            return default
+        v, name = raw[key], prefix + key
+        if v is None and nullable:
+            return None
+        ok = {
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+            "str": isinstance(v, str),
+        }[kind]
+        if not ok:
+            self.problems.append(f"{name}: expected {_KIND_WORD[kind]}, got {v!r}")
+            return default
+        if choices is not None and v not in choices:
+            self.problems.append(f"{name}: {v!r} is not one of {', '.join(choices)}")
+            return default
+        if minimum is not None and v < minimum:
+            self.problems.append(f"{name}: {v!r} must be at least {minimum}")
+            return default
+        return float(v) if kind == "float" else v
+
+    def listof(self, raw: dict, key: str, kind: str, default: Any, prefix: str, min_len=0) -> Any:
+        if key not in raw:
+            return default
+        v, name = raw[key], prefix + key
+        if not isinstance(v, list) or len(v) < min_len:
+            self.problems.append(f"{name}: expected a list of {kind}s" + (f" with at least {min_len} items" if min_len else "") + f", got {v!r}")
+            return default
+        good = all(isinstance(x, int) and not isinstance(x, bool) for x in v) if kind == "int" else \
+            all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) if kind == "float" else \
+            all(isinstance(x, str) for x in v)
+        if not good:
+            self.problems.append(f"{name}: expected a list of {kind}s, got {v!r}")
+            return default
+        return tuple(float(x) for x in v) if kind == "float" else tuple(v)
+
+
+def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> SweepConfig:
+    """Validate a parsed YAML mapping; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    c = _Checker(problems)
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), got {type(raw).__name__}"])
+    c.unknown(raw, SweepConfig, "")
+
+    name = c.value(raw, "name", "str", "sweep", "")
+    results = c.value(raw, "results", "str", f"results/{name}", "")
+
+    d = c.section(raw, "dataset")
+    c.unknown(d, DatasetConfig, "dataset.")
+    if "root" not in d:
+        problems.append("dataset.root: missing (the folder that holds img_align_celeba/ and the list files)")
+    root = c.value(d, "root", "str", "", "dataset.")
+    fmt = c.value(d, "format", "str", "celeba", "dataset.", choices=FORMATS)
+    attributes = c.listof(d, "attributes", "str", None, "dataset.") if d.get("attributes") is not None else None
+    size = c.listof(d, "image_size", "int", (218, 178), "dataset.")
+    if len(size) != 2 or min(size) < 8:
+        problems.append(f"dataset.image_size: expected [height, width], each at least 8, got {list(size)}")
+        size = (218, 178)
+    cache = c.value(d, "cache", "str", None, "dataset.", nullable=True)
+
+    m = c.section(raw, "model")
+    c.unknown(m, ModelConfig, "model.")
+    model = ModelConfig(
+        backbone=c.value(m, "backbone", "str", "resnet18", "model.", choices=BACKBONES),
+        pretrained=c.value(m, "pretrained", "str", None, "model.", nullable=True),
+    )
+    if model.pretrained not in (None, "imagenet") and check_files and not Path(model.pretrained).is_file():
+        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)")
+    if model.backbone == "small_cnn" and model.pretrained is not None:
+        problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
+
+    t = c.section(raw, "train")
+    c.unknown(t, TrainConfig, "train.")
+    train = TrainConfig(
+        epochs=c.value(t, "epochs", "int", 6, "train.", minimum=1),
+        batch_size=c.value(t, "batch_size", "int", 256, "train.", minimum=1),
+        lr=c.value(t, "lr", "float", 1e-4, "train.", minimum=0),
+        weight_decay=c.value(t, "weight_decay", "float", 5e-4, "train.", minimum=0),
+        lr_milestones=c.listof(t, "lr_milestones", "int", (4,), "train."),
+        lr_gamma=c.value(t, "lr_gamma", "float", 0.1, "train.", minimum=0),
+        seed=c.value(t, "seed", "int", 0, "train.", minimum=0),
+        device=c.value(t, "device", "str", "auto", "train.", choices=("auto", "cpu", "cuda")),
+        num_threads=c.value(t, "num_threads", "int", None, "train.", minimum=1, nullable=True),
+    )
+
+    a = c.section(raw, "adversarial")
+    c.unknown(a, AdversarialConfig, "adversarial.")
+    adversarial = AdversarialConfig(
+        method=c.value(a, "method", "str", "grl", "adversarial.", choices=METHODS),
+        lambdas=c.listof(a, "lambdas", "float", (0.01, 0.1, 0.3, 0.5, 1.0), "adversarial.", min_len=1),
+        lambda_selection=c.value(a, "lambda_selection", "str", "per_attribute", "adversarial.", choices=LAMBDA_SELECTION),
+        critic_hidden=c.value(a, "critic_hidden", "int", 256, "adversarial.", minimum=1),
+        gp_weight=c.value(a, "gp_weight", "float", 10.0, "adversarial.", minimum=0),
+    )
+    if len(set(adversarial.lambdas)) != len(adversarial.lambdas):
+        problems.append(f"adversarial.lambdas: duplicates in {list(adversarial.lambdas)}")
+    if any(x <= 0 for x in adversarial.lambdas):
+        problems.append(f"adversarial.lambdas: every lambda must be > 0, got {list(adversarial.lambdas)}")
+
+    phases = c.listof(raw, "phases", "str", PHASES, "", min_len=1)
+    for p in phases:
+        if p not in PHASES:
+            problems.append(f"phases: {p!r} is not a phase (valid: {', '.join(PHASES)})")
+    if len(set(phases)) != len(phases):
+        problems.append(f"phases: duplicates in {list(phases)}")
+    if "adversarial" in phases and not {"single", "pair"} <= set(phases):
+        problems.append("phases: adversarial needs single and pair (its partners come from them)")
+
+    r = c.section(raw, "resources")
+    c.unknown(r, ResourcesConfig, "resources.")
+    resources = ResourcesConfig(
+        cpus_per_trial=c.value(r, "cpus_per_trial", "float", 1, "resources.", minimum=0),
+        gpus_per_trial=c.value(r, "gpus_per_trial", "float", 0, "resources.", minimum=0),
+        max_failures=c.value(r, "max_failures", "int", 2, "resources.", minimum=0),
+        max_concurrent=c.value(r, "max_concurrent", "int", None, "resources.", minimum=1, nullable=True),
+    )
+    if resources.gpus_per_trial > 1 and resources.gpus_per_trial != int(resources.gpus_per_trial):
+        problems.append(f"resources.gpus_per_trial: fractions must be below 1, got {resources.gpus_per_trial}")
+
+    if attributes is not None:
+        if len(attributes) < 2:
+            problems.append(f"dataset.attributes: needs at least two attributes, got {list(attributes)}")
+        dupes = sorted({x for x in attributes if attributes.count(x) > 1})
+        if dupes:
+            problems.append(f"dataset.attributes: duplicates {dupes}")
+    if root and check_files:
+        _check_dataset(fmt, Path(root), attributes, problems)
+
+    if problems:
+        raise ConfigError(source, problems)
+    return SweepConfig(
+        name=name, results=results,
+        dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache),
+        model=model, train=train, adversarial=adversarial, phases=tuple(phases), resources=resources,
+    )
+
+
+def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> None:
+    from aal_sweep.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE, read_attribute_names
+
+    if not root.is_dir():
+        problems.append(f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder)")
+        return
+    missing = [n for n in (IMAGE_DIR, ATTR_FILE, PARTITION_FILE) if not (root / n).exists()]
+    if missing:
+        problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the CelebA layout needs "
+                        f"{IMAGE_DIR}/, {ATTR_FILE} and {PARTITION_FILE})")
+        return
+    names = read_attribute_names(root / ATTR_FILE)
+    if len(names) < 2:
+        problems.append(f"dataset.root: {ATTR_FILE} has {len(names)} attribute(s); a sweep needs at least two")
+    for a in attributes or ():
+        if a not in names:
+            problems.append(f"dataset.attributes: unknown attribute {a!r} (valid: {', '.join(names)})")
+
+
+def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/demo.yaml)"])
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), [f"not valid YAML: {str(e).splitlines()[0]}"]) from None
+    return parse_config(raw, str(path), check_files=check_files)
+
+
+def resolve_attributes(cfg: SweepConfig) -> tuple[str, ...]:
+    """The sweep's attributes in order: the configured subset, or every attribute in the file."""
+    if cfg.dataset.attributes is not None:
+        return cfg.dataset.attributes
+    from aal_sweep.data.celeba import ATTR_FILE, read_attribute_names
+
+    return tuple(read_attribute_names(Path(cfg.dataset.root) / ATTR_FILE))
