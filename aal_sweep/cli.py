@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -82,9 +83,14 @@ def _cmd_make_synthetic(args) -> int:
 
 def _cmd_run(args) -> int:
     from aal_sweep.config import load_config
-    from aal_sweep.sweep import run_sweep
 
     cfg = load_config(args.config)
+    if args.address is None:
+        # The embedded cluster keeps token authentication on (Ray's default since 2.59); saying so before
+        # ray is imported silences Ray's warning. A cluster's mode and token come from the environment.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from aal_sweep.sweep import run_sweep
+
     return run_sweep(cfg, results=args.results, address=args.address, verbose=args.verbose,
                      restart=args.restart)
 

@@ -297,7 +297,16 @@ def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [f"not valid YAML: {str(e).splitlines()[0]}"]) from None
-    return parse_config(raw, str(path), check_files=check_files)
+    cfg = parse_config(raw, str(path), check_files=check_files)
+    # Trials run in other working directories (and on other nodes): every path becomes absolute here.
+    absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
+    pretrained = cfg.model.pretrained
+    return dataclasses.replace(
+        cfg, results=absolute(cfg.results),
+        dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
+                                    cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
+        model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
+    )
 
 
 def resolve_attributes(cfg: SweepConfig) -> tuple[str, ...]:

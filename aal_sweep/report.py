@@ -1,0 +1,418 @@
+"""Figures (PNG) and one self-contained index.html for a results folder.
+
+    write_report(Results.open("results/demo"), "report/", compare="paper-celeba")
+
+The page embeds its figures as base64 data URIs, so it can be mailed or attached as one file; the PNGs
+are written beside it for slides. Figures follow the paper: the drop matrix (from Table 4), per-attribute
+bars (Fig. 2) and label correlation against accuracy change (Fig. 3). Everything reads validation accuracy,
+as the protocol selects on it; the test accuracy of the same models appears in the means table.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib import colormaps
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from aal_sweep.errors import AalError
+from aal_sweep.formats import MISSING, matrix_display, partners_display, percent
+from aal_sweep.query import Results, mean_row, pair_matrix, partners_table
+
+REFERENCES = {
+    "paper-celeba": ("celeba_table3_val.csv", "the paper's Table 3 (CelebA, validation)"),
+    "paper-duke": ("duke_table6_val.csv", "the paper's Table 6 (DukeMTMC-attribute, validation)"),
+}
+COLOURS = {"single": "#8c8c8c", "multi": "#d6604d", "adversarial": "#2166ac"}
+_DIAGONAL, _MISSING_CELL = "#4d4d4d", "#e0e0e0"
+
+
+def write_report(results: Results, out: str | Path, compare: str | None = None) -> Path:
+    """Write the figures and index.html into `out` (created if needed); return the index.html path."""
+    if compare is not None and compare not in REFERENCES:
+        raise AalError(f"--compare: {compare!r} is not one of {', '.join(REFERENCES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = results.trials()  # read once: a 40-attribute store is a thousand files
+    attrs, selection = results.attributes, results.config.adversarial.lambda_selection
+    matrix = pair_matrix(trials, attrs, "val_acc")
+    table = partners_table(trials, attrs, "val_acc", selection)
+    test_table = partners_table(trials, attrs, "test_acc", selection)
+
+    figures = {"drop_matrix.png": drop_heatmap(matrix, table), "accuracy_bars.png": accuracy_bars(table, matrix)}
+    labels, label_note = train_labels(results)
+    if labels is not None:
+        figures["label_correlation.png"] = label_scatter(matrix, labels)
+    images = {name: _save(fig, out / name) for name, fig in figures.items()}
+
+    parts = [_header(results, matrix, trials), _means_section(table, test_table, trials),
+             _figures_section(images, label_note),
+             _section("Partners (Table 3)", _partners_caption(selection), _html_table(partners_display(table)))]
+    if compare:
+        parts.append(_compare_section(compare, table, matrix))
+    parts += [_section("Pair matrix (Table 4)", _matrix_caption(), _html_table(matrix_display(matrix), wide=True)),
+              _section("Run times", "Per trial wall-clock training time (<code>train_seconds</code>).",
+                       _html_table(run_times(trials))),
+              _section("Config", f"The resolved config from <code>{html.escape(str(results.path / 'sweep.yaml'))}</code>.",
+                       f"<pre>{html.escape(yaml.safe_dump(results.config.to_dict(), sort_keys=False))}</pre>")]
+    index = out / "index.html"
+    index.write_text(_page(f"AAL sweep report: {results.config.name}", "\n".join(parts)), encoding="utf-8")
+    return index
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+
+def _fontsize(m: int) -> float:
+    """Tick labels shrink with M so 40 names fit along an axis without overlapping."""
+    return 10 if m <= 12 else max(7.0, 10 - (m - 12) * 0.1)
+
+
+def drop_heatmap(matrix: pd.DataFrame, partners: pd.DataFrame) -> Figure:
+    """P[a][b] - P[a][a] in percentage points; red = b lowers a. Chosen partners boxed."""
+    m = len(matrix)
+    diag = pd.Series(np.diag(matrix.to_numpy(float)), index=matrix.index)
+    drop = matrix.sub(diag, axis=0).to_numpy(float) * 100
+    np.fill_diagonal(drop, np.nan)
+    finite = drop[np.isfinite(drop)]
+    lo = min(finite.min(), -0.01) if finite.size else -1.0  # TwoSlopeNorm needs lo < 0 < hi
+    hi = max(finite.max(), 0.01) if finite.size else 1.0
+    side = max(5.5, 0.32 * m + 3)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.add_subplot()
+    norm = TwoSlopeNorm(0.0, lo, hi)
+    im = ax.imshow(drop, cmap=colormaps["RdBu"].with_extremes(bad="white"), norm=norm, interpolation="nearest")
+    _mark_cells(ax, matrix, partners, drop, norm)
+    fs = _fontsize(m)
+    ax.set_xticks(range(m), list(matrix.columns), rotation=90, fontsize=fs)
+    ax.set_yticks(range(m), list(matrix.index), fontsize=fs)
+    ax.set_xlabel("partner (trained with)")
+    ax.set_ylabel("attribute (measured)")
+    ax.set_title("Accuracy change when trained with a partner (validation)")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="P[a][b] − P[a][a] (percentage points)")
+    fig.legend(handles=[Patch(facecolor="none", edgecolor="black", linewidth=2, label="most negative partner"),
+                        Patch(facecolor=_DIAGONAL, label="diagonal (single task)"),
+                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999", label="missing (cell or its single task)")],
+               loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+    return fig
+
+
+def _mark_cells(ax, matrix: pd.DataFrame, partners: pd.DataFrame, drop: np.ndarray, norm) -> None:
+    """Diagonal dark, missing cells hatched, chosen partners boxed, values written when they fit."""
+    m = len(matrix)
+    names = list(matrix.columns)
+    for i in range(m):
+        for j in range(m):
+            if (i == j and pd.notna(matrix.iat[i, i])):
+                ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, facecolor=_DIAGONAL, edgecolor="none"))
+            elif i == j or np.isnan(drop[i, j]):  # the cell or its row's single-task baseline is missing
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_MISSING_CELL, hatch="///",
+                                       edgecolor="#999999", linewidth=0))
+            elif m <= 12:
+                dark = abs(norm(drop[i, j]) - 0.5) > 0.3  # white text on the saturated ends of RdBu
+                ax.text(j, i, f"{drop[i, j]:+.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+    rows = partners[partners["attribute"].isin(matrix.index) & partners["partner"].notna()]
+    for a, b in zip(rows["attribute"], rows["partner"]):
+        i, j = list(matrix.index).index(a), names.index(b)
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.2))
+        # a white inner line keeps the box visible on the darkest red, which is where partners sit
+        ax.add_patch(Rectangle((j - 0.4, i - 0.4), 0.8, 0.8, fill=False, edgecolor="white", linewidth=0.8))
+
+
+def accuracy_bars(table: pd.DataFrame, matrix: pd.DataFrame) -> Figure:
+    """Fig. 2: per attribute single / multi-with-partner / adversarial, and their change from single."""
+    rows = table[table["attribute"] != "mean"].reset_index(drop=True)
+    m = len(rows)
+    x = np.arange(m)
+    fig = Figure(figsize=(max(7.0, 0.32 * m + 3), 7.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    width = 0.27
+    for k, col in enumerate(("single", "multi", "adversarial")):
+        label = {"multi": "multi-task with partner"}.get(col, col)
+        top.bar(x + (k - 1) * width, rows[col] * 100, width, color=COLOURS[col], label=label)
+    _zoom(top, rows[["single", "multi", "adversarial"]].to_numpy(float) * 100)
+    top.set_ylabel("validation accuracy (%)")
+    top.set_title("Single task, multi-task with the most negative partner, adversarial")
+    for k, col in enumerate(("multi_minus_single", "adv_minus_single")):
+        bottom.bar(x + (k - 0.5) * width, rows[col] * 100, width, color=COLOURS["multi" if k == 0 else "adversarial"])
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_ylabel("change from single (points)")
+    for i, note in _bar_notes(rows, matrix).items():
+        x_note = i + width / 2 if note == "adversarial missing" else i  # where the missing bar would be
+        bottom.text(x_note, 0.5, note, rotation=90, ha="center", va="center", fontsize=8, color="#555555",
+                    transform=bottom.get_xaxis_transform())
+    # one legend outside the axes: inside it would hide bars, which fill the zoomed panel
+    fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncol=3, frameon=False, fontsize=9)
+    fs = _fontsize(m)
+    bottom.set_xticks(x, list(rows["attribute"]), rotation=90 if m > 6 else 0, fontsize=fs)
+    bottom.set_xlim(-0.6, m - 0.4)
+    for ax in (top, bottom):
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _bar_notes(rows: pd.DataFrame, matrix: pd.DataFrame) -> dict[int, str]:
+    """Why an attribute has no multi / adversarial bars: no partner at all, or cells still missing."""
+    complete = matrix.notna().all(axis=1)
+    notes = {}
+    for i, r in rows.iterrows():
+        if pd.isna(r["partner"]):
+            notes[i] = "no partner" if complete.get(r["attribute"], False) else "cells missing"
+        elif pd.isna(r["adversarial"]):
+            notes[i] = "adversarial missing"
+    return notes
+
+
+def _zoom(ax, values: np.ndarray) -> None:
+    """Y-limits around the data, not from 0: the differences are tenths of a point."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center")
+        return
+    lo, hi = finite.min(), finite.max()
+    pad = max(0.1 * (hi - lo), 0.2)
+    ax.set_ylim(lo - pad, min(hi + pad, 100.0) if hi <= 100 else hi + pad)
+
+
+def train_labels(results: Results) -> tuple[np.ndarray | None, str | None]:
+    """The training split's 0/1 labels in the sweep's attribute order, or None and why not."""
+    from aal_sweep.data.celeba import load_index
+
+    root = Path(results.config.dataset.root)
+    if not root.is_dir():
+        return None, (f"The label-correlation figure (Fig. 3) is left out: the dataset folder {root} is not on "
+                      f"this machine. Run the report where the dataset is to get it.")
+    try:
+        labels = load_index(root, results.attributes, check_images=False).labels["train"]
+    except (AalError, OSError) as e:
+        return None, f"The label-correlation figure (Fig. 3) is left out: {e}"
+    if len(labels) < 2:
+        return None, f"The label-correlation figure (Fig. 3) is left out: {root} has {len(labels)} training image(s)."
+    return labels, None
+
+
+def label_points(matrix: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per ordered pair (a, b) with both cells: label correlation and relative accuracy change (%)."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant label column has no correlation
+        corr = np.corrcoef(labels.astype(float), rowvar=False)
+    p = matrix.to_numpy(float)
+    rows = []
+    for i, a in enumerate(matrix.index):
+        for j, b in enumerate(matrix.columns):
+            if i != j and np.isfinite(p[i, j]) and np.isfinite(p[i, i]) and np.isfinite(corr[i, j]) and p[i, i] > 0:
+                rows.append({"attribute": a, "partner": b, "label_corr": corr[i, j],
+                             "relative_change": 100 * (p[i, j] - p[i, i]) / p[i, i]})
+    return pd.DataFrame(rows, columns=["attribute", "partner", "label_corr", "relative_change"])
+
+
+def label_scatter(matrix: pd.DataFrame, labels: np.ndarray) -> Figure:
+    """Fig. 3: does label correlation predict transfer? The title gives the scatter's own Pearson r."""
+    pts = label_points(matrix, labels)
+    fig = Figure(figsize=(6.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(pts["label_corr"], pts["relative_change"], s=12 if len(pts) > 200 else 25, alpha=0.6,
+               color=COLOURS["adversarial"], edgecolors="none")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("Pearson correlation of the two attributes' training labels")
+    ax.set_ylabel("relative accuracy change (%)\n(P[a][b] − P[a][a]) / P[a][a]")
+    r = _pearson(pts["label_corr"].to_numpy(), pts["relative_change"].to_numpy())
+    shown = "undefined" if np.isnan(r) else f"{r:.3f}"
+    ax.set_title(f"Label correlation vs accuracy change: r = {shown} over {len(pts)} ordered pairs", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _save(fig: Figure, path: Path) -> bytes:
+    """Write the PNG and return its bytes for embedding (Figure.savefig needs no pyplot state)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return data
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+
+def run_times(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per phase: trials ok / failed and their training time; a pair trial's two rows count once."""
+    per_trial = trials.drop_duplicates("trial_id")
+    rows = []
+    for kind in ("single", "pair", "adversarial", "total"):
+        t = per_trial if kind == "total" else per_trial[per_trial["kind"] == kind]
+        secs = t["train_seconds"].dropna()
+        rows.append({"phase": kind, "ok": int((t["status"] == "ok").sum()), "failed": int((t["status"] != "ok").sum()),
+                     "total time": _duration(secs.sum()) if len(secs) else MISSING,
+                     "median per trial": _duration(secs.median()) if len(secs) else MISSING,
+                     "longest": _duration(secs.max()) if len(secs) else MISSING})
+    return pd.DataFrame(rows)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
+
+
+def load_reference(name: str) -> pd.DataFrame:
+    """A paper table shipped in aal_sweep/reference/, percent, with the partner's name resolved."""
+    file, _ = REFERENCES[name]
+    text = resources.files("aal_sweep").joinpath("reference", file).read_text(encoding="utf-8")
+    ref = pd.read_csv(io.StringIO(text))
+    names = list(ref["att_name"])
+    ref["partner"] = [names[int(i) - 1] if pd.notna(i) else None for i in ref["neg_att"]]
+    return ref
+
+
+def _key(name: str) -> str:
+    """Match names across spellings: "Light-color shoes" = "light_color_shoes"."""
+    return re.sub(r"[^0-9a-z]", "", str(name).lower())
+
+
+def comparison(table: pd.DataFrame, matrix: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
+    """This sweep beside the paper, in percent, rows matched by name, the means over matched rows last."""
+    ours = table[table["attribute"] != "mean"].reset_index(drop=True)
+    by_key = {_key(n): k for k, n in enumerate(ref["att_name"])}
+    hits = [(k, by_key[_key(a)]) for k, a in enumerate(ours["attribute"]) if _key(a) in by_key]
+    o = ours.iloc[[k for k, _ in hits]].reset_index(drop=True)
+    p = ref.iloc[[j for _, j in hits]].reset_index(drop=True)
+    complete = matrix.notna().all(axis=1)
+    o_settled = o["partner"].isna() & o["single"].notna() & o["attribute"].map(complete).fillna(False).astype(bool)
+    p_frac = p.rename(columns={"att_name": "attribute"}).copy()
+    for c in ("single", "multi", "adversarial", "multi_minus_single", "adv_minus_single", "adv_minus_multi"):
+        p_frac[c] = p_frac[c] / 100
+    p_frac["lambda"] = np.nan
+    p_settled = p_frac["partner"].isna() & p_frac["single"].notna()
+    o_mean, p_mean = mean_row(o, o_settled), mean_row(p_frac, p_settled)
+    rows = [_compare_row(a, pr, orow) for a, pr, orow in zip(o["attribute"], p_frac.to_dict("records"), o.to_dict("records"))]
+    rows.append(_compare_row("mean", p_mean, o_mean))
+    return pd.DataFrame(rows)
+
+
+def _compare_row(attribute: str, paper: dict, ours: dict) -> dict:
+    row = {"attribute": attribute, "partner (paper)": paper["partner"] or "", "partner (ours)": ours["partner"] or ""}
+    if attribute == "mean":
+        row["partner (paper)"] = row["partner (ours)"] = ""
+    elif not paper["partner"] and not ours["partner"]:
+        row["partner (paper)"] = row["partner (ours)"] = MISSING
+    for col in ("single", "multi", "adversarial"):
+        row[f"{col} (paper)"], row[f"{col} (ours)"] = percent(paper[col]), percent(ours[col])
+    row["adv-single (paper)"] = percent(paper["adv_minus_single"], signed=True)
+    row["adv-single (ours)"] = percent(ours["adv_minus_single"], signed=True)
+    return row
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+
+def _header(results: Results, matrix: pd.DataFrame, trials: pd.DataFrame) -> str:
+    m = len(matrix)
+    singles = int(np.isfinite(np.diag(matrix.to_numpy(float))).sum())
+    pairs = int(matrix.notna().to_numpy().sum()) - singles
+    ok = trials[trials["status"] == "ok"]
+    adv = ok.loc[ok["kind"] == "adversarial", "attribute"].nunique()
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    facts = [f"results <code>{html.escape(str(results.path))}</code>",
+             f"training hash <code>{html.escape(str(results.training_hash))}</code>",
+             f"{m} attributes", f"single-task cells {singles} of {m}", f"pair cells {pairs} of {m * (m - 1)}",
+             f"attributes with adversarial runs {adv}", f"generated {when}"]
+    partial = "" if singles == m and pairs == m * (m - 1) else (
+        "<p class=note>The store is partial: missing cells are blank (—), never 0, and partners may change "
+        "as cells arrive.</p>")
+    return f"<h1>AAL sweep report: {html.escape(results.config.name)}</h1><p>{' · '.join(facts)}</p>{partial}"
+
+
+def _means_section(table: pd.DataFrame, test_table: pd.DataFrame, trials: pd.DataFrame) -> str:
+    cols = ("single", "multi", "adversarial")
+    rows = [{"split": split, **{c: percent(t.iloc[-1][c]) for c in cols}}
+            for split, t in (("validation", table), ("test", test_table))]
+    note = "Mean accuracy (%) over attributes; an attribute without a partner counts with its single-task accuracy."
+    n_val = trials["n_val"].dropna()
+    single = table.iloc[-1]["single"]
+    if len(n_val) and pd.notna(single):
+        se = 100 * np.sqrt(single * (1 - single) / n_val.median())
+        note += (f" One standard error of one accuracy at {100 * single:.1f}% on {int(n_val.median())} validation "
+                 f"images is {se:.2f} points: single-seed differences smaller than that are noise.")
+    return _section("Means", note, _html_table(pd.DataFrame(rows), mean_last=False))
+
+
+def _figures_section(images: dict[str, bytes], label_note: str | None) -> str:
+    captions = {
+        "drop_matrix.png": "Accuracy of the row attribute when trained with the column attribute, minus its "
+                           "single-task accuracy. Red: negative transfer. Boxed: the most negative partner.",
+        "accuracy_bars.png": "Like the paper's Fig. 2. Attributes without a partner show only the single bar.",
+        "label_correlation.png": "Like the paper's Fig. 3 (the paper finds r = 0.004 on CelebA).",
+    }
+    body = "".join(f"<figure><img alt='{n}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
+                   f"<figcaption>{captions[n]} ({n})</figcaption></figure>" for n, b in images.items())
+    if label_note:
+        body += f"<p class=note>{html.escape(label_note)}</p>"
+    return f"<h2>Figures</h2>{body}"
+
+
+def _partners_caption(selection: str) -> str:
+    return (f"Validation accuracy (%); differences in percentage points; lambda chosen {selection.replace('_', ' ')} "
+            "on validation accuracy. — : no partner lowers the attribute, or the cell is not trained yet.")
+
+
+def _matrix_caption() -> str:
+    return ("Validation accuracy (%). Row: the attribute measured; column <i>j</i>: trained with attribute "
+            "<i>j</i>; diagonal: single task. The mean row averages each column.")
+
+
+def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> str:
+    ref = load_reference(name)
+    cmp = comparison(table, matrix, ref)
+    matched = cmp[cmp["attribute"] != "mean"]
+    agree = int(((matched["partner (paper)"] == matched["partner (ours)"]) & (matched["partner (ours)"] != "")).sum())
+    title = REFERENCES[name][1]
+    note = (f"{len(matched)} of this sweep's {len(table) - 1} attributes matched the {len(ref)} rows of {title} by "
+            f"name (case, spaces and punctuation ignored); {agree} of those share the paper's partner. The mean row "
+            f"averages the matched rows only, on both sides.")
+    return _section(f"Compared with {title}", note, _html_table(cmp))
+
+
+def _section(title: str, caption: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2><p>{caption}</p>{body}"
+
+
+def _html_table(df: pd.DataFrame, wide: bool = False, mean_last: bool = True) -> str:
+    """`mean_last`: the last row is a mean or total row, set in bold."""
+    table = df.to_html(index=False, escape=True, border=0, na_rep=MISSING)
+    classes = " ".join(c for c, on in (("wide", wide), ("meanlast", mean_last)) if on)
+    return f"<div class='{classes}'>{table}</div>"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.meanlast tr:last-child td{font-weight:bold;border-top:2px solid #888}
+.wide{overflow-x:auto} .wide table{font-size:11px} .wide td,.wide th{padding:1px 4px}
+figure{margin:1em 0} img{max-width:100%} figcaption{font-size:13px;color:#555}
+pre{background:#f7f7f7;padding:1em;font-size:12px;overflow-x:auto} .note{color:#8a4b00}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
