@@ -308,11 +308,12 @@ def comparison(table: pd.DataFrame, matrix: pd.DataFrame, ref: pd.DataFrame) -> 
 
 
 def _compare_row(attribute: str, paper: dict, ours: dict) -> dict:
-    row = {"attribute": attribute, "partner (paper)": paper["partner"] or "", "partner (ours)": ours["partner"] or ""}
+    def name(v) -> str:
+        return "" if v is None or pd.isna(v) else str(v)
+
+    row = {"attribute": attribute, "partner (paper)": name(paper["partner"]), "partner (ours)": name(ours["partner"])}
     if attribute == "mean":
         row["partner (paper)"] = row["partner (ours)"] = ""
-    elif not paper["partner"] and not ours["partner"]:
-        row["partner (paper)"] = row["partner (ours)"] = MISSING
     for col in ("single", "multi", "adversarial"):
         row[f"{col} (paper)"], row[f"{col} (ours)"] = percent(paper[col]), percent(ours[col])
     row["adv-single (paper)"] = percent(paper["adv_minus_single"], signed=True)

@@ -56,6 +56,8 @@ def _trainable(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     rd.mark(trial.trial_id, "start", from_epoch=0 if state is None else state["epoch"] + 1,
             host=socket.gethostname(), pid=os.getpid())
+    if ctx.get("fault") and ctx["fault"] in trial.trial_id:
+        raise RuntimeError(f"fault injected by AAL_SWEEP_INJECT_FAULT={ctx['fault']!r}")
     spec = trial.spec(cfg)
     if spec.num_threads is None:
         spec = type(spec)(**{**spec.__dict__, "num_threads": max(1, int(cfg.resources.cpus_per_trial))})
@@ -157,7 +159,10 @@ def connect(address: str | None, verbose: int) -> bool:
 
 
 def _trainable_for(cfg: SweepConfig, rd: ResultsDir):
-    fn = tune.with_parameters(_trainable, ctx={"cfg": cfg.to_dict(), "results": str(rd.path)})
+    # AAL_SWEEP_INJECT_FAULT=SUBSTRING makes every trial whose id contains it fail at start (chaos tests);
+    # read here, on the driver, so it reaches workers of a cluster that was started before.
+    ctx = {"cfg": cfg.to_dict(), "results": str(rd.path), "fault": os.environ.get("AAL_SWEEP_INJECT_FAULT")}
+    fn = tune.with_parameters(_trainable, ctx=ctx)
     resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
     return tune.with_resources(fn, resources)
 
