@@ -86,7 +86,10 @@ def build_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module,
             raise AalError(f"model.pretrained: cannot load {pretrained!r} as a state_dict ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:120]})") from None
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError:  # shape mismatches
+            missing, unexpected = ["(shapes differ)"], []
         if [k for k in missing if not k.startswith("fc.")] or unexpected:
             raise AalError(f"model.pretrained: {pretrained!r} is not a resnet18 state_dict "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
