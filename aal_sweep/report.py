@@ -86,12 +86,12 @@ def drop_heatmap(matrix: pd.DataFrame, partners: pd.DataFrame) -> Figure:
     drop = matrix.sub(diag, axis=0).to_numpy(float) * 100
     np.fill_diagonal(drop, np.nan)
     finite = drop[np.isfinite(drop)]
-    lo = min(finite.min(), -0.01) if finite.size else -1.0  # TwoSlopeNorm needs lo < 0 < hi
-    hi = max(finite.max(), 0.01) if finite.size else 1.0
-    side = max(5.5, 0.32 * m + 3)
+    # symmetric limits: with one slope per side, a gain of 0.01 would look as strong as a drop of 1 point
+    span = max(float(np.abs(finite).max()), 0.01) if finite.size else 1.0
+    side = max(6.5, 0.32 * m + 3)
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.add_subplot()
-    norm = TwoSlopeNorm(0.0, lo, hi)
+    norm = TwoSlopeNorm(0.0, -span, span)
     im = ax.imshow(drop, cmap=colormaps["RdBu"].with_extremes(bad="white"), norm=norm, interpolation="nearest")
     _mark_cells(ax, matrix, partners, drop, norm)
     fs = _fontsize(m)
@@ -103,7 +103,7 @@ def drop_heatmap(matrix: pd.DataFrame, partners: pd.DataFrame) -> Figure:
     fig.colorbar(im, ax=ax, shrink=0.8, label="P[a][b] − P[a][a] (percentage points)")
     fig.legend(handles=[Patch(facecolor="none", edgecolor="black", linewidth=2, label="most negative partner"),
                         Patch(facecolor=_DIAGONAL, label="diagonal (single task)"),
-                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999", label="missing (cell or its single task)")],
+                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999", label="missing (cell or its row's single task)")],
                loc="outside lower center", ncol=3, frameon=False, fontsize=9)
     return fig
 
@@ -383,10 +383,10 @@ def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> st
     ref = load_reference(name)
     cmp = comparison(table, matrix, ref)
     matched = cmp[cmp["attribute"] != "mean"]
-    agree = int(((matched["partner (paper)"] == matched["partner (ours)"]) & (matched["partner (ours)"] != "")).sum())
+    agree = int((matched["partner (paper)"] == matched["partner (ours)"]).sum())
     title = REFERENCES[name][1]
     note = (f"{len(matched)} of this sweep's {len(table) - 1} attributes matched the {len(ref)} rows of {title} by "
-            f"name (case, spaces and punctuation ignored); {agree} of those share the paper's partner. The mean row "
+            f"name (case, spaces and punctuation ignored); {agree} of those have the paper's partner (or, like the paper, none). The mean row "
             f"averages the matched rows only, on both sides.")
     return _section(f"Compared with {title}", note, _html_table(cmp))
 
