@@ -57,7 +57,10 @@ def derive_partners(matrix: pd.DataFrame) -> pd.DataFrame:
             multi, drop = others[partner], drops[partner]
         rows.append({"attribute": a, "partner": partner, "single": single, "multi": multi, "drop": drop,
                      "missing": ",".join(missing) or None})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["attribute", "partner", "single", "multi", "drop", "missing"])
+    for col in ("partner", "missing"):  # keep None as None: pandas 3's string dtype would make it a truthy NaN
+        out[col] = pd.Series([r[col] for r in rows], dtype=object)
+    return out
 
 
 def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute") -> pd.DataFrame:

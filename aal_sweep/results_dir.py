@@ -77,9 +77,9 @@ class ResultsDir:
 
     def write_partners(self, attributes) -> pd.DataFrame:
         partners = self.compute_partners(attributes)
-        missing = sorted({f"{r.attribute}|{m}" for r in partners.itertuples() if r.missing
+        missing = sorted({f"{r.attribute}|{m}" for r in partners.itertuples() if isinstance(r.missing, str)
                           for m in r.missing.split(",")})
-        if missing:
+        if missing:  # the CLI's own output: the user must see which cells the partners ignore
             print(f"partners: skipped {len(missing)} missing cell(s) (row|column): {', '.join(missing)}")
         write_table(self.path / PARTNERS_FILE, pa.Table.from_pandas(partners, preserve_index=False))
         return partners

@@ -211,8 +211,16 @@ def test_lambda_selection_comes_from_the_config(tmp_path):
 def test_derive_partners_ties_go_to_the_first_partner():
     m = pd.DataFrame([[0.9, 0.8, 0.8], [0.7, 0.7, 0.7], [0.6, 0.6, 0.6]], index=["A", "B", "C"],
                      columns=["A", "B", "C"])
-    partners = derive_partners(m)["partner"]
-    assert partners[0] == "B" and partners[1:].isna().all()
+    p = derive_partners(m)
+    assert p["partner"].tolist() == ["B", None, None]  # None, not NaN: callers test `if row.missing`
+    assert p["missing"].tolist() == [None, None, None]
+
+
+def test_derive_partners_on_a_partial_matrix_keeps_none():
+    m = pd.DataFrame([[0.9, np.nan, 0.8], [0.7, 0.7, 0.8], [0.6, 0.6, 0.6]], index=["A", "B", "C"],
+                     columns=["A", "B", "C"])
+    p = derive_partners(m)
+    assert p["missing"].tolist() == ["B", None, None] and p["partner"].tolist() == ["C", None, None]
 
 
 # ---- opening a results folder -------------------------------------------------------------------
