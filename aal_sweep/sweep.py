@@ -143,6 +143,7 @@ def connect(address: str | None, verbose: int) -> bool:
         # RAY_AUTH_MODE=token before ray is imported (Ray reads it once, at import) to say so explicitly.
         ray.init(**kwargs)
         return True
+    check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError as e:
@@ -153,6 +154,21 @@ def connect(address: str | None, verbose: int) -> bool:
         raise AalError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0][:100]}); "
                        f"check the address, or leave --address out for an embedded Ray") from None
     return True
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise AalError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise AalError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); check the "
+                       f"address (`ray status` on the head), or leave --address out for an embedded Ray") from None
 
 
 # ---- one phase on Tune ----------------------------------------------------------------------------

@@ -226,3 +226,17 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
     check_complete(cfg, Path(cfg.results))
     check_no_redo(rd, done_before)
     assert_same_results(ref.results, cfg.results)
+
+
+@pytest.mark.parametrize("address,message", [
+    ("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+    ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+    ("headnode", "expected auto, ray://HOST:PORT or HOST:PORT"),
+])
+def test_unreachable_cluster_fails_fast(address, message):
+    from aal_sweep.sweep import check_reachable
+
+    t0 = time.monotonic()
+    with pytest.raises(AalError, match=message):
+        check_reachable(address, timeout_s=2)
+    assert time.monotonic() - t0 < 10
