@@ -17,16 +17,13 @@ from aal_sweep.errors import AalError
 
 
 def _cmd_train(args) -> int:
-    from aal_sweep.config import load_config
+    from aal_sweep.config import load_config, resolve_attributes
     from aal_sweep.data.cache import open_decoded
     from aal_sweep.train import TrainSpec, fit
 
     cfg = load_config(args.config)
     attrs = tuple(a for a in args.attributes.split(",") if a)
-    known = cfg.dataset.attributes
-    from aal_sweep.config import resolve_attributes
-
-    names = resolve_attributes(cfg) if known is None else known
+    names = resolve_attributes(cfg)
     unknown = [a for a in attrs if a not in names]
     if unknown:
         raise AalError(f"--attributes: unknown {unknown} (valid: {', '.join(names)})")

@@ -84,17 +84,17 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def training_settings(self) -> dict[str, Any]:
+        """Every setting that changes a trial's result (not which trials run), flat: {"train.lr": 1e-4, ...}."""
+        d = self.to_dict()
+        settings = {"dataset.format": self.dataset.format, "dataset.image_size": list(self.dataset.image_size)}
+        settings |= {f"model.{k}": v for k, v in d["model"].items()}
+        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in ("device", "num_threads")}
+        settings |= {f"adversarial.{k}": d["adversarial"][k] for k in ("critic_hidden", "gp_weight")}
+        return settings
+
     def training_hash(self) -> str:
-        """Hash of every setting that changes a trial's result (not which trials run)."""
-        adv = self.to_dict()["adversarial"]
-        settings = {
-            "format": self.dataset.format,
-            "image_size": list(self.dataset.image_size),
-            "model": self.to_dict()["model"],
-            "train": {k: v for k, v in self.to_dict()["train"].items() if k not in ("device", "num_threads")},
-            "adversarial": {k: adv[k] for k in ("critic_hidden", "gp_weight")},
-        }
-        blob = json.dumps(settings, sort_keys=True).encode()
+        blob = json.dumps(self.training_settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 

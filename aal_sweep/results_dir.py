@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from aal_sweep.config import SweepConfig
-from aal_sweep.errors import AalError
+from aal_sweep.config import SweepConfig, parse_config
+from aal_sweep.errors import AalError, ConfigError
 from aal_sweep.plan import Trial
 from aal_sweep.query import derive_partners, pair_matrix
 from aal_sweep.store import PARTNERS_FILE, SWEEP_FILE, TRIALS_DIR, atomic_write_bytes, read_trials, trial_path, write_table
@@ -40,7 +40,7 @@ class ResultsDir:
         if sweep_file.is_file() and self.has_results():
             old = yaml.safe_load(sweep_file.read_text()) or {}
             if old.get("training_hash") != cfg.training_hash() and not restart:
-                changed = _changed_keys(old.get("config", {}), cfg.to_dict())
+                changed = _changed_keys(old.get("config"), cfg)
                 raise AalError(
                     f"{self.path} holds results of other training settings (changed: {', '.join(changed) or 'unknown'}); "
                     f"use a new results folder (--results DIR) or pass --restart to discard the old results")
@@ -138,18 +138,11 @@ def _slug(phase: str) -> str:
     return phase.replace("+", "_")
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        if k in ("results", "name", "phases", "resources") or (prefix == "dataset." and k in ("root", "attributes", "cache")):
-            continue
-        if k == "adversarial" and not prefix:
-            o, n = old.get(k) or {}, new.get(k) or {}
-            keys += [f"adversarial.{x}" for x in ("critic_hidden", "gp_weight") if o.get(x) != n.get(x)]
-            continue
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{k}.")
-        elif a != b and not (prefix == "train." and k in ("device", "num_threads")):
-            keys.append(f"{prefix}{k}")
-    return keys
+def _changed_keys(old_config, cfg: SweepConfig) -> list[str]:
+    """The training settings that differ between a stored config mapping and `cfg`."""
+    try:
+        old = parse_config(old_config, check_files=False).training_settings()
+    except (ConfigError, TypeError, AttributeError):  # written by another version: no key-level diff
+        return []
+    new = cfg.training_settings()
+    return [k for k in new if old.get(k) != new[k]]

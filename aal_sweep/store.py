@@ -95,7 +95,3 @@ def read_trials(results: str | Path) -> pd.DataFrame:
         return SCHEMA.empty_table().to_pandas()
     return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
 
-
-def finished_ids(results: str | Path, status: str = "ok") -> set[str]:
-    df = read_trials(results)
-    return set(df.loc[df["status"] == status, "trial_id"])

@@ -9,6 +9,7 @@ around `aal_sweep.train.fit`; results are written by the trial itself, atomicall
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # Tune snapshots its experiment state whenever a trial has checkpointed num_to_keep times; with
-# num_to_keep=1 that is every epoch, which is what a kill -9 of the driver needs. It is cheap here.
+# num_to_keep=1 that is every epoch, which is what a kill -9 of the driver needs, and Tune warns about it.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # The legacy reporter is silent at verbose=0; the new one still prints its banner. -v turns the table on.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -60,7 +61,7 @@ def _trainable(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         raise RuntimeError(f"fault injected by AAL_SWEEP_INJECT_FAULT={ctx['fault']!r}")
     spec = trial.spec(cfg)
     if spec.num_threads is None:
-        spec = type(spec)(**{**spec.__dict__, "num_threads": max(1, int(cfg.resources.cpus_per_trial))})
+        spec = dataclasses.replace(spec, num_threads=max(1, int(cfg.resources.cpus_per_trial)))
     data = open_decoded(cfg.dataset.root, cfg.dataset.image_size, cfg.dataset.cache)
 
     def on_epoch(train_state: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -215,7 +216,8 @@ def run_phase(phase: str, trials: list[Trial], cfg: SweepConfig, rd: ResultsDir,
             if _interrupted(grid, rd):
                 return _unfinished(trials, rd, failed)
         rd.close_experiment(path)
-    pending = [t for t in pending if t.trial_id not in rd.done_ids() and t.trial_id not in failed]
+    done = rd.done_ids()
+    pending = [t for t in pending if t.trial_id not in done and t.trial_id not in failed]
     if pending:
         path = rd.new_experiment(phase)
         tuner = tune.Tuner(
@@ -280,7 +282,7 @@ def run_sweep(cfg: SweepConfig, results: str | None = None, address: str | None 
     try:
         def phase(name: str, trials: list[Trial]) -> bool:
             nonlocal started_ray, report
-            if any(t.trial_id not in rd.done_ids() for t in trials) and not ray.is_initialized():
+            if rd.anything_pending(trials) and not ray.is_initialized():
                 load_index(cfg.dataset.root, attributes)  # a broken dataset fails here, clearly, before Ray
                 started_ray = connect(address, verbose)
             out = run_phase(name, trials, cfg, rd, verbose)

@@ -59,16 +59,15 @@ def test_bad_weight_files_are_clear(tmp_path):
 
 
 def test_imagenet_weights_come_from_the_local_cache_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        with pytest.raises(AalError, match=r"ImageNet weights for resnet18 not found at .*resnet18-f37072fd.pth"):
-            build_backbone("resnet18", "imagenet")
-        from torchvision.models import resnet18
+    from torchvision.models import resnet18
 
-        (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-        torch.save(resnet18(weights=None).state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
-        net, width = build_backbone("resnet18", "imagenet")
-        assert width == 512
-    finally:
-        torch.hub.set_dir(str(torch.hub._get_torch_home()) + "/hub")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torch.hub.get_dir() -> TORCH_HOME/hub
+    with pytest.raises(AalError, match=r"ImageNet weights for resnet18 not found at .*resnet18-f37072fd.pth"):
+        build_backbone("resnet18", "imagenet")
+    torch.manual_seed(5)
+    ref = resnet18(weights=None)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(ref.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    net, width = build_backbone("resnet18", "imagenet")
+    assert width == 512
+    torch.testing.assert_close(net.conv1.weight, ref.conv1.weight)

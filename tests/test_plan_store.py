@@ -98,3 +98,18 @@ def test_adversarial_plan_and_lambda_selection(store, tiny_root):
     assert per.loc["A", "lambda"] == 1.0 and per.loc["C", "lambda"] == 0.1
     glob = select_adversarial(trials, partners, "global")
     assert set(glob["lambda"]) == {0.1}  # mean (.91 + .72) / 2 beats (.92 + .70) / 2
+
+
+def test_changed_training_settings_refused_with_the_keys(tiny_root, tmp_path):
+    from aal_sweep.errors import AalError
+    from aal_sweep.results_dir import ResultsDir
+
+    rd = ResultsDir(tmp_path / "r")
+    rd.prepare(cfg(tiny_root), ("A", "B"))
+    write_trial(rd.path, [_rows("single", "A", None, .9, "single-A")])
+    rd.prepare(cfg(tiny_root), ("A", "B", "C"))  # more attributes: same training settings, allowed
+    with pytest.raises(AalError, match=r"\(changed: train.lr, train.seed\).*--restart"):
+        rd.prepare(cfg(tiny_root, lr=0.01, seed=3), ("A", "B"))
+    assert (rd.path / "trials" / "single-A.parquet").is_file()
+    rd.prepare(cfg(tiny_root, lr=0.01), ("A", "B"), restart=True)
+    assert not rd.has_results()

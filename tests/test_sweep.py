@@ -172,9 +172,15 @@ def assert_same_results(ref_results: str, results: str) -> None:
     assert a["val_acc_by_epoch"].map(list).tolist() == b["val_acc_by_epoch"].map(list).tolist()
 
 
-def finish(config_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config_path)],
-                          capture_output=True, text=True, timeout=300)
+def resume_and_compare(path: Path, cfg, ref, done_before: set[str]) -> subprocess.CompletedProcess:
+    """Rerun the same command to the end; the result must be whole, with nothing redone, equal to `ref`."""
+    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    check_complete(cfg, Path(cfg.results))
+    check_no_redo(ResultsDir(cfg.results), done_before)
+    assert_same_results(ref.results, cfg.results)
+    return out
 
 
 def test_kill_9_driver_then_resume(kill_setup):
@@ -186,12 +192,8 @@ def test_kill_9_driver_then_resume(kill_setup):
     done_before = rd.done_ids()
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, at once
     proc.wait()
-    out = finish(path)
-    assert out.returncode == 0, out.stderr
+    out = resume_and_compare(path, cfg, ref, done_before)
     assert "restoring interrupted experiment" in out.stdout
-    check_complete(cfg, Path(cfg.results))
-    check_no_redo(rd, done_before)
-    assert_same_results(ref.results, cfg.results)
 
 
 def test_kill_9_worker_is_retried_from_its_checkpoint(kill_setup):
@@ -221,11 +223,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Run the same command to resume" in err
-    out = finish(path)
-    assert out.returncode == 0, out.stderr
-    check_complete(cfg, Path(cfg.results))
-    check_no_redo(rd, done_before)
-    assert_same_results(ref.results, cfg.results)
+    resume_and_compare(path, cfg, ref, done_before)
 
 
 @pytest.mark.parametrize("address,message", [

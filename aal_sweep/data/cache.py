@@ -49,7 +49,7 @@ def fingerprint(root: Path, image_size: tuple[int, int]) -> str:
     for name in (ATTR_FILE, PARTITION_FILE):
         h.update((root / name).read_bytes())
     with os.scandir(root / IMAGE_DIR) as it:
-        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it if e.is_file())
+        entries = sorted((e.name, st.st_size, st.st_mtime_ns) for e in it if e.is_file() for st in [e.stat()])
     h.update(json.dumps(entries).encode())
     return h.hexdigest()[:16]
 
@@ -79,7 +79,10 @@ def _build(root: Path, image_size: tuple[int, int], dest: Path, workers: int) ->
         files = [str(index.image_path(f)) for f in index.files[split]]
         shape = (len(files), image_size[0], image_size[1], 3)
         path = tmp / f"{split}.u8"
-        np.memmap(path, dtype=np.uint8, mode="w+", shape=shape).flush() if files else path.touch()
+        if files:
+            np.memmap(path, dtype=np.uint8, mode="w+", shape=shape).flush()
+        else:
+            path.touch()  # numpy cannot map an empty file
         chunk = 512
         jobs = [(str(path), files[i:i + chunk], i, shape) for i in range(0, len(files), chunk)]
         if workers > 1 and len(jobs) > 1:

@@ -30,15 +30,14 @@ class SplitTensors:
             free, _ = torch.cuda.mem_get_info(device)
             if images.nbytes < GPU_RESIDENT_FRACTION * free:
                 self._resident = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        scale = torch.tensor([1 / (255 * s) for s in IMAGENET_STD], device=device).view(1, 3, 1, 1)
-        self._scale, self._shift = scale, torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) / torch.tensor(
-            IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std  ==  x * scale - shift, two in-place ops per batch
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        self._scale, self._shift = 1 / (255 * std), mean / std
 
     def _gather(self, idx: torch.Tensor) -> torch.Tensor:
         if self._resident is not None:
             return self._resident[idx.to(self.device)]
-        # sorted reads from the memmap are sequential within a batch; the batch order itself does not matter
-        batch = torch.from_numpy(self._host[np.sort(idx.numpy())])
+        batch = torch.from_numpy(self._host[idx.numpy()])  # idx is sorted: sequential memmap reads
         if self.device.type == "cuda":
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch

@@ -130,7 +130,9 @@ def evaluate(task: Task, split: SplitTensors, batch_size: int, autocast) -> tupl
 
 def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
         state: dict[str, Any] | None = None) -> FitResult:
-    """Train `spec` on `data`; call `on_epoch(state, metrics)` after each epoch; resume from `state` if given."""
+    """Train `spec` on `data`; call `on_epoch(state, metrics)` after each epoch; resume from `state` if given.
+
+    `state` refers to the live model and optimizer tensors: `on_epoch` must save or copy it before returning."""
     device = pick_device(spec.device)
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
