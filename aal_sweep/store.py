@@ -49,6 +49,10 @@ SCHEMA = pa.schema([
     ("backbone", pa.string()),
     ("config_hash", pa.string()),
     ("finished_at", pa.timestamp("us", tz="UTC")),
+    # numpy.packbits (big bit order) of "image i classified correctly at the best epoch", split order
+    ("val_correct", pa.binary()),
+    ("test_correct", pa.binary()),
+    ("node_id", pa.string()),  # Ray's node id of the worker that finished the trial
 ])
 COLUMNS = SCHEMA.names
 
