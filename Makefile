@@ -26,6 +26,8 @@ demo: $(STAMP) $(DEMO_DATA)/list_attr_celeba.txt
 	@$(BIN)/aal-sweep matrix $(DEMO_RESULTS)
 	@echo; echo "Partners (the paper's Table 3):"
 	@$(BIN)/aal-sweep partners $(DEMO_RESULTS)
+	@echo; echo "Variants (the paper's Table 1):"
+	@$(BIN)/aal-sweep table $(DEMO_RESULTS)
 	@echo
 	@$(BIN)/aal-sweep report $(DEMO_RESULTS) --out $(DEMO_RESULTS)/report
 

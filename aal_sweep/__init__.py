@@ -1,15 +1,15 @@
 """aal_sweep: the Adversarial Attribute Learning protocol as Ray Tune sweeps.
 
     import aal_sweep
-    res = aal_sweep.open_results("results/demo")
+    res = aal_sweep.open_results("results/demo")   # or "s3://bucket/sweeps/demo"
     res.matrix("val_acc")   # M x M pair matrix, diagonal = single-task accuracy
 """
 
 __version__ = "0.1.0"
 
 
-def open_results(path):
-    """Open a results folder for queries (see `aal_sweep.query.Results`)."""
-    from aal_sweep.query import Results
+def open_results(uri):
+    """Open a results folder (local path or s3://bucket/prefix) for queries: an `aal_sweep.store.Store`."""
+    from aal_sweep.store import Store
 
-    return Results.open(path)
+    return Store.open(uri)

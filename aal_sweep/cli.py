@@ -1,7 +1,8 @@
-"""aal-sweep: run, status, matrix, partners, report, train, dataset, make-synthetic.
+"""aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic.
 
 User errors (AalError) print one line on stderr and exit 2, without a traceback. Ray is imported only by
-`run` (through aal_sweep.sweep), so the other commands start fast and work without it.
+`run` (through aal_sweep.sweep) and `submit` (aal_sweep.submit), so the other commands start fast and work
+without it.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
 
 from aal_sweep.errors import AalError
+from aal_sweep.paths import require_folder
 
 
 def _cmd_train(args) -> int:
@@ -21,8 +24,9 @@ def _cmd_train(args) -> int:
     from aal_sweep.data.cache import open_decoded
     from aal_sweep.train import TrainSpec, fit
 
-    cfg = load_config(args.config)
     attrs = tuple(a for a in args.attributes.split(",") if a)
+    _check_train_args(args, attrs)
+    cfg = load_config(args.config)
     names = resolve_attributes(cfg)
     unknown = [a for a in attrs if a not in names]
     if unknown:
@@ -33,7 +37,7 @@ def _cmd_train(args) -> int:
         spec = TrainSpec.from_config(cfg, args.kind, attrs, args.lam if args.kind == "adversarial" else None)
     except ValueError as e:
         raise AalError(f"--attributes: {e}") from None
-    data = open_decoded(cfg.dataset.root, cfg.dataset.image_size, cfg.dataset.cache)
+    data = open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache)
 
     def on_epoch(_state, m):
         print(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f} "
@@ -50,13 +54,50 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _check_train_args(args, attrs: tuple[str, ...]) -> None:
+    """What argparse cannot say about `train`'s arguments, before any file is read."""
+    twice = sorted({a for a in attrs if attrs.count(a) > 1})
+    if twice:
+        raise AalError(f"--attributes: {', '.join(twice)} given twice (a pair or adversarial training needs two "
+                       f"different attributes, e.g. --attributes Smiling,Male)")
+    if args.lam is not None and args.kind != "adversarial":
+        raise AalError(f"--lambda applies to --kind adversarial only (this is --kind {args.kind}; drop --lambda)")
+    if args.lam is not None and not (math.isfinite(args.lam) and args.lam > 0):
+        raise AalError(f"--lambda: {args.lam} must be a finite number greater than 0 (e.g. --lambda 0.1)")
+
+
+def _verify(index):
+    """Decode every image of `index`, with a progress line on stderr; None when all decode, else the
+    error naming every bad one (its `bad`: (path, problem) pairs)."""
+    from aal_sweep.data.cache import default_workers, verify_images
+    from aal_sweep.errors import BadImagesError
+
+    paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
+    workers = default_workers()
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rverifying {total} images with {workers} processes: {done}/{total}", end="", file=sys.stderr,
+              flush=True)
+
+    bad = verify_images(paths, workers, progress=progress)
+    print(file=sys.stderr)
+    return BadImagesError(str(index.root), bad, len(paths)) if bad else None
+
+
 def _cmd_dataset(args) -> int:
-    from aal_sweep.data.celeba import describe, load_index
+    from aal_sweep.data.index import DatasetSource, describe, load_index
 
     attrs = [a for a in args.attributes.split(",") if a] if args.attributes else None
-    info = describe(load_index(args.root, attrs))
+    index = load_index(DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed), attrs)
+    info = describe(index)
+    bad = _verify(index) if args.verify else None
+    if args.verify:
+        info["bad_images"] = [{"file": os.path.relpath(p, index.root), "problem": why}
+                              for p, why in (bad.bad if bad else [])]
     if args.format == "json":
         print(json.dumps(info, indent=2))
+        if bad:
+            raise bad
         return 0
     s = info["splits"]
     print(f"{args.root}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
@@ -64,14 +105,28 @@ def _cmd_dataset(args) -> int:
     print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
         print(f"{a:<{width}}  " + " ".join("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")))
+    if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
+        n = info["identities"]
+        print(f"identities: train {n['train']}, val {n['val']}, test {n['test']}; validation identities "
+              f"(val_fraction {args.val_fraction}, split_seed {args.split_seed}): {' '.join(info['val_identities'])}")
+        for identity, why in info["excluded"].items():
+            print(f"excluded: identity {identity}, {why}")
+    if args.verify:
+        for entry in info["bad_images"]:
+            print(f"bad: {entry['file']} ({entry['problem']})")
+        if bad:
+            raise bad
+        print(f"verified {sum(s.values())} images: all decode")
     return 0
 
 
 def _cmd_make_synthetic(args) -> int:
     from aal_sweep.data.synthetic import make_synthetic
 
+    require_folder(args.out, "OUT")
     try:
-        root = make_synthetic(args.out, args.attributes, args.images, tuple(args.size), args.seed)
+        root = make_synthetic(args.out, args.attributes, args.images, tuple(args.size), args.seed,
+                              random_attributes=args.random_attributes, xor=args.xor)
     except ValueError as e:
         raise AalError(str(e)) from None
     print(f"wrote {args.images} images with {args.attributes} attributes to {root}")
@@ -82,14 +137,59 @@ def _cmd_run(args) -> int:
     from aal_sweep.config import load_config
 
     cfg = load_config(args.config)
+    require_folder(args.results or cfg.results, "--results" if args.results else "results")
     if args.address is None:
         # The embedded cluster keeps token authentication on (Ray's default since 2.59); saying so before
         # ray is imported silences Ray's warning. A cluster's mode and token come from the environment.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1,
+        # so gcs, raylet, agents and workers listen on loopback only (ray._private.services.get_node_ip_address).
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from aal_sweep.pending import plan_work, say_nothing_to_do
+
+    work = plan_work(cfg, args.results, args.restart)  # no Ray, no torch: a finished sweep answers at once
+    if work.nothing_to_do(cfg, args.allow_partial) and work.tidy(cfg, args.allow_partial):
+        say_nothing_to_do(work.store)
+        return 0
     from aal_sweep.sweep import run_sweep
 
     return run_sweep(cfg, results=args.results, address=args.address, verbose=args.verbose,
-                     restart=args.restart)
+                     restart=args.restart, allow_partial=args.allow_partial)
+
+
+def _cmd_submit(args) -> int:
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise AalError("submit: no job server named; pass --address http://HEAD:8265 (or set RAY_ADDRESS)")
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+        (Path.home() / ".ray" / "auth_token").is_file()
+    if token:
+        # Ray sends its token only in token mode, which it reads once, at import: say so before importing it.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from aal_sweep.submit import cluster_config, submit
+
+    return submit(cluster_config(args.config, args.results), address, args.wait)
+
+
+def _cmd_plan(args) -> int:
+    from aal_sweep.config import load_config, resolve_attributes
+    from aal_sweep.estimate import default_throughput_path, estimate, read_throughput, render_plan
+
+    cfg = load_config(args.config)
+    source = Path(args.throughput) if args.throughput else default_throughput_path()
+    if args.throughput and not source.is_file():
+        raise AalError(f"--throughput: {args.throughput!r} is not a file (write one with benchmarks/gpu.py --out)")
+    print(render_plan(estimate(cfg, resolve_attributes(cfg), _split_sizes(cfg), read_throughput(source),
+                               str(source)), args.format))
+    return 0
+
+
+def _split_sizes(cfg) -> dict[str, int]:
+    """Images per split, from the annotation files only."""
+    from aal_sweep.data.index import load_index
+
+    index = load_index(cfg.dataset.source(), cfg.dataset.attributes, check_images=False)
+    return {split: len(files) for split, files in index.files.items()}
 
 
 def _cmd_status(args) -> int:
@@ -100,42 +200,102 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_matrix(args) -> int:
-    from aal_sweep.formats import render_matrix
-    from aal_sweep.query import Results
+    from aal_sweep.formats import render_drop_matrix, render_matrix
+    from aal_sweep import open_results
 
-    print(render_matrix(Results.open(args.results).matrix(args.metric), args.format))
+    store = open_results(args.results)
+    if args.metric == "drop":  # from the pairs' statistics: P[a][b] - P[a][a], intervals, significance
+        print(render_drop_matrix(store.pairs(), store.attributes, args.format, ci=args.ci))
+        return 0
+    if args.ci:
+        raise AalError("--ci applies to --metric drop (intervals are of differences; add --metric drop)")
+    print(render_matrix(store.matrix(args.metric), args.format))
+    return 0
+
+
+def _cmd_pairs(args) -> int:
+    from aal_sweep.formats import render_pairs
+    from aal_sweep import open_results
+
+    print(render_pairs(open_results(args.results).pairs(), args.format))
     return 0
 
 
 def _cmd_partners(args) -> int:
     from aal_sweep.formats import render_partners
-    from aal_sweep.query import Results
+    from aal_sweep import open_results
 
-    print(render_partners(Results.open(args.results).partners(), args.format))
+    print(render_partners(open_results(args.results).partners(), args.format))
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from aal_sweep import open_results
+    from aal_sweep.table1 import render_table, store_table, with_paper
+
+    store = open_results(args.results)
+    method = store.config.adversarial.method
+    table = store_table(store)
+    if args.compare:
+        table = with_paper(table, args.compare, method)
+    print(render_table(table, args.format, method))
     return 0
 
 
 def _cmd_report(args) -> int:
-    from aal_sweep.query import Results
+    from aal_sweep import open_results
     from aal_sweep.report import write_report
 
-    path = write_report(Results.open(args.results), args.out, compare=args.compare)
+    require_folder(args.out, "--out")
+    path = write_report(open_results(args.results), args.out, compare=args.compare)
     print(f"report written to {path}")
     return 0
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, like every other user error (its subparsers too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"aal-sweep: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aal-sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
+    from aal_sweep.data.index import FORMATS, SPLIT_SEED, VAL_FRACTION
+
+    p = _Parser(prog="aal-sweep", description=__doc__.splitlines()[0])
+    p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+                   help="Python logging level (default WARNING)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("run", help="run (or resume) a whole sweep on Ray Tune")
     s.add_argument("config")
-    s.add_argument("--results", help="results folder (default: the config's `results`)")
+    s.add_argument("--results", help="results folder or s3://bucket/prefix (default: the config's `results`)")
     s.add_argument("--address", help="join a Ray cluster: auto, ray://host:10001 or host:port (default: embedded)")
     s.add_argument("--restart", action="store_true", help="discard the results folder's trials and start over")
+    s.add_argument("--allow-partial", action="store_true",
+                   help="derive partners (and plan adversarial trials) from incomplete rows of the pair matrix "
+                        "too, skipping their missing cells (default: only complete rows decide; run exits 1 "
+                        "naming the others)")
     s.add_argument("-v", "--verbose", action="count", default=0, help="-v: Tune's status table, -vv: trial logs")
     s.set_defaults(fn=_cmd_run)
+
+    s = sub.add_parser("submit", help="submit (or resume) a sweep as a job to a Ray cluster's job server")
+    s.add_argument("config")
+    s.add_argument("--address", help="the job server, http://HEAD:8265 (default: $RAY_ADDRESS)")
+    s.add_argument("--results", help="where the cluster writes results: s3://BUCKET/PREFIX or an absolute path "
+                                      "every node sees (default: the config's `results`)")
+    s.add_argument("--wait", action="store_true", help="follow the job's logs; exit with its outcome")
+    s.set_defaults(fn=_cmd_submit)
+
+    s = sub.add_parser("plan", help="trials per phase and their GPU-hours (from benchmarks/gpu.py), before a run")
+    s.add_argument("config")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--throughput", help="a file benchmarks/gpu.py wrote (default: $AAL_SWEEP_THROUGHPUT, else "
+                                        "throughput.json in the default cache folder)")
+    s.set_defaults(fn=_cmd_plan)
 
     s = sub.add_parser("status", help="per phase done / failed / pending, and the missing cells")
     s.add_argument("results")
@@ -144,14 +304,28 @@ def build_parser() -> argparse.ArgumentParser:
     fmts = ("table", "csv", "json", "markdown")
     s = sub.add_parser("matrix", help="the pair matrix (row: measured attribute, column: partner)")
     s.add_argument("results")
-    s.add_argument("--metric", choices=("val_acc", "test_acc"), default="val_acc")
+    s.add_argument("--metric", choices=("val_acc", "test_acc", "drop"), default="val_acc",
+                   help="drop: P[a][b] - P[a][a], '*' where significant after adjustment")
+    s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
     s.add_argument("--format", choices=fmts, default="table")
     s.set_defaults(fn=_cmd_matrix)
+
+    s = sub.add_parser("pairs", help="every ordered pair: drop, interval, p-values, significance, seeds")
+    s.add_argument("results")
+    s.add_argument("--format", choices=fmts, default="table")
+    s.set_defaults(fn=_cmd_pairs)
 
     s = sub.add_parser("partners", help="per attribute: partner, single, multi, adversarial (the paper's Table 3)")
     s.add_argument("results")
     s.add_argument("--format", choices=fmts, default="table")
     s.set_defaults(fn=_cmd_partners)
+
+    s = sub.add_parser("table", help="mean validation and test accuracy of every variant (the paper's Table 1)")
+    s.add_argument("results")
+    s.add_argument("--format", choices=fmts, default="table")
+    s.add_argument("--compare", choices=("paper-celeba", "paper-duke"),
+                   help="the paper's numbers beside ours (Tables 1, 2, 3 and 5; Table 6 for DukeMTMC)")
+    s.set_defaults(fn=_cmd_table)
 
     s = sub.add_parser("report", help="figures and one self-contained index.html")
     s.add_argument("results")
@@ -171,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("root")
     s.add_argument("--attributes", help="A,B,... (default: all)")
     s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--verify", action="store_true",
+                   help="decode every image (in parallel) and list the ones that cannot be decoded (exit 2)")
+    s.add_argument("--layout", choices=FORMATS, default="celeba", help="the on-disk format (default celeba)")
+    s.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                   help=f"duke/market: share of training identities held out for validation (default {VAL_FRACTION})")
+    s.add_argument("--split-seed", type=int, default=SPLIT_SEED,
+                   help=f"duke/market: seed of the validation identities (default {SPLIT_SEED})")
     s.set_defaults(fn=_cmd_dataset)
 
     s = sub.add_parser("make-synthetic", help="write a synthetic dataset in the CelebA layout")
@@ -179,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, default=2000)
     s.add_argument("--size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--random-attributes", type=int, default=0,
+                   help="also N attributes with coin-flip labels no image predicts")
+    s.add_argument("--xor", action="store_true",
+                   help="also an attribute Xor = first XOR second (a constructed negative partner of the second)")
     s.set_defaults(fn=_cmd_make_synthetic)
     return p
 
@@ -192,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aal-sweep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("aal-sweep: interrupted", file=sys.stderr)
+        hint = " Run the same command to resume." if args.command == "run" else ""
+        print(f"aal-sweep: interrupted.{hint}", file=sys.stderr)
         return 130
 
 

@@ -9,19 +9,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from aal_sweep.errors import ConfigError
+from aal_sweep.data.index import FORMATS, SPLIT_SEED, VAL_FRACTION
+from aal_sweep.errors import ConfigError, DataError
 
 BACKBONES = ("resnet18", "small_cnn")
-FORMATS = ("celeba",)
 METHODS = ("grl", "gan", "wgan")
-PHASES = ("single", "pair", "adversarial")
+PHASES = ("single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
+DEFAULT_PHASES = PHASES[:3]  # the paper's method; Table 1's other variants (aal_sweep.kinds) are asked for by name
+# what each phase plans from: its trials are planned only once these phases' trials are done
+PHASE_NEEDS = {"adversarial": ("single", "pair"), "adversarial_multiple": ("single", "pair"),
+               "adversarial_shared": ("multitask_all", "single", "pair")}
+_NEEDS_WHY = {"adversarial": "its partners come from them", "adversarial_multiple": "its partners come from them",
+              "adversarial_shared": "it starts from the multitask_all model, against the partners of single and pair"}
 LAMBDA_SELECTION = ("per_attribute", "global")
+PARTNER_RULES = ("argmin", "significant")
+CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.stats implements each
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
@@ -32,6 +41,16 @@ class DatasetConfig:
     attributes: tuple[str, ...] | None = None
     image_size: tuple[int, int] = (218, 178)
     cache: str | None = None  # decoded-array cache; None = $AAL_SWEEP_CACHE or ~/.cache/aal_sweep
+    # duke / market only (CelebA has an official split): the share of training identities held out for
+    # validation, and the seed that draws them
+    val_fraction: float = VAL_FRACTION
+    split_seed: int = SPLIT_SEED
+
+    def source(self):
+        """The aal_sweep.data.index.DatasetSource these settings describe (what load_index and the cache take)."""
+        from aal_sweep.data.index import DatasetSource
+
+        return DatasetSource(self.root, self.format, self.val_fraction, self.split_seed)
 
 
 @dataclass(frozen=True)
@@ -48,9 +67,15 @@ class TrainConfig:
     weight_decay: float = 5.0e-4
     lr_milestones: tuple[int, ...] = (4,)
     lr_gamma: float = 0.1
-    seed: int = 0
+    seed: int = 0  # the first seed; changing it changes the training hash
+    # every seed the sweep trains, first == seed; None = (seed,). Not in the training hash: appending
+    # seeds to a finished sweep only adds trials (their ids carry -s<seed>)
+    seeds: tuple[int, ...] | None = None
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int | None = None  # torch CPU threads per trial; None = cpus_per_trial
+    # torch.compile the backbone: auto = on CUDA only; true | false. Not in the training hash (an
+    # execution setting, like device): the same trial, compiled or not, is the same trial.
+    compile: bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,17 @@ class AdversarialConfig:
     lambda_selection: str = "per_attribute"
     critic_hidden: int = 256  # wgan: the critic's hidden width
     gp_weight: float = 10.0  # wgan: gradient penalty weight
+
+
+@dataclass(frozen=True)
+class PartnersConfig:
+    # argmin: the paper's most negative drop; significant: the most negative drop among those whose
+    # adjusted p-value is below alpha (none otherwise). Holm by default: a partner is one claim per
+    # attribute, and Holm bounds the chance that *any* of a row's M-1 candidates is a false partner
+    # (BH bounds only their expected share); for the row's smallest p-value both adjust by M-1 alike.
+    rule: str = "argmin"
+    alpha: float = 0.05
+    correction: str = "holm"
 
 
 @dataclass(frozen=True)
@@ -78,8 +114,14 @@ class SweepConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
-    phases: tuple[str, ...] = PHASES
+    phases: tuple[str, ...] = DEFAULT_PHASES
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    partners: PartnersConfig = field(default_factory=PartnersConfig)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds every single, pair and adversarial training runs with (train.seeds, else train.seed)."""
+        return self.train.seeds or (self.train.seed,)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -88,8 +130,12 @@ class SweepConfig:
         """Every setting that changes a trial's result (not which trials run), flat: {"train.lr": 1e-4, ...}."""
         d = self.to_dict()
         settings = {"dataset.format": self.dataset.format, "dataset.image_size": list(self.dataset.image_size)}
+        if self.dataset.format != "celeba":  # the carved validation split; CelebA's hash stays as it was
+            settings |= {"dataset.val_fraction": self.dataset.val_fraction, "dataset.split_seed": self.dataset.split_seed}
         settings |= {f"model.{k}": v for k, v in d["model"].items()}
-        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in ("device", "num_threads")}
+        # train.seeds is not a setting of a trial (its seed is in its id); train.seed, the first seed, stays
+        # in, so the hash of every config written before seeds existed is unchanged
+        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in ("device", "num_threads", "seeds", "compile")}
         settings |= {f"adversarial.{k}": d["adversarial"][k] for k in ("critic_hidden", "gp_weight")}
         return settings
 
@@ -131,7 +177,7 @@ class _Checker:
                 self.problems.append(f"{prefix}{key}: unknown key (valid: {', '.join(names)})")
 
     def value(self, raw: dict, key: str, kind: str, default: Any, prefix: str, choices=None,
-              minimum=None, nullable=False) -> Any:
+              minimum=None, nullable=False, above=None) -> Any:
         if key not in raw:
             return default
         v, name = raw[key], prefix + key
@@ -147,6 +193,12 @@ class _Checker:
             return default
         if choices is not None and v not in choices:
             self.problems.append(f"{name}: {v!r} is not one of {', '.join(choices)}")
+            return default
+        if kind == "float" and not math.isfinite(v):  # YAML's .nan and .inf compare false to any bound
+            self.problems.append(f"{name}: expected a finite number, got {v!r}")
+            return default
+        if above is not None and v <= above:
+            self.problems.append(f"{name}: {v!r} must be greater than {above}")
             return default
         if minimum is not None and v < minimum:
             self.problems.append(f"{name}: {v!r} must be at least {minimum}")
@@ -166,6 +218,9 @@ class _Checker:
         if not good:
             self.problems.append(f"{name}: expected a list of {kind}s, got {v!r}")
             return default
+        if kind == "float" and not all(math.isfinite(x) for x in v):
+            self.problems.append(f"{name}: expected a list of finite numbers, got {v!r}")
+            return default
         return tuple(float(x) for x in v) if kind == "float" else tuple(v)
 
 
@@ -183,7 +238,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     d = c.section(raw, "dataset")
     c.unknown(d, DatasetConfig, "dataset.")
     if "root" not in d:
-        problems.append("dataset.root: missing (the folder that holds img_align_celeba/ and the list files)")
+        problems.append("dataset.root: missing (the dataset folder: for celeba the one holding img_align_celeba/ "
+                        "and the list files; for duke / market bounding_box_train/, bounding_box_test/ and the .mat)")
     root = c.value(d, "root", "str", "", "dataset.")
     fmt = c.value(d, "format", "str", "celeba", "dataset.", choices=FORMATS)
     attributes = c.listof(d, "attributes", "str", None, "dataset.") if d.get("attributes") is not None else None
@@ -192,6 +248,11 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         problems.append(f"dataset.image_size: expected [height, width], each at least 8, got {list(size)}")
         size = (218, 178)
     cache = c.value(d, "cache", "str", None, "dataset.", nullable=True)
+    val_fraction = c.value(d, "val_fraction", "float", VAL_FRACTION, "dataset.", above=0)
+    if val_fraction >= 1:
+        problems.append(f"dataset.val_fraction: {val_fraction} must be below 1 (e.g. {VAL_FRACTION})")
+        val_fraction = VAL_FRACTION
+    split_seed = c.value(d, "split_seed", "int", SPLIT_SEED, "dataset.", minimum=0)
 
     m = c.section(raw, "model")
     c.unknown(m, ModelConfig, "model.")
@@ -206,16 +267,20 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
 
     t = c.section(raw, "train")
     c.unknown(t, TrainConfig, "train.")
+    seeds = _seeds(c, t, problems)
     train = TrainConfig(
         epochs=c.value(t, "epochs", "int", 6, "train.", minimum=1),
         batch_size=c.value(t, "batch_size", "int", 256, "train.", minimum=1),
-        lr=c.value(t, "lr", "float", 1e-4, "train.", minimum=0),
+        lr=c.value(t, "lr", "float", 1e-4, "train.", above=0),
         weight_decay=c.value(t, "weight_decay", "float", 5e-4, "train.", minimum=0),
         lr_milestones=c.listof(t, "lr_milestones", "int", (4,), "train."),
         lr_gamma=c.value(t, "lr_gamma", "float", 0.1, "train.", minimum=0),
-        seed=c.value(t, "seed", "int", 0, "train.", minimum=0),
+        # train.seed is the first seed: `seeds: [3, 4]` alone means seed 3
+        seed=seeds[0] if seeds and "seed" not in t else c.value(t, "seed", "int", 0, "train.", minimum=0),
+        seeds=seeds,
         device=c.value(t, "device", "str", "auto", "train.", choices=("auto", "cpu", "cuda")),
         num_threads=c.value(t, "num_threads", "int", None, "train.", minimum=1, nullable=True),
+        compile=_compile_setting(t.get("compile", TrainConfig.compile), problems),
     )
 
     a = c.section(raw, "adversarial")
@@ -232,19 +297,33 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     if any(x <= 0 for x in adversarial.lambdas):
         problems.append(f"adversarial.lambdas: every lambda must be > 0, got {list(adversarial.lambdas)}")
 
-    phases = c.listof(raw, "phases", "str", PHASES, "", min_len=1)
+    phases = c.listof(raw, "phases", "str", DEFAULT_PHASES, "", min_len=1)
     for p in phases:
         if p not in PHASES:
             problems.append(f"phases: {p!r} is not a phase (valid: {', '.join(PHASES)})")
     if len(set(phases)) != len(phases):
         problems.append(f"phases: duplicates in {list(phases)}")
-    if "adversarial" in phases and not {"single", "pair"} <= set(phases):
-        problems.append("phases: adversarial needs single and pair (its partners come from them)")
+    for p, needs in PHASE_NEEDS.items():
+        lacking = [n for n in needs if n not in phases]
+        if p in phases and lacking:
+            problems.append(f"phases: {p} needs {' and '.join(needs)} ({_NEEDS_WHY[p]}); add "
+                            f"{', '.join(lacking)} to phases or drop {p}")
+
+    pr = c.section(raw, "partners")
+    c.unknown(pr, PartnersConfig, "partners.")
+    default_partners = PartnersConfig()
+    partners = PartnersConfig(
+        rule=c.value(pr, "rule", "str", default_partners.rule, "partners.", choices=PARTNER_RULES),
+        alpha=c.value(pr, "alpha", "float", default_partners.alpha, "partners.", minimum=0),
+        correction=c.value(pr, "correction", "str", default_partners.correction, "partners.", choices=CORRECTIONS),
+    )
+    if not 0 < partners.alpha < 1:
+        problems.append(f"partners.alpha: must be between 0 and 1 (e.g. 0.05), got {partners.alpha}")
 
     r = c.section(raw, "resources")
     c.unknown(r, ResourcesConfig, "resources.")
     resources = ResourcesConfig(
-        cpus_per_trial=c.value(r, "cpus_per_trial", "float", 1, "resources.", minimum=0),
+        cpus_per_trial=c.value(r, "cpus_per_trial", "float", 1, "resources.", above=0),
         gpus_per_trial=c.value(r, "gpus_per_trial", "float", 0, "resources.", minimum=0),
         max_failures=c.value(r, "max_failures", "int", 2, "resources.", minimum=0),
         max_concurrent=c.value(r, "max_concurrent", "int", None, "resources.", minimum=1, nullable=True),
@@ -265,14 +344,40 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         raise ConfigError(source, problems)
     return SweepConfig(
         name=name, results=results,
-        dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache),
+        dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache,
+                              val_fraction=val_fraction, split_seed=split_seed),
         model=model, train=train, adversarial=adversarial, phases=tuple(phases), resources=resources,
+        partners=partners,
     )
+
+
+def _compile_setting(value: Any, problems: list[str]) -> bool | str:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    problems.append(f"train.compile: {value!r} is not one of auto, true, false")
+    return TrainConfig.compile
+
+
+def _seeds(c: _Checker, t: dict, problems: list[str]) -> tuple[int, ...] | None:
+    """train.seeds: distinct integers >= 0 whose first is train.seed when both are given."""
+    seeds = c.listof(t, "seeds", "int", None, "train.", min_len=1) if t.get("seeds") is not None else None
+    if seeds is None:
+        return None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        problems.append(f"train.seeds: expected distinct integers >= 0, got {list(seeds)}")
+        return None
+    if "seed" in t and t["seed"] != seeds[0]:
+        problems.append(f"train.seed: {t['seed']!r} is not the first of train.seeds {list(seeds)} "
+                        f"(drop train.seed, or list it first)")
+    return seeds
 
 
 def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> None:
     from aal_sweep.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE, read_attribute_names
 
+    if fmt != "celeba" and root.is_dir():
+        _check_reid(fmt, root, attributes, problems)
+        return
     if not root.is_dir():
         problems.append(f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder)")
         return
@@ -281,7 +386,11 @@ def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> Non
         problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the CelebA layout needs "
                         f"{IMAGE_DIR}/, {ATTR_FILE} and {PARTITION_FILE})")
         return
-    names = read_attribute_names(root / ATTR_FILE)
+    try:
+        names = read_attribute_names(root / ATTR_FILE)
+    except DataError as e:  # not UTF-8, or duplicate names: reported with the other problems
+        problems.append(f"dataset.root: {e}")
+        return
     if len(names) < 2:
         problems.append(f"dataset.root: {ATTR_FILE} has {len(names)} attribute(s); a sweep needs at least two")
     for a in attributes or ():
@@ -289,20 +398,76 @@ def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> Non
             problems.append(f"dataset.attributes: unknown attribute {a!r} (valid: {', '.join(names)})")
 
 
+def _check_reid(fmt: str, root: Path, attributes, problems: list[str]) -> None:
+    """The duke / market layout: both image folders and a readable .mat file holding the attributes."""
+    from aal_sweep.data.index import DatasetSource, attribute_names
+    from aal_sweep.data.reid import LAYOUTS, TEST_DIR, TRAIN_DIR
+
+    missing = [n for n in (TRAIN_DIR, TEST_DIR) if not (root / n).is_dir()]
+    if missing:
+        problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the {fmt} layout needs "
+                        f"{TRAIN_DIR}/, {TEST_DIR}/ and {LAYOUTS[fmt].mat_file})")
+        return
+    try:
+        names = attribute_names(DatasetSource(root, fmt))
+    except DataError as e:
+        problems.append(f"dataset.root: {e}")
+        return
+    for a in attributes or ():
+        if a not in names:
+            problems.append(f"dataset.attributes: unknown attribute {a!r} (valid: {', '.join(names)})")
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error as one line with the line and column (1-based) where it found the problem."""
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    text = " ".join(str(problem or e).split())
+    if context:
+        text += f" ({context}" + (f" started at {at(context_mark)})" if context_mark else ")")
+    return "not valid YAML" + (f" at {at(mark)}" if mark else "") + f": {text}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently, so a
+    second `lr:` further down would quietly win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; the mapping's own keys override merged ones, as YAML says
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: SafeLoader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first at line {seen[key].line + 1}); keep one",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/demo.yaml)"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                                      f"save the file as UTF-8"]) from None
     except yaml.YAMLError as e:
-        raise ConfigError(str(path), [f"not valid YAML: {str(e).splitlines()[0]}"]) from None
+        raise ConfigError(str(path), [_yaml_problem(e)]) from None
     cfg = parse_config(raw, str(path), check_files=check_files)
     # Trials run in other working directories (and on other nodes): every path becomes absolute here.
     absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
     pretrained = cfg.model.pretrained
     return dataclasses.replace(
-        cfg, results=absolute(cfg.results),
+        cfg, results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
                                     cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
         model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
@@ -313,6 +478,6 @@ def resolve_attributes(cfg: SweepConfig) -> tuple[str, ...]:
     """The sweep's attributes in order: the configured subset, or every attribute in the file."""
     if cfg.dataset.attributes is not None:
         return cfg.dataset.attributes
-    from aal_sweep.data.celeba import ATTR_FILE, read_attribute_names
+    from aal_sweep.data.index import attribute_names
 
-    return tuple(read_attribute_names(Path(cfg.dataset.root) / ATTR_FILE))
+    return tuple(attribute_names(cfg.dataset.source()))

@@ -7,8 +7,12 @@ the paper's Tables 3 and 4, missing values as "—" (never 0), and a mean row.
     matrix csv      attribute,Disc,Square,...      one row per attribute, no mean row (a mean is not a cell)
     matrix json     {"metric": "val_acc", "unit": "fraction", "attributes": [...],
                      "matrix": {row: {column: value | null}}}      row = measured, column = trained with
-    partners csv    the columns of query.PARTNER_COLUMNS, the mean row last (attribute "mean")
+    partners csv    the columns of query.PARTNER_COLUMNS and pairs.PARTNER_STAT_COLUMNS, the mean row last
+                    (attribute "mean"); flags are true / false
     partners json   a list of records with those keys, the mean record last; NaN and no partner are null
+    pairs csv       pairs.PAIR_COLUMNS, one row per ordered pair (attribute, partner); json: records
+    matrix --metric drop --format json   {"metric": "drop", ..., "matrix": {row: {column: drop}},
+                     "cells": {row: {column: {every pairs column}}}}
 
 Human matrices number their columns (1..M, the row numbers) so that 40 attributes fit on a screen.
 """
@@ -20,16 +24,20 @@ import io
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 FORMATS = ("table", "csv", "json", "markdown")
 MISSING = "—"
-_PERCENT = ("single", "multi", "adversarial")
+_PERCENT = ("single", "multi", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
 _POINTS = ("multi_minus_single", "adv_minus_single", "adv_minus_multi")
 PARTNER_HEADERS = {
     "attribute": "attribute", "partner": "partner", "single": "single %", "multi": "multi %",
-    "adversarial": "adversarial %", "lambda": "lambda", "multi_minus_single": "multi-single",
-    "adv_minus_single": "adv-single", "adv_minus_multi": "adv-multi",
+    "adversarial": "adversarial %", "multitask_all": "multitask_all %", "adversarial_multiple": "adv multiple %",
+    "adversarial_shared": "adv shared %", "lambda": "lambda", "multi_minus_single": "multi-single",
+    "adv_minus_single": "adv-single", "adv_minus_multi": "adv-multi", "drop": "drop", "ci": "ci",
+    "p_value": "p", "p_adjusted": "p adj", "significant": "sig", "n_seeds": "seeds",
+    "single_above_majority": "above maj", "at_baseline": "at baseline", "majority": "majority %",
 }
 
 
@@ -50,13 +58,8 @@ def render_matrix(matrix: pd.DataFrame, fmt: str) -> str:
 def render_partners(partners: pd.DataFrame, fmt: str) -> str:
     """The partners table (query.partners_table, mean row included) in one of FORMATS."""
     _check_format(fmt)
-    if fmt == "csv":
-        cols = list(partners.columns)
-        return _csv(cols, [[_full(v) for v in row] for row in partners.itertuples(index=False)])
-    if fmt == "json":
-        records = [{c: _json_value(v) for c, v in zip(partners.columns, row)}
-                   for row in partners.itertuples(index=False)]
-        return json.dumps(records, indent=2)
+    if fmt in ("csv", "json"):  # statistics columns hold flags, counts and names beside the fractions
+        return _machine(partners, fmt)
     shown = partners_display(partners)
     return _text(shown) if fmt == "table" else _markdown(shown)
 
@@ -81,21 +84,116 @@ def matrix_display(matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def partners_display(partners: pd.DataFrame) -> pd.DataFrame:
-    """Strings: the partners table in percent, differences in signed percentage points."""
-    out = pd.DataFrame(index=partners.index)
-    for col in partners.columns:
-        v = partners[col]
-        if col in _PERCENT:
+    """Strings: the partners table in percent, differences in signed percentage points (and its
+    statistics columns as `stats_display` shows them)."""
+    return stats_display(partners)
+
+
+# ---- the pairs' statistics (aal_sweep.pairs) ----------------------------------------------------
+
+
+def render_pairs(pairs: pd.DataFrame, fmt: str) -> str:
+    """The long table of ordered pairs (pairs.PAIR_COLUMNS), one row per (attribute, partner)."""
+    _check_format(fmt)
+    if fmt in ("csv", "json"):
+        return _machine(pairs, fmt)
+    shown = stats_display(pairs)
+    return _text(shown) if fmt == "table" else _markdown(shown)
+
+
+def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci: bool = False) -> str:
+    """The drop matrix P[a][b] - P[a][a] from the pairs table; human formats mark cells significant after
+    adjustment with "*" and, with `ci`, show the interval; json carries every statistic of every cell."""
+    _check_format(fmt)
+    grid = {c: pairs.pivot(index="attribute", columns="partner", values=c).reindex(index=attributes, columns=attributes)
+            for c in ("drop", "ci_low", "ci_high")}
+    drop = grid["drop"]
+    drop.index.name = "attribute"
+    if fmt == "csv":
+        if not ci:
+            return render_matrix(drop, "csv")
+        values = [g.to_numpy(float) for g in grid.values()]  # cell (a, b): drop, ci_low, ci_high side by side
+        rows = [[a] + [_full(v[i, j]) for j in range(len(attributes)) for v in values] for i, a in enumerate(attributes)]
+        return _csv(["attribute", *(f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high"))], rows)
+    if fmt == "json":
+        cells = {str(a): {} for a in attributes}
+        for rec in json.loads(_machine(pairs, "json")):
+            cells[rec["attribute"]][rec["partner"]] = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
+        body = {str(a): {str(b): _json_value(drop.loc[a, b]) for b in attributes} for a in attributes}
+        return json.dumps({"metric": "drop", "unit": "fraction", "attributes": list(map(str, attributes)),
+                           "matrix": body, "cells": cells}, indent=2)
+    marks = pairs.set_index(["attribute", "partner"])
+    numbers = [str(i) for i in range(1, len(attributes) + 1)]
+    rows = []
+    for i, a in enumerate(attributes, 1):
+        row = [str(i), str(a)]
+        for b in attributes:
+            row.append("" if a == b else _drop_cell(marks, a, b, ci))
+        rows.append(row)
+    shown = pd.DataFrame(rows, columns=["#", "attribute", *numbers])
+    return _text(shown) if fmt == "table" else _markdown(shown)
+
+
+def _drop_cell(marks: pd.DataFrame, a: str, b: str, ci: bool) -> str:
+    if (a, b) not in marks.index:
+        return MISSING
+    r = marks.loc[(a, b)]
+    text = percent(r["drop"], signed=True)
+    if ci and not _missing(r["ci_low"]):
+        text += f" [{percent(r['ci_low'], signed=True)}, {percent(r['ci_high'], signed=True)}]"
+    return text + ("*" if _true(r["significant"]) else "")
+
+
+def stats_display(t: pd.DataFrame) -> pd.DataFrame:
+    """Strings for a table with statistics columns: accuracies in percent, differences and intervals in
+    signed points, p-values in 3 significant digits, flags as yes / no, unknown as "—"."""
+    out = pd.DataFrame(index=t.index)
+    for col in t.columns:
+        v = t[col]
+        if col in _PERCENT or col in ("majority", "reference"):
             out[col] = v.map(percent)
-        elif col in _POINTS:
+        elif col in _POINTS or col in ("drop", "gain", "ci_low", "ci_high"):
             out[col] = v.map(lambda x: percent(x, signed=True))
+        elif col in ("drop_sd", "single_sd", "multi_sd"):  # a spread, not a change: no sign
+            out[col] = v.map(percent)
+        elif col in ("p_value", "p_adjusted"):
+            out[col] = v.map(lambda x: MISSING if _missing(x) else f"{float(x):.3g}")
         elif col == "lambda":
             out[col] = v.map(lambda x: MISSING if _missing(x) else f"{float(x):g}")
+        elif str(v.dtype) in ("bool", "boolean"):
+            out[col] = v.map(lambda x: MISSING if _missing(x) else ("yes" if x else "no"))
         else:
             out[col] = v.map(lambda x: MISSING if _missing(x) else str(x))
-    if "attribute" in out and len(out) and partners["attribute"].iloc[-1] == "mean":
+    if "ci_low" in out and "ci_high" in out:  # one column: the interval reads as one thing
+        joined = [MISSING if lo == MISSING else f"[{lo}, {hi}]" for lo, hi in zip(out["ci_low"], out["ci_high"])]
+        out.insert(out.columns.get_loc("ci_low"), "ci", joined)
+        out = out.drop(columns=["ci_low", "ci_high"])
+    if "attribute" in out and len(out) and t["attribute"].iloc[-1] == "mean":
         out.iloc[-1] = out.iloc[-1].where(out.iloc[-1] != MISSING, "")  # no "—" clutter on the mean row
     return out.rename(columns=PARTNER_HEADERS).reset_index(drop=True)
+
+
+def _machine(t: pd.DataFrame, fmt: str) -> str:
+    """csv / json of any table: floats at full precision, flags as true / false, unknown empty / null."""
+    def value(v):
+        if _missing(v):
+            return None
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+        return v if isinstance(v, str) else float(v)
+
+    records = [[value(v) for v in row] for row in t.itertuples(index=False)]
+    if fmt == "json":
+        return json.dumps([dict(zip(map(str, t.columns), r)) for r in records], indent=2)
+    text = lambda v: "" if v is None else ("true" if v is True else "false" if v is False else  # noqa: E731
+                                          str(v) if isinstance(v, (str, int)) else repr(v))
+    return _csv(list(map(str, t.columns)), [[text(v) for v in r] for r in records])
+
+
+def _true(v) -> bool:
+    return not _missing(v) and bool(v)
 
 
 # ---- writers ------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ so the same config always yields the same ids and a results folder knows what it
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from aal_sweep.config import SweepConfig
-from aal_sweep.train.loop import FitResult, TrainSpec
+from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
 
 PHASE_OF_KIND = {"single": "initial", "pair": "initial", "adversarial": "adversarial"}
 
@@ -23,27 +25,40 @@ PHASE_OF_KIND = {"single": "initial", "pair": "initial", "adversarial": "adversa
 @dataclass(frozen=True)
 class Trial:
     trial_id: str
-    kind: str  # single | pair | adversarial
+    kind: str  # single | pair | adversarial, or one of Table 1's variants (aal_sweep.kinds)
     attributes: tuple[str, ...]  # primary first
     lam: float | None = None
     method: str | None = None
+    seed: int = 0  # one of cfg.seeds; also in trial_id
 
-    def spec(self, cfg: SweepConfig) -> TrainSpec:
-        return TrainSpec.from_config(cfg, self.kind, self.attributes, self.lam)
+    def spec(self, cfg: SweepConfig):
+        """The train.TrainSpec of this trial (imported here: planning, `status` and queries need no torch)."""
+        from aal_sweep.train.loop import TrainSpec
+
+        return dataclasses.replace(TrainSpec.from_config(cfg, self.kind, self.attributes, self.lam), seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"trial_id": self.trial_id, "kind": self.kind, "attributes": list(self.attributes),
-                "lam": self.lam, "method": self.method}
+                "lam": self.lam, "method": self.method, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Trial":
-        return cls(d["trial_id"], d["kind"], tuple(d["attributes"]), d["lam"], d["method"])
+        # Tune experiments saved before seeds existed lack "seed": their trials ran with the first seed,
+        # which the id's -s<seed> names
+        seed = d["seed"] if "seed" in d else int(d["trial_id"].rsplit("-s", 1)[1].split("-")[0])
+        return cls(d["trial_id"], d["kind"], tuple(d["attributes"]), d["lam"], d["method"], seed)
 
 
+@functools.lru_cache(maxsize=65536)  # a sweep names each attribute in ~M trial ids: one regex per name
 def _slug(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.]+", "_", name)
     # names that differ only in punctuation must not collide
     return slug if slug == name else f"{slug}~{hashlib.sha1(name.encode()).hexdigest()[:4]}"
+
+
+def _digest(names) -> str:
+    """Six hex digits naming an ordered list of attribute names."""
+    return hashlib.sha1("\x1f".join(names).encode()).hexdigest()[:6]
 
 
 def trial_id(kind: str, attributes, seed: int, config_hash: str, lam: float | None = None,
@@ -51,55 +66,78 @@ def trial_id(kind: str, attributes, seed: int, config_hash: str, lam: float | No
     names = [_slug(a) for a in attributes]
     if kind == "adversarial":
         return f"adv-{method}-{names[0]}-vs-{names[1]}-l{lam:g}-s{seed}-{config_hash}"
+    if kind == MULTITASK_ALL:  # 40 names would make a 500-character id: their count and a digest
+        return f"mta-{len(names)}attrs-{_digest(attributes)}-s{seed}-{config_hash}"
+    if kind == ADVERSARIAL_MULTIPLE:  # the partner set by its size and digest (in sweep order, as trained)
+        return f"advm-{method}-{names[0]}-vs-{len(names) - 1}p{_digest(attributes[1:])}-l{lam:g}-s{seed}-{config_hash}"
+    if kind == ADVERSARIAL_SHARED:
+        return f"advs-{method}-{names[0]}-vs-{names[1]}-l{lam:g}-s{seed}-{config_hash}"
     return f"{kind}-{'-'.join(names)}-s{seed}-{config_hash}"
 
 
 def plan_initial(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial]:
-    """One single-task trial per attribute and one pair trial per unordered pair (config order)."""
-    h, seed = cfg.training_hash(), cfg.train.seed
+    """Per seed, one single-task trial per attribute and one pair trial per unordered pair (config order)."""
+    h = cfg.training_hash()
     trials = []
-    if "single" in cfg.phases:
-        trials += [Trial(trial_id("single", [a], seed, h), "single", (a,)) for a in attributes]
-    if "pair" in cfg.phases:
-        trials += [Trial(trial_id("pair", p, seed, h), "pair", p) for p in combinations(attributes, 2)]
+    for seed in cfg.seeds:
+        if "single" in cfg.phases:
+            trials += [Trial(trial_id("single", [a], seed, h), "single", (a,), seed=seed) for a in attributes]
+        if "pair" in cfg.phases:
+            trials += [Trial(trial_id("pair", p, seed, h), "pair", p, seed=seed) for p in combinations(attributes, 2)]
     return trials
 
 
 def plan_adversarial(cfg: SweepConfig, partners: pd.DataFrame) -> list[Trial]:
-    """One trial per (attribute with a partner, lambda)."""
-    h, seed, method = cfg.training_hash(), cfg.train.seed, cfg.adversarial.method
+    """One trial per (seed, attribute with a partner, lambda); `partners` chosen by the config's partner rule."""
+    return _against_partners(cfg, partners, "adversarial", cfg.adversarial.method)
+
+
+def _against_partners(cfg: SweepConfig, partners: pd.DataFrame, kind: str, method: str) -> list[Trial]:
+    """One `kind` trial per (seed, attribute with a partner, lambda)."""
+    h = cfg.training_hash()
     trials = []
-    for row in partners.itertuples():
-        if row.partner is None or pd.isna(row.partner):
-            continue
-        pair = (row.attribute, row.partner)
-        for lam in cfg.adversarial.lambdas:
-            trials.append(Trial(trial_id("adversarial", pair, seed, h, lam, method), "adversarial", pair, lam, method))
+    for seed in cfg.seeds:
+        for row in partners.itertuples():
+            if row.partner is None or pd.isna(row.partner):
+                continue
+            pair = (row.attribute, row.partner)
+            for lam in cfg.adversarial.lambdas:
+                trials.append(Trial(trial_id(kind, pair, seed, h, lam, method), kind, pair, lam, method, seed))
     return trials
 
 
-def result_rows(trial: Trial, cfg: SweepConfig, result: FitResult, attempts: int) -> list[dict[str, Any]]:
-    """The store rows of a finished trial: one per evaluated head (only C_a for adversarial)."""
-    rows = []
-    for head in result.heads:
-        partner = [a for a in trial.attributes if a != head.attribute]
-        rows.append({
-            "trial_id": trial.trial_id, "kind": trial.kind, "attribute": head.attribute,
-            "partner": partner[0] if partner else None, "lambda": trial.lam, "method": trial.method,
-            "seed": cfg.train.seed, "status": "ok", "error": None, "best_epoch": head.best_epoch,
-            "val_acc": head.val_acc, "test_acc": head.test_acc, "val_acc_by_epoch": head.val_acc_by_epoch,
-            "val_loss_by_epoch": head.val_loss_by_epoch, "test_acc_by_epoch": head.test_acc_by_epoch,
-            "epochs_run": result.epochs_run, "attempts": attempts, "train_seconds": result.train_seconds,
-            "n_val": result.n_val, "n_test": result.n_test, "backbone": cfg.model.backbone,
-            "config_hash": cfg.training_hash(),
-        })
-    return rows
+# ---- Table 1's other variants (aal_sweep.kinds) -------------------------------------------------------
 
 
-def failed_rows(trial: Trial, cfg: SweepConfig, error: str, attempts: int) -> list[dict[str, Any]]:
-    heads = trial.attributes[:1] if trial.kind == "adversarial" else trial.attributes
-    return [{"trial_id": trial.trial_id, "kind": trial.kind, "attribute": a,
-             "partner": next((b for b in trial.attributes if b != a), None), "lambda": trial.lam,
-             "method": trial.method, "seed": cfg.train.seed, "status": "failed", "error": error,
-             "attempts": attempts, "backbone": cfg.model.backbone, "config_hash": cfg.training_hash()}
-            for a in heads]
+def plan_multitask_all(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial]:
+    """Per seed, one training with a head for every sweep attribute (needs nothing)."""
+    h = cfg.training_hash()
+    return [Trial(trial_id(MULTITASK_ALL, attributes, seed, h), MULTITASK_ALL, tuple(attributes), seed=seed)
+            for seed in cfg.seeds]
+
+
+def plan_adversarial_multiple(cfg: SweepConfig, negatives: pd.DataFrame) -> list[Trial]:
+    """Per seed, attribute with at least one negative partner (`negatives`: query.negative_partners) and
+    lambda: one trial against all of them. Gradient reversal only (kinds.GRL_ONLY)."""
+    h = cfg.training_hash()
+    trials = []
+    for seed in cfg.seeds:
+        for row in negatives.itertuples():
+            if not row.partners:
+                continue
+            attrs = (row.attribute, *row.partners)
+            for lam in cfg.adversarial.lambdas:
+                trials.append(Trial(trial_id(ADVERSARIAL_MULTIPLE, attrs, seed, h, lam, "grl"), ADVERSARIAL_MULTIPLE,
+                                    attrs, lam, "grl", seed))
+    return trials
+
+
+def plan_adversarial_shared(cfg: SweepConfig, partners: pd.DataFrame) -> list[Trial]:
+    """As plan_adversarial (same partners, same lambdas), on the frozen conv layers of the same seed's
+    multitask_all model (`multitask_all_of`). Gradient reversal only (kinds.GRL_ONLY)."""
+    return _against_partners(cfg, partners, ADVERSARIAL_SHARED, "grl")
+
+
+def multitask_all_of(cfg: SweepConfig, attributes: tuple[str, ...], seed: int) -> str:
+    """The id of the multitask_all trial whose weights an adversarial_shared trial of `seed` starts from."""
+    return trial_id(MULTITASK_ALL, attributes, seed, cfg.training_hash())

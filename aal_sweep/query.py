@@ -1,19 +1,16 @@
 """The pair matrix, the partners and the adversarial selection: pure functions on the store's DataFrame.
 
-Missing cells are NaN, never zero. Several seeds of the same cell are averaged. `Results` opens a results
-folder (RESULTS/sweep.yaml + RESULTS/trials/) and answers the same questions from it.
+Missing cells are NaN, never zero. Several seeds of the same cell are averaged. `aal_sweep.store.Store`
+answers the same questions from a results folder. Everything here is vectorised: a 1,000-attribute store
+has a million rows.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import yaml
 
 from aal_sweep.errors import AalError
-from aal_sweep.store import SWEEP_FILE, read_trials
 
 METRICS = ("val_acc", "test_acc")
 
@@ -26,57 +23,117 @@ def pair_matrix(trials: pd.DataFrame, attributes: list[str], metric: str = "val_
     """P[a][b]: accuracy of a when trained with b; P[a][a]: a's single-task accuracy. NaN where missing."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
-    m = pd.DataFrame(np.nan, index=pd.Index(attributes, name="attribute"), columns=list(attributes))
-    single = _ok(trials, "single").groupby("attribute")[metric].mean()
-    for a, v in single.items():
-        if a in m.index:
-            m.loc[a, a] = v
-    pair = _ok(trials, "pair").groupby(["attribute", "partner"])[metric].mean()
-    for (a, b), v in pair.items():
-        if a in m.index and b in m.columns:
-            m.loc[a, b] = v
-    return m
+    names = pd.Index(list(attributes))
+    m = len(names)
+    ok = trials[(trials["status"] == "ok") & trials["kind"].isin(("single", "pair")) & trials[metric].notna()]
+    i = _positions(ok["attribute"], names)
+    j = np.where((ok["kind"] == "single").to_numpy(), i, _positions(ok["partner"], names))
+    return cell_means(i, j, ok[metric].to_numpy(float), list(attributes))
 
 
-def derive_partners(matrix: pd.DataFrame) -> pd.DataFrame:
+def cell_means(i: np.ndarray, j: np.ndarray, values: np.ndarray, attributes: list[str]) -> pd.DataFrame:
+    """The M x M matrix of the mean of `values` per cell (i, j) (positions in `attributes`; -1 = not a
+    cell of this sweep), NaN where a cell has none. Seeds of one cell average; one run is its own value."""
+    m = len(attributes)
+    keep = (i >= 0) & (j >= 0)
+    cell = i[keep] * m + j[keep]
+    sums = np.bincount(cell, weights=values[keep], minlength=m * m)
+    counts = np.bincount(cell, minlength=m * m)
+    with np.errstate(invalid="ignore"):  # 0 / 0 is a missing cell: NaN
+        means = sums / counts
+    return pd.DataFrame(means.reshape(m, m), index=pd.Index(list(attributes), name="attribute"),
+                        columns=list(attributes))
+
+
+def _positions(column: pd.Series, names: pd.Index) -> np.ndarray:
+    """Each value's position in `names` (-1 where absent or null); fast on categorical columns."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        lookup = np.append(names.get_indexer(column.cat.categories), -1)
+        return lookup[column.cat.codes.to_numpy()]  # code -1 (null) picks the appended -1
+    return names.get_indexer(column.astype(object))
+
+
+def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.DataFrame:
     """Each attribute's most negative partner: argmin over b of P[a][b] - P[a][a], only where negative.
 
-    Ties go to the partner that comes first in the sweep's attribute order. Missing cells are skipped and
-    listed in `missing`; an attribute whose single-task accuracy is missing gets no partner."""
-    rows = []
-    for a in matrix.index:
-        single = matrix.loc[a, a]
-        others = matrix.loc[a].drop(a)
-        missing = [b for b, v in others.items() if pd.isna(v)]
-        if pd.isna(single):
-            missing = [a] + missing
-        drops = (others - single).dropna()
-        partner, multi, drop = None, np.nan, np.nan
-        if not pd.isna(single) and len(drops) and drops.min() < 0:
-            partner = drops.idxmin()  # first minimum in column order
-            multi, drop = others[partner], drops[partner]
-        rows.append({"attribute": a, "partner": partner, "single": single, "multi": multi, "drop": drop,
-                     "missing": ",".join(missing) or None})
-    out = pd.DataFrame(rows, columns=["attribute", "partner", "single", "multi", "drop", "missing"])
-    for col in ("partner", "missing"):  # keep None as None: pandas 3's string dtype would make it a truthy NaN
-        out[col] = pd.Series([r[col] for r in rows], dtype=object)
+    Only a complete row decides (a's single task and every pair with a present), unless `allow_partial`:
+    then the missing cells of a row are skipped. Ties go to the partner that comes first in the sweep's
+    attribute order. `missing` lists a row's missing cells (its own name first when its single task is
+    missing); an attribute whose single-task accuracy is missing never gets a partner."""
+    names = list(matrix.index)
+    m = len(names)
+    p = matrix.to_numpy(float)
+    single = np.diag(p).copy() if m else np.zeros(0)
+    off = ~np.eye(m, dtype=bool)
+    absent = np.isnan(p) & off
+    drops = np.where(off, p - single[:, None], np.nan)
+    complete = ~np.isnan(single) & ~absent.any(axis=1)
+    decides = complete | (allow_partial & ~np.isnan(single))
+    filled = np.where(np.isnan(drops), np.inf, drops)
+    best = filled.argmin(axis=1) if m else np.zeros(0, dtype=int)  # first minimum in column order
+    best_drop = filled[np.arange(m), best] if m else np.zeros(0)
+    chosen = decides & (best_drop < 0)
+    rows = np.arange(m)
+    partner = [names[best[k]] if chosen[k] else None for k in rows]
+    missing = []
+    for k in rows:
+        cells = ([names[k]] if np.isnan(single[k]) else []) + [names[c] for c in np.flatnonzero(absent[k])]
+        missing.append(",".join(cells) or None)
+    out = pd.DataFrame({"attribute": names,
+                        "single": single,
+                        "multi": np.where(chosen, p[rows, best] if m else 0.0, np.nan),
+                        "drop": np.where(chosen, best_drop, np.nan)})
+    # keep None as None: pandas 3's string dtype would make it a truthy NaN
+    out.insert(1, "partner", pd.Series(partner, dtype=object))
+    out["missing"] = pd.Series(missing, dtype=object)
+    return out[["attribute", "partner", "single", "multi", "drop", "missing"]]
+
+
+def negative_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.DataFrame:
+    """Per attribute, every partner that lowers it (P[a][b] < P[a][a]), in the sweep's order: the partner
+    set of adversarial_multiple (eq. 10-11). Rows decide as in `derive_partners` (complete rows only unless
+    `allow_partial`); `partner` holds the set comma-joined (kinds.PARTNER_SEPARATOR, as the store's rows of
+    adversarial_multiple do), None where no partner lowers a or the row is undecided; `partners` the tuple."""
+    from aal_sweep.kinds import PARTNER_SEPARATOR
+
+    derived = derive_partners(matrix, allow_partial)
+    p = matrix.to_numpy(float)
+    names = list(matrix.index)
+    sets = []
+    for k, (single, missing) in enumerate(zip(derived["single"], derived["missing"])):
+        decides = not np.isnan(single) and (missing is None or allow_partial)
+        sets.append(tuple(names[j] for j in range(len(names)) if decides and j != k and p[k, j] - single < 0))
+    out = pd.DataFrame({"attribute": names, "single": derived["single"]})
+    out.insert(1, "partner", pd.Series([PARTNER_SEPARATOR.join(s) or None for s in sets], dtype=object))
+    out["partners"] = pd.Series(sets, dtype=object)
+    out["missing"] = derived["missing"]
     return out
 
 
-def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute") -> pd.DataFrame:
+def incomplete_rows(partners: pd.DataFrame) -> dict[str, list[str]]:
+    """{attribute: its missing cells} for the rows `derive_partners` could not decide."""
+    return {a: miss.split(",") for a, miss in zip(partners["attribute"], partners["missing"]) if miss}
+
+
+def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute",
+                       kind: str = "adversarial") -> pd.DataFrame:
     """Per attribute with a partner, the adversarial run chosen on validation accuracy.
 
     per_attribute: each attribute's best lambda (the smaller lambda on ties); global: the one lambda with the
-    best mean validation accuracy over attributes that have every lambda."""
-    adv = _ok(trials, "adversarial")
+    best mean validation accuracy over attributes that have every lambda. `kind`: the adversarial variant
+    (adversarial, adversarial_shared; adversarial_multiple with `partners` from `negative_partners`)."""
+    adv = _ok(trials, kind)
     wanted = partners.dropna(subset=["partner"])[["attribute", "partner"]]
-    adv = adv.merge(wanted, on=["attribute", "partner"])
+    adv = adv.astype({"attribute": object, "partner": object}).merge(wanted, on=["attribute", "partner"])
     cols = ["attribute", "partner", "lambda", "val_acc", "test_acc", "trial_id"]
     if adv.empty:
         return pd.DataFrame(columns=cols)
-    per_cell = adv.groupby(["attribute", "partner", "lambda"], as_index=False)[["val_acc", "test_acc"]].mean()
-    ids = adv.groupby(["attribute", "partner", "lambda"])["trial_id"].first().reset_index()
-    per_cell = per_cell.merge(ids, on=["attribute", "partner", "lambda"])
+    per_cell = adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]].mean()
+    if "trial_id" in adv:  # the narrow query rows leave it out
+        ids = adv.groupby(["attribute", "partner", "lambda"], observed=True)["trial_id"].first().reset_index()
+        per_cell = per_cell.merge(ids, on=["attribute", "partner", "lambda"])
+    else:
+        per_cell["trial_id"] = None
     if selection == "global":
         n_lambdas = per_cell["lambda"].nunique()
         complete = per_cell.groupby("attribute")["lambda"].transform("nunique") == n_lambdas
@@ -99,7 +156,8 @@ PARTNER_COLUMNS = ["attribute", "partner", "single", "multi", "adversarial", "la
 
 
 def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "val_acc",
-                   selection: str = "per_attribute") -> pd.DataFrame:
+                   selection: str = "per_attribute", allow_partial: bool = False,
+                   partners: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per attribute: its most negative partner and single / multi / adversarial accuracy, like Table 3.
 
     Fractions, not percent. Partners and lambdas are always chosen on validation accuracy; `metric` only
@@ -114,11 +172,18 @@ def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "v
     store the mean row is then the mean accuracy of each final system over all attributes, and its
     differences are the differences of those means. Rows still undecided (missing cells) are skipped.
     The mean row's lambda is NaN: an average lambda means nothing.
+    `partners`: the chosen partners (Store.chosen_partners: the config's partner rule); default the argmin.
     """
-    matrix = pair_matrix(trials, attributes, metric)
-    partners = derive_partners(matrix)
+    if partners is None:
+        partners = derive_partners(pair_matrix(trials, attributes, "val_acc"), allow_partial)  # chosen on validation
     chosen = select_adversarial(trials, partners, selection).set_index("attribute")
     t = partners[["attribute", "partner", "single", "multi"]].copy()
+    # the shown accuracies: of `metric`, of the chosen partner (whichever rule chose it), mean over seeds
+    shown = pair_matrix(trials, attributes, metric).to_numpy(float)
+    k = np.arange(len(t))
+    col = pd.Index(list(attributes)).get_indexer(t["partner"].astype(object))
+    t["single"] = np.diag(shown) if len(t) else []
+    t["multi"] = np.where(col >= 0, shown[k, np.maximum(col, 0)] if len(t) else 0.0, np.nan)
     t["adversarial"] = t["attribute"].map(chosen[metric]).astype(float)
     t["lambda"] = t["attribute"].map(chosen["lambda"]).astype(float)
     t["multi_minus_single"] = t["multi"] - t["single"]
@@ -128,7 +193,28 @@ def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "v
     mean = pd.DataFrame([mean_row(t, settled)], columns=PARTNER_COLUMNS)
     t = t[PARTNER_COLUMNS]
     t["partner"] = t["partner"].astype(object).where(t["partner"].notna(), None)
-    return pd.concat([t, mean], ignore_index=True)
+    return _with_variants(pd.concat([t, mean], ignore_index=True), trials, attributes, partners, metric, selection,
+                          allow_partial)
+
+
+def _with_variants(table: pd.DataFrame, trials: pd.DataFrame, attributes, partners: pd.DataFrame, metric: str,
+                   selection: str, allow_partial: bool) -> pd.DataFrame:
+    """The partners table plus a column per other variant the store holds (multitask_all,
+    adversarial_multiple, adversarial_shared: table1.variant_columns), after `adversarial`; the mean row
+    averages each as Table 1 does. A store without them gets the table unchanged."""
+    from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
+    from aal_sweep.table1 import variant_columns
+
+    if not trials["kind"].isin([MULTITASK_ALL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED]).any():
+        return table  # the common case costs one scan of a column
+    extra = variant_columns(trials, attributes, partners, metric, selection, allow_partial)
+    if extra.empty or not len(extra.columns):
+        return table
+    at = table.columns.get_loc("adversarial") + 1
+    for k, col in enumerate(extra.columns):
+        values = extra[col].reindex(table["attribute"].iloc[:-1]).to_list() + [extra[col].mean()]
+        table.insert(at + k, col, values)
+    return table
 
 
 def mean_row(t: pd.DataFrame, settled: pd.Series) -> dict:
@@ -145,78 +231,6 @@ def mean_row(t: pd.DataFrame, settled: pd.Series) -> dict:
     return {"attribute": "mean", "partner": None, **row, "lambda": np.nan}
 
 
-# ---- a results folder -------------------------------------------------------------------------
-
-
-class Results:
-    """A results folder, opened for queries; every call re-reads the store, so it follows a running sweep.
-
-        res = Results.open("results/demo")      # or aal_sweep.open_results(...)
-        res.matrix("val_acc")                   # M x M, row = measured, column = partner, NaN = missing
-        res.partners()                          # the paper's Table 3, fractions, plus a mean row
-    """
-
-    def __init__(self, path: Path, attributes: list[str], config, training_hash: str | None):
-        self.path = path
-        self.attributes = attributes
-        self.config = config
-        self.training_hash = training_hash
-
-    @classmethod
-    def open(cls, path: str | Path) -> "Results":
-        from aal_sweep.config import parse_config
-
-        path = Path(path)
-        meta = _read_sweep_yaml(path)
-        config = parse_config(meta["config"], source=str(path / SWEEP_FILE), check_files=False)
-        attributes = meta.get("attributes") or config.dataset.attributes
-        if not attributes or not all(isinstance(a, str) for a in attributes):
-            raise AalError(f"{path / SWEEP_FILE}: no attribute list (expected `attributes: [A, B, ...]`; "
-                           f"rerun `aal-sweep run CONFIG` to rewrite it)")
-        return cls(path, list(attributes), config, meta.get("training_hash"))
-
-    def trials(self) -> pd.DataFrame:
-        """Every stored row, long format (see aal_sweep.store.SCHEMA)."""
-        return read_trials(self.path)
-
-    def matrix(self, metric: str = "val_acc") -> pd.DataFrame:
-        """The pair matrix in the sweep's attribute order; `.attrs["metric"]` names the metric."""
-        _check_metric(metric)
-        m = pair_matrix(self.trials(), self.attributes, metric)
-        m.attrs["metric"] = metric
-        return m
-
-    def partners(self, metric: str = "val_acc") -> pd.DataFrame:
-        """The partners table (see `partners_table`), lambda chosen as the config's lambda_selection says."""
-        _check_metric(metric)
-        t = partners_table(self.trials(), self.attributes, metric, self.config.adversarial.lambda_selection)
-        t.attrs["metric"] = metric
-        return t
-
-    def __repr__(self) -> str:
-        return f"Results({str(self.path)!r}, {len(self.attributes)} attributes)"
-
-
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise AalError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
-
-
-def _read_sweep_yaml(path: Path) -> dict:
-    """RESULTS/sweep.yaml as a mapping with a `config` mapping, or an AalError naming the fix."""
-    if not path.is_dir():
-        raise AalError(f"{path}: no such results folder (run `aal-sweep run CONFIG` first, or pass the "
-                       f"folder named by the config's `results`)")
-    file = path / SWEEP_FILE
-    if not file.is_file():
-        raise AalError(f"{path}: no {SWEEP_FILE}, so not a results folder (run `aal-sweep run CONFIG` "
-                       f"first, or pass the folder named by the config's `results`)")
-    try:
-        meta = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as e:
-        raise AalError(f"{file}: not valid YAML: {str(e).splitlines()[0]} (restore it or rerun "
-                       f"`aal-sweep run CONFIG`)") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise AalError(f"{file}: expected keys training_hash, attributes and config (a mapping); "
-                       f"rerun `aal-sweep run CONFIG` to rewrite it")
-    return meta

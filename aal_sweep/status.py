@@ -1,44 +1,62 @@
-"""`aal-sweep status RESULTS`: per phase done / failed / pending, and the missing cells (no Ray)."""
+"""`aal-sweep status RESULTS`: per phase done / failed / pending, incomplete rows, damaged files (no Ray, no torch)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from aal_sweep.phases import plan_phases
+from aal_sweep.query import incomplete_rows
+from aal_sweep.store import Store
 
-import yaml
-
-from aal_sweep.config import parse_config
-from aal_sweep.errors import AalError
-from aal_sweep.plan import plan_adversarial, plan_initial
-from aal_sweep.results_dir import ResultsDir
-from aal_sweep.store import SWEEP_FILE, read_trials
+SHOWN = 20  # names listed per line before "… and N more": a 1,000-attribute sweep has 500,000 trials
 
 
-def sweep_status(results: str | Path) -> str:
-    rd = ResultsDir(results)
-    sweep_file = rd.path / SWEEP_FILE
-    if not sweep_file.is_file():
-        raise AalError(f"{rd.path}: no {SWEEP_FILE} here (not a results folder; run `aal-sweep run CONFIG` first)")
-    doc = yaml.safe_load(sweep_file.read_text())
-    cfg = parse_config(doc["config"], str(sweep_file), check_files=False)
-    attributes = tuple(doc["attributes"])
-    trials = read_trials(rd.path)
-    status = dict(zip(trials["trial_id"], trials["status"]))
-    lines = [f"{rd.path}: {len(attributes)} attributes, training hash {doc['training_hash']}"]
-    initial = plan_initial(cfg, attributes)
-    phases = [("single", [t for t in initial if t.kind == "single"]), ("pair", [t for t in initial if t.kind == "pair"])]
-    if "adversarial" in cfg.phases:
-        phases.append(("adversarial", plan_adversarial(cfg, rd.compute_partners(attributes))))
+def sweep_status(results) -> str:
+    store = Store.open(results)
+    cfg, attributes = store.config, tuple(store.attributes)
+    table = store.trials(["trial_id", "status"])
+    failed_ids = set(table.loc[table["status"] != "ok", "trial_id"])
+    done_ids = set(table["trial_id"]) - failed_ids
+    lines = [f"{store.uri}: {len(attributes)} attributes, training hash {store.training_hash}"]
+    partners = store.chosen_partners()
+    planned_phases = plan_phases(cfg, store, attributes, partners=partners)
+    initial = planned_phases.get("single", []) + planned_phases.get("pair", [])
+    phases = [("single", planned_phases.get("single", [])), ("pair", planned_phases.get("pair", []))]
+    phases += [(p, trials) for p, trials in planned_phases.items() if p not in ("single", "pair")]
+    width = max(12, *(len(name) for name, _ in phases))
     for name, planned in phases:
-        done = sum(status.get(t.trial_id) == "ok" for t in planned)
-        failed = [t.trial_id for t in planned if status.get(t.trial_id) == "failed"]
+        done = sum(t.trial_id in done_ids for t in planned)
+        failed = [t.trial_id for t in planned if t.trial_id in failed_ids]
         pending = len(planned) - done - len(failed)
-        note = " (planned once single and pair are done)" if name == "adversarial" and not planned else ""
-        lines.append(f"  {name:<12} {done:>4} done {len(failed):>4} failed {pending:>4} pending / {len(planned)}{note}")
-        lines += [f"    failed: {t}" for t in failed]
-    missing = [f"{t.attributes[0]}" + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
-               for t in initial if status.get(t.trial_id) != "ok"]
+        note = _NOTES.get(name, "")
+        lines.append(f"  {name:<{width}} {done:>4} done {len(failed):>4} failed {pending:>4} pending / {len(planned)}{note}")
+        lines += [f"    failed: {t}" for t in failed[:SHOWN]] + _more(failed)
+    missing = [t.attributes[0] + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
+               for t in initial if t.trial_id not in done_ids]
     if missing:
-        lines.append(f"  missing cells ({len(missing)}; a pair fills two): {', '.join(missing)}")
+        lines.append(f"  missing cells ({len(missing)}; a pair fills two): {_names(missing)}")
     else:
         lines.append("  pair matrix complete")
+    incomplete = incomplete_rows(partners)
+    if incomplete:
+        lines.append(f"  incomplete rows ({len(incomplete)}; no partner until complete, or run --allow-partial): "
+                     f"{_names(list(incomplete))}")
+    damaged = store.damaged()
+    if damaged:
+        lines.append(f"  damaged files ({len(damaged)}; `aal-sweep run` moves them to trials/.quarantine/ and "
+                     f"reruns their trials):")
+        lines += [f"    {path}: {why}" for path, why in damaged[:SHOWN]] + _more(damaged)
     return "\n".join(lines)
+
+
+_NOTES = {  # how a phase's trials are planned, where that is not plain from the config
+    "adversarial": " (planned from complete rows of the pair matrix)",
+    "adversarial_multiple": " (planned from complete rows of the pair matrix: every negative partner)",
+    "adversarial_shared": " (planned from complete rows; each starts from its seed's stored multitask_all weights)",
+}
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (f", … and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def _more(items: list) -> list[str]:
+    return [f"    … and {len(items) - SHOWN} more"] if len(items) > SHOWN else []

@@ -25,9 +25,7 @@ from aal_sweep.data.celeba import load_index
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.data.tensors import SplitTensors
 from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
-from aal_sweep.train.loop import _epoch_generator
-from aal_sweep.train.tasks import make_task
-from aal_sweep.models import build_backbone
+from aal_sweep.train.loop import TrainSpec, _epoch_generator, build_model, train_epoch
 
 
 class JpegFolder(Dataset):
@@ -46,10 +44,9 @@ class JpegFolder(Dataset):
         return self.tf(decode_jpeg(read_file(self.paths[i]))), self.labels[i]
 
 
-def epoch(task, batches) -> float:
+def epoch(model, batches) -> float:
     t0 = time.perf_counter()
-    for x, y in batches:
-        task.train_step(x, y)
+    train_epoch(model.task, batches, model.optimizers, model.autocast)  # the real training step
     return time.perf_counter() - t0
 
 
@@ -64,20 +61,19 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_synthetic(Path(tmp) / "d", 4, a.images, tuple(a.size), seed=0, splits=(1.0, 0.0))
+        root = make_synthetic(Path(tmp) / "d", 4, a.images, tuple(a.size), seed=0, splits=(0.98, 0.01))  # val and test may not be empty
         t0 = time.perf_counter()
         data = open_decoded(root, tuple(a.size), Path(tmp) / "cache", workers=a.workers)
         build = time.perf_counter() - t0
-        backbone, width = build_backbone(a.backbone)
-        task = make_task("pair", backbone, width, 2)
-        task.make_optimizers(1e-3, 5e-4)
+        model = build_model(TrainSpec(kind="pair", attributes=("a", "b"), backbone=a.backbone, lr=1e-3,
+                                      device="cpu"), torch.device("cpu"))
         cached = SplitTensors(data.images["train"], data.labels["train"][:, :2], torch.device("cpu"))
         loader = DataLoader(JpegFolder(load_index(root), tuple(a.size)), batch_size=a.batch_size, shuffle=True,
                             num_workers=a.workers, persistent_workers=True)
         runs = {"cache": [], "jpeg": []}
         for r in range(a.repeats + 1):  # the first round is warm-up
-            c = epoch(task, cached.batches(a.batch_size, _epoch_generator(0, r), augment=True))
-            j = epoch(task, loader)
+            c = epoch(model, cached.batches(a.batch_size, _epoch_generator(0, r), augment=True))
+            j = epoch(model, loader)
             if r:
                 runs["cache"].append(c)
                 runs["jpeg"].append(j)

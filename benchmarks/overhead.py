@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 from aal_sweep.config import parse_config  # noqa: E402
 from aal_sweep.data.synthetic import make_synthetic  # noqa: E402
-from aal_sweep.store import read_trials  # noqa: E402
+from aal_sweep.store import Store  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
         t0 = time.perf_counter()
         assert run_sweep(cfg) == 0
         wall = time.perf_counter() - t0
-        df = read_trials(cfg.results).drop_duplicates("trial_id")
+        df = Store(cfg.results).trials().drop_duplicates("trial_id")
     n = len(df)
     slots = max(1, int((os.cpu_count() or 1) // a.cpus_per_trial))
     train = df["train_seconds"].sum()

@@ -119,3 +119,59 @@ def test_real_annotation_files(real_celeba):
 def test_real_files_without_images_is_a_clear_error(real_celeba, capsys):
     assert main(["dataset", str(real_celeba), "--attributes", "Male,Smiling"]) == 2
     assert "img_align_celeba: missing" in capsys.readouterr().err
+
+
+# ---- bad list files: each a one-line DataError naming the file and line ---------------------------------
+
+
+def test_duplicate_attribute_names(tmp_path):
+    root = fake_tree(tmp_path / "d")
+    path = root / "list_attr_celeba.txt"
+    path.write_bytes(path.read_bytes().replace(b"Smiling Male  Young", b"Smiling Male  Smiling"))
+    with pytest.raises(DataError, match=r"list_attr_celeba.txt:2: attribute name\(s\) \['Smiling'\] appear more "
+                                        r"than once on the names line"):
+        load_index(root)
+
+
+@pytest.mark.parametrize("file,line", [("list_attr_celeba.txt", 6), ("list_eval_partition.txt", 5)])
+def test_duplicate_image_row(tmp_path, file, line):
+    root = fake_tree(tmp_path / "d")
+    path = root / file
+    if file == "list_attr_celeba.txt":  # the count line must still agree, so this is the only defect
+        rows = ROWS[:3] + [("000002.jpg", [1, -1, 1], 2)]
+        root = fake_tree(tmp_path / "e", rows=rows)
+        (root / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 0\n000003.jpg 1\n")
+        path = root / file
+    else:
+        with open(path, "ab") as f:
+            f.write(b"000002.jpg 1\r\n")
+    with pytest.raises(DataError) as e:
+        load_index(root)
+    assert f"{file}:{line}: image 000002.jpg is listed twice" in str(e.value)
+
+
+@pytest.mark.parametrize("file,line", [("list_attr_celeba.txt", 4), ("list_eval_partition.txt", 2)])
+def test_non_utf8_file_name_names_the_line(tmp_path, file, line):
+    root = fake_tree(tmp_path / "d")
+    path = root / file
+    path.write_bytes(path.read_bytes().replace(b"000002.jpg", b"00000\xe9.jpg"))
+    with pytest.raises(DataError) as e:
+        load_index(root)
+    assert f"{file}:{line}: not UTF-8 text" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("split,code", [("val", 1), ("test", 2), ("train", 0)])
+def test_empty_split_is_refused(tmp_path, split, code):
+    rows = [(n, v, p) for n, v, p in ROWS if p != code]
+    with pytest.raises(DataError, match=rf"list_eval_partition.txt: the {split} split is empty \(no image has "
+                                        rf"split {code}\)"):
+        load_index(fake_tree(tmp_path / "d", rows=rows))
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    """A list file saved by an editor that writes a UTF-8 byte-order mark reads like the original."""
+    root = fake_tree(tmp_path / "d")
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        path = root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_index(root).files["train"] == ["000001.jpg", "000002.jpg"]

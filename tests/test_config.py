@@ -31,7 +31,8 @@ BAD = [
     ({"model__backbone": "vgg"}, "model.backbone: 'vgg' is not one of resnet18, small_cnn"),
     ({"adversarial__method": "mmd"}, "adversarial.method: 'mmd' is not one of grl, gan, wgan"),
     ({"adversarial__lambdas": [0.1, 0.1]}, "adversarial.lambdas: duplicates in [0.1, 0.1]"),
-    ({"phases": ["single", "triple"]}, "phases: 'triple' is not a phase (valid: single, pair, adversarial)"),
+    ({"phases": ["single", "triple"]}, "phases: 'triple' is not a phase (valid: single, pair, adversarial, multitask_all, "
+                                        "adversarial_multiple, adversarial_shared)"),
     ({"phases": ["adversarial"]}, "phases: adversarial needs single and pair"),
     ({"dataset__attributes": ["Disc"]}, "dataset.attributes: needs at least two attributes"),
     ({"dataset__attributes": ["Disc", "Disc", "Ring"]}, "dataset.attributes: duplicates ['Disc']"),
@@ -41,6 +42,19 @@ BAD = [
     ({"model__pretrained": "/nowhere/w.pth"}, "model.pretrained: '/nowhere/w.pth' is not a file"),
     ({"resources__gpus_per_trial": 1.5}, "resources.gpus_per_trial: fractions must be below 1"),
     ({"train": [1, 2]}, "train: expected a mapping, got list"),
+    # not finite, or out of range (issue 8 section 4)
+    ({"train__lr": float("nan")}, "train.lr: expected a finite number, got nan"),
+    ({"train__lr": float("inf")}, "train.lr: expected a finite number, got inf"),
+    ({"train__lr": -0.1}, "train.lr: -0.1 must be greater than 0"),
+    ({"train__lr": 0}, "train.lr: 0 must be greater than 0"),
+    ({"train__weight_decay": float("nan")}, "train.weight_decay: expected a finite number, got nan"),
+    ({"train__lr_gamma": float("-inf")}, "train.lr_gamma: expected a finite number, got -inf"),
+    ({"adversarial__gp_weight": float("nan")}, "adversarial.gp_weight: expected a finite number, got nan"),
+    ({"adversarial__lambdas": [0.1, float("nan")]}, "adversarial.lambdas: expected a list of finite numbers, got [0.1, nan]"),
+    ({"adversarial__lambdas": [float("inf")]}, "adversarial.lambdas: expected a list of finite numbers, got [inf]"),
+    ({"resources__cpus_per_trial": 0}, "resources.cpus_per_trial: 0 must be greater than 0"),
+    ({"resources__gpus_per_trial": float("inf")}, "resources.gpus_per_trial: expected a finite number, got inf"),
+    ({"resources__gpus_per_trial": -1}, "resources.gpus_per_trial: -1 must be at least 0"),
 ]
 
 
@@ -114,3 +128,64 @@ def test_cli_missing_and_invalid_yaml(tmp_path, capsys):
     bad.write_text("name: [unclosed\n")
     assert main(["run", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,where", [
+    ("name: t\ndataset: {root: [unclosed\n", "line 3, column 1"),
+    ("name: t\ndataset:\n  root: x\n   bad: 1\n", "line 4, column 7"),
+    ("name: t\n\tdataset: x\n", "line 2, column 1"),
+])
+def test_yaml_syntax_error_gives_line_and_column(tmp_path, text, where):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert f"not valid YAML at {where}:" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_not_utf8(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text"):
+        load_config(path)
+
+
+def test_duplicate_names_in_the_attribute_file_are_a_config_problem(tmp_path, tiny_root):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny_root, root)
+    attr = root / "list_attr_celeba.txt"
+    attr.write_bytes(attr.read_bytes().replace(b"Disc Square", b"Disc Disc", 1))
+    with pytest.raises(ConfigError, match=r"attribute name\(s\) \['Disc'\] appear more than once"):
+        parse_config(_raw(root))
+
+
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: t\ntrain:\n  lr: 0.1\n  epochs: 2\n  lr: 1.0\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 5, column 3: key 'lr' given twice \(first at "
+                                          r"line 3\); keep one$"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_still_work(tmp_path, tiny_root):
+    path = tmp_path / "m.yaml"
+    path.write_text(f"""
+dataset: {{root: {tiny_root}, image_size: [16, 16]}}
+model: {{backbone: small_cnn}}
+train:
+  <<: {{epochs: 2, lr: 0.01}}
+  epochs: 3
+""")
+    cfg = load_config(path)
+    assert (cfg.train.epochs, cfg.train.lr) == (3, 0.01)  # the mapping's own key overrides the merged one
+
+
+def test_shipped_configs_still_load():
+    from pathlib import Path
+
+    jobs = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
+    assert jobs
+    for path in jobs:
+        load_config(path, check_files=False)

@@ -11,7 +11,7 @@ import pytest
 from aal_sweep.config import parse_config
 from aal_sweep.plan import plan_adversarial, plan_initial, trial_id
 from aal_sweep.query import derive_partners, pair_matrix, select_adversarial
-from aal_sweep.store import read_trials, write_trial
+from aal_sweep.store import Store
 
 
 def cfg(tiny_root, **train):
@@ -40,6 +40,14 @@ def test_ids_are_filename_safe_and_distinct():
 def _rows(kind, a, b, acc, tid=None, lam=None):
     return {"trial_id": tid or f"{kind}-{a}-{b}-{lam}", "kind": kind, "attribute": a, "partner": b,
             "lambda": lam, "status": "ok", "val_acc": acc, "test_acc": acc - 0.01, "seed": 0}
+
+
+def write_trial(results, rows):
+    Store(results).write_trial(rows)
+
+
+def read_trials(results):
+    return Store(results).trials()
 
 
 @pytest.fixture
@@ -76,14 +84,17 @@ def test_matrix_and_partner_rule(store):
     assert p.loc["C", "partner"] == "A" and math.isclose(p.loc["C", "drop"], -0.01)
 
 
-def test_partial_store_skips_missing_cells(store):
+def test_partners_only_from_complete_rows_unless_allowed(store):
     (store / "trials" / "pair-A-B.parquet").unlink()
     (store / "trials" / "single-C.parquet").unlink()
     m = pair_matrix(read_trials(store), ["A", "B", "C"])
     assert pd.isna(m.loc["A", "B"]) and pd.isna(m.loc["C", "C"])
     p = derive_partners(m).set_index("attribute")
-    assert p.loc["A", "partner"] == "C" and p.loc["A", "missing"] == "B"
-    assert pd.isna(p.loc["C", "partner"]) and p.loc["C", "missing"].startswith("C")
+    assert p["partner"].isna().all()  # A lacks A-B, B lacks B-A, C lacks its single task: none is complete
+    assert p.loc["A", "missing"] == "B" and p.loc["B", "missing"] == "A" and p.loc["C", "missing"] == "C"
+    partial = derive_partners(m, allow_partial=True).set_index("attribute")
+    assert partial.loc["A", "partner"] == "C" and partial.loc["A", "missing"] == "B"
+    assert pd.isna(partial.loc["C", "partner"])  # no single-task accuracy: never a partner
 
 
 def test_adversarial_plan_and_lambda_selection(store, tiny_root):
@@ -102,14 +113,18 @@ def test_adversarial_plan_and_lambda_selection(store, tiny_root):
 
 def test_changed_training_settings_refused_with_the_keys(tiny_root, tmp_path):
     from aal_sweep.errors import AalError
-    from aal_sweep.results_dir import ResultsDir
 
-    rd = ResultsDir(tmp_path / "r")
-    rd.prepare(cfg(tiny_root), ("A", "B"))
-    write_trial(rd.path, [_rows("single", "A", None, .9, "single-A")])
-    rd.prepare(cfg(tiny_root), ("A", "B", "C"))  # more attributes: same training settings, allowed
+    store = Store(tmp_path / "r")
+    store.write_config(cfg(tiny_root), ("A", "B"))
+    store.write_trial([_rows("single", "A", None, .9, "single-A") | {"config_hash": cfg(tiny_root).training_hash()}])
+    store.check_settings(cfg(tiny_root))  # same training settings (more attributes would be fine too)
     with pytest.raises(AalError, match=r"\(changed: train.lr, train.seed\).*--restart"):
-        rd.prepare(cfg(tiny_root, lr=0.01, seed=3), ("A", "B"))
-    assert (rd.path / "trials" / "single-A.parquet").is_file()
-    rd.prepare(cfg(tiny_root, lr=0.01), ("A", "B"), restart=True)
-    assert not rd.has_results()
+        store.check_settings(cfg(tiny_root, lr=0.01, seed=3))
+    (tmp_path / "r" / "sweep.yaml").unlink()  # the trials' own config_hash still refuses
+    with pytest.raises(AalError, match=r"holds results of other training settings \(changed: unknown\)"):
+        Store(tmp_path / "r").check_settings(cfg(tiny_root, lr=0.01))
+    (tmp_path / "r" / "sweep.yaml").write_text("{{{ not yaml")
+    with pytest.raises(AalError, match=r"other training settings"):
+        Store(tmp_path / "r").check_settings(cfg(tiny_root, lr=0.01))
+    Store(tmp_path / "r").check_settings(cfg(tiny_root))
+    assert (tmp_path / "r" / "trials" / "single-A.parquet").is_file()

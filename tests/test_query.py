@@ -7,6 +7,8 @@ import itertools
 import json
 import math
 import re
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -19,8 +21,9 @@ from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.errors import AalError
 from aal_sweep.formats import render_matrix, render_partners
-from aal_sweep.query import PARTNER_COLUMNS, Results, derive_partners
-from aal_sweep.store import write_trial
+from aal_sweep.pairs import PARTNER_STAT_COLUMNS
+from aal_sweep.query import PARTNER_COLUMNS, derive_partners
+from aal_sweep.store import Store
 
 ATTRS = ["Disc", "Square", "Triangle", "Cross"]
 
@@ -35,6 +38,10 @@ def write_sweep_yaml(results, attributes, root="/nonexistent/dataset", **adversa
     results.mkdir(parents=True, exist_ok=True)
     (results / "sweep.yaml").write_text(yaml.safe_dump(
         {"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg.to_dict()}))
+
+
+def write_trial(results, rows) -> None:
+    Store(results).write_trial(rows)
 
 
 def row(trial_id, kind, attribute, partner=None, lam=None, val=None, status="ok", seconds=10.0) -> dict:
@@ -101,7 +108,7 @@ def test_matrix_cells_equal_the_stored_values(full):
 
 def test_matrix_test_metric_and_bad_metric(full):
     results, _, cells, _ = full
-    res = Results.open(results)
+    res = Store.open(results)
     assert res.matrix("test_acc").loc["Disc", "Square"] == pytest.approx(cells["Disc", "Square"] - 0.01)
     with pytest.raises(AalError, match="val_acc, test_acc"):
         res.matrix("loss")
@@ -121,7 +128,7 @@ def test_partners_agree_with_the_matrix(full):
     results, single, cells, adversarial = full
     res = open_results(results)
     m, t = res.matrix(), res.partners()
-    assert list(t.columns) == PARTNER_COLUMNS
+    assert list(t.columns) == PARTNER_COLUMNS + PARTNER_STAT_COLUMNS  # Table 3, then the partner's statistics
     assert list(t["attribute"]) == ATTRS + ["mean"]
     for a in ATTRS:
         r = t.set_index("attribute").loc[a]
@@ -220,6 +227,8 @@ def test_derive_partners_on_a_partial_matrix_keeps_none():
     m = pd.DataFrame([[0.9, np.nan, 0.8], [0.7, 0.7, 0.8], [0.6, 0.6, 0.6]], index=["A", "B", "C"],
                      columns=["A", "B", "C"])
     p = derive_partners(m)
+    assert p["missing"].tolist() == ["B", None, None] and p["partner"].tolist() == [None, None, None]
+    p = derive_partners(m, allow_partial=True)  # A's row decided without its missing cell
     assert p["missing"].tolist() == ["B", None, None] and p["partner"].tolist() == ["C", None, None]
 
 
@@ -228,13 +237,13 @@ def test_derive_partners_on_a_partial_matrix_keeps_none():
 
 def test_open_reports_a_missing_folder_and_a_missing_sweep_yaml(tmp_path):
     with pytest.raises(AalError, match=r"no such results folder.*aal-sweep run CONFIG"):
-        Results.open(tmp_path / "nope")
+        Store.open(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(AalError, match=r"empty: no sweep.yaml.*aal-sweep run CONFIG"):
-        Results.open(tmp_path / "empty")
+        Store.open(tmp_path / "empty")
     (tmp_path / "empty" / "sweep.yaml").write_text("attributes: [A, B]\n")
     with pytest.raises(AalError, match="config"):
-        Results.open(tmp_path / "empty")
+        Store.open(tmp_path / "empty")
 
 
 def test_an_empty_store_is_all_missing(tmp_path):
@@ -277,7 +286,7 @@ def test_partners_formats(full):
     results, *_ = full
     t = open_results(results).partners()
     lines = render_partners(t, "csv").splitlines()
-    assert lines[0] == ",".join(PARTNER_COLUMNS)
+    assert lines[0] == ",".join(PARTNER_COLUMNS + PARTNER_STAT_COLUMNS)
     assert lines[-1].startswith("mean,,") and len(lines) == len(ATTRS) + 2
     assert float(lines[1].split(",")[2]) == t["single"][0]
     records = json.loads(render_partners(t, "json"))
@@ -323,3 +332,17 @@ def test_cli_missing_results_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["matrix", str(tmp_path / "nope"), "--format", "csv"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope" in err and "aal-sweep run" in err
+
+
+def test_queries_and_status_import_neither_torch_nor_ray(full):
+    """Light edges: `status`, `matrix`, `partners` and open_results load no torch and no Ray."""
+    results, *_ = full
+    code = (f"import sys, io, contextlib\nfrom aal_sweep.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    for cmd in ('status', 'matrix', 'partners'):\n"
+            f"        assert main([cmd, {str(results)!r}]) == 0\n"
+            f"import aal_sweep\naal_sweep.open_results({str(results)!r}).trials()\n"
+            f"print(sorted(m for m in ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.sweep') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ from aal_sweep.config import parse_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.errors import AalError
 from aal_sweep.report import comparison, label_points, load_reference, write_report
-from aal_sweep.store import write_trial
+from aal_sweep.store import Store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CELEBA = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Big_Lips", "Male"]
@@ -34,7 +34,7 @@ def write_store(results, attributes, root, seed=0, skip=()):
 
     def put(tid, rows):
         if tid not in skip:
-            write_trial(results, [{"trial_id": tid, "seed": 0, "status": "ok", "train_seconds": 12.5,
+            Store(results).write_trial([{"trial_id": tid, "seed": 0, "status": "ok", "train_seconds": 12.5,
                                    "test_acc": r["val_acc"] - 0.01, "n_val": 500, **r} for r in rows])
 
     for a in attributes:

@@ -17,13 +17,16 @@ from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.errors import AalError
 from aal_sweep.plan import plan_adversarial, plan_initial
-from aal_sweep.results_dir import ResultsDir
-from aal_sweep.store import read_trials
+from aal_sweep.store import Store
 
 from conftest import write_config
 
 pytestmark = pytest.mark.slow
 ATTRS = ("Disc", "Square", "Triangle", "Cross")
+
+
+def read_trials(results) -> pd.DataFrame:
+    return Store(results).trials()
 
 
 def expected_rows(cfg, results: Path) -> int:
@@ -71,7 +74,7 @@ def test_full_sweep(reference, capsys):
     capsys.readouterr()
     assert run_sweep(cfg) == 0
     assert "nothing to do" in capsys.readouterr().out
-    assert all(ResultsDir(results).attempts(t) == 1 for t in df["trial_id"])
+    assert all(Store(results).attempts(t) == 1 for t in df["trial_id"])
 
 
 def test_changed_training_settings_are_refused(reference):
@@ -93,7 +96,8 @@ def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, 
     assert run_sweep(cfg) == 1
     captured = capsys.readouterr()
     assert "1 trial(s) failed after their retries: pair-Disc-Square" in captured.err
-    assert "skipped 2 missing cell(s) (row|column): Disc|Square, Square|Disc" in captured.out
+    assert "2 attribute(s) have an incomplete row of the pair matrix" in captured.err
+    assert f"Disc (missing pair-Disc-Square-s0-{cfg.training_hash()})" in captured.err
     df = read_trials(cfg.results)
     failed = df[df.status == "failed"]
     assert set(failed["trial_id"]) == {f"pair-Disc-Square-s0-{cfg.training_hash()}"}
@@ -136,15 +140,14 @@ def start(config_path: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_mid_trial(proc: subprocess.Popen, rd: ResultsDir, min_done: int, timeout: float = 180) -> dict:
+def wait_mid_trial(proc: subprocess.Popen, rd: Store, min_done: int, timeout: float = 180) -> dict:
     """Block until `min_done` trials are stored and another is between epochs; return its latest start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         done = rd.done_ids()
-        if len(done) >= min_done and (rd.path / "attempts").is_dir():
-            for journal in (rd.path / "attempts").glob("*.jsonl"):
-                trial = journal.stem
+        if len(done) >= min_done:
+            for trial in rd.journaled():
                 events = rd.journal(trial)
                 if trial not in done and events and events[-1]["event"] == "epoch" and events[-1]["epoch"] < 2:
                     return [e for e in events if e["event"] == "start"][-1] | {"trial": trial}
@@ -152,7 +155,7 @@ def wait_mid_trial(proc: subprocess.Popen, rd: ResultsDir, min_done: int, timeou
     raise AssertionError("the sweep never reached the middle of a trial")
 
 
-def check_no_redo(rd: ResultsDir, done_before: set[str]) -> None:
+def check_no_redo(rd: Store, done_before: set[str]) -> None:
     for trial in rd.done_ids():
         events = rd.journal(trial)
         starts = [i for i, e in enumerate(events) if e["event"] == "start"]
@@ -160,8 +163,9 @@ def check_no_redo(rd: ResultsDir, done_before: set[str]) -> None:
             assert len(starts) == 1, f"{trial} finished before the kill but ran again"
         for i in starts[1:]:
             marked = [e["epoch"] for e in events[:i] if e["event"] == "epoch"]
-            # resumed from its last checkpoint: at most the epoch in flight is trained again
-            assert events[i]["from_epoch"] >= (max(marked) if marked else 0), events
+            # resumed after the last epoch it finished (each is journaled once its checkpoint is stored):
+            # at most the epoch in flight is trained again
+            assert events[i]["from_epoch"] >= (max(marked) + 1 if marked else 0), events
 
 
 def assert_same_results(ref_results: str, results: str) -> None:
@@ -178,7 +182,7 @@ def resume_and_compare(path: Path, cfg, ref, done_before: set[str]) -> subproces
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     check_complete(cfg, Path(cfg.results))
-    check_no_redo(ResultsDir(cfg.results), done_before)
+    check_no_redo(Store(cfg.results), done_before)
     assert_same_results(ref.results, cfg.results)
     return out
 
@@ -186,20 +190,20 @@ def resume_and_compare(path: Path, cfg, ref, done_before: set[str]) -> subproces
 def test_kill_9_driver_then_resume(kill_setup):
     ref, config = kill_setup
     path, cfg = config("driver")
-    rd = ResultsDir(cfg.results)
+    rd = Store(cfg.results)
     proc = start(path)
     wait_mid_trial(proc, rd, min_done=3)
     done_before = rd.done_ids()
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, at once
     proc.wait()
     out = resume_and_compare(path, cfg, ref, done_before)
-    assert "restoring interrupted experiment" in out.stdout
+    assert "interrupted trial(s) continue from their last epoch checkpoint" in out.stdout
 
 
 def test_kill_9_worker_is_retried_from_its_checkpoint(kill_setup):
     ref, config = kill_setup
     path, cfg = config("worker")
-    rd = ResultsDir(cfg.results)
+    rd = Store(cfg.results)
     proc = start(path)
     victim = wait_mid_trial(proc, rd, min_done=2)
     os.kill(victim["pid"], signal.SIGKILL)
@@ -215,7 +219,7 @@ def test_kill_9_worker_is_retried_from_its_checkpoint(kill_setup):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
     ref, config = kill_setup
     path, cfg = config("sigint")
-    rd = ResultsDir(cfg.results)
+    rd = Store(cfg.results)
     proc = start(path)
     wait_mid_trial(proc, rd, min_done=2)
     done_before = rd.done_ids()

@@ -10,24 +10,44 @@ CRLF or LF line ends and runs of spaces are accepted. Labels become 0/1 here, on
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from aal_sweep.data.index import SPLITS, DatasetIndex, DatasetSource, describe  # noqa: F401 (describe: re-export)
 from aal_sweep.errors import DataError
 
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
-SPLITS = ("train", "val", "test")
+
+
+def _text(path: Path, data: bytes) -> list[str]:
+    """`data` as lines of UTF-8 text (CRLF, LF or CR ends; a leading byte-order mark is dropped); a byte
+    that is not UTF-8 names its line."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = 1 + data.count(b"\n", 0, e.start)
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); image names and attribute "
+                        f"names must be UTF-8 (re-encode the file or rename the images)") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _check_names(path: Path, names: list[str]) -> list[str]:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}:2: attribute name(s) {dupes} appear more than once on the names line "
+                        f"(each attribute needs its own name; restore the original file)")
+    return names
 
 
 def read_attribute_names(path: Path) -> list[str]:
     """The names on line 2 of list_attr_celeba.txt, without reading the rows."""
-    with open(path, encoding="utf-8", newline=None) as f:
-        f.readline()
-        return f.readline().split()
+    with open(path, "rb") as f:
+        head = f.readline() + f.readline()
+    lines = _text(path, head)
+    return _check_names(path, lines[1].split() if len(lines) > 1 else [])
 
 
 def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -35,34 +55,39 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: missing (the CelebA attribute file; place {ATTR_FILE} in the dataset root)")
-    with open(path, encoding="utf-8", newline=None) as f:
-        lines = f.read().splitlines()
+    lines = _text(path, path.read_bytes())
+    if lines and not lines[-1]:
+        lines.pop()  # the last line's end
     if len(lines) < 2:
         raise DataError(f"{path}: expected a count line and a names line, found {len(lines)} line(s)")
     try:
         count = int(lines[0].strip())
     except ValueError:
         raise DataError(f"{path}:1: expected the image count, got {lines[0].strip()[:40]!r}") from None
-    names = lines[1].split()
-    rows = [ln for ln in lines[2:] if ln.strip()]
+    names = _check_names(path, lines[1].split())
+    rows = [(k + 1, ln) for k, ln in enumerate(lines) if k >= 2 and ln.strip()]  # (line number, text)
     if len(rows) != count:
         raise DataError(f"{path}:1: the count line says {count} images but the file has {len(rows)} rows "
                         f"(the file is truncated or edited; restore the original)")
     files: list[str] = []
+    first_line: dict[str, int] = {}
     labels = np.empty((count, len(names)), dtype=np.int8)
-    for i, line in enumerate(rows):
+    for i, (n, line) in enumerate(rows):
         parts = line.split()
         if len(parts) != len(names) + 1:
-            raise DataError(f"{path}:{i + 3}: expected an image name and {len(names)} values, got {len(parts)} fields")
+            raise DataError(f"{path}:{n}: expected an image name and {len(names)} values, got {len(parts)} fields")
+        if parts[0] in first_line:
+            raise DataError(_twice(path, n, parts[0], first_line[parts[0]]))
+        first_line[parts[0]] = n
         files.append(parts[0])
         try:
             labels[i] = [int(v) for v in parts[1:]]
         except (ValueError, OverflowError):
-            raise DataError(f"{path}:{i + 3}: values must be 1 or -1, got {' '.join(parts[1:])[:60]!r}") from None
+            raise DataError(f"{path}:{n}: values must be 1 or -1, got {' '.join(parts[1:])[:60]!r}") from None
     bad = np.argwhere((labels != 1) & (labels != -1))
     if len(bad):
         r, c = bad[0]
-        raise DataError(f"{path}:{r + 3}: value {labels[r, c]} for {names[c]!r}; values must be 1 or -1")
+        raise DataError(f"{path}:{rows[r][0]}: value {labels[r, c]} for {names[c]!r}; values must be 1 or -1")
     return names, files, (labels == 1).astype(np.uint8)
 
 
@@ -72,32 +97,27 @@ def read_partition(path: Path) -> dict[str, int]:
     if not path.is_file():
         raise DataError(f"{path}: missing (the CelebA split file; place {PARTITION_FILE} in the dataset root)")
     split: dict[str, int] = {}
-    with open(path, encoding="utf-8", newline=None) as f:
-        for i, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise DataError(f"{path}:{i}: expected 'image_name 0|1|2', got {line.strip()[:60]!r}")
-            split[parts[0]] = int(parts[1])
+    first_line: dict[str, int] = {}
+    for i, line in enumerate(_text(path, path.read_bytes()), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise DataError(f"{path}:{i}: expected 'image_name 0|1|2', got {line.strip()[:60]!r}")
+        if parts[0] in first_line:
+            raise DataError(_twice(path, i, parts[0], first_line[parts[0]]))
+        first_line[parts[0]] = i
+        split[parts[0]] = int(parts[1])
     return split
 
 
-@dataclass(frozen=True)
-class CelebAIndex:
-    """The checked annotations of one dataset folder: per split the image files and 0/1 labels."""
-
-    root: Path
-    attributes: tuple[str, ...]
-    files: dict[str, list[str]]  # split -> image names
-    labels: dict[str, np.ndarray]  # split -> uint8 [N, len(attributes)]
-
-    def image_path(self, name: str) -> Path:
-        return self.root / IMAGE_DIR / name
+def _twice(path: Path, line: int, name: str, first: int) -> str:
+    return (f"{path}:{line}: image {name} is listed twice (first on line {first}); "
+            f"each image must have one row (restore the original file)")
 
 
 def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None = None,
-               check_images: bool = True) -> CelebAIndex:
+               check_images: bool = True) -> DatasetIndex:
     """Read and cross-check both list files; `attributes` picks and orders a subset by name."""
     root = Path(root)
     if not root.is_dir():
@@ -131,15 +151,27 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
         idx = np.flatnonzero(code == k)
         out_files[split] = [files[i] for i in idx]
         out_labels[split] = labels[idx]
-    return CelebAIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels)
+        if not len(idx):  # an empty val or test split would be stored as accuracy 0.0, silently wrong
+            raise DataError(f"{root / PARTITION_FILE}: the {split} split is empty (no image has split {k}); "
+                            f"training and measuring need images in train, val and test (use the official file)")
+    return DatasetIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels, image_dir=IMAGE_DIR)
 
 
-def describe(index: CelebAIndex) -> dict:
-    """Images per split and each attribute's positive rate per split (the `dataset` command's JSON)."""
-    return {
-        "splits": {s: len(index.files[s]) for s in SPLITS},
-        "attributes": {
-            a: {s: (float(index.labels[s][:, j].mean()) if len(index.files[s]) else None) for s in SPLITS}
-            for j, a in enumerate(index.attributes)
-        },
-    }
+# ---- the hooks aal_sweep.data.index dispatches to --------------------------------------------------
+
+
+def load_source(source: DatasetSource, attributes, check_images: bool) -> DatasetIndex:
+    return load_index(source.path, attributes, check_images)
+
+
+def source_attribute_names(source: DatasetSource) -> list[str]:
+    path = source.path / ATTR_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: missing (the CelebA attribute file; place {ATTR_FILE} in the dataset root)")
+    return read_attribute_names(path)
+
+
+def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], str]:
+    root = source.path
+    return [root / ATTR_FILE, root / PARTITION_FILE], [root / IMAGE_DIR], ""
+

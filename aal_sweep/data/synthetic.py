@@ -4,6 +4,15 @@ Each attribute owns one cell of a grid; a positive label draws that attribute's 
 in position, size and colour over a noisy background. A fraction of labels is flipped (`label_noise`) so
 accuracies stay below 100% and pairs can differ, and a shared latent factor correlates the labels a little,
 as real attributes are. `small_cnn` learns it in seconds; every run exercises the real CelebA reader.
+
+`random_attributes` appends attributes named Random, Random_1, ... whose labels are fair coin flips drawn
+independently of the image: nothing in a picture predicts them (a partner that can only be memorised).
+
+`xor` appends an attribute named Xor, the exclusive or of the first two attributes' labels (Disc, Square).
+It is a real, constructed negative partner for Square: its loss pushes the shared features of a Square in
+opposite directions depending on whether a Disc is there, so until the backbone has built the conjunction
+(early in training, on a short budget) it scrambles the Square feature (tests/test_significance.py).
+Neither option changes the other attributes' labels or the images.
 """
 
 from __future__ import annotations
@@ -45,10 +54,13 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float,
 
 
 def make_synthetic(out: str | Path, n_attributes: int = 4, n_images: int = 2000, size: tuple[int, int] = (32, 32),
-                   seed: int = 0, label_noise: float = 0.06, splits: tuple[float, float] = (0.7, 0.15)) -> Path:
+                   seed: int = 0, label_noise: float = 0.06, splits: tuple[float, float] = (0.7, 0.15),
+                   random_attributes: int = 0, xor: bool = False) -> Path:
     """Write ROOT/img_align_celeba/*.jpg and both list files (CRLF, like the official ones); return ROOT."""
     if n_attributes < 2:
         raise ValueError(f"--attributes must be at least 2, got {n_attributes}")
+    if random_attributes < 0:
+        raise ValueError(f"--random-attributes must be at least 0, got {random_attributes}")
     if n_images < 10:
         raise ValueError(f"--images must be at least 10, got {n_images}")
     h, w = size
@@ -65,6 +77,13 @@ def make_synthetic(out: str | Path, n_attributes: int = 4, n_images: int = 2000,
     drawn = rng.random((n_images, n_attributes)) < 1 / (1 + np.exp(-(bias + latent[:, None] * weight)))
     flip = rng.random((n_images, n_attributes)) < label_noise
     labels = np.where(drawn ^ flip, 1, -1)
+    if random_attributes:  # drawn after the others, so a dataset without them is unchanged
+        coins = np.random.default_rng([seed, 1]).random((n_images, random_attributes)) < 0.5
+        labels = np.concatenate([labels, np.where(coins, 1, -1)], axis=1)
+        names = names + ["Random" + (f"_{k}" if k else "") for k in range(random_attributes)]
+    if xor:
+        labels = np.concatenate([labels, np.where(labels[:, :1] != labels[:, 1:2], 1, -1)], axis=1)
+        names = names + ["Xor"]
 
     grid = math.ceil(math.sqrt(n_attributes))
     ch, cw = h / grid, w / grid

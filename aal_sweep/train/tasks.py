@@ -1,45 +1,58 @@
 """The loss recipe of each kind of trial, kept apart from the loop (as timm's `task/` does).
 
-The loop calls `task.train_step(x, y)` and `task(x)`; a task owns its modules and optimizers.
+A task owns its modules and says which parameters each optimizer updates (`param_groups`); it never calls
+backward nor steps an optimizer. `task.stages(x, y)` yields the losses of one batch as `Stage`s, in order;
+the loop runs the forward part of each stage under autocast and, outside it, `backward()` on the stage's
+loss and a step of the optimizers it names (train/loop.py, `_apply`): so compilation, clipping or a
+GradScaler apply to every kind of trial in that one place. A stage is computed only after the previous
+one was applied, so a recipe whose second loss needs the first update (WGAN's critic) keeps its order.
 `y` holds the trial's attributes in order: primary first, then the partner (pair / adversarial).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aal_sweep.kinds import VARIANTS
 from aal_sweep.models import GradientReversal
 
-KINDS = ("single", "pair", "multitask", "adversarial")
+KINDS = ("single", "pair", "multitask", "adversarial", *VARIANTS)  # VARIANTS: Table 1's others, train/variants.py
 
 
 def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), y)
 
 
+@dataclass
+class Stage:
+    """One backward pass: `loss.backward()`, then a step of each optimizer in `groups` (indices into
+    `param_groups()`). `logged`: the loss recorded as the trial's train loss (detached), if any."""
+
+    loss: torch.Tensor
+    groups: tuple[int, ...]
+    logged: torch.Tensor | None = None
+
+
 class Task(nn.Module):
-    """A backbone, its heads, and how one batch updates them."""
+    """A backbone, its heads, and the losses one batch produces."""
 
     n_eval: int  # columns of `forward`: the heads whose accuracy is measured
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
-        self.optimizers: list[torch.optim.Optimizer] = []
-
-    def make_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
-        self.optimizers = [torch.optim.Adam(g, lr=lr, weight_decay=weight_decay) for g in self.param_groups()]
-        return self.optimizers
 
     def param_groups(self) -> list[list[nn.Parameter]]:
+        """One list of parameters per optimizer; every trained parameter in exactly one."""
         return [list(self.parameters())]
 
-    def _step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
+        raise NotImplementedError
 
 
 class MultiHead(Task):
@@ -53,12 +66,11 @@ class MultiHead(Task):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.backbone(x))
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         logits = self(x).float()
         # Sum over heads of each head's mean BCE: L_a + L_b for a pair.
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(0).sum()
-        self._step(loss, self.optimizers[0])
-        return loss.detach()
+        yield Stage(loss, (0,), loss.detach())
 
 
 class Adversarial(Task):
@@ -77,39 +89,51 @@ class Adversarial(Task):
 
 
 class GRL(Adversarial):
-    """Eq. 5-6: C_b minimises L_b; F and C_a minimise L_a - lambda * L_b, in one backward pass."""
+    """Eq. 5-6: C_b minimises L_b; F and C_a minimise L_a - lambda * L_b, in one backward pass.
+
+    Unchanged from the former in-task step: one optimizer over every parameter, one backward of L_a + L_b."""
 
     def __init__(self, backbone: nn.Module, width: int, lam: float):
         super().__init__(backbone, width, lam)
         self.reverse = GradientReversal(lam)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
         loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
         loss_b = bce(self.head_b(self.reverse(f))[:, 0], y[:, 1])
-        self._step(loss_a + loss_b, self.optimizers[0])
-        return loss_a.detach()
+        yield Stage(loss_a + loss_b, (0,), loss_a.detach())
 
 
 class GAN(Adversarial):
-    """Eq. 4-5, alternating: F, C_a minimise L_a + lambda * L(C_b(f), 1 - y_b); then C_b fits y_b on detached f."""
+    """Eq. 4-5: F, C_a minimise L_a + lambda * L(C_b(f), 1 - y_b); C_b fits y_b on the same (detached) f.
+
+    The former code took two steps per batch: first F and C_a on L_a + lambda * fooled (C_b's gradients from
+    it discarded), then C_b on its own loss with the features of that same forward pass and C_b's weights
+    unchanged by the first step (C_b is not in the first optimizer). Both gradients therefore come from the
+    same parameters, and one backward gives each group exactly its gradient when the fooling term sees C_b's
+    weights detached and C_b's own loss sees the features detached: the update is the same; only the number
+    of backward passes (one instead of two) changed."""
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         main = list(self.backbone.parameters()) + list(self.head_a.parameters())
         return [main, list(self.head_b.parameters())]
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
         loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
-        fooled = bce(self.head_b(f)[:, 0], 1 - y[:, 1])
-        self._step(loss_a + self.lam * fooled, self.optimizers[0])  # C_b's grads from this are discarded below
-        self._step(bce(self.head_b(f.detach())[:, 0], y[:, 1]), self.optimizers[1])
-        return loss_a.detach()
+        fooled = bce(F.linear(f, self.head_b.weight.detach(), self.head_b.bias.detach())[:, 0], 1 - y[:, 1])
+        loss_b = bce(self.head_b(f.detach())[:, 0], y[:, 1])
+        yield Stage(loss_a + self.lam * fooled + loss_b, (0, 1), loss_a.detach())
 
 
 class WGAN(Adversarial):
     """WDGRL reading: a critic D on the features estimates W = E[D(f) | y_b=1] - E[D(f) | y_b=0]; D maximises
-    W minus a gradient penalty; F and C_a minimise L_a + lambda * W."""
+    W minus a gradient penalty; F and C_a minimise L_a + lambda * W.
+
+    Two stages, as the former code's two steps: the critic steps first (on detached features), then F and C_a
+    step against the updated critic. The features come from one forward pass, computed before both. Changed:
+    the gradient penalty draws one mixing weight per batch row (it drew one per pair), so the same formula
+    runs on other random numbers, without a host sync."""
 
     def __init__(self, backbone: nn.Module, width: int, lam: float, hidden: int = 256, gp_weight: float = 10.0):
         super().__init__(backbone, width, lam)
@@ -129,30 +153,45 @@ class WGAN(Adversarial):
         w = (d * pos).sum() / n_pos.clamp(min=1) - (d * ~pos).sum() / n_neg.clamp(min=1)
         return w * ((n_pos > 0) & (n_neg > 0))
 
-    def _gradient_penalty(self, f: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        pos, neg = f[yb > 0.5], f[yb <= 0.5]
-        n = min(len(pos), len(neg))
-        if n == 0:
-            return f.new_zeros(())
-        alpha = torch.rand(n, 1, device=f.device, dtype=f.dtype)
-        mix = (alpha * pos[:n] + (1 - alpha) * neg[:n]).requires_grad_(True)
-        grad, = torch.autograd.grad(self.critic(mix).sum(), mix, create_graph=True)
-        return ((grad.float().norm(dim=1) - 1) ** 2).mean()
+    def _gradient_penalty(self, f: torch.Tensor, yb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean (|grad D(mix)| - 1)^2 over mixes of the k-th positive and the k-th negative (batch order),
+        k < n = min(positives, negatives); 0 when a class is absent.
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        Fixed shapes, no host sync (boolean indexing would wait for the GPU every batch): B candidate pairs
+        from a stable sort, the k >= n masked out. `alpha`: the B mixing weights (drawn when None)."""
+        b = len(f)
+        pos = yb > 0.5
+        order = torch.argsort((~pos).to(torch.uint8), stable=True)  # positives, then negatives, batch order
+        n_pos = pos.sum()
+        n = torch.minimum(n_pos, b - n_pos)
+        k = torch.arange(b, device=f.device)
+        valid = k < n
+        pos_k, neg_k = order[k.clamp(max=b - 1)], order[(n_pos + k).clamp(max=b - 1)]
+        if alpha is None:
+            alpha = torch.rand(b, 1, device=f.device, dtype=f.dtype)
+        mix = (alpha * f[pos_k] + (1 - alpha) * f[neg_k]).requires_grad_(True)
+        grad, = torch.autograd.grad(self.critic(mix).sum(), mix, create_graph=True)
+        penalty = (grad.float().norm(dim=1) - 1) ** 2
+        return (penalty * valid).sum() / n.clamp(min=1)
+
+    def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
         fd = f.detach()
-        critic_loss = -self._estimate(fd, y[:, 1]) + self.gp_weight * self._gradient_penalty(fd, y[:, 1])
-        self._step(critic_loss, self.optimizers[1])
+        yield Stage(-self._estimate(fd, y[:, 1]) + self.gp_weight * self._gradient_penalty(fd, y[:, 1]), (1,))
         loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
-        self._step(loss_a + self.lam * self._estimate(f, y[:, 1]), self.optimizers[0])
-        return loss_a.detach()
+        yield Stage(loss_a + self.lam * self._estimate(f, y[:, 1]), (0,), loss_a.detach())
 
 
 def make_task(kind: str, backbone: nn.Module, width: int, n_attributes: int, method: str | None = None,
-              lam: float | None = None, critic_hidden: int = 256, gp_weight: float = 10.0) -> Task:
+              lam: float | None = None, critic_hidden: int = 256, gp_weight: float = 10.0,
+              init_weights: str | None = None) -> Task:
+    """`init_weights`: a .pt state_dict file some kinds start from (adversarial_shared: the multitask_all model)."""
     if kind in ("single", "pair", "multitask"):
         return MultiHead(backbone, width, n_attributes)
+    if kind in VARIANTS:
+        from aal_sweep.train.variants import make_variant_task  # it imports this module
+
+        return make_variant_task(kind, backbone, width, n_attributes, lam, init_weights)
     if kind != "adversarial":
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     if n_attributes != 2 or lam is None:

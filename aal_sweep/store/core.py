@@ -1,0 +1,494 @@
+"""The one results object: `Store`, for the sweep, `status`, the queries and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+
+from aal_sweep.errors import AalError, ConfigError
+from aal_sweep.store.journal import ATTEMPTS_DIR, Journal
+from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, LeaseHeld, StoreNotWritable  # noqa: F401
+from aal_sweep.store.location import Location
+from aal_sweep.store.schema import decoded
+from aal_sweep.store.trials import TRIALS_DIR, TrialFiles, _parquet_bytes
+
+log = logging.getLogger("aal_sweep.store")
+
+SWEEP_FILE = "sweep.yaml"
+PARTNERS_FILE = "partners.parquet"
+TUNE_DIR = "tune"
+ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows (aal_sweep.phases)
+COMPLETE = ".aal_complete"
+_FINGERPRINT = b"aal_sweep.fingerprint"  # partners.parquet metadata: the cells its statistics were computed on  # marks a Tune experiment that ran to its end
+# What the matrix, the partners and the plan read: a few narrow columns, never the per-image bits.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 1,000 attribute names parse in ms
+QUERY_COLUMNS = ["trial_id", "kind", "attribute", "partner", "lambda", "method", "seed", "status", "val_acc",
+                 "test_acc", "config_hash"]
+# What the statistics read besides: the per-image bits, the split sizes, the majority-class rate.
+STATS_COLUMNS = ["kind", "attribute", "partner", "lambda", "seed", "status", "val_acc", "test_acc", "n_val", "n_test",
+                 "val_majority", "val_correct", "test_correct"]
+
+
+class Store:
+    """A results folder (local path or s3://bucket/prefix): its config, its trials, journals, lease, Tune state.
+
+        store = Store.open("results/demo")        # or aal_sweep.open_results("s3://bucket/sweeps/demo")
+        store.matrix("val_acc")                   # M x M, row = measured, column = partner, NaN = missing
+        store.partners()                          # the paper's Table 3, fractions, plus a mean row
+        store.trials()                            # every stored row, long format (store.SCHEMA)
+
+    Every query re-reads what changed (the inbox; segments are cached), so it follows a running sweep.
+    `Store(uri)` opens without reading anything (a trial writing its rows); `Store.open(uri)` also
+    requires RESULTS/sweep.yaml (queries).
+    """
+
+    def __init__(self, uri):
+        self.location = Location(uri)
+        self.uri = self.location.uri
+        self._files = TrialFiles(self.location)
+        self._journal = Journal(self.location)
+        self._meta: dict | None = None
+        self._config = None
+        if self.location.local and self.location.info().type == pafs.FileType.File:
+            raise AalError(f"results {self.uri}: is a file, not a results folder; pass a folder path")
+
+    @classmethod
+    def open(cls, uri) -> "Store":
+        store = cls(uri)
+        store.meta  # noqa: B018 (a query needs sweep.yaml: say so now, in one line)
+        return store
+
+    def __repr__(self) -> str:
+        n = len(self._meta["attributes"]) if self._meta else "?"
+        return f"Store({self.uri!r}, {n} attributes)"
+
+    def show(self, rel: str = "") -> str:
+        """A path inside the folder as a user reads it (local path or s3://...)."""
+        return self.location.show(rel)
+
+    # ---- sweep.yaml: its only reader -----------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict:
+        """sweep.yaml: training_hash, attributes (the sweep's order), config; AalError naming the fix."""
+        if self._meta is None:
+            self._meta = self._read_meta()
+        return self._meta
+
+    @property
+    def config(self):
+        """The sweep's SweepConfig, as stored."""
+        if self._config is None:
+            from aal_sweep.config import parse_config
+
+            self._config = parse_config(self.meta["config"], source=self.show(SWEEP_FILE), check_files=False)
+        return self._config
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.meta["attributes"])
+
+    @property
+    def training_hash(self) -> str | None:
+        return self.meta.get("training_hash")
+
+    def _read_meta(self) -> dict:
+        try:
+            return self._parse_meta()
+        except (FileNotFoundError, AalError):
+            raise
+        except OSError as e:  # unreachable endpoint, refused credentials, no such bucket
+            raise AalError(f"{self.uri}: cannot read it ({str(e).splitlines()[0][:160]}); check the path, or for "
+                           f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                           f"AWS_SECRET_ACCESS_KEY)") from None
+
+    def _parse_meta(self) -> dict:
+        loc = self.location
+        if not loc.is_dir():
+            raise AalError(f"{self.uri}: no such results folder (run `aal-sweep run CONFIG` first, or pass the "
+                           f"folder named by the config's `results`)")
+        try:
+            text = loc.read_bytes(SWEEP_FILE)
+        except FileNotFoundError:
+            raise AalError(f"{self.uri}: no {SWEEP_FILE}, so not a results folder (run `aal-sweep run CONFIG` "
+                           f"first, or pass the folder named by the config's `results`)") from None
+        try:
+            meta = yaml.load(text, Loader=_YAML_LOADER)
+        except yaml.YAMLError as e:
+            raise AalError(f"{self.show(SWEEP_FILE)}: not valid YAML: {str(e).splitlines()[0]} (rerun "
+                           f"`aal-sweep run CONFIG` to rewrite it)") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise AalError(f"{self.show(SWEEP_FILE)}: expected keys training_hash, attributes and config (a "
+                           f"mapping); rerun `aal-sweep run CONFIG` to rewrite it")
+        attributes = meta.get("attributes") or (meta["config"].get("dataset") or {}).get("attributes")
+        if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) for a in attributes):
+            raise AalError(f"{self.show(SWEEP_FILE)}: no attribute list (expected `attributes: [A, B, ...]`; "
+                           f"rerun `aal-sweep run CONFIG` to rewrite it)")
+        return meta | {"attributes": attributes}
+
+    def meta_ok(self) -> bool:
+        """sweep.yaml is there and readable."""
+        return self._meta_or_none() is not None
+
+    def _meta_or_none(self) -> dict | None:
+        try:
+            return self.meta
+        except AalError:
+            return None
+
+    def check_settings(self, cfg) -> None:
+        """Refuse a config whose training settings differ from the stored trials' (their config_hash), with
+        or without a readable sweep.yaml. Writes nothing."""
+        table, _ = self._read(["config_hash"])
+        stored = {h for h in pc.unique(table.column("config_hash")).to_pylist() if h is not None}
+        meta = self._meta_or_none()
+        if meta is not None and table.num_rows:
+            stored.add(str(meta.get("training_hash")))
+        if stored - {cfg.training_hash()}:
+            changed = _changed_keys(meta.get("config") if meta else None, cfg)
+            raise AalError(
+                f"{self.uri} holds results of other training settings (changed: {', '.join(changed) or 'unknown'}); "
+                f"use a new results folder (--results DIR) or pass --restart to discard the old results")
+
+    def write_config(self, cfg, attributes) -> None:
+        """Write sweep.yaml (the driver, holding the lease, once the config and dataset checks passed)."""
+        cfg_dict = cfg.to_dict()
+        cfg_dict["results"] = self.uri
+        cfg_dict["dataset"]["attributes"] = list(attributes)
+        doc = {"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg_dict}
+        self.location.write_bytes(SWEEP_FILE, yaml.safe_dump(doc, sort_keys=False).encode())
+        self._meta, self._config = None, None
+
+    def discard(self) -> None:
+        """--restart: delete trials, journals, Tune's experiments, artifacts and partners (holding the lease)."""
+        for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR):
+            self.location.delete_dir(rel)
+        self.location.delete(PARTNERS_FILE)
+        self._files = TrialFiles(self.location)
+
+    # ---- trials ----------------------------------------------------------------------------------------
+
+    def trials(self, columns: list[str] | None = None, all_hashes: bool = False) -> pd.DataFrame:
+        """Every stored row once (a damaged file is skipped with a warning naming it), of this sweep's
+        training hash unless `all_hashes`; `columns` narrows the read, e.g. trials(["trial_id", "status"])."""
+        cols = columns if columns is None or all_hashes else list(dict.fromkeys([*columns, "config_hash"]))
+        table, _ = self._read(cols)
+        if not all_hashes:
+            table = self._this_sweep(table)
+        if columns is not None:
+            table = table.select(columns)
+        return decoded(table).to_pandas()
+
+    def _read(self, columns: list[str] | None):
+        """TrialFiles.read, with every narrow read inside QUERY_COLUMNS served by one (cached) read of them."""
+        if columns is not None and set(columns) <= set(QUERY_COLUMNS):
+            table, damaged = self._files.read(QUERY_COLUMNS)
+            return table.select(list(dict.fromkeys(["trial_id", *columns]))), damaged
+        return self._files.read(columns)
+
+    def _this_sweep(self, table: pa.Table) -> pa.Table:
+        """Leave out rows of another training hash than sweep.yaml's, with a warning: the matrix never
+        mixes two. Rows without a hash (written by hand) stay; without a readable sweep.yaml all stay."""
+        meta = self._meta_or_none()
+        if meta is None or not meta.get("training_hash"):
+            return table
+        hashes = table.column("config_hash")
+        values = {v for chunk in hashes.chunks for v in
+                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type) else pc.unique(chunk).to_pylist())}
+        if values <= {str(meta["training_hash"]), None}:  # the usual case: nothing to leave out, no row scan
+            return table
+        other = pc.fill_null(pc.not_equal(hashes, str(meta["training_hash"])), False)
+        n_other = pc.sum(other).as_py() or 0
+        if n_other:
+            self._files._warn("other-hash", f"{self.uri}: leaving out {n_other} row(s) of other training settings "
+                                            f"(config_hash != {meta['training_hash']})")
+            table = table.filter(pc.invert(other))
+        return table
+
+    def write_trial(self, rows: list[dict]) -> str:
+        """Store one trial's rows (missing columns become null) as its inbox file; returns its path."""
+        return self.show(self._files.write(rows))
+
+    def import_rows(self, table: pa.Table) -> str:
+        """Store many trials' rows at once (a pyarrow table with SCHEMA's columns, one version per
+        trial_id) as one compacted segment; the driver only (hold the lease). Returns the segment's path."""
+        return self.show(f"{TRIALS_DIR}/{self._files.import_rows(table)}")
+
+    def done_ids(self) -> set[str]:
+        """The trials stored with every row ok."""
+        table, _ = self._read(["status"])
+        ids = table.column("trial_id")
+        failed = ids.filter(pc.not_equal(table.column("status"), "ok"))
+        return set(pc.unique(ids).to_pylist()) - set(pc.unique(failed).to_pylist())
+
+    def is_done(self, trial_id: str) -> bool:
+        table = self._files.lookup(trial_id)
+        return table is not None and table.num_rows > 0 and pc.all(pc.equal(table.column("status"), "ok")).as_py()
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """Files under trials/ that cannot be read as trial rows: (path, what is wrong)."""
+        return [(self.show(rel), why) for rel, why in self._read(["status"])[1]]
+
+    def quarantine(self) -> list[str]:
+        """Move damaged files to trials/.quarantine/ (their trials then run again); returns where to."""
+        return [self.show(p) for p in self._files.quarantine(self._read(["status"])[1])]
+
+    def compact(self) -> int:
+        """Merge finished inbox files into a segment (the driver only); returns how many trials."""
+        return self._files.compact()
+
+    def cleanup(self) -> list[str]:
+        """Remove leftovers of killed writers and compactions (the driver only)."""
+        return [self.show(p) for p in self._files.cleanup()]
+
+    def tidy(self) -> bool:
+        """True when nothing waits for compaction or cleanup (a glob then reads every row once)."""
+        snap = self._files.snapshot()
+        return not (snap.inbox or snap.orphans) and snap.manifest_ok
+
+    # ---- queries -----------------------------------------------------------------------------------
+
+    def query_rows(self) -> pd.DataFrame:
+        """The narrow rows the matrix and the partners use, of this sweep's training hash only: rows
+        of another hash (another config's trials) are left out with a warning."""
+        table, _ = self._read(QUERY_COLUMNS)
+        table = self._this_sweep(table)
+        # categories make the matrix's lookups a few small arrays (a 1,000-attribute store has 1M rows)
+        table = table.drop_columns(["trial_id", "config_hash"])
+        return table.to_pandas()  # dictionary columns become categoricals
+
+    def matrix(self, metric: str = "val_acc") -> pd.DataFrame:
+        """The pair matrix in the sweep's attribute order; `.attrs["metric"]` names the metric."""
+        from aal_sweep.query import cell_means, check_metric
+
+        check_metric(metric)
+        table, _ = self._read(QUERY_COLUMNS)
+        table = self._this_sweep(table)
+        # straight from Arrow: a 1,000-attribute store has a million rows, and pandas would copy them all
+        cells = pc.and_(pc.and_(pc.equal(table.column("status"), "ok"),
+                                pc.is_in(table.column("kind"), pa.array(["single", "pair"]))),
+                        pc.is_valid(table.column(metric)))
+        table = table.filter(cells)
+        names = pd.Index(self.attributes)
+        i = _positions(table.column("attribute"), names)
+        single = pc.equal(table.column("kind"), "single").to_numpy(zero_copy_only=False)
+        j = np.where(single, i, _positions(table.column("partner"), names))
+        m = cell_means(i, j, table.column(metric).to_numpy(), self.attributes)
+        m.attrs["metric"] = metric
+        return m
+
+    def partners(self, metric: str = "val_acc", allow_partial: bool = False) -> pd.DataFrame:
+        """The partners table (query.partners_table) of the config's partner rule, lambda chosen as its
+        lambda_selection says, with each partner's statistics (pairs.PARTNER_STAT_COLUMNS) appended."""
+        from aal_sweep.pairs import with_statistics
+        from aal_sweep.query import check_metric, partners_table
+
+        check_metric(metric)
+        chosen = self.chosen_partners(allow_partial, statistics=True)
+        t = partners_table(self.query_rows(), self.attributes, metric, self.config.adversarial.lambda_selection,
+                           allow_partial=allow_partial, partners=chosen)
+        t = with_statistics(t, chosen)
+        t.attrs["metric"] = metric
+        return t
+
+    def chosen_partners(self, allow_partial: bool = False, attributes=None, statistics: bool = False,
+                        rule=None) -> pd.DataFrame:
+        """Per attribute its partner under `rule` (a config.PartnersConfig; default sweep.yaml's
+        `partners`), from complete rows only unless `allow_partial`; `missing` lists the cells an
+        incomplete row lacks. `attributes`: the sweep's (default: sweep.yaml's). argmin is
+        query.derive_partners; `significant` (and `statistics=True`, which partners.parquet uses) adds
+        every statistic of pairs.choose_partners."""
+        from aal_sweep.query import derive_partners, pair_matrix
+
+        attributes = self.attributes if attributes is None else list(attributes)
+        rule = self.config.partners if rule is None else rule
+        fingerprint = None
+        if statistics:  # the driver computed them once into partners.parquet: reuse while the cells are the same
+            fingerprint = self._cells_fingerprint(attributes, rule, allow_partial)
+            stored = self.read_partners()
+            if stored is not None and stored.attrs.get("fingerprint") == fingerprint:
+                return stored
+        derived = derive_partners(pair_matrix(self.query_rows(), attributes, "val_acc"), allow_partial=allow_partial)
+        if rule.rule == "argmin" and not statistics:
+            return derived  # planning with the paper's rule needs no per-image bits
+        from aal_sweep.pairs import baseline_table, choose_partners, pairs_table
+
+        rows = self.stats_rows()
+        # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
+        pairs = pairs_table(rows, attributes, rule.alpha, rule.correction, intervals=statistics)
+        chosen = choose_partners(derived, pairs, baseline_table(rows, attributes, rule.alpha), rule.rule, rule.alpha,
+                                 allow_partial=allow_partial)
+        if fingerprint is not None:
+            chosen.attrs["fingerprint"] = fingerprint
+        return chosen
+
+    def partners_fresh(self, rule=None, allow_partial: bool = False, attributes=None) -> bool:
+        """partners.parquet is readable and was computed on the cells the store holds now."""
+        stored = self.read_partners()
+        attributes = self.attributes if attributes is None else list(attributes)
+        rule = self.config.partners if rule is None else rule
+        return stored is not None and stored.attrs.get("fingerprint") == self._cells_fingerprint(
+            attributes, rule, allow_partial)
+
+    def _cells_fingerprint(self, attributes, rule, allow_partial: bool) -> str:
+        """What the partners and their statistics depend on: the ok single and pair rows of this sweep (a
+        trial's rows never change once stored), the attributes, the partner rule and allow_partial. The ids
+        are hashed in the order the store reads them (no sort of half a million strings); a compaction that
+        reorders them only costs one recomputation, never a stale answer."""
+        table, _ = self._read(QUERY_COLUMNS)
+        table = self._this_sweep(table)
+        cells = pc.and_(pc.is_in(table.column("kind"), pa.array(["single", "pair"])),
+                        pc.equal(table.column("status"), "ok"))
+        digest = hashlib.blake2b(digest_size=16)
+        ids = table.column("trial_id").filter(cells).combine_chunks()  # one array: chunking must not matter
+        for buf in ids.buffers()[1:]:  # offsets and characters (a fresh array starts at row 0)
+            if buf is not None:
+                digest.update(buf)
+        settings = [list(attributes), dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else str(rule),
+                    allow_partial, self._meta_or_none() and self.training_hash]
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        return digest.hexdigest()
+
+    def stats_rows(self) -> pd.DataFrame:
+        """The rows the statistics read (STATS_COLUMNS), of this sweep's training hash."""
+        return self.trials(columns=STATS_COLUMNS)
+
+    def pairs(self) -> pd.DataFrame:
+        """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
+        significance, seeds and majority baseline (pairs.PAIR_COLUMNS), for pandas."""
+        from aal_sweep.pairs import pairs_table
+
+        rule = self.config.partners
+        return pairs_table(self.stats_rows(), self.attributes, rule.alpha, rule.correction)
+
+    def adversarial_gains(self, allow_partial: bool = False) -> pd.DataFrame:
+        """Per attribute with a chosen adversarial run: its gain over single and over the pair model on
+        the test split, with interval, p-values adjusted across attributes and `holds` (pairs.GAIN_COLUMNS)."""
+        from aal_sweep.pairs import adversarial_gains
+        from aal_sweep.query import select_adversarial
+
+        rows = self.stats_rows()
+        chosen = select_adversarial(rows, self.chosen_partners(allow_partial), self.config.adversarial.lambda_selection)
+        rule = self.config.partners
+        return adversarial_gains(rows, chosen, rule.alpha, rule.correction)
+
+    def write_partners(self, partners: pd.DataFrame) -> None:
+        """partners.parquet (the driver); a fingerprint from chosen_partners(statistics=True) goes along, so
+        queries reuse its statistics instead of recomputing them."""
+        table = pa.Table.from_pandas(partners, preserve_index=False)
+        if partners.attrs.get("fingerprint"):
+            meta = dict(table.schema.metadata or {}) | {_FINGERPRINT: partners.attrs["fingerprint"].encode()}
+            table = table.replace_schema_metadata(meta)
+        self.location.write_bytes(PARTNERS_FILE, _parquet_bytes(table))
+
+    def read_partners(self) -> pd.DataFrame | None:
+        """partners.parquet, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""
+        try:
+            with self.location.fs.open_input_file(self.location.path(PARTNERS_FILE)) as f:
+                table = pq.read_table(f)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as e:
+            log.warning("%s is unreadable (%s); it will be rebuilt", self.show(PARTNERS_FILE), str(e)[:120])
+            return None
+        df = table.to_pandas()
+        for col in df.columns:  # None, not NaN, where a name is missing (callers test `if row.partner`)
+            if pa.types.is_string(table.schema.field(col).type) or pa.types.is_large_string(table.schema.field(col).type):
+                df[col] = df[col].astype(object).where(df[col].notna(), None)
+        fingerprint = (table.schema.metadata or {}).get(_FINGERPRINT)
+        if fingerprint:
+            df.attrs["fingerprint"] = fingerprint.decode()
+        return df
+
+    # ---- what each trial writes about itself --------------------------------------------------------
+
+    def mark(self, trial_id: str, event: str, **fields) -> None:
+        """Record one event of a trial (start, epoch, ...) in its attempts journal."""
+        self._journal.mark(trial_id, event, **fields)
+
+    def journal(self, trial_id: str) -> list[dict]:
+        """The trial's events in time order (damaged entries skipped with a warning)."""
+        return self._journal.entries(trial_id)
+
+    def attempts(self, trial_id: str) -> int:
+        return self._journal.attempts(trial_id)
+
+    def journaled(self) -> list[str]:
+        """The trials that have a journal."""
+        return self._journal.trials()
+
+    # ---- one driver ----------------------------------------------------------------------------------
+
+    def lease(self, ttl_s: float = TTL_S, settle_s: float = SETTLE_S) -> Lease:
+        """`with store.lease():` makes this process the folder's only driver, or raises LeaseHeld."""
+        return Lease(self.location, ttl_s=ttl_s, settle_s=settle_s)
+
+    # ---- Tune's experiments, on the same storage ----------------------------------------------------
+
+    def tune_storage(self) -> tuple[str, pafs.FileSystem | None]:
+        """(storage_path, storage_filesystem) for tune.RunConfig: experiments live in RESULTS/tune/."""
+        return self.location.path(TUNE_DIR), (None if self.location.local else self.location.fs)
+
+    def experiment_path(self, name: str) -> str:
+        """For Tuner.restore / Tuner.can_restore (with storage_filesystem from tune_storage)."""
+        return self.location.path(f"{TUNE_DIR}/{name}")
+
+    def experiments(self, phase: str) -> list[str]:
+        slug = phase.replace("+", "_")
+        names = [e.base_name for e in self.location.list(TUNE_DIR) if e.type == pafs.FileType.Directory
+                 and e.base_name.rsplit("-", 1)[0] == slug and e.base_name.rsplit("-", 1)[-1].isdigit()]
+        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+
+    def unfinished_experiments(self, phase: str) -> list[str]:
+        return [n for n in self.experiments(phase) if not self.location.is_file(f"{TUNE_DIR}/{n}/{COMPLETE}")]
+
+    def new_experiment(self, phase: str) -> str:
+        existing = self.experiments(phase)
+        k = int(existing[-1].rsplit("-", 1)[1]) + 1 if existing else 1
+        return f"{phase.replace('+', '_')}-{k}"
+
+    def close_experiment(self, name: str) -> None:
+        """Mark an experiment finished and drop its checkpoints: every result it made is in the store."""
+        for trial_dir in self.location.list(f"{TUNE_DIR}/{name}"):
+            if trial_dir.type != pafs.FileType.Directory:
+                continue
+            for e in self.location.list(self.location.name(trial_dir)):
+                if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"):
+                    self.location.delete_dir(self.location.name(e))
+        self.location.write_bytes(f"{TUNE_DIR}/{name}/{COMPLETE}", b"")
+
+
+def _positions(column: pa.ChunkedArray, names: pd.Index) -> np.ndarray:
+    """Each value's position in `names`, -1 where absent or null: looked up once per dictionary entry."""
+    parts = []
+    for chunk in column.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        lookup = np.append(names.get_indexer(chunk.dictionary.to_pylist()), -1)
+        codes = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        parts.append(lookup[codes])  # null picks the appended -1
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _changed_keys(old_config, cfg) -> list[str]:
+    """The training settings that differ between a stored config mapping and `cfg`."""
+    from aal_sweep.config import parse_config
+
+    if not isinstance(old_config, dict):
+        return []
+    try:
+        old = parse_config(old_config, check_files=False).training_settings()
+    except (ConfigError, TypeError, AttributeError):  # written by another version: no key-level diff
+        return []
+    new = cfg.training_settings()
+    return [k for k in new if old.get(k) != new[k]]

@@ -1,0 +1,172 @@
+"""One driver per results folder: a lease file (RESULTS/lease.json) renewed by a background thread.
+
+A second `aal-sweep run` finds a live lease and is refused with one line naming the holder. A holder
+killed with kill -9 does not block the next run: on the same host its dead pid is seen at once; on another
+host the lease expires `ttl_s` after its last renewal.
+
+Taking a lease is write, wait `settle_s`, read back: of two drivers that start together, the one whose
+write landed last keeps it and the other is refused. Residual race: if one driver's read of the old lease
+and its write are further apart than the other's write plus `settle_s` (a pause of a second or more in
+between), both can believe they hold it. Object stores give no atomic create through pyarrow, and local
+folders may be on NFS, so this check-then-verify is what works everywhere. Expiry compares the holder's
+clock with ours: hosts need clocks synchronised to well under `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from aal_sweep.errors import AalError
+from aal_sweep.store.location import Location
+
+log = logging.getLogger("aal_sweep.store")
+LEASE_FILE = "lease.json"
+TTL_S = 60.0
+SETTLE_S = 1.0
+
+
+class LeaseHeld(AalError):
+    """Another live driver holds the results folder."""
+
+
+class StoreNotWritable(AalError):
+    """The results folder cannot be written (read-only, or no permission)."""
+
+
+class Lease:
+    """`with Lease(loc):` holds the folder for this process, renewing until the block ends."""
+
+    def __init__(self, loc: Location, ttl_s: float = TTL_S, settle_s: float = SETTLE_S):
+        self.loc, self.ttl_s, self.settle_s = loc, ttl_s, settle_s
+        self.token = uuid.uuid4().hex
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- taking and giving back ----------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        holder = self.read()
+        if holder is not None and holder.get("token") != self.token:
+            why = vacancy(holder)
+            if why is None:
+                raise self._held(holder)
+            log.warning("taking over the results folder from %s", why)
+        try:
+            self._write(since=time.time())
+        except OSError as e:
+            raise StoreNotWritable(f"{self.loc.show()}: cannot write here ({_reason(e)}); this run has trials to "
+                                   f"train, so it needs a writable results folder (--results DIR)") from None
+        time.sleep(self.settle_s)
+        now = self.read()
+        if now is None or now.get("token") != self.token:
+            raise self._held(now or {})
+        self._thread = threading.Thread(target=self._renew_loop, name="aal-sweep-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        holder = self.read()
+        if holder is not None and holder.get("token") == self.token:
+            self.loc.delete(LEASE_FILE)
+
+    def __enter__(self) -> "Lease":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ---- the file ------------------------------------------------------------------------------------
+
+    def read(self) -> dict | None:
+        try:
+            doc = json.loads(self.loc.read_bytes(LEASE_FILE))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # a torn or foreign file holds nothing
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _write(self, since: float) -> None:
+        now = time.time()
+        self._since = since
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _started(os.getpid()),
+               "since": since, "renewed": now, "expires": now + self.ttl_s, "token": self.token}
+        self.loc.write_bytes(LEASE_FILE, json.dumps(doc).encode())
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                holder = self.read()
+                if holder is None or holder.get("token") != self.token:
+                    self.lost = True
+                    log.error("lost the lease on %s to %s; stop this run", self.loc.show(), _who(holder or {}))
+                    return
+                self._write(self._since)
+            except OSError as e:  # storage briefly unreachable: try again at the next tick
+                log.warning("could not renew the lease on %s: %s", self.loc.show(), e)
+
+    def _held(self, holder: dict) -> LeaseHeld:
+        return LeaseHeld(f"{self.loc.show()} is in use by another `aal-sweep run` ({_who(holder)}); wait for it "
+                         f"to finish or stop it (the lease of a killed run expires {_when(holder.get('expires'))})")
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e).splitlines()[0][:120]
+
+
+def vacancy(holder: dict) -> str | None:
+    """Why a lease's holder no longer holds it (a dead pid on this host, or expiry), or None if it does."""
+    if not isinstance(holder.get("expires"), (int, float)) or holder["expires"] < time.time():
+        return f"an expired lease ({_who(holder)})"
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        started = _started(holder["pid"])
+        recorded = holder.get("pid_started")
+        if started is None or (started and isinstance(recorded, (int, float)) and recorded
+                               and abs(started - recorded) > 1):  # the pid was reused
+            return f"a dead process ({_who(holder)})"
+    return None
+
+
+def _who(holder: dict) -> str:
+    return f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {_when(holder.get('since'))}"
+
+
+def _when(t) -> str:
+    if not isinstance(t, (int, float)):
+        return "an unknown time"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _started(pid: int) -> float | None:
+    """The process's start time (tells a live pid from a reused one), 0.0 when alive but unknown, or None
+    when there is no such live process (a zombie is dead)."""
+    try:
+        import psutil  # installed with Ray
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            p = psutil.Process(pid)
+            return None if p.status() == psutil.STATUS_ZOMBIE else p.create_time()
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.Error:  # another user's process: alive
+            return 0.0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0.0

@@ -1,0 +1,125 @@
+"""Where a results folder lives: a local path or a URI (s3://bucket/prefix), through pyarrow.fs.
+
+pyarrow's `FileSystem.from_uri` takes endpoint, credentials and region the standard AWS ways (environment
+variables such as AWS_ENDPOINT_URL, ~/.aws files, instance roles) or as URI query parameters
+(`s3://bucket/prefix?endpoint_override=host:9000&scheme=http`). Paths inside a Location are relative to
+its root and use "/".
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from aal_sweep.errors import AalError
+
+
+class Location:
+    def __init__(self, uri: str | os.PathLike):
+        text = str(uri)
+        if "://" in text:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(text)
+            except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise AalError(f"results {text!r}: cannot open it ({str(e).splitlines()[0][:160]}); expected a "
+                               f"local path or s3://BUCKET/PREFIX") from None
+            self.local = isinstance(self.fs, pafs.LocalFileSystem)
+            self.root = root.rstrip("/") or root
+            self.uri = text.split("?", 1)[0].rstrip("/")  # query parameters may hold credentials: never shown
+            if not self.root.strip("/"):
+                raise AalError(f"results {text!r}: no bucket named (expected s3://BUCKET/PREFIX)")
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.local = True
+            self.root = str(Path(text).expanduser().resolve())
+            self.uri = self.root
+            text = self.root  # trials run in other working directories: hand them the absolute path
+        self.source = text  # what to hand to another process (workers re-open it)
+
+    def __repr__(self) -> str:
+        return f"Location({self.uri!r})"
+
+    def path(self, rel: str = "") -> str:
+        """The filesystem path of `rel` (for pyarrow calls with `self.fs`)."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def show(self, rel: str = "") -> str:
+        """`rel` as a user reads it in messages: a local path or s3://bucket/key (no query parameters)."""
+        return f"{self.uri}/{rel}" if rel else self.uri
+
+    # ---- reading -----------------------------------------------------------------------------------
+
+    def info(self, rel: str = "") -> pafs.FileInfo:
+        return self.fs.get_file_info(self.path(rel))
+
+    def is_file(self, rel: str) -> bool:
+        return self.info(rel).type == pafs.FileType.File
+
+    def is_dir(self, rel: str = "") -> bool:
+        return self.info(rel).type == pafs.FileType.Directory
+
+    def list(self, rel: str = "", recursive: bool = False) -> list[pafs.FileInfo]:
+        """The entries under `rel` (none when it does not exist)."""
+        return self.fs.get_file_info(pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=recursive))
+
+    def name(self, info: pafs.FileInfo) -> str:
+        """An entry's path relative to the root."""
+        return info.path[len(self.root) + 1:] if info.path.startswith(self.root + "/") else info.path
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    # ---- writing -----------------------------------------------------------------------------------
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file that appears complete or not at all.
+
+        Local: a hidden temporary file beside it, then rename. It is opened with mode 0666 so the umask
+        decides (0644 usually); tempfile.mkstemp would make it 0600, unreadable to colleagues and to Ray
+        workers running as another user. Object stores: one PUT is atomic per object (a multipart upload
+        appears only when completed), so the object is written in place."""
+        if not self.local:
+            with self.fs.open_output_stream(self.path(rel)) as f:
+                f.write(data)
+            return
+        path = self.path(rel)
+        folder, base = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def delete(self, rel: str) -> None:
+        """Delete a file; a file already gone is fine."""
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+    def delete_dir(self, rel: str) -> None:
+        if self.info(rel).type == pafs.FileType.Directory:
+            self.fs.delete_dir(self.path(rel))
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename (local: atomic; object stores: copy then delete)."""
+        if self.local:
+            os.makedirs(os.path.dirname(self.path(dst)), exist_ok=True)
+        self.fs.move(self.path(src), self.path(dst))
+
+    def make_dir(self, rel: str = "") -> None:
+        self.fs.create_dir(self.path(rel), recursive=True)

@@ -1,0 +1,175 @@
+"""`aal-sweep submit`: a sweep as a Ray job, through the Ray Jobs SDK (Ray's layer, like sweep.py).
+
+    config (checked here) -> working_dir: the resolved sweep.yaml; py_modules: this checkout's aal_sweep
+    -> job `python -m aal_sweep.cli run sweep.yaml --address auto` on the cluster -> results on RESULTS
+
+The job runs exactly the submitting code whatever the cluster's image holds (the image provides the
+dependencies). Its submission id is derived from the sweep (name, results location, a counter), so a
+sweep that is running cannot be submitted twice and a stopped one is resumed by submitting it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import re
+import socket
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import yaml
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+import aal_sweep
+from aal_sweep.config import SweepConfig, parse_config
+from aal_sweep.errors import AalError, ConfigError
+
+CONFIG_NAME = "sweep.yaml"
+# The driver runs Tune's event loop, the store's bookkeeping and partner derivation: one CPU, reserved so
+# trials never oversubscribe the node it lands on, and deliberately no GPU (all of them go to trials).
+DRIVER_CPUS = 1
+DRIVER_GPUS = 0
+ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
+OUTCOME = {JobStatus.SUCCEEDED: 0, JobStatus.STOPPED: 130}  # FAILED: the driver's own exit code
+
+
+def cluster_config(config_path: str | Path, results: str | None) -> SweepConfig:
+    """The config as the cluster will run it, checked here.
+
+    Checked locally: the whole schema (every key, type and choice, as `run` does) and that every path
+    the cluster reads or writes is absolute (or, for results, a URI). Not checked locally: the dataset's
+    files and model.pretrained's file, which live on the cluster; the job's driver checks them first,
+    before it writes anything, with the same one-line errors."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/celeba.yaml)"])
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(str(path), [f"not a readable YAML file ({str(e).splitlines()[0][:120]})"]) from None
+    cfg = parse_config(raw, str(path), check_files=False)
+    if results is not None:
+        cfg = dataclasses.replace(cfg, results=results)
+    where = "--results" if results is not None else "results"
+    problems = []
+    if "://" not in cfg.results and not Path(cfg.results).is_absolute():
+        problems.append(f"{where}: {cfg.results!r} is relative, and a job runs in a temporary folder of the "
+                        f"cluster that is deleted with it; pass --results s3://BUCKET/PREFIX or an absolute "
+                        f"path every node sees (NFS)")
+    cluster_paths = {"dataset.root": cfg.dataset.root, "dataset.cache": cfg.dataset.cache,
+                     "model.pretrained": None if cfg.model.pretrained == "imagenet" else cfg.model.pretrained}
+    for key, value in cluster_paths.items():
+        if value and not Path(value).is_absolute():
+            problems.append(f"{key}: {value!r} is relative; on a cluster it must be the absolute path where "
+                            f"every node finds it")
+    if problems:
+        raise ConfigError(str(path), problems)
+    return cfg
+
+
+def submission_prefix(cfg: SweepConfig) -> str:
+    """aal-<name>-<hash of the results location>: one sweep, whatever the counter after it."""
+    where = cfg.results.split("?", 1)[0].rstrip("/")  # query parameters (endpoint, keys) do not change it
+    digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+    return f"aal-{re.sub(r'[^A-Za-z0-9_.]+', '_', cfg.name)[:40]}-{digest}"
+
+
+def submit(cfg: SweepConfig, address: str, wait: bool) -> int:
+    """Submit (or resume) the sweep as a Ray job; print how to follow it. With `wait`, follow its logs
+    and return the job's outcome: 0 succeeded, the driver's exit code when it failed, 130 stopped."""
+    # Ray's own logger says INFO about every package it uploads; it follows --log-level like ours
+    logging.getLogger("ray").setLevel(logging.getLogger().getEffectiveLevel())
+    client = _client(address)
+    prefix = submission_prefix(cfg)
+    earlier = _earlier_jobs(client, address, prefix)
+    running = [j for j in earlier if j.status in ACTIVE]
+    if running:
+        job = running[0].submission_id
+        raise AalError(f"sweep {cfg.name!r} on {_shown(cfg.results)} is already running as job {job}; follow it "
+                       f"with `ray job logs --follow {job} --address {address}`, or stop it with "
+                       f"`ray job stop {job} --address {address}` and submit again to resume")
+    counter = 1 + max((int(j.submission_id.rsplit("-", 1)[1]) for j in earlier), default=0)
+    job_id = f"{prefix}-{counter}"
+    with tempfile.TemporaryDirectory(prefix="aal-submit-") as folder:
+        (Path(folder) / CONFIG_NAME).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        runtime_env = {
+            "working_dir": folder,
+            "py_modules": [str(Path(aal_sweep.__file__).parent)],
+            "env_vars": {"PYTHONUNBUFFERED": "1"},  # progress lines reach `ray job logs` as they happen
+        }
+        _call(address, client.submit_job, entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
+              submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=DRIVER_CPUS,
+              entrypoint_num_gpus=DRIVER_GPUS, metadata={"aal_sweep": cfg.name, "results": _shown(cfg.results)})
+    if earlier:
+        print(f"resuming sweep {cfg.name!r}: earlier job {earlier[-1].submission_id} ended "
+              f"{earlier[-1].status.value}; the store keeps every finished trial")
+    print(f"submitted job {job_id} to {address}\n"
+          f"  logs:     ray job logs --follow {job_id} --address {address}\n"
+          f"  stop:     ray job stop {job_id} --address {address}\n"
+          f"  progress: aal-sweep status {_shown(cfg.results)}")
+    return _follow(client, address, job_id) if wait else 0
+
+
+def _follow(client: JobSubmissionClient, address: str, job_id: str) -> int:
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            print(chunk, end="", flush=True)
+
+    try:
+        asyncio.run(tail())
+    except KeyboardInterrupt:
+        print(f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {address}` "
+              f"stops it)")
+        return 130
+    info = _call(address, client.get_job_info, job_id)
+    code = OUTCOME.get(info.status, info.driver_exit_code or 1)
+    print(f"job {job_id} {info.status.value}" + (f" (exit code {code})" if code else ""))
+    return code
+
+
+def _earlier_jobs(client: JobSubmissionClient, address: str, prefix: str) -> list:
+    """This sweep's earlier submissions, oldest first."""
+    pattern = re.compile(re.escape(prefix) + r"-(\d+)$")
+    jobs = [j for j in _call(address, client.list_jobs) if j.submission_id and pattern.match(j.submission_id)]
+    return sorted(jobs, key=lambda j: int(j.submission_id.rsplit("-", 1)[1]))
+
+
+def _client(address: str) -> JobSubmissionClient:
+    parsed = urllib.parse.urlparse(address)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise AalError(f"--address {address!r}: expected the job server's URL, http://HEAD:8265")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:  # fail in seconds where nothing listens (the SDK would wait on the TCP connect)
+        socket.create_connection((parsed.hostname, port), timeout=5).close()
+    except OSError as e:
+        raise AalError(f"--address {address}: nothing answers at {parsed.hostname}:{port} ({e.strerror or e}); "
+                       f"check the address (the head's dashboard port, 8265 by default)") from None
+    return _call(address, JobSubmissionClient, address)
+
+
+def _call(address: str, fn, *args, **kwargs):
+    """One Jobs SDK call, its failures as one-line errors."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        return fn(*args, **kwargs)
+    except AuthenticationError as e:
+        raise AalError(f"--address {address}: the job server refused our token ({_first_line(e)}); set "
+                       f"RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token (`ray get-auth-token` on "
+                       f"the head)") from None
+    except ConnectionError as e:
+        raise AalError(f"--address {address}: cannot reach the job server ({_first_line(e)})") from None
+    except RuntimeError as e:  # the SDK's "Request failed with status code ..."
+        raise AalError(f"--address {address}: the job server said: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+def _shown(results: str) -> str:
+    return results.split("?", 1)[0]  # query parameters may hold credentials: never printed

@@ -1,0 +1,60 @@
+"""Evaluation of a split: per-head accuracy, mean BCE loss, and which images each head got right.
+
+Everything stays on the device until the end: one host transfer per split and epoch, no per-batch sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aal_sweep.data.tensors import SplitTensors
+from aal_sweep.train.tasks import Task
+
+_BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)  # numpy.packbits' default (big) bit order
+
+
+def packbits(bits: torch.Tensor) -> torch.Tensor:
+    """numpy.packbits for a 1-d bool tensor, on its device: uint8 [ceil(N / 8)], first image in the top bit."""
+    n = len(bits)
+    padded = torch.zeros(-(-n // 8) * 8, dtype=torch.uint8, device=bits.device)
+    padded[:n] = bits
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
+    return (padded.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+@dataclass
+class Evaluation:
+    accuracy: np.ndarray  # [k] float64: correct / n, exactly
+    loss: np.ndarray  # [k] float64: mean BCE
+    packed: list[torch.Tensor]  # per head: packbits of the per-image correctness, on the host
+
+    def packed_correct(self, head: int) -> torch.Tensor:
+        return self.packed[head]
+
+
+@torch.no_grad()
+def evaluate(task: Task, split: SplitTensors, batch_size: int, autocast) -> Evaluation:
+    """Every evaluated head of `task` on `split`, images in split order."""
+    was_training = task.training
+    task.eval()
+    k = task.n_eval
+    correct = torch.zeros(split.n, k, dtype=torch.bool, device=split.device)
+    loss = torch.zeros(k, device=split.device, dtype=torch.float64)
+    start = 0
+    for x, y in split.batches(batch_size):
+        with autocast():
+            logits = task(x).float()
+        y = y[:, :k]
+        correct[start:start + len(x)] = (logits > 0) == (y > 0.5)
+        loss += F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(0)
+        start += len(x)
+    task.train(was_training)
+    n = max(split.n, 1)
+    accuracy = correct.sum(0, dtype=torch.int64).double() / n
+    packed = torch.cat([packbits(correct[:, j]) for j in range(k)]).cpu()  # one host sync per evaluation
+    per_head = packed.reshape(k, -(-split.n // 8))
+    return Evaluation(accuracy.cpu().numpy(), (loss / n).cpu().numpy(), [p.clone() for p in per_head])

@@ -1,0 +1,221 @@
+"""How the results store scales with the number of attributes M (issue 7): complete stores built with the
+store's own writer, then `matrix`, `partners`, `status` and a nothing-to-do resume, timed, with peak RSS.
+
+    .venv/bin/python benchmarks/store.py --m 40 200 1000          # writes the table (markdown) to stdout
+
+A store of M attributes holds M single, M(M-1)/2 pair and 5M adversarial trials (5 lambdas, every attribute
+with a partner): 505,500 trials and ~1M rows at M = 1,000. It is built fast, as one compacted segment per
+phase through `Store.import_rows` (the compaction's own segment writer), not as 505k inbox files. Each row
+carries 6-epoch curves and, unless --bits 0, 125 bytes of packed per-image correctness per split (1,000
+images). With those bits the build also computes every pair's statistics once, as the driver does when it
+writes partners.parquet (pairs.pairs_table: a bootstrap per cell, about M^2); queries then reuse them.
+
+Each measurement runs in a fresh process (a new `aal-sweep` command would), warm OS cache: one warm-up, then
+the median of --repeats. matrix / partners / status open a new Store each time (no in-process cache).
+resume-noop is what `aal-sweep run CONFIG` does before it would import Ray: open the store, check the
+training settings, read the done set, plan every phase, check the store is tidy. `run (CLI)` is the whole
+`aal-sweep run CONFIG` command on the finished store, interpreter start included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+LAMBDAS = [0.01, 0.03, 0.1, 0.3, 1.0]
+EPOCHS = 6
+BITS = 125  # bytes of packed correctness per split (1,000 images); --bits 0 leaves the columns null
+
+
+def config_file(out: Path, m: int) -> Path:
+    """A sweep config over a tiny synthetic dataset with M attributes (the resume check reads its names)."""
+    from aal_sweep.data.synthetic import make_synthetic
+
+    import yaml
+
+    root = out / f"data-{m}"
+    if not (root / "list_attr_celeba.txt").is_file():
+        make_synthetic(root, n_attributes=4, n_images=40, size=(16, 16), seed=0, random_attributes=m - 4)
+    path = out / f"sweep-{m}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": f"bench-{m}", "results": str(out / f"results-{m}"),
+        "dataset": {"root": str(root), "image_size": [16, 16]},
+        "model": {"backbone": "small_cnn", "pretrained": None},
+        "train": {"epochs": EPOCHS}, "adversarial": {"lambdas": LAMBDAS}}))
+    return path
+
+
+def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
+    """The store rows of `trials` (single, pair or adversarial Trials), built column-wise."""
+    from aal_sweep.store import SCHEMA
+
+    ids, kinds, attrs, partners, lams, methods = [], [], [], [], [], []
+    for t in trials:
+        heads = t.attributes[:1] if t.kind != "pair" else t.attributes
+        for a in heads:
+            ids.append(t.trial_id)
+            kinds.append(t.kind)
+            attrs.append(a)
+            partners.append(next((b for b in t.attributes if b != a), None))
+            lams.append(t.lam)
+            methods.append(t.method)
+    n = len(ids)
+    curves = lambda: pa.ListArray.from_arrays(np.arange(0, (n + 1) * EPOCHS, EPOCHS, dtype=np.int32),  # noqa: E731
+                                              rng.uniform(0.7, 0.95, n * EPOCHS))
+    packed = lambda: (pa.FixedSizeBinaryArray.from_buffers(  # noqa: E731
+        pa.binary(bits), n, [None, pa.py_buffer(rng.integers(0, 256, n * bits, dtype=np.uint8).tobytes())]
+    ).cast(pa.binary()) if bits else pa.nulls(n, pa.binary()))
+    val = rng.uniform(0.8, 0.95, n)
+    cols = {
+        "trial_id": pa.array(ids), "kind": pa.array(kinds), "attribute": pa.array(attrs),
+        "partner": pa.array(partners, pa.string()), "lambda": pa.array(lams, pa.float64()),
+        "method": pa.array(methods, pa.string()), "seed": pa.array(np.zeros(n, np.int64)),
+        "status": pa.array(["ok"] * n), "best_epoch": pa.array(rng.integers(0, EPOCHS, n)),
+        "val_acc": pa.array(val), "test_acc": pa.array(val - 0.01), "val_acc_by_epoch": curves(),
+        "val_loss_by_epoch": curves(), "test_acc_by_epoch": curves(), "epochs_run": pa.array(np.full(n, EPOCHS)),
+        "attempts": pa.array(np.ones(n, np.int64)), "train_seconds": pa.array(rng.uniform(50, 200, n)),
+        "n_val": pa.array(np.full(n, 8 * max(bits, BITS))), "n_test": pa.array(np.full(n, 8 * max(bits, BITS))),
+        "backbone": pa.array(["small_cnn"] * n), "config_hash": pa.array([cfg.training_hash()] * n),
+        "val_correct": packed(), "test_correct": packed(),
+    }
+    return pa.table({f.name: cols[f.name].cast(f.type) if f.name in cols else pa.nulls(n, f.type) for f in SCHEMA})
+
+
+def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
+    """Write the complete store for M attributes; return (seconds, trials, rows)."""
+    from aal_sweep.config import load_config
+    from aal_sweep.plan import plan_adversarial, plan_initial
+    from aal_sweep.store import Store
+
+    t0 = time.perf_counter()
+    cfg = load_config(config_file(out, m))
+    attributes = tuple(cfg.dataset.attributes or __import__("aal_sweep.config").config.resolve_attributes(cfg))
+    store = Store(cfg.results)
+    rng = np.random.default_rng(m)
+    with store.lease(settle_s=0.0):
+        store.write_config(cfg, attributes)
+        initial = plan_initial(cfg, attributes)
+        table = rows_table(initial, cfg, rng, bits)
+        single = dict(zip(table.column("attribute").to_pylist()[:m], table.column("val_acc").to_pylist()[:m]))
+        # every attribute gets a negative partner: its pair cells sit just above, one just below, its single
+        attr = table.column("attribute").to_numpy(zero_copy_only=False)
+        base = np.array([single[a] for a in attr])
+        val = np.where(table.column("kind").to_numpy(zero_copy_only=False) == "single", base,
+                       base + rng.uniform(-0.004, 0.02, len(attr)))
+        table = table.set_column(table.schema.get_field_index("val_acc"), "val_acc", pa.array(val))
+        store.import_rows(table)
+        partners = store.chosen_partners(rule=cfg.partners)
+        adversarial = plan_adversarial(cfg, partners)
+        adv = rows_table(adversarial, cfg, rng, bits)
+        store.import_rows(adv)
+        store.write_partners(store.chosen_partners(statistics=True, rule=cfg.partners))
+    return time.perf_counter() - t0, len(initial) + len(adversarial), table.num_rows + adv.num_rows
+
+
+def measure(what: str, config: str, repeats: int) -> dict:
+    """In this (fresh) process: one warm-up, then `repeats` timings of `what`; seconds and peak RSS."""
+    from aal_sweep.config import load_config
+
+    cfg = load_config(config)
+
+    def once():
+        if what == "matrix":
+            from aal_sweep import open_results
+            open_results(cfg.results).matrix()
+        elif what == "partners":
+            from aal_sweep import open_results
+            open_results(cfg.results).partners()
+        elif what == "status":
+            from aal_sweep.status import sweep_status
+            sweep_status(cfg.results)
+        elif what == "resume":
+            from aal_sweep.pending import plan_work
+            work = plan_work(cfg)
+            assert work.nothing_to_do(cfg, False) and work.tidy(cfg)
+        else:
+            raise ValueError(what)
+
+    once()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return {"seconds": statistics.median(times), "rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: reset at exec, unlike ru_maxrss, which keeps the parent's)."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+
+
+def child(what: str, config: Path, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--measure", what, "--config", str(config),
+                          "--repeats", str(repeats)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cli_run(config: Path, repeats: int) -> float:
+    aal = str(Path(sys.executable).with_name("aal-sweep"))
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        out = subprocess.run([aal, "run", str(config)], capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        assert out.returncode == 0 and "nothing to do" in out.stdout, out.stderr
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--m", type=int, nargs="+", default=[40, 200, 1000])
+    p.add_argument("--out", type=Path, default=Path("/tmp/aal-bench-store"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bits", type=int, default=BITS, help=f"bytes of val_correct / test_correct per row "
+                   f"(default {BITS}; 0: none, so no per-cell bootstrap at build time)")
+    p.add_argument("--reuse", action="store_true", help="measure the stores already in --out (build column: -)")
+    p.add_argument("--measure", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.config, args.repeats)))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) | peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for m in args.m:
+        config = config_file(args.out, m)
+        results = args.out / f"results-{m}"
+        if args.reuse and results.exists():
+            from aal_sweep.store import Store
+
+            rows = len(Store(results).trials(["trial_id"]))
+            trials, seconds = len(Store(results).done_ids()), float("nan")
+        else:
+            if results.exists():
+                subprocess.run(["rm", "-rf", str(results)], check=True)
+            seconds, trials, rows = build(args.out, m, args.bits)
+        size = sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) / 2**20
+        got = {w: child(w, config, args.repeats) for w in ("matrix", "partners", "status", "resume")}
+        run_s = cli_run(config, args.repeats)
+        rss = max(g["rss_mb"] for g in got.values())
+        cells = [f"{got[w]['seconds']:.2f} s" for w in ("matrix", "partners", "status", "resume")]
+        built = "-" if seconds != seconds else f"{seconds:.1f} s"  # NaN: measured a store built before
+        print(f"| {m} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | " + " | ".join(cells)
+              + f" | {run_s:.2f} s | {rss:,.0f} MB |", flush=True)
+        print(f"  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
+              file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Sweeps on real multi-node Ray clusters (ray.cluster_utils.Cluster on this machine): GPU shares, losing a
+node mid-trial, a decode cache per node.
+
+The nodes declare GPUs (Ray schedules on declared GPUs; with no CUDA the trainer uses the CPU). The driver is
+`aal-sweep run --address` in a subprocess, as on a real head node; the nodes are children of this process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aal_sweep.config import load_config, resolve_attributes
+from aal_sweep.data.synthetic import make_synthetic
+from aal_sweep.plan import plan_initial
+from aal_sweep.store import Store
+
+from conftest import write_config
+from ray_nodes import isolated_env, local_cluster, ray_temp_dir
+from test_sweep import assert_same_results, check_no_redo
+
+pytestmark = pytest.mark.slow
+EPOCHS = 3  # a trial must be caught between two epochs, with a checkpoint behind it
+TRAIN = {"epochs": EPOCHS, "batch_size": 32, "lr": 3e-3, "lr_milestones": [2], "seed": 0}
+GPU_SHARE = {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_failures": 2}
+# Four logical CPUs per GPU node: the GPU share, not the CPUs, is what limits a node to two trials.
+GPU_NODE = {"num_cpus": 4, "num_gpus": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """3 attributes (3 single + 3 pair trials), epochs long enough to remove a node between two of them."""
+    return make_synthetic(tmp_path_factory.mktemp("cluster") / "data", n_attributes=3, n_images=1200,
+                          size=(16, 16), seed=3)
+
+
+def sweep_config(tmp: Path, data: Path, name: str, cache: bool = True) -> Path:
+    path = write_config(tmp / f"{name}.yaml", data, train=TRAIN, resources=GPU_SHARE, phases=["single", "pair"])
+    raw = yaml.safe_load(path.read_text())
+    raw["results"] = str(tmp / name)
+    if not cache:
+        raw["dataset"]["cache"] = None  # each node's own: $AAL_SWEEP_CACHE of its processes
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_driver(config: Path, address: str, env: dict, log_level: str = "WARNING", verbose: int = 0) -> subprocess.Popen:
+    """`aal-sweep run CONFIG --address`, as on the head node of a real cluster."""
+    cmd = [sys.executable, "-m", "aal_sweep.cli", "--log-level", log_level, "run", str(config), "--address", address]
+    return subprocess.Popen(cmd + ["-v"] * verbose, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def attempts(store: Store, trial_ids) -> list[dict]:
+    """Every attempt of every trial: its node, when it started, when it last finished an epoch."""
+    out = []
+    for t in trial_ids:
+        events = store.journal(t)
+        starts = [i for i, e in enumerate(events) if e["event"] == "start"]
+        for k, i in enumerate(starts):
+            end = starts[k + 1] if k + 1 < len(starts) else len(events)
+            epochs = [e for e in events[i:end] if e["event"] == "epoch"]
+            out.append({"trial": t, "node": events[i]["node_id"], "start": events[i]["time"],
+                        "end": epochs[-1]["time"] if epochs else events[i]["time"]})
+    return out
+
+
+def max_concurrent(intervals: list[dict]) -> int:
+    edges = sorted([(a["start"], 1) for a in intervals] + [(a["end"], -1) for a in intervals])
+    most = running = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+@pytest.fixture(scope="module")
+def two_gpu_nodes(data, tmp_path_factory):
+    """(a) A head with no GPU and two nodes of one GPU each; gpus_per_trial 0.5. Its results are the
+    uninterrupted reference of the node-loss test."""
+    tmp = tmp_path_factory.mktemp("two")
+    env = isolated_env()
+    config = sweep_config(tmp, data, "two")
+    with local_cluster(env, [GPU_NODE, GPU_NODE]) as cluster:
+        workers, head = [n.node_id for n in cluster.worker_nodes_in_order], cluster.head_node.node_id
+        proc = start_driver(config, cluster.address, env)
+        out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    return load_config(config), workers, head
+
+
+def test_gpu_shares_fill_both_nodes_two_trials_each(two_gpu_nodes):
+    cfg, workers, head = two_gpu_nodes
+    store = Store(cfg.results)
+    rows = store.trials()
+    assert set(rows["status"]) == {"ok"}
+    assert set(rows["trial_id"]) == {t.trial_id for t in plan_initial(cfg, resolve_attributes(cfg))}
+    # every trial finished on a GPU node, and both GPU nodes ran trials
+    assert set(rows["node_id"]) == set(workers), (set(rows["node_id"]), workers, head)
+    runs = attempts(store, set(rows["trial_id"]))
+    per_node = {n: max_concurrent([a for a in runs if a["node"] == n]) for n in workers}
+    assert max(per_node.values()) == 2 and min(per_node.values()) >= 1, per_node  # 0.5 GPU each: two share one
+    assert all(n <= 2 for n in per_node.values()), per_node
+
+
+def test_tune_folder_has_short_trial_folders_and_tensorboard_events(two_gpu_nodes):
+    """`tensorboard --logdir RESULTS/tune` shows each trial's curves and, as hparams, what the trial is."""
+    cfg = two_gpu_nodes[0]
+    folders = [p for p in (Path(cfg.results) / "tune").glob("*/*") if p.is_dir() and p.name != "checkpoints"]
+    assert len(folders) == 6 and all(len(p.name) <= 20 for p in folders), [p.name for p in folders]
+    for folder in folders:
+        [events] = folder.glob("events.out.tfevents.*")
+        tags, hparams = read_events(events)
+        assert {"ray/tune/train_loss", "ray/tune/epoch"} <= tags
+        kind = folder.name.split("_")[0]
+        assert hparams["trial/kind"] == kind and hparams["trial/trial_id"].startswith(kind)
+        assert " vs " in hparams["trial/attributes_text"] or kind == "single"
+
+
+def read_events(path: Path) -> tuple[set[str], dict[str, str]]:
+    """The scalar tags and the hparams of a TensorBoard events file (TFRecord framing, tensorboardX's protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+
+    data, i, tags, hparams = path.read_bytes(), 0, set(), {}
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+        i += 12 + n + 4  # length, its crc, the record, its crc
+        for v in event.summary.value:
+            tags.add(v.tag)
+            if v.metadata.plugin_data.plugin_name == "hparams":
+                info = plugin_hparams_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                hparams |= {k: (x.string_value or x.number_value) for k, x in info.session_start_info.hparams.items()}
+    return tags, hparams
+
+
+def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, data, tmp_path):
+    """(b) Three GPU nodes; one is removed while a trial on it is between two epochs."""
+    ref, _, _ = two_gpu_nodes
+    env = isolated_env()
+    config = sweep_config(tmp_path, data, "lose")
+    cfg = load_config(config)
+    store = Store(cfg.results)
+    with local_cluster(env, [GPU_NODE] * 3) as cluster:
+        nodes = {n.node_id: n for n in cluster.worker_nodes_in_order}
+        proc = start_driver(config, cluster.address, env)
+        victim = wait_between_epochs(proc, store, set(nodes))
+        done_before = store.done_ids()
+        in_flight = {a["trial"] for a in attempts(store, store.journaled()) if a["node"] == victim["node"]
+                     and a["trial"] not in done_before and is_last_attempt(store, a)}
+        cluster.remove_node(nodes[victim["node"]], allow_graceful=False)  # as a machine that dies
+        out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    assert victim["trial"] in in_flight
+    for trial in in_flight:  # each continued elsewhere from its last checkpoint
+        events = store.journal(trial)
+        starts = [e for e in events if e["event"] == "start"]
+        assert len(starts) >= 2 and starts[-1]["node_id"] != victim["node"], starts
+        finished = [e["epoch"] for e in events if e["event"] == "epoch" and e["time"] < starts[-1]["time"]]
+        assert starts[-1]["from_epoch"] == max(finished, default=-1) + 1, (trial, events)
+        if trial == victim["trial"]:  # caught between two epochs: it did not start over
+            assert starts[-1]["from_epoch"] >= 1, events
+    check_no_redo(store, done_before)  # nothing finished before the loss ran again
+    rows = store.trials().set_index("trial_id")
+    assert set(rows["node_id"]) <= set(nodes) and victim["node"] not in set(rows.loc[list(in_flight), "node_id"])
+    assert_same_results(ref.results, cfg.results)
+
+
+def is_last_attempt(store: Store, attempt: dict) -> bool:
+    starts = [e for e in store.journal(attempt["trial"]) if e["event"] == "start"]
+    return starts[-1]["time"] == attempt["start"]
+
+
+def wait_between_epochs(proc: subprocess.Popen, store: Store, nodes: set[str], timeout: float = 600) -> dict:
+    """Block until a trial on one of `nodes` has finished an epoch (its checkpoint stored) but not its last."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        done = store.done_ids()
+        for trial in store.journaled():
+            events = store.journal(trial)
+            starts = [e for e in events if e["event"] == "start"]
+            if trial in done or not starts or starts[-1]["node_id"] not in nodes:
+                continue
+            last = [e for e in events if e["event"] == "epoch"]
+            if last and last[-1]["time"] > starts[-1]["time"] and last[-1]["epoch"] < EPOCHS - 1:
+                return {"trial": trial, "node": starts[-1]["node_id"]}
+        time.sleep(0.05)
+    raise AssertionError("no trial was ever between two epochs")
+
+
+def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):
+    """(e) No shared cache folder: each node decodes the dataset once; its concurrent trials wait for that."""
+    env = isolated_env()
+    config = sweep_config(tmp_path, data, "cache", cache=False)
+    caches = [tmp_path / f"cache-node{i}" for i in range(2)]
+    env["AAL_SWEEP_CACHE"] = str(tmp_path / "cache-driver")  # the driver checks the data on its node first
+    with local_cluster(env, [GPU_NODE, GPU_NODE],
+                       worker_env=[{"AAL_SWEEP_CACHE": str(c)} for c in caches]) as cluster:
+        proc = start_driver(config, cluster.address, env, log_level="INFO", verbose=2)
+        out, err = proc.communicate(timeout=900)
+        logs = "".join(p.read_text(errors="replace") for p in ray_temp_dir(env).glob("session_2*/logs/worker-*"))  # not session_latest
+    assert proc.returncode == 0, out + err
+    rows = Store(load_config(config).results).trials()
+    for cache in caches:  # one complete entry per node, built once, named in one log line
+        entries = [p for p in cache.iterdir() if p.is_dir()]
+        assert len(entries) == 1 and (entries[0] / "meta.json").is_file(), entries
+        built = [ln for ln in logs.splitlines() if "decode cache built on node" in ln and str(cache) in ln]
+        assert len(built) == 1, built
+        assert "1200 images in" in built[0]
+    assert rows["node_id"].nunique() == 2

@@ -1,0 +1,361 @@
+"""The driver killed at any moment: missing checkpoints, random kill -9s, Ctrl-C, the embedded Ray's processes.
+
+Every run here is the real CLI in its own session (start_new_session), as a user's terminal would start it,
+on a real local Ray that the CLI itself starts; kills hit the whole process group, as a dying terminal or a
+scheduler does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from aal_sweep.data.synthetic import make_synthetic
+from aal_sweep.store import Store
+
+from conftest import write_config
+
+pytestmark = pytest.mark.slow
+# 5 epochs: enough work that 8 kills always land before a fast machine finishes the sweep (7-10 trials)
+TRAIN = {"epochs": 5, "batch_size": 32, "lr": 3e-3, "lr_milestones": [3], "seed": 0}
+RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 1}
+
+
+# ---- running the CLI ------------------------------------------------------------------------------
+
+
+def start(config: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+
+
+def run_to_end(config: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], capture_output=True,
+                         text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group, at once
+    proc.communicate()
+
+
+def config_for(tmp: Path, root: Path, name: str, **overrides) -> Path:
+    path = write_config(tmp / f"{name}.yaml", root, **({"train": TRAIN, "resources": RESOURCES} | overrides))
+    raw = yaml.safe_load(path.read_text())
+    raw["results"] = str(tmp / name)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def results_of(config: Path) -> Path:
+    return Path(yaml.safe_load(config.read_text())["results"])
+
+
+def wait_for(proc: subprocess.Popen, what, timeout: float = 240, poll_s: float = 0.05):
+    """Poll `what()` until it returns something truthy; the run must still be alive meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before the moment came:\n{out[-1500:]}\n{err[-3000:]}")
+        found = what()
+        if found:
+            return found
+        time.sleep(poll_s)
+    raise AssertionError("the moment never came")
+
+
+def finished_epochs(store: Store, trial: str) -> list[int]:
+    return [e["epoch"] for e in store.journal(trial) if e["event"] == "epoch"]
+
+
+def assert_same_results(ref: Path, results: Path) -> None:
+    """Same trials, same accuracies, same per-epoch curves as the uninterrupted run."""
+    cols = ["trial_id", "attribute", "status", "val_acc", "test_acc", "best_epoch", "epochs_run"]
+    curves = ["val_acc_by_epoch", "val_loss_by_epoch", "test_acc_by_epoch"]
+    a = Store(ref).trials().sort_values(["trial_id", "attribute"]).reset_index(drop=True)
+    b = Store(results).trials().sort_values(["trial_id", "attribute"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    for c in curves:
+        assert a[c].map(list).tolist() == b[c].map(list).tolist(), c
+
+
+# ---- data and an uninterrupted reference ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """3 attributes, 5 epochs, 16x16 images: a sweep of 3 single + 3 pair + adversarial trials."""
+    tmp = tmp_path_factory.mktemp("resilience")
+    root = make_synthetic(tmp / "data", n_attributes=3, n_images=900, size=(16, 16), seed=3)
+    ref = config_for(tmp, root, "reference", adversarial={"method": "grl", "lambdas": [0.5]})
+    run_to_end(ref)
+    return tmp, root, ref
+
+
+# ---- §1: a missing checkpoint is never fatal ------------------------------------------------------
+
+
+def newest_checkpoint(results: Path, trial: str) -> Path | None:
+    """The trial's newest checkpoint: the trial's own files, or (before) Tune's checkpoint folders."""
+    own = sorted((results / "tune" / "checkpoints" / trial).glob("epoch-*.pt"))
+    if own:
+        return own[-1]
+    for params in results.glob("tune/*/*/params.json"):
+        if json.loads(params.read_text()).get("trial", {}).get("trial_id") == trial or trial in params.read_text():
+            tune_ckpts = sorted(params.parent.glob("checkpoint_*"))
+            if tune_ckpts:
+                return tune_ckpts[-1]
+    return None
+
+
+def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(small):
+    """Kill the driver, delete the newest checkpoint of a trial in flight: the rerun continues that trial
+    from the newest checkpoint there is, says so in its journal, and ends equal to an uninterrupted run."""
+    tmp, root, ref = small
+    config = config_for(tmp, root, "missing", adversarial={"method": "grl", "lambdas": [0.5]})
+    results = results_of(config)
+    store = Store(results)
+    proc = start(config)
+
+    def two_epochs_in_flight():
+        done = store.done_ids()
+        for trial in store.journaled():
+            if trial not in done and len(finished_epochs(store, trial)) >= 2 and newest_checkpoint(results, trial):
+                return trial
+        return None
+
+    victim = wait_for(proc, two_epochs_in_flight)
+    kill_group(proc)
+    if store.is_done(victim):  # it finished in the instant before the kill: nothing to test on it
+        pytest.skip("the trial finished before the kill landed")
+    newest = newest_checkpoint(results, victim)
+    shutil.rmtree(newest) if newest.is_dir() else newest.unlink()
+    out = run_to_end(config)
+    assert_same_results(results_of(ref), results)
+    events = store.journal(victim)
+    fallback = [e for e in events if e["event"] == "checkpoint_missing"]
+    assert fallback, events
+    starts = [e for e in events if e["event"] == "start"]
+    assert starts[-1]["from_epoch"] == fallback[-1]["resumed_from_epoch"] + 1 <= fallback[-1]["missing_epoch"]
+    assert f"{victim}: checkpoint of epoch {fallback[-1]['missing_epoch']} is missing" in out.stdout
+
+
+# ---- §1: random kill -9s of the driver --------------------------------------------------------------
+
+STRESS_SEED = 8_2026
+STRESS_KILLS = 8
+
+
+def epochs_finished(store: Store) -> int:
+    return sum(1 for t in store.journaled() for e in store.journal(t) if e["event"] == "epoch")
+
+
+def median_epoch_seconds(store: Store) -> float:
+    """How long an epoch of the uninterrupted run took (epoch_start -> epoch in its journal). Kill moments
+    are drawn in epochs, not seconds, so a fast machine gets kills inside epochs as a slow one does, and
+    never runs out of sweep before the last kill."""
+    spans = []
+    for t in store.journaled():
+        begun = None
+        for e in store.journal(t):
+            if e["event"] == "epoch_start":
+                begun = e["time"]
+            elif e["event"] == "epoch" and begun is not None:
+                spans.append(e["time"] - begun)
+                begun = None
+    return statistics.median(spans)
+
+
+def epochs_lost(events: list[dict]) -> list[dict]:
+    """Per restart of one trial: where it resumed and what the kill before it cost, from its journal alone.
+
+    `finished`: the last epoch finished (checkpoint stored, then journaled) before the restart; `lost`: the
+    epochs started but not finished since the attempt before."""
+    out, finished, started = [], -1, set()
+    for i, e in enumerate(events):
+        if e["event"] == "epoch":
+            finished = max(finished, e["epoch"])
+            started.discard(e["epoch"])
+        elif e["event"] == "epoch_start":
+            started.add(e["epoch"])
+        elif e["event"] == "start":
+            if i:
+                out.append({"from_epoch": e["from_epoch"], "finished": finished, "lost": sorted(started)})
+            started = set()
+    return out
+
+
+def test_random_kill_9s_cost_at_most_the_epoch_in_flight(small, capsys):
+    """8 kill -9s of the driver's process group at random moments (during Ray's start, between and inside
+    epochs, between phases), each followed by the same command: the store ends equal to an uninterrupted
+    run's, and the journal proves that no kill cost more than the epoch in flight of each running trial."""
+    tmp, root, ref = small
+    config = config_for(tmp, root, "stress", adversarial={"method": "grl", "lambdas": [0.5]})
+    store = Store(results_of(config))
+    rng = random.Random(STRESS_SEED)
+    epoch_s = median_epoch_seconds(Store(results_of(ref)))
+    moments: list[str] = []
+    while len(moments) < STRESS_KILLS:
+        proc = start(config)
+        t0 = time.monotonic()
+        if rng.random() < 0.25:  # during Ray's start, or before any trial reported
+            delay = rng.uniform(0.5, 12.0)
+            time.sleep(delay)
+            moment = f"{delay:.2f}s after start"
+        else:  # inside the sweep: once one more epoch finished (so the sweep progresses), plus 0-1 epoch
+            base, n, jitter = epochs_finished(store), 1, rng.uniform(0.0, 1.0) * epoch_s
+            try:
+                wait_for(proc, lambda: epochs_finished(store) >= base + n, timeout=600, poll_s=0.1)
+            except AssertionError as e:
+                raise AssertionError(f"kills so far (seed {STRESS_SEED}): {moments}") from e
+            time.sleep(jitter)
+            moment = f"an epoch + {jitter:.2f}s ({time.monotonic() - t0:.1f}s after start)"
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended before kill {len(moments) + 1} (seed {STRESS_SEED}): {moments}")
+        kill_group(proc)
+        moments.append(moment)
+    run_to_end(config)
+    context = f"seed {STRESS_SEED}, kills at: {moments}"
+    assert_same_results(results_of(ref), results_of(config))
+    redone, lost_max, restarts = 0, 0, 0
+    for trial in store.done_ids():
+        for r in epochs_lost(store.journal(trial)):
+            restarts += 1
+            # resumed from the last epoch it finished: nothing finished is trained again ...
+            assert r["from_epoch"] >= r["finished"] + 1, (trial, r, context)
+            # ... and a kill cost at most the one epoch in flight, which the restart trains again
+            assert len(r["lost"]) <= 1 and all(e >= r["from_epoch"] for e in r["lost"]), (trial, r, context)
+            redone += len(r["lost"])
+            lost_max = max(lost_max, len(r["lost"]))
+    trials_restarted = sum(1 for t in store.done_ids() if epochs_lost(store.journal(t)))
+    with capsys.disabled():
+        print(f"\nkill-stress: {len(moments)} kills (seed {STRESS_SEED}); {trials_restarted} trial(s) restarted, "
+              f"{restarts} restart(s), {redone} epoch(s) trained again, at most {lost_max} epoch lost per trial "
+              f"per kill; kills at: {moments}")
+
+
+# ---- §5: Ctrl-C at any moment, and what a killed driver leaves running -------------------------------
+
+
+def family(pid: int) -> dict[int, float]:
+    """The process's descendants: pid -> start time (a reused pid never matches)."""
+    try:
+        out = {}
+        for p in psutil.Process(pid).children(recursive=True):
+            try:
+                out[p.pid] = p.create_time()
+            except psutil.Error:
+                continue
+        return out
+    except psutil.Error:
+        return {}
+
+
+def still_running(seen: dict[int, float]) -> list[str]:
+    out = []
+    for pid, t in seen.items():
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - t) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{pid} {p.name()}")
+        except psutil.Error:
+            continue
+    return out
+
+
+def watch_until(proc: subprocess.Popen, seen: dict[int, float], what, timeout: float = 240):
+    """wait_for, recording the run's descendants meanwhile."""
+    def probe():
+        seen.update(family(proc.pid))
+        return what()
+    return wait_for(proc, probe, timeout=timeout, poll_s=0.05)
+
+
+def moment_reached(moment: str, proc: subprocess.Popen, store: Store):
+    if moment == "ray-starting":  # Ray's first processes are up, no trial has started
+        names = set()
+        for pid in family(proc.pid):
+            try:
+                names.add(psutil.Process(pid).name())
+            except psutil.Error:
+                continue
+        return "gcs_server" in names and not store.journaled()
+    events = [e for t in store.journaled() for e in store.journal(t)]
+    if moment == "before-any-report":  # a trial started, none has finished an epoch
+        return any(e["event"] == "start" for e in events) and not any(e["event"] == "epoch" for e in events)
+    return any(e["event"] == "epoch" for e in events)  # mid-trial
+
+
+@pytest.mark.parametrize("moment", ["ray-starting", "before-any-report", "mid-trial"])
+def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(small, moment):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group."""
+    tmp, root, ref = small
+    config = config_for(tmp, root, f"sigint-{moment}", phases=["single", "pair"])
+    store = Store(results_of(config))
+    proc = start(config)
+    seen: dict[int, float] = {}
+    watch_until(proc, seen, lambda: moment_reached(moment, proc, store), timeout=300)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, (moment, out[-1500:], err[-3000:])
+    assert "Run the same command to resume" in err and "Traceback" not in err + out, err[-3000:]
+    assert seen and not still_running(seen), still_running(seen)  # ray.shutdown() and our own check
+    assert not (results_of(config) / "tune" / "embedded_ray.json").exists()
+
+
+def test_kill_9_leaves_no_embedded_ray_behind(small):
+    """kill -9 of the driver's group: Ray's processes share it and die with it; workers (own groups) end
+    once their raylet is gone. kill -9 of the driver alone leaves Ray's agents running: the next run on the
+    results folder stops them, from the record the killed driver kept."""
+    tmp, root, ref = small
+    config = config_for(tmp, root, "orphans", phases=["single", "pair"])
+    store = Store(results_of(config))
+    record = results_of(config) / "tune" / "embedded_ray.json"
+
+    def mid_trial():  # and the record written is this driver's
+        try:
+            return moment_reached("mid-trial", proc, store) and json.loads(record.read_text())["driver"][0] == proc.pid
+        except (FileNotFoundError, ValueError):
+            return False
+
+    proc = start(config)
+    seen: dict[int, float] = {}
+    watch_until(proc, seen, mid_trial)
+    kill_group(proc)
+    deadline = time.monotonic() + 60  # workers notice their raylet is gone within seconds
+    while still_running(seen) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not still_running(seen), still_running(seen)
+
+    proc = start(config)
+    seen = {}
+    watch_until(proc, seen, mid_trial)
+    recorded = {pid for pid, _ in json.loads(record.read_text())["processes"]}
+    os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+    proc.communicate()
+    time.sleep(5)
+    left = still_running({pid: t for pid, t in seen.items() if pid in recorded})
+    assert left, "nothing survived the driver: the case the next run handles did not happen"
+    out = run_to_end(config)
+    assert re.search(r"stopped \d+ process\(es\) of the embedded Ray a killed run left on this machine", out.stdout), \
+        out.stdout[-2000:]
+    assert not still_running(seen), still_running(seen)
+    assert not record.exists()

@@ -1,0 +1,133 @@
+"""A whole sweep with its results on S3 (a moto server on 127.0.0.1): a second driver refused, kill -9 of
+the driver and a resume with nothing lost or redone, then every query on the s3:// URI, equal to the same
+queries on a local copy of the bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+import yaml
+
+from aal_sweep.data.synthetic import make_synthetic
+from aal_sweep.store import Store
+
+from conftest import write_config
+from s3_server import ENV, make_bucket, s3_server  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+TRAIN = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "lr_milestones": [2], "seed": 0}
+RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2}
+
+
+@pytest.fixture(scope="module")
+def setup(s3_server, tmp_path_factory):
+    """The AWS variables set for this module (drivers and the Ray workers they start inherit them), data."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AWS_ENDPOINT_URL", s3_server)
+    for k, v in ENV.items():
+        mp.setenv(k, v)
+    tmp = tmp_path_factory.mktemp("s3")
+    root = make_synthetic(tmp / "data", n_attributes=3, n_images=600, size=(16, 16), seed=3)
+
+    def config(results: str) -> Path:
+        path = write_config(tmp / f"c{abs(hash(results))}.yaml", root, train=TRAIN, resources=RESOURCES)
+        raw = yaml.safe_load(path.read_text())
+        raw["results"] = results
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    yield config, s3_server
+    mp.undo()
+
+
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aal_sweep.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def wait_mid_trial(proc: subprocess.Popen, store: Store, min_done: int, timeout: float = 300) -> str:
+    """Until `min_done` trials are stored on S3 and another one is between two epochs; returns that one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        done = store.done_ids()
+        if len(done) >= min_done:
+            for trial in set(store.journaled()) - done:
+                epochs = [e["epoch"] for e in store.journal(trial) if e["event"] == "epoch"]
+                if epochs and epochs[-1] < TRAIN["epochs"] - 1:  # one epoch stored, more to come
+                    return trial
+        time.sleep(0.1)
+    raise AssertionError("the sweep never reached the middle of a trial")
+
+
+def planned(path: Path) -> set[str]:
+    from aal_sweep.config import load_config
+    from aal_sweep.phases import plan_phases
+
+    cfg = load_config(path)
+    store = Store.open(cfg.results)
+    return {t.trial_id for ts in plan_phases(cfg, store, tuple(store.attributes)).values() for t in ts}
+
+
+def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_path):
+    config, endpoint = setup
+    uri = f"s3://{make_bucket(endpoint)}/sweeps/tiny"
+    path = config(uri)
+    store = Store(uri)
+    proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while not store.location.is_file("lease.json"):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        second = cli("run", str(path))  # one driver per results folder, on S3 too
+        assert second.returncode == 2
+        assert f"in use by another `aal-sweep run` (host {os.uname().nodename}, pid {proc.pid}, since" in second.stderr
+        assert second.stderr.count("\n") == 1
+        victim = wait_mid_trial(proc, store, min_done=2)
+        done_before = store.done_ids()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
+        proc.wait()
+    assert json.loads(store.location.read_bytes("lease.json"))["pid"] == proc.pid  # left by the kill
+
+    resumed = cli("run", str(path))
+    assert resumed.returncode == 0, resumed.stderr
+    starts = [e for e in store.journal(victim) if e["event"] == "start"]
+    if len(starts) > 1:  # killed between two epochs: it continued from its checkpoint, on S3 too
+        assert "continue from their last epoch checkpoint" in resumed.stdout and starts[-1]["from_epoch"] >= 1
+    for trial in store.done_ids():
+        starts = [e for e in store.journal(trial) if e["event"] == "start"]
+        if trial in done_before:
+            assert len(starts) == 1, f"{trial} finished before the kill but ran again"
+    rows = store.trials()
+    assert set(rows["trial_id"]) == planned(path) and set(rows["status"]) == {"ok"}
+    assert rows.groupby("trial_id").size().max() <= 2  # no trial twice
+    assert not store.location.is_file("lease.json")  # given back at the end
+
+    # every query on the URI gives what it gives on a local copy of the bucket
+    local = str(tmp_path / "copy")
+    pafs.copy_files(store.location.root, local, source_filesystem=store.location.fs,
+                    destination_filesystem=pafs.LocalFileSystem())
+    for args in (["matrix", "--format", "csv"], ["matrix", "--metric", "test_acc", "--format", "json"],
+                 ["partners", "--format", "csv"]):
+        on_s3, here = cli(args[0], uri, *args[1:]), cli(args[0], local, *args[1:])
+        assert on_s3.returncode == 0, on_s3.stderr
+        assert on_s3.stdout == here.stdout
+    status = cli("status", uri)
+    assert status.returncode == 0 and "pair matrix complete" in status.stdout and uri in status.stdout
+    report = cli("report", uri, "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    assert "s3://" in (tmp_path / "report" / "index.html").read_text()
+    again = cli("run", str(path))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    names = [e.base_name for e in store.location.list("trials")]
+    assert sum(n.startswith("segment-") for n in names) >= 1 and not any(n.startswith("single-") for n in names)

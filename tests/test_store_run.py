@@ -1,0 +1,239 @@
+"""`aal-sweep run` and the queries on damaged, hand-edited, read-only or busy results folders (issue 8 §3,
+issue 7 §2): one line and exit 2 where it must refuse, nothing written where nothing is to do."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from aal_sweep.cli import main
+from aal_sweep.store import Store
+
+from conftest import write_config
+
+SINGLE_PAIR = {"phases": ["single", "pair"], "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3,
+                                                         "lr_milestones": [1], "seed": 0}}
+
+
+def files(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def uncompact(results: Path, leave_out: str | None = None) -> None:
+    """Turn the store back into one inbox file per trial, as before its first compaction (without
+    `leave_out`, as if that trial had not finished)."""
+    table = pq.read_table(results / "trials")
+    shutil.rmtree(results / "trials")
+    (results / "trials").mkdir()
+    for tid in set(table.column("trial_id").to_pylist()) - {leave_out}:
+        pq.write_table(table.filter(pa.compute.equal(table.column("trial_id"), tid)),
+                       results / "trials" / f"{tid}.parquet")
+
+
+def one_line_error(capsys, argv: list[str], *expected: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aal-sweep: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, (text, err)
+    return err
+
+
+def test_a_second_driver_is_refused_naming_the_holder(tmp_path, tiny_root, capsys):
+    cfg = write_config(tmp_path / "c.yaml", tiny_root, **SINGLE_PAIR)
+    results = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from aal_sweep.store import Store
+        with Store({str(results)!r}).lease(settle_s=0.1):
+            print("held", flush=True)
+            time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(capsys, ["run", str(cfg)], f"{results} is in use by another `aal-sweep run`",
+                       f"pid {holder.pid}, since ")
+        assert files(results).keys() == {"lease.json"}  # the holder's (renewed) lease; no sweep.yaml, nothing else
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- on a finished sweep --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_root, tmp_path_factory):
+    """A finished single+pair sweep (3 attributes, one epoch), run once for the module through the CLI."""
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = write_config(tmp / "c.yaml", tiny_root, **SINGLE_PAIR,
+                       dataset={"format": "celeba", "root": str(tiny_root), "image_size": [16, 16],
+                                "cache": str(tmp / "cache"), "attributes": ["Disc", "Square", "Triangle"]})
+    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    return cfg, tmp / "results"
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    """A private copy of the finished sweep and a config pointing at it."""
+    cfg, results = finished
+    mine = tmp_path / "results"
+    shutil.copytree(results, mine)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["results"] = str(mine)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, mine
+
+
+@pytest.mark.slow
+def test_a_damaged_trial_file_is_moved_aside_and_only_its_trial_reruns(copy, capsys):
+    cfg, results = copy
+    store = Store(results)
+    trials = store.trials()
+    victim = sorted(trials["trial_id"].unique())[0]
+    uncompact(results)  # one inbox file per trial, then damage one of them
+    (results / "trials" / f"{victim}.parquet").write_bytes(b"")
+    pq.write_table(pa.table({"x": [1]}), results / "trials" / "notes.parquet")  # a foreign file
+    assert main(["status", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert f"damaged files (2;" in out and f"{victim}.parquet: not a readable Parquet file" in out
+    assert main(["matrix", str(results), "--format", "csv"]) == 0  # queries skip it
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("moved damaged file aside to ") == 2 and "/trials/.quarantine/" in out
+    fresh = Store(results)
+    assert fresh.done_ids() == set(trials["trial_id"]) and fresh.damaged() == []
+    assert fresh.attempts(victim) == 2
+    assert all(fresh.attempts(t) == 1 for t in set(trials["trial_id"]) - {victim})
+    assert len(list((results / "trials" / ".quarantine").iterdir())) == 2
+    assert len(pd.read_parquet(results / "trials")) == len(trials)
+
+
+@pytest.mark.slow
+def test_without_sweep_yaml_other_settings_are_refused_from_the_trials_own_hash(copy, capsys):
+    cfg, results = copy
+    (results / "sweep.yaml").unlink()
+    raw = yaml.safe_load(cfg.read_text())
+    raw["train"]["epochs"] = 2
+    other = cfg.with_name("other.yaml")
+    other.write_text(yaml.safe_dump(raw))
+    before = files(results)
+    one_line_error(capsys, ["run", str(other)], "holds results of other training settings (changed: unknown)",
+                   "--restart")
+    assert files(results) == before
+    one_line_error(capsys, ["matrix", str(results)], "no sweep.yaml", "aal-sweep run CONFIG")
+
+
+@pytest.mark.slow
+def test_garbage_sweep_yaml_and_partners_are_rebuilt_by_a_run_with_nothing_to_do(copy, capsys):
+    cfg, results = copy
+    partners = pd.read_parquet(results / "partners.parquet")
+    (results / "sweep.yaml").write_text("{{ garbage: [")
+    (results / "partners.parquet").write_bytes(b"PAR1 torn")
+    one_line_error(capsys, ["partners", str(results)], "sweep.yaml: not valid YAML")
+    raw = yaml.safe_load(cfg.read_text())
+    raw["train"]["lr"] = 0.5
+    other = cfg.with_name("other.yaml")
+    other.write_text(yaml.safe_dump(raw))
+    one_line_error(capsys, ["run", str(other)], "(changed: unknown)")  # no key-level diff without sweep.yaml
+    assert main(["run", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "tidied" in out
+    pd.testing.assert_frame_equal(pd.read_parquet(results / "partners.parquet"), partners)
+    assert Store.open(results).training_hash == yaml.safe_load((results / "sweep.yaml").read_text())["training_hash"]
+
+
+# ---- a read-only results folder ----------------------------------------------------------------------------
+
+
+def read_only(results: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run the CLI with `results` mounted read-only (root ignores file modes: a read-only bind mount in a
+    private mount namespace does not), or with its modes cleared when not root."""
+    cli = [sys.executable, "-m", "aal_sweep.cli", *argv]
+    if hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(results)], check=True)
+        try:
+            return subprocess.run(cli, capture_output=True, text=True, timeout=300)
+        finally:
+            subprocess.run(["chmod", "-R", "u+w", str(results)], check=True)
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("needs `unshare -m` (root) or a non-root user to make a read-only folder")
+    script = (f'mount --bind "{results}" "{results}" && mount -o remount,bind,ro "{results}" && '
+              f'exec {" ".join(repr(a) for a in cli)}')
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_read_only_results_queries_work_run_writes_nothing_or_fails_in_one_line(copy):
+    cfg, results = copy
+    before = files(results)
+    for argv in (["matrix", str(results)], ["partners", str(results)], ["status", str(results)]):
+        out = read_only(results, argv)
+        assert out.returncode == 0, out.stderr
+    out = read_only(results, ["run", str(cfg)])
+    assert out.returncode == 0 and "nothing to do" in out.stdout, out.stderr
+    assert files(results) == before
+    # with a trial to train, the run fails at once, in one line, before Ray starts
+    uncompact(results, leave_out=sorted(Store(results).done_ids())[0])
+    before = files(results)
+    out = read_only(results, ["run", str(cfg)])
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "cannot write here" in out.stderr and "Traceback" not in out.stderr
+    assert files(results) == before
+
+
+# ---- incomplete rows: no partner, no adversarial trial, unless --allow-partial ------------------------------
+
+
+@pytest.mark.slow
+def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root):
+    cfg = write_config(tmp_path / "c.yaml", tiny_root, train=SINGLE_PAIR["train"],
+                       dataset={"format": "celeba", "root": str(tiny_root), "image_size": [16, 16],
+                                "cache": str(tmp_path / "cache"), "attributes": ["Disc", "Square", "Triangle"]},
+                       resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
+                       adversarial={"method": "grl", "lambdas": [0.1]})
+    results = tmp_path / "results"
+    env = dict(__import__("os").environ, AAL_SWEEP_INJECT_FAULT="pair-Disc-Square")
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg), *extra], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    def adversarial_pairs() -> set[tuple[str, str]]:
+        rows = Store(results).trials()
+        adv = rows[(rows["kind"] == "adversarial") & (rows["status"] == "ok")]
+        return set(zip(adv["attribute"], adv["partner"]))
+
+    out = run()
+    assert out.returncode == 1
+    assert "2 attribute(s) have an incomplete row of the pair matrix" in out.stderr
+    assert "Disc (missing pair-Disc-Square-s0-" in out.stderr and "--allow-partial" in out.stderr
+    partners = pd.read_parquet(results / "partners.parquet").set_index("attribute")
+    assert pd.isna(partners.loc["Disc", "partner"]) and pd.isna(partners.loc["Square", "partner"])
+    assert partners.loc["Disc", "missing"] == "Square" and partners.loc["Square", "missing"] == "Disc"
+    assert {a for a, _ in adversarial_pairs()} <= {"Triangle"}  # only the complete row plans adversarial trials
+
+    out = run("--allow-partial")  # the cause is still there: decide Disc and Square from the cells there are
+    assert out.returncode == 1  # the failed trial still fails
+    assert "--allow-partial: 2 row(s) decided without their missing cells" in out.stdout
+    partners = pd.read_parquet(results / "partners.parquet").set_index("attribute")
+    chosen = {(a, p) for a, p in partners["partner"].items() if pd.notna(p)}
+    assert adversarial_pairs() == chosen  # the adversarial phase follows the partial rows' partners
+
+    env.pop("AAL_SWEEP_INJECT_FAULT")
+    out = run()  # the cause is gone: the rerun finishes the row
+    assert out.returncode == 0, out.stderr
+    assert pd.read_parquet(results / "partners.parquet")["missing"].isna().all()
