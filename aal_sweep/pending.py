@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from aal_sweep.errors import AalError
 from aal_sweep.plan import Trial, plan_initial
 from aal_sweep.store import Store
+from aal_sweep.store.location import unreadable
 
 
 @dataclass
@@ -52,9 +53,7 @@ def plan_work(cfg, results: str | None = None, restart: bool = False) -> Work:
     except (FileNotFoundError, AalError):
         raise
     except OSError as e:  # unreachable endpoint, refused credentials, no such bucket
-        raise AalError(f"results {store.uri}: cannot read it ({str(e).splitlines()[0][:160]}); check the path, "
-                       f"or for s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                       f"AWS_SECRET_ACCESS_KEY)") from None
+        raise unreadable(f"results {store.uri}", e) from None
 
 
 def say_nothing_to_do(store: Store) -> None:

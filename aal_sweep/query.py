@@ -24,7 +24,6 @@ def pair_matrix(trials: pd.DataFrame, attributes: list[str], metric: str = "val_
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
     names = pd.Index(list(attributes))
-    m = len(names)
     ok = trials[(trials["status"] == "ok") & trials["kind"].isin(("single", "pair")) & trials[metric].notna()]
     i = _positions(ok["attribute"], names)
     j = np.where((ok["kind"] == "single").to_numpy(), i, _positions(ok["partner"], names))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -213,7 +212,7 @@ def main() -> None:
         built = "-" if seconds != seconds else f"{seconds:.1f} s"  # NaN: measured a store built before
         print(f"| {m} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | " + " | ".join(cells)
               + f" | {run_s:.2f} s | {rss:,.0f} MB |", flush=True)
-        print(f"  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
+        print("  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
               file=sys.stderr, flush=True)
 
 

@@ -18,7 +18,7 @@ import yaml
 from aal_sweep.errors import AalError, ConfigError
 from aal_sweep.store.journal import ATTEMPTS_DIR, Journal
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, LeaseHeld, StoreNotWritable  # noqa: F401
-from aal_sweep.store.location import Location
+from aal_sweep.store.location import Location, unreadable
 from aal_sweep.store.schema import decoded
 from aal_sweep.store.trials import TRIALS_DIR, TrialFiles, _parquet_bytes
 
@@ -108,9 +108,7 @@ class Store:
         except (FileNotFoundError, AalError):
             raise
         except OSError as e:  # unreachable endpoint, refused credentials, no such bucket
-            raise AalError(f"{self.uri}: cannot read it ({str(e).splitlines()[0][:160]}); check the path, or for "
-                           f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                           f"AWS_SECRET_ACCESS_KEY)") from None
+            raise unreadable(self.uri, e) from None
 
     def _parse_meta(self) -> dict:
         loc = self.location

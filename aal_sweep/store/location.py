@@ -17,6 +17,14 @@ import pyarrow.fs as pafs
 from aal_sweep.errors import AalError
 
 
+def unreadable(where: str, error: OSError) -> AalError:
+    """The one-line error for results storage that cannot be read: a bad path, an unreachable endpoint,
+    refused credentials or no such bucket."""
+    return AalError(f"{where}: cannot read it ({str(error).splitlines()[0][:160]}); check the path, or for "
+                    f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                    f"AWS_SECRET_ACCESS_KEY)")
+
+
 class Location:
     def __init__(self, uri: str | os.PathLike):
         text = str(uri)
