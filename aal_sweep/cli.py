@@ -1,7 +1,7 @@
 """aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic.
 
 User errors (AalError) print one line on stderr and exit 2, without a traceback. Ray is imported only by
-`run` (through aal_sweep.sweep) and `submit` (aal_sweep.submit), so the other commands start fast and work
+`run` (through aal_sweep.orchestration.driver) and `submit` (aal_sweep.orchestration.submit), so the other commands start fast and work
 without it.
 """
 
@@ -145,13 +145,13 @@ def _cmd_run(args) -> int:
         # Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1,
         # so gcs, raylet, agents and workers listen on loopback only (ray._private.services.get_node_ip_address).
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from aal_sweep.pending import plan_work, say_nothing_to_do
+    from aal_sweep.orchestration.pending import plan_work, say_nothing_to_do
 
     work = plan_work(cfg, args.results, args.restart)  # no Ray, no torch: a finished sweep answers at once
     if work.nothing_to_do(cfg, args.allow_partial) and work.tidy(cfg, args.allow_partial):
         say_nothing_to_do(work.store)
         return 0
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     return run_sweep(cfg, results=args.results, address=args.address, verbose=args.verbose,
                      restart=args.restart, allow_partial=args.allow_partial)
@@ -166,14 +166,14 @@ def _cmd_submit(args) -> int:
     if token:
         # Ray sends its token only in token mode, which it reads once, at import: say so before importing it.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from aal_sweep.submit import cluster_config, submit
+    from aal_sweep.orchestration.submit import cluster_config, submit
 
     return submit(cluster_config(args.config, args.results), address, args.wait)
 
 
 def _cmd_plan(args) -> int:
     from aal_sweep.config import load_config, resolve_attributes
-    from aal_sweep.estimate import default_throughput_path, estimate, read_throughput, render_plan
+    from aal_sweep.orchestration.estimate import default_throughput_path, estimate, read_throughput, render_plan
 
     cfg = load_config(args.config)
     source = Path(args.throughput) if args.throughput else default_throughput_path()
@@ -193,14 +193,14 @@ def _split_sizes(cfg) -> dict[str, int]:
 
 
 def _cmd_status(args) -> int:
-    from aal_sweep.status import sweep_status
+    from aal_sweep.orchestration.status import sweep_status
 
     print(sweep_status(args.results))
     return 0
 
 
 def _cmd_matrix(args) -> int:
-    from aal_sweep.formats import render_drop_matrix, render_matrix
+    from aal_sweep.report.formats import render_drop_matrix, render_matrix
     from aal_sweep import open_results
 
     store = open_results(args.results)
@@ -214,7 +214,7 @@ def _cmd_matrix(args) -> int:
 
 
 def _cmd_pairs(args) -> int:
-    from aal_sweep.formats import render_pairs
+    from aal_sweep.report.formats import render_pairs
     from aal_sweep import open_results
 
     print(render_pairs(open_results(args.results).pairs(), args.format))
@@ -222,7 +222,7 @@ def _cmd_pairs(args) -> int:
 
 
 def _cmd_partners(args) -> int:
-    from aal_sweep.formats import render_partners
+    from aal_sweep.report.formats import render_partners
     from aal_sweep import open_results
 
     print(render_partners(open_results(args.results).partners(), args.format))
@@ -231,7 +231,7 @@ def _cmd_partners(args) -> int:
 
 def _cmd_table(args) -> int:
     from aal_sweep import open_results
-    from aal_sweep.table1 import render_table, store_table, with_paper
+    from aal_sweep.analysis.variants import render_table, store_table, with_paper
 
     store = open_results(args.results)
     method = store.config.adversarial.method
@@ -244,7 +244,7 @@ def _cmd_table(args) -> int:
 
 def _cmd_report(args) -> int:
     from aal_sweep import open_results
-    from aal_sweep.report import write_report
+    from aal_sweep.report.html import write_report
 
     require_folder(args.out, "--out")
     path = write_report(open_results(args.results), args.out, compare=args.compare)

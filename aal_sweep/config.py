@@ -30,7 +30,7 @@ _NEEDS_WHY = {"adversarial": "its partners come from them", "adversarial_multipl
               "adversarial_shared": "it starts from the multitask_all model, against the partners of single and pair"}
 LAMBDA_SELECTION = ("per_attribute", "global")
 PARTNER_RULES = ("argmin", "significant")
-CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.stats implements each
+CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from aal_sweep.data.cache import DecodedDataset
-from aal_sweep.estimate import default_throughput_path
+from aal_sweep.orchestration.estimate import default_throughput_path
 from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.train.loop import TrainSpec, build_model, fit, pick_device, train_epoch
 

@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--attributes", type=int, default=6)
     p.add_argument("--cpus-per-trial", type=float, default=1)
     a = p.parse_args()
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic(Path(tmp) / "d", a.attributes, 40, (8, 8))

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from aal_sweep import stats
-from aal_sweep.pairs import pairs_table
+from aal_sweep.analysis import stats
+from aal_sweep.analysis.pairs import pairs_table
 
 
 def rows(m: int, n: int, seeds: int) -> pd.DataFrame:

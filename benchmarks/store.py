@@ -92,7 +92,7 @@ def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
 def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
     """Write the complete store for M attributes; return (seconds, trials, rows)."""
     from aal_sweep.config import load_config
-    from aal_sweep.plan import plan_adversarial, plan_initial
+    from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
     from aal_sweep.store import Store
 
     t0 = time.perf_counter()
@@ -134,10 +134,10 @@ def measure(what: str, config: str, repeats: int) -> dict:
             from aal_sweep import open_results
             open_results(cfg.results).partners()
         elif what == "status":
-            from aal_sweep.status import sweep_status
+            from aal_sweep.orchestration.status import sweep_status
             sweep_status(cfg.results)
         elif what == "resume":
-            from aal_sweep.pending import plan_work
+            from aal_sweep.orchestration.pending import plan_work
             work = plan_work(cfg)
             assert work.nothing_to_do(cfg, False) and work.tidy(cfg)
         else:

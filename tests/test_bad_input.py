@@ -274,9 +274,9 @@ def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work,
     another node of a cluster) meets a truncated JPEG: the trial fails at its first attempt, without Tune's
     retries, and the store's error names the file."""
     from aal_sweep.config import load_config
-    from aal_sweep.plan import plan_initial
+    from aal_sweep.orchestration.trials import plan_initial
     from aal_sweep.store import Store
-    from aal_sweep.sweep import run_phase
+    from aal_sweep.orchestration.driver import run_phase
 
     tmp, root, _ = work
     image = root / "img_align_celeba" / "000007.jpg"

@@ -1,10 +1,10 @@
-"""A trial's own epoch checkpoints (aal_sweep.checkpoints): two kept, the newest that loads wins."""
+"""A trial's own epoch checkpoints (aal_sweep.orchestration.checkpoints): two kept, the newest that loads wins."""
 
 from __future__ import annotations
 
 import torch
 
-from aal_sweep.checkpoints import KEEP, TrialCheckpoints, clear_done
+from aal_sweep.orchestration.checkpoints import KEEP, TrialCheckpoints, clear_done
 from aal_sweep.store.location import Location
 
 

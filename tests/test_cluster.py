@@ -17,7 +17,7 @@ import yaml
 
 from aal_sweep.config import load_config, resolve_attributes
 from aal_sweep.data.synthetic import make_synthetic
-from aal_sweep.plan import plan_initial
+from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
 from conftest import write_config

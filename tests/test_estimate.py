@@ -10,7 +10,7 @@ import pytest
 
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
-from aal_sweep.estimate import count_trials, estimate, read_throughput, render_plan, trial_gpu_seconds
+from aal_sweep.orchestration.estimate import count_trials, estimate, read_throughput, render_plan, trial_gpu_seconds
 from aal_sweep.errors import AalError
 
 from conftest import write_config

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 from aal_sweep.config import parse_config
-from aal_sweep.overview import LARGE_M, cluster_order, drops, strongest_negative_pairs
-from aal_sweep.query import derive_partners
-from aal_sweep.report import drop_heatmap, write_report
+from aal_sweep.report.overview import LARGE_M, cluster_order, drops, strongest_negative_pairs
+from aal_sweep.analysis.partners import derive_partners
+from aal_sweep.report.html import drop_heatmap, write_report
 from aal_sweep.store import SCHEMA, Store
 
 

@@ -20,9 +20,9 @@ from aal_sweep import open_results
 from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.errors import AalError
-from aal_sweep.formats import render_matrix, render_partners
-from aal_sweep.pairs import PARTNER_STAT_COLUMNS
-from aal_sweep.query import PARTNER_COLUMNS, derive_partners
+from aal_sweep.report.formats import render_matrix, render_partners
+from aal_sweep.analysis.pairs import PARTNER_STAT_COLUMNS
+from aal_sweep.analysis.partners import PARTNER_COLUMNS, derive_partners
 from aal_sweep.store import Store
 
 ATTRS = ["Disc", "Square", "Triangle", "Cross"]
@@ -181,7 +181,7 @@ def test_partial_store_gives_missing_cells_and_a_partial_partner_table(tmp_path)
 def test_mean_row_reproduces_the_papers_duke_table(tmp_path):
     """A store holding Table 6's numbers gives back its partners and its mean row (91.19 / 90.64 / 91.32):
     attribute 14 has no partner and counts with its single-task accuracy, as in the paper."""
-    ref = pd.read_csv(io.StringIO(resources.files("aal_sweep").joinpath("reference", "duke_table6_val.csv")
+    ref = pd.read_csv(io.StringIO(resources.files("aal_sweep.report").joinpath("reference", "duke_table6_val.csv")
                                   .read_text()))
     names = list(ref["att_name"])
     single = {n: s / 100 for n, s in zip(names, ref["single"])}
@@ -342,7 +342,7 @@ def test_queries_and_status_import_neither_torch_nor_ray(full):
             f"    for cmd in ('status', 'matrix', 'partners'):\n"
             f"        assert main([cmd, {str(results)!r}]) == 0\n"
             f"import aal_sweep\naal_sweep.open_results({str(results)!r}).trials()\n"
-            f"print(sorted(m for m in ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.sweep') if m in sys.modules))")
+            f"print(sorted(m for m in ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.orchestration.driver') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -283,8 +283,8 @@ def test_cache_holds_the_duke_split_and_keys_on_its_settings(tmp_path):
 
 def test_compare_paper_duke_matches_the_file_names_and_the_partners():
     """A store holding Table 6's numbers under the .mat's names lines up with every row, partner included."""
-    from aal_sweep.query import pair_matrix, partners_table  # here: the store is being rewritten under query
-    from aal_sweep.report import comparison, load_reference
+    from aal_sweep.analysis.partners import pair_matrix, partners_table  # here: the store is being rewritten under query
+    from aal_sweep.report.html import comparison, load_reference
 
     ref = load_reference("paper-duke")
     names = list(ref["name"])

@@ -70,7 +70,7 @@ def wait_mid_trial(proc: subprocess.Popen, store: Store, min_done: int, timeout:
 
 def planned(path: Path) -> set[str]:
     from aal_sweep.config import load_config
-    from aal_sweep.phases import plan_phases
+    from aal_sweep.orchestration.phases import plan_phases
 
     cfg = load_config(path)
     store = Store.open(cfg.results)

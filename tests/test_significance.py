@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 import aal_sweep
-from aal_sweep import stats
+from aal_sweep.analysis import stats
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config
-from aal_sweep.pairs import PAIR_COLUMNS
-from aal_sweep.plan import plan_initial
+from aal_sweep.analysis.pairs import PAIR_COLUMNS
+from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
 from conftest import write_config
@@ -112,9 +112,9 @@ def test_old_results_without_vectors_say_unavailable(constructed, capsys):
 def test_two_seeds_without_shared_signal(ray_local, tiny_root, tmp_path):
     """4 shapes in their own image regions: no pair shares signal, so no partner should be significant,
     while the paper's argmin still names a partner wherever any drop is negative."""
-    from aal_sweep.pairs import baseline_table, choose_partners
-    from aal_sweep.query import derive_partners, pair_matrix
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.analysis.pairs import baseline_table, choose_partners
+    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.orchestration.driver import run_sweep
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"],
                                    train={"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1],
@@ -150,7 +150,7 @@ def test_a_constructed_negative_partner_is_found(ray_local, tmp_path):
     With two seeds the `significant` rule must name it for Square, and the adversarial phase train
     against it."""
     from aal_sweep.data.synthetic import make_synthetic
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     root = make_synthetic(tmp_path / "data", n_attributes=2, n_images=3000, size=(16, 16), seed=5, xor=True)
     cfg = load_config(write_config(tmp_path / "c.yaml", root, phases=["single", "pair", "adversarial"],
@@ -177,14 +177,14 @@ def test_a_constructed_negative_partner_is_found(ray_local, tmp_path):
 
 
 def test_report_shows_significance(constructed, tmp_path):
-    from aal_sweep.report import accuracy_bars, drop_heatmap, significance, write_report
+    from aal_sweep.report.html import accuracy_bars, drop_heatmap, significance, write_report
 
     store = aal_sweep.open_results(constructed)
     index = write_report(store, tmp_path / "report")
     page = index.read_text()
     assert "<h2>Significance" in page and "partners named by the significant rule" in page
     trials = store.trials()
-    from aal_sweep.query import pair_matrix
+    from aal_sweep.analysis.partners import pair_matrix
 
     matrix = pair_matrix(trials, store.attributes)
     sig = significance(store, trials, matrix)
@@ -194,8 +194,8 @@ def test_report_shows_significance(constructed, tmp_path):
     fig = drop_heatmap(matrix, sig["chosen"], sig["significant"])
     faded = [p for p in fig.axes[0].patches if p.get_facecolor()[:3] == (1.0, 1.0, 1.0) and p.get_alpha()]
     assert len(faded) == 5  # every finite off-diagonal cell but the significant one
-    from aal_sweep.pairs import with_statistics
-    from aal_sweep.query import partners_table
+    from aal_sweep.analysis.pairs import with_statistics
+    from aal_sweep.analysis.partners import partners_table
 
     table = with_statistics(partners_table(trials, store.attributes, partners=sig["chosen"]), sig["chosen"])
     bars = accuracy_bars(table, matrix, sig["val_gains"])
@@ -204,7 +204,7 @@ def test_report_shows_significance(constructed, tmp_path):
 
 
 def test_report_of_old_results_says_unavailable(constructed, tmp_path):
-    from aal_sweep.report import write_report
+    from aal_sweep.report.html import write_report
 
     for f in (constructed / "trials").glob("*.parquet"):
         pd.read_parquet(f).drop(columns=["val_correct", "test_correct"]).to_parquet(f)

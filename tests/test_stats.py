@@ -1,5 +1,5 @@
-"""The statistics (aal_sweep.stats) against reference implementations and known answers, and the pair /
-partner / gain tables (aal_sweep.pairs) on constructed correctness vectors."""
+"""The statistics (aal_sweep.analysis.stats) against reference implementations and known answers, and the pair /
+partner / gain tables (aal_sweep.analysis.pairs) on constructed correctness vectors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
-from aal_sweep import stats
-from aal_sweep.pairs import (GAIN_COLUMNS, PAIR_COLUMNS, UNAVAILABLE, adversarial_gains, baseline_table,
+from aal_sweep.analysis import stats
+from aal_sweep.analysis.pairs import (GAIN_COLUMNS, PAIR_COLUMNS, UNAVAILABLE, adversarial_gains, baseline_table,
                              choose_partners, pairs_table)
 
 
@@ -195,7 +195,7 @@ def _store(seeds=(0,), hurt=0.0, rng_seed=0):
 
 
 def _derived(trials):
-    from aal_sweep.query import derive_partners, pair_matrix
+    from aal_sweep.analysis.partners import derive_partners, pair_matrix
 
     return derive_partners(pair_matrix(trials, list("ABC")))
 
@@ -288,7 +288,7 @@ def _cfg(train: dict, **extra):
 
 
 def test_seeds_default_to_train_seed_and_leave_the_training_hash_alone():
-    from aal_sweep.plan import plan_initial
+    from aal_sweep.orchestration.trials import plan_initial
 
     legacy = _cfg({"seed": 0})
     assert legacy.seeds == (0,) and _cfg({}).seeds == (0,)
@@ -304,7 +304,7 @@ def test_seeds_default_to_train_seed_and_leave_the_training_hash_alone():
 
 
 def test_each_trial_trains_with_its_own_seed():
-    from aal_sweep.plan import Trial, plan_initial
+    from aal_sweep.orchestration.trials import Trial, plan_initial
 
     cfg = _cfg({"seeds": [0, 5]})
     trials = plan_initial(cfg, ("A", "B"))

@@ -51,7 +51,7 @@ def test_the_config_is_validated_locally_like_run(tmp_path):
 
 def test_the_job_runs_the_config_as_checked_here(tmp_path):
     from aal_sweep.config import parse_config
-    from aal_sweep.submit import cluster_config, submission_prefix
+    from aal_sweep.orchestration.submit import cluster_config, submission_prefix
 
     config = write_config(tmp_path / "c.yaml", tmp_path / "data", train={"epochs": 3, "seeds": [0, 1]})
     cfg = cluster_config(config, "s3://bucket/sweep?endpoint_override=minio:9000&scheme=http")

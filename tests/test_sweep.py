@@ -16,7 +16,7 @@ import yaml
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.errors import AalError
-from aal_sweep.plan import plan_adversarial, plan_initial
+from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
 from aal_sweep.store import Store
 
 from conftest import write_config
@@ -46,7 +46,7 @@ def check_complete(cfg, results: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def reference(ray_local, tiny_root, tmp_path_factory):
     """One uninterrupted sweep, in process, on the shared local Ray."""
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     tmp = tmp_path_factory.mktemp("ref")
     cfg = load_config(write_config(tmp / "c.yaml", tiny_root))
@@ -55,7 +55,7 @@ def reference(ray_local, tiny_root, tmp_path_factory):
 
 
 def test_full_sweep(reference, capsys):
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     cfg, results = reference
     df = check_complete(cfg, results)
@@ -78,7 +78,7 @@ def test_full_sweep(reference, capsys):
 
 
 def test_changed_training_settings_are_refused(reference):
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     cfg, results = reference
     before = sorted(p.name for p in (results / "trials").iterdir())
@@ -89,7 +89,7 @@ def test_changed_training_settings_are_refused(reference):
 
 
 def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, tmp_path, monkeypatch, capsys):
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"]))
     monkeypatch.setenv("AAL_SWEEP_INJECT_FAULT", "pair-Disc-Square")
@@ -116,7 +116,7 @@ def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, 
 @pytest.fixture(scope="module")
 def kill_setup(ray_local, tmp_path_factory):
     """Data and an uninterrupted reference for the kill tests: trials long enough to be caught mid-epoch."""
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     tmp = tmp_path_factory.mktemp("kill")
     root = make_synthetic(tmp / "data", n_attributes=4, n_images=1500, size=(16, 16), seed=2)
@@ -236,7 +236,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
     ("headnode", "expected auto, ray://HOST:PORT or HOST:PORT"),
 ])
 def test_unreachable_cluster_fails_fast(address, message):
-    from aal_sweep.sweep import check_reachable
+    from aal_sweep.orchestration.driver import check_reachable
 
     t0 = time.monotonic()
     with pytest.raises(AalError, match=message):

@@ -18,12 +18,12 @@ from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
 from aal_sweep.models import SmallCNN
-from aal_sweep.phases import waiting_for_weights
-from aal_sweep.plan import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
+from aal_sweep.orchestration.phases import waiting_for_weights
+from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
                             plan_multitask_all, trial_id)
-from aal_sweep.query import negative_partners
+from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store.rows import failed_rows
-from aal_sweep.table1 import COLUMNS, render_table, variants_table, with_paper
+from aal_sweep.analysis.variants import COLUMNS, render_table, variants_table, with_paper
 from aal_sweep.train.loop import TrainSpec, _apply, fit
 from aal_sweep.train.tasks import MultiHead, make_task
 from aal_sweep.train.variants import MultipleAdversarial, SharedAdversarial, weights_bytes
@@ -295,7 +295,7 @@ def _rows():
 
 
 def _partners():
-    from aal_sweep.query import derive_partners, pair_matrix
+    from aal_sweep.analysis.partners import derive_partners, pair_matrix
 
     return derive_partners(pair_matrix(_rows(), list(ATTRS)))
 
@@ -353,15 +353,15 @@ def test_table_compare_with_the_paper():
 
 
 def test_table_imports_neither_torch_nor_ray():
-    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.table1, aal_sweep.status;"
+    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, aal_sweep.orchestration.status;"
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_partners_table_gains_a_column_per_variant_present():
-    from aal_sweep.formats import render_partners
-    from aal_sweep.query import partners_table
+    from aal_sweep.report.formats import render_partners
+    from aal_sweep.analysis.partners import partners_table
 
     t = partners_table(_rows(), list(ATTRS), partners=_partners())
     assert list(t.columns[:7]) == ["attribute", "partner", "single", "multi", "adversarial", "multitask_all",
@@ -378,7 +378,7 @@ def test_multitask_all_weights_round_trip_through_s3(s3_uri):
     """What adversarial_shared starts from lives in the results storage: on S3 as on a local folder."""
     from aal_sweep.errors import AalError
     from aal_sweep.store import Store
-    from aal_sweep.sweep import _save_weights, _start_weights
+    from aal_sweep.orchestration.driver import _save_weights, _start_weights
 
     cfg = _cfg(ALL)
     store = Store(s3_uri)

@@ -19,9 +19,9 @@ import torch
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
-from aal_sweep.phases import plan_phases, weights_file
-from aal_sweep.plan import multitask_all_of
-from aal_sweep.query import negative_partners
+from aal_sweep.orchestration.phases import plan_phases, weights_file
+from aal_sweep.orchestration.trials import multitask_all_of
+from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store import Store
 
 from conftest import write_config
@@ -37,7 +37,7 @@ ADVERSARIAL = {"method": "grl", "lambdas": [0.1]}
 def setup(ray_local, tmp_path_factory):
     """Three attributes (one of them coin flips, which lowers the others) and one uninterrupted sweep of
     every phase, in process."""
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     tmp = tmp_path_factory.mktemp("variants")
     root = make_synthetic(tmp / "data", n_attributes=2, n_images=800, size=(16, 16), seed=3, random_attributes=1)
@@ -134,7 +134,7 @@ def test_results_appear_in_status_matrix_partners_table_report(setup, capsys, tm
 
 
 def test_a_finished_sweep_has_nothing_to_do(setup, capsys):
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     cfg, _ = setup
     assert run_sweep(cfg) == 0
@@ -142,7 +142,7 @@ def test_a_finished_sweep_has_nothing_to_do(setup, capsys):
 
 
 def test_multitask_all_alone_needs_no_pair_matrix(setup):
-    from aal_sweep.sweep import run_sweep
+    from aal_sweep.orchestration.driver import run_sweep
 
     _, config = setup
     _, cfg = config("alone", phases=["multitask_all"])

@@ -27,7 +27,7 @@ log = logging.getLogger("aal_sweep.store")
 SWEEP_FILE = "sweep.yaml"
 PARTNERS_FILE = "partners.parquet"
 TUNE_DIR = "tune"
-ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows (aal_sweep.phases)
+ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows (aal_sweep.orchestration.phases)
 COMPLETE = ".aal_complete"
 _FINGERPRINT = b"aal_sweep.fingerprint"  # partners.parquet metadata: the cells its statistics were computed on  # marks a Tune experiment that ran to its end
 # What the matrix, the partners and the plan read: a few narrow columns, never the per-image bits.
@@ -267,7 +267,7 @@ class Store:
 
     def matrix(self, metric: str = "val_acc") -> pd.DataFrame:
         """The pair matrix in the sweep's attribute order; `.attrs["metric"]` names the metric."""
-        from aal_sweep.query import cell_means, check_metric
+        from aal_sweep.analysis.partners import cell_means, check_metric
 
         check_metric(metric)
         table, _ = self._read(QUERY_COLUMNS)
@@ -288,8 +288,8 @@ class Store:
     def partners(self, metric: str = "val_acc", allow_partial: bool = False) -> pd.DataFrame:
         """The partners table (query.partners_table) of the config's partner rule, lambda chosen as its
         lambda_selection says, with each partner's statistics (pairs.PARTNER_STAT_COLUMNS) appended."""
-        from aal_sweep.pairs import with_statistics
-        from aal_sweep.query import check_metric, partners_table
+        from aal_sweep.analysis.pairs import with_statistics
+        from aal_sweep.analysis.partners import check_metric, partners_table
 
         check_metric(metric)
         chosen = self.chosen_partners(allow_partial, statistics=True)
@@ -306,7 +306,7 @@ class Store:
         incomplete row lacks. `attributes`: the sweep's (default: sweep.yaml's). argmin is
         query.derive_partners; `significant` (and `statistics=True`, which partners.parquet uses) adds
         every statistic of pairs.choose_partners."""
-        from aal_sweep.query import derive_partners, pair_matrix
+        from aal_sweep.analysis.partners import derive_partners, pair_matrix
 
         attributes = self.attributes if attributes is None else list(attributes)
         rule = self.config.partners if rule is None else rule
@@ -319,7 +319,7 @@ class Store:
         derived = derive_partners(pair_matrix(self.query_rows(), attributes, "val_acc"), allow_partial=allow_partial)
         if rule.rule == "argmin" and not statistics:
             return derived  # planning with the paper's rule needs no per-image bits
-        from aal_sweep.pairs import baseline_table, choose_partners, pairs_table
+        from aal_sweep.analysis.pairs import baseline_table, choose_partners, pairs_table
 
         rows = self.stats_rows()
         # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
@@ -364,7 +364,7 @@ class Store:
     def pairs(self) -> pd.DataFrame:
         """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
         significance, seeds and majority baseline (pairs.PAIR_COLUMNS), for pandas."""
-        from aal_sweep.pairs import pairs_table
+        from aal_sweep.analysis.pairs import pairs_table
 
         rule = self.config.partners
         return pairs_table(self.stats_rows(), self.attributes, rule.alpha, rule.correction)
@@ -372,8 +372,8 @@ class Store:
     def adversarial_gains(self, allow_partial: bool = False) -> pd.DataFrame:
         """Per attribute with a chosen adversarial run: its gain over single and over the pair model on
         the test split, with interval, p-values adjusted across attributes and `holds` (pairs.GAIN_COLUMNS)."""
-        from aal_sweep.pairs import adversarial_gains
-        from aal_sweep.query import select_adversarial
+        from aal_sweep.analysis.pairs import adversarial_gains
+        from aal_sweep.analysis.partners import select_adversarial
 
         rows = self.stats_rows()
         chosen = select_adversarial(rows, self.chosen_partners(allow_partial), self.config.adversarial.lambda_selection)

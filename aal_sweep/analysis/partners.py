@@ -202,7 +202,7 @@ def _with_variants(table: pd.DataFrame, trials: pd.DataFrame, attributes, partne
     adversarial_multiple, adversarial_shared: table1.variant_columns), after `adversarial`; the mean row
     averages each as Table 1 does. A store without them gets the table unchanged."""
     from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
-    from aal_sweep.table1 import variant_columns
+    from aal_sweep.analysis.variants import variant_columns
 
     if not trials["kind"].isin([MULTITASK_ALL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED]).any():
         return table  # the common case costs one scan of a column

@@ -27,11 +27,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from aal_sweep.errors import AalError
-from aal_sweep.formats import MISSING, matrix_display, partners_display, percent, render_matrix
-from aal_sweep.overview import LARGE_M, TOP_K, overview_figure, strongest_negative_pairs
-from aal_sweep.pairs import (UNAVAILABLE, adversarial_gains, baseline_table, choose_partners, pairs_table,
+from aal_sweep.report.formats import MISSING, matrix_display, partners_display, percent, render_matrix
+from aal_sweep.report.overview import LARGE_M, TOP_K, overview_figure, strongest_negative_pairs
+from aal_sweep.analysis.pairs import (UNAVAILABLE, adversarial_gains, baseline_table, choose_partners, pairs_table,
                              significance_summary, with_statistics)
-from aal_sweep.query import derive_partners, mean_row, pair_matrix, partners_table, select_adversarial
+from aal_sweep.analysis.partners import derive_partners, mean_row, pair_matrix, partners_table, select_adversarial
 from aal_sweep.store import Store
 
 REFERENCES = {
@@ -339,7 +339,7 @@ def _duration(seconds: float) -> str:
 def load_reference(name: str) -> pd.DataFrame:
     """A paper table shipped in aal_sweep/reference/, percent, with the partner's name resolved."""
     file, _ = REFERENCES[name]
-    text = resources.files("aal_sweep").joinpath("reference", file).read_text(encoding="utf-8")
+    text = resources.files("aal_sweep.report").joinpath("reference", file).read_text(encoding="utf-8")
     ref = pd.read_csv(io.StringIO(text))
     names = list(ref["att_name"])
     ref["partner"] = [names[int(i) - 1] if pd.notna(i) else None for i in ref["neg_att"]]
@@ -425,8 +425,8 @@ def _means_section(table: pd.DataFrame, test_table: pd.DataFrame, trials: pd.Dat
 
 
 def _variants_section(results: Store, trials: pd.DataFrame, chosen: pd.DataFrame, compare: str | None) -> str:
-    """Table 1: every variant's mean accuracy (aal_sweep.table1), beside the paper's with --compare."""
-    from aal_sweep.table1 import display, variants_table, with_paper
+    """Table 1: every variant's mean accuracy (aal_sweep.analysis.variants), beside the paper's with --compare."""
+    from aal_sweep.analysis.variants import display, variants_table, with_paper
 
     cfg = results.config
     t = variants_table(trials, results.attributes, chosen, cfg.adversarial.lambda_selection)

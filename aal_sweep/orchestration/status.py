@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from aal_sweep.phases import plan_phases
-from aal_sweep.query import incomplete_rows
+from aal_sweep.orchestration.phases import plan_phases
+from aal_sweep.analysis.partners import incomplete_rows
 from aal_sweep.store import Store
 
 SHOWN = 20  # names listed per line before "… and N more": a 1,000-attribute sweep has 500,000 trials

@@ -89,7 +89,7 @@ def partners_display(partners: pd.DataFrame) -> pd.DataFrame:
     return stats_display(partners)
 
 
-# ---- the pairs' statistics (aal_sweep.pairs) ----------------------------------------------------
+# ---- the pairs' statistics (aal_sweep.analysis.pairs) ----------------------------------------------------
 
 
 def render_pairs(pairs: pd.DataFrame, fmt: str) -> str:

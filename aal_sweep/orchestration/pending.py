@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aal_sweep.errors import AalError
-from aal_sweep.plan import Trial, plan_initial
+from aal_sweep.orchestration.trials import Trial, plan_initial
 from aal_sweep.store import Store
 from aal_sweep.store.location import unreadable
 
@@ -23,7 +23,7 @@ class Work:
 
     def planned(self, cfg, allow_partial: bool) -> list[Trial]:
         """Every phase's trials as far as the store lets them be planned (phases.plan_phases)."""
-        from aal_sweep.phases import plan_phases
+        from aal_sweep.orchestration.phases import plan_phases
 
         return [t for trials in plan_phases(cfg, self.store, self.attributes, allow_partial).values() for t in trials]
 

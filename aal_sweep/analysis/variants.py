@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from aal_sweep.errors import AalError
-from aal_sweep.formats import _check_format, _csv, _full, _json_value, _markdown, _text, percent
+from aal_sweep.report.formats import _check_format, _csv, _full, _json_value, _markdown, _text, percent
 from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, PAIR, SINGLE
-from aal_sweep.query import negative_partners, pair_matrix, select_adversarial
+from aal_sweep.analysis.partners import negative_partners, pair_matrix, select_adversarial
 
 VARIANTS = (SINGLE, PAIR, MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
 COLUMNS = ["variant", "n_attributes", "val_mean", "test_mean"]
@@ -121,7 +121,7 @@ def load_paper(compare: str) -> pd.DataFrame:
     """The paper's means (percent) of one dataset, from aal_sweep/reference/table1_means.csv."""
     if compare not in COMPARE:
         raise AalError(f"--compare: {compare!r} is not one of {', '.join(COMPARE)}")
-    text = resources.files("aal_sweep").joinpath("reference", REFERENCE_FILE).read_text(encoding="utf-8")
+    text = resources.files("aal_sweep.report").joinpath("reference", REFERENCE_FILE).read_text(encoding="utf-8")
     ref = pd.read_csv(io.StringIO(text), dtype={"method": object})
     return ref[ref["dataset"] == COMPARE[compare]].reset_index(drop=True)
 

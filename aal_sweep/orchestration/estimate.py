@@ -53,11 +53,11 @@ def trial_kind(kind: str, method: str | None = None) -> str:
 
 
 def count_trials(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """{phase: {trial kind: trials}}, from aal_sweep.plan; the phases that wait for partners (UPPER_BOUND)
+    """{phase: {trial kind: trials}}, from aal_sweep.orchestration.trials; the phases that wait for partners (UPPER_BOUND)
     at their upper bound: every attribute gets a partner (all the others, for adversarial_multiple)."""
     import pandas as pd
 
-    from aal_sweep import plan
+    from aal_sweep.orchestration import trials as plan
 
     trials = list(plan.plan_initial(cfg, attributes))
     if "multitask_all" in cfg.phases:

@@ -1,6 +1,6 @@
 """Significance of the pair matrix, the partners and the adversarial gains: the store's rows -> tables.
 
-Pure pandas on top of `aal_sweep.stats`; imports neither torch nor Ray.
+Pure pandas on top of `aal_sweep.analysis.stats`; imports neither torch nor Ray.
 
     pairs_table(trials, attributes)                one row per ordered pair (a, b): drop of a with b
     baseline_table(trials, attributes)             per attribute: majority-class rate, single above it?
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aal_sweep import stats
+from aal_sweep.analysis import stats
 from aal_sweep.config import PARTNER_RULES
 
 PAIR_COLUMNS = ["attribute", "partner", "single", "multi", "drop", "ci_low", "ci_high", "p_value", "p_adjusted",

@@ -3,7 +3,7 @@
     plan (single + pair) -> Tune -> store -> partners -> plan (adversarial) -> Tune -> store
 
 Resume is the same flow again: the plan minus what the store holds, in a new Tune experiment; each trial
-continues from its own last epoch checkpoint (aal_sweep.checkpoints says why not Tune's). The trainable is a
+continues from its own last epoch checkpoint (aal_sweep.orchestration.checkpoints says why not Tune's). The trainable is a
 thin adapter around `aal_sweep.train.fit`; results are written by the trial itself, atomically, one file
 per trial.
 """
@@ -26,18 +26,18 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
-from aal_sweep.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
-from aal_sweep.ray_processes import Recorder, children, die_with_raylet, stop_new_children, stop_previous  # noqa: E402
+from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
+from aal_sweep.orchestration.ray_processes import Recorder, children, die_with_raylet, stop_new_children, stop_previous  # noqa: E402
 from aal_sweep.config import SweepConfig, parse_config  # noqa: E402
 from aal_sweep.data.cache import open_decoded  # noqa: E402
 from aal_sweep.errors import AalError, DataError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL  # noqa: E402
-from aal_sweep.phases import negatives, waiting_for_weights, weights_file  # noqa: E402
-from aal_sweep.pending import plan_work, say_nothing_to_do  # noqa: E402
-from aal_sweep.plan import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,  # noqa: E402
+from aal_sweep.orchestration.phases import negatives, waiting_for_weights, weights_file  # noqa: E402
+from aal_sweep.orchestration.pending import plan_work, say_nothing_to_do  # noqa: E402
+from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,  # noqa: E402
                             plan_adversarial_shared, plan_multitask_all)
-from aal_sweep.query import incomplete_rows  # noqa: E402
-from aal_sweep.stats import majority_rate  # noqa: E402
+from aal_sweep.analysis.partners import incomplete_rows  # noqa: E402
+from aal_sweep.analysis.stats import majority_rate  # noqa: E402
 from aal_sweep.store import Store, failed_rows, result_rows  # noqa: E402
 from aal_sweep.store.lease import StoreNotWritable  # noqa: E402
 from aal_sweep.train.loop import fit  # noqa: E402
@@ -55,7 +55,7 @@ def _trainable(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     store = Store(ctx["results"])
     if store.is_done(trial.trial_id):  # a restored experiment may re-run a trial whose rows are already stored
         return
-    # no training on after a kill -9 of the driver's group (aal_sweep.ray_processes)
+    # no training on after a kill -9 of the driver's group (aal_sweep.orchestration.ray_processes)
     fate_shared = bool(ctx.get("embedded")) and die_with_raylet()
     checkpoints = TrialCheckpoints(store.location, trial.trial_id)
     resume = checkpoints.load_newest()
@@ -311,7 +311,7 @@ def _error_text(error: BaseException | None) -> str:
 
 
 class RecordRay(tune.Callback):
-    """Keep the embedded Ray's process record current as workers start (aal_sweep.ray_processes)."""
+    """Keep the embedded Ray's process record current as workers start (aal_sweep.orchestration.ray_processes)."""
 
     def __init__(self, recorder: Recorder, every_s: float = 5.0):
         self.recorder, self.every_s, self.last = recorder, every_s, 0.0
@@ -369,7 +369,7 @@ def run_phase(phase: str, trials: list[Trial], cfg: SweepConfig, store: Store, v
     progress = Progress(phase, len(trials), len(trials) - len(pending), cfg.train.epochs)
     failed: set[str] = set()
     # An interrupted experiment is not restored with Tuner.restore: its saved state may name a checkpoint
-    # Tune already deleted (aal_sweep.checkpoints). Its trials run again in a new experiment, each from its
+    # Tune already deleted (aal_sweep.orchestration.checkpoints). Its trials run again in a new experiment, each from its
     # own last epoch checkpoint.
     for name in store.unfinished_experiments(phase):
         store.close_experiment(name)

@@ -12,9 +12,9 @@ import pandas as pd
 
 from aal_sweep.config import SweepConfig
 from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
-from aal_sweep.plan import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
+from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
                             plan_adversarial_shared, plan_initial, plan_multitask_all)
-from aal_sweep.query import negative_partners
+from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store.core import ARTIFACTS_DIR
 
 # The order phases run in; single and pair are one Tune experiment ("single+pair"), the others one each.
@@ -51,7 +51,7 @@ def plan_phases(cfg: SweepConfig, store, attributes: tuple[str, ...], allow_part
 
 def negatives(store, attributes: tuple[str, ...], allow_partial: bool = False) -> pd.DataFrame:
     """Per attribute every partner that lowers it (query.negative_partners on the validation matrix)."""
-    from aal_sweep.query import pair_matrix
+    from aal_sweep.analysis.partners import pair_matrix
 
     return negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial)
 
