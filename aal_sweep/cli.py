@@ -145,16 +145,22 @@ def _cmd_run(args) -> int:
         # Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1,
         # so gcs, raylet, agents and workers listen on loopback only (ray._private.services.get_node_ip_address).
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from aal_sweep.orchestration.pending import plan_work, say_nothing_to_do
+    from aal_sweep.orchestration.state import nothing_to_do_line, open_state
 
-    work = plan_work(cfg, args.results, args.restart)  # no Ray, no torch: a finished sweep answers at once
-    if work.nothing_to_do(cfg, args.allow_partial) and work.tidy(cfg, args.allow_partial):
-        say_nothing_to_do(work.store)
+    # no Ray, no torch: a finished sweep answers at once
+    state = open_state(cfg, args.results, args.restart, args.allow_partial)
+    if state.nothing_to_do() and state.tidy(cfg, args.allow_partial):
+        print(nothing_to_do_line(state.store))
         return 0
-    from aal_sweep.orchestration.driver import run_sweep
+    from aal_sweep.orchestration import driver
 
-    return run_sweep(cfg, results=args.results, address=args.address, verbose=args.verbose,
-                     restart=args.restart, allow_partial=args.allow_partial)
+    return driver.run(cfg, results=args.results, address=args.address, verbose=args.verbose,
+                      restart=args.restart, allow_partial=args.allow_partial, on_event=show)
+
+
+def show(event) -> None:
+    """Print a driver event (orchestration/events.py): notes and progress on stdout, errors on stderr."""
+    print(event.text, file=sys.stderr if event.level == "error" else sys.stdout, flush=True)
 
 
 def _cmd_submit(args) -> int:

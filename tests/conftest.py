@@ -44,3 +44,67 @@ def write_config(path: Path, root: Path, **overrides) -> Path:
     cfg.update(overrides)
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def run_sweep(cfg, **kwargs) -> int:
+    """`aal-sweep run` in this process (on the shared local Ray when a test started one), its events printed
+    as the CLI prints them."""
+    from aal_sweep.cli import show
+    from aal_sweep.orchestration import driver
+
+    return driver.run(cfg, on_event=show, **kwargs)
+
+
+# ---- interrupting a sweep at a chosen moment, by an event (aal_sweep/orchestration/trainable.py) -------------
+
+
+class Hold:
+    """AAL_SWEEP_HOLD: trials whose id contains `substring` stop before `epoch` until released.
+
+        hold = Hold(tmp_path, "pair-Disc", epoch=1)
+        proc = subprocess.Popen(cmd, env=hold.env())   # or monkeypatch the variables for an in-process run
+        held = hold.wait(proc)                         # {"trial", "pid", "node_id", "epoch", "attempt", ...}
+        ... kill something ...
+        hold.release()                                 # every held trial goes on
+    """
+
+    def __init__(self, folder: Path, substring: str, epoch: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.substring, self.epoch = substring, epoch
+
+    def env(self, base: dict | None = None) -> dict:
+        return {**(os.environ if base is None else base), "AAL_SWEEP_HOLD": f"{self.substring}@{self.epoch}",
+                "AAL_SWEEP_HOLD_DIR": str(self.folder)}
+
+    def held(self) -> list[dict]:
+        import json
+
+        out = []
+        for p in sorted(self.folder.glob("*.held")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):  # replaced as we read it: read it next time
+                continue
+        return out
+
+    def wait(self, proc=None, timeout: float = 600, alive=None) -> dict:
+        """Until a trial is held; `proc` (a Popen) must stay alive meanwhile, or `alive()` true."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                out, err = proc.communicate()
+                raise AssertionError(f"the run ended (rc {proc.returncode}) before a trial was held:\n"
+                                     f"{(out or '')[-1500:]}\n{(err or '')[-3000:]}")
+            if alive is not None:
+                assert alive(), "the run ended before a trial was held"
+            held = self.held()
+            if held:
+                return held[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no trial matching {self.substring!r} reached epoch {self.epoch}")
+
+    def release(self) -> None:
+        (self.folder / "release").touch()

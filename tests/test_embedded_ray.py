@@ -168,7 +168,7 @@ def test_the_size_check_reads_every_node_of_a_cluster(tmp_path):
         import ray
         from ray.cluster_utils import Cluster
         from aal_sweep.errors import AalError
-        from aal_sweep.orchestration.driver import check_fits
+        from aal_sweep.orchestration.ray_connect import check_fits
 
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         cluster.add_node(num_cpus=4)

@@ -70,11 +70,11 @@ def wait_mid_trial(proc: subprocess.Popen, store: Store, min_done: int, timeout:
 
 def planned(path: Path) -> set[str]:
     from aal_sweep.config import load_config
-    from aal_sweep.orchestration.phases import plan_phases
+    from aal_sweep.orchestration.graph import from_store
 
     cfg = load_config(path)
     store = Store.open(cfg.results)
-    return {t.trial_id for ts in plan_phases(cfg, store, tuple(store.attributes)).values() for t in ts}
+    return set(from_store(store, cfg, tuple(store.attributes)).trials)
 
 
 def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_path):

@@ -114,7 +114,7 @@ def test_two_seeds_without_shared_signal(ray_local, tiny_root, tmp_path):
     while the paper's argmin still names a partner wherever any drop is negative."""
     from aal_sweep.analysis.pairs import baseline_table, choose_partners
     from aal_sweep.analysis.partners import derive_partners, pair_matrix
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"],
                                    train={"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1],
@@ -150,7 +150,7 @@ def test_a_constructed_negative_partner_is_found(ray_local, tmp_path):
     With two seeds the `significant` rule must name it for Square, and the adversarial phase train
     against it."""
     from aal_sweep.data.synthetic import make_synthetic
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     root = make_synthetic(tmp_path / "data", n_attributes=2, n_images=3000, size=(16, 16), seed=5, xor=True)
     cfg = load_config(write_config(tmp_path / "c.yaml", root, phases=["single", "pair", "adversarial"],

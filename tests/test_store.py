@@ -455,7 +455,7 @@ def test_a_relative_local_path_is_handed_to_workers_absolute(tmp_path, monkeypat
 
 def test_restart_discards_artifacts_too(tmp_path):
     # --restart must not leave a multitask_all model beside an empty store for adversarial_shared to reuse
-    from aal_sweep.orchestration.phases import weights_file
+    from aal_sweep.store.layout import weights_file
     from aal_sweep.store import Store
 
     store = Store(tmp_path / "r")

@@ -19,7 +19,7 @@ from aal_sweep.errors import AalError
 from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 
 pytestmark = pytest.mark.slow
 ATTRS = ("Disc", "Square", "Triangle", "Cross")
@@ -46,7 +46,7 @@ def check_complete(cfg, results: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def reference(ray_local, tiny_root, tmp_path_factory):
     """One uninterrupted sweep, in process, on the shared local Ray."""
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     tmp = tmp_path_factory.mktemp("ref")
     cfg = load_config(write_config(tmp / "c.yaml", tiny_root))
@@ -55,7 +55,7 @@ def reference(ray_local, tiny_root, tmp_path_factory):
 
 
 def test_full_sweep(reference, capsys):
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     cfg, results = reference
     df = check_complete(cfg, results)
@@ -78,7 +78,7 @@ def test_full_sweep(reference, capsys):
 
 
 def test_changed_training_settings_are_refused(reference):
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     cfg, results = reference
     before = sorted(p.name for p in (results / "trials").iterdir())
@@ -89,7 +89,7 @@ def test_changed_training_settings_are_refused(reference):
 
 
 def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, tmp_path, monkeypatch, capsys):
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"]))
     monkeypatch.setenv("AAL_SWEEP_INJECT_FAULT", "pair-Disc-Square")
@@ -116,7 +116,7 @@ def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, 
 @pytest.fixture(scope="module")
 def kill_setup(ray_local, tmp_path_factory):
     """Data and an uninterrupted reference for the kill tests: trials long enough to be caught mid-epoch."""
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     tmp = tmp_path_factory.mktemp("kill")
     root = make_synthetic(tmp / "data", n_attributes=4, n_images=1500, size=(16, 16), seed=2)
@@ -135,24 +135,29 @@ def kill_setup(ray_local, tmp_path_factory):
     return ref, config
 
 
-def start(config_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(config_path)],
+def start(config_path: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(config_path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_mid_trial(proc: subprocess.Popen, rd: Store, min_done: int, timeout: float = 180) -> dict:
-    """Block until `min_done` trials are stored and another is between epochs; return its latest start."""
+def wait_until(proc: subprocess.Popen, condition, timeout: float = 600) -> None:
+    """Until `condition()`; the run must stay alive meanwhile (a held trial keeps it from ending)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not condition():
         assert proc.poll() is None, proc.communicate()
-        done = rd.done_ids()
-        if len(done) >= min_done:
-            for trial in rd.journaled():
-                events = rd.journal(trial)
-                if trial not in done and events and events[-1]["event"] == "epoch" and events[-1]["epoch"] < 2:
-                    return [e for e in events if e["event"] == "start"][-1] | {"trial": trial}
-        time.sleep(0.02)
-    raise AssertionError("the sweep never reached the middle of a trial")
+        assert time.monotonic() < deadline, "the condition never came"
+        time.sleep(0.05)
+
+
+def held_mid_trial(tmp: Path, config_path: Path, rd: Store, min_done: int, victim: str = "pair-Disc-Triangle"):
+    """Start the CLI with `victim` held between its epochs 1 and 2 (orchestration/trainable.py's hook); return
+    the run, the hold and what the held trial wrote, once `min_done` other trials are stored. The sweep
+    cannot end meanwhile: the held trial is part of it."""
+    hold = Hold(tmp / f"hold-{config_path.stem}", victim, epoch=2)
+    proc = start(config_path, env=hold.env())
+    held = hold.wait(proc)
+    wait_until(proc, lambda: len(rd.done_ids()) >= min_done)
+    return proc, hold, held
 
 
 def check_no_redo(rd: Store, done_before: set[str]) -> None:
@@ -187,41 +192,40 @@ def resume_and_compare(path: Path, cfg, ref, done_before: set[str]) -> subproces
     return out
 
 
-def test_kill_9_driver_then_resume(kill_setup):
+def test_kill_9_driver_then_resume(kill_setup, tmp_path):
     ref, config = kill_setup
     path, cfg = config("driver")
     rd = Store(cfg.results)
-    proc = start(path)
-    wait_mid_trial(proc, rd, min_done=3)
+    proc, _, held = held_mid_trial(tmp_path, path, rd, min_done=3)
     done_before = rd.done_ids()
+    assert held["trial"] not in done_before
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started, at once
     proc.wait()
     out = resume_and_compare(path, cfg, ref, done_before)
     assert "interrupted trial(s) continue from their last epoch checkpoint" in out.stdout
 
 
-def test_kill_9_worker_is_retried_from_its_checkpoint(kill_setup):
+def test_kill_9_worker_is_retried_from_its_checkpoint(kill_setup, tmp_path):
     ref, config = kill_setup
     path, cfg = config("worker")
     rd = Store(cfg.results)
-    proc = start(path)
-    victim = wait_mid_trial(proc, rd, min_done=2)
-    os.kill(victim["pid"], signal.SIGKILL)
+    proc, hold, victim = held_mid_trial(tmp_path, path, rd, min_done=2)
+    os.kill(victim["pid"], signal.SIGKILL)  # the worker alone, held between two epochs
+    hold.release()  # its retry goes on past the hold
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     starts = [e for e in rd.journal(victim["trial"]) if e["event"] == "start"]
-    assert len(starts) >= 2 and starts[-1]["from_epoch"] >= 1  # continued, not started over
+    assert len(starts) == 2 and starts[-1]["from_epoch"] == 2  # continued after its last epoch, not started over
     check_complete(cfg, Path(cfg.results))
     check_no_redo(rd, set())
     assert_same_results(ref.results, cfg.results)
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup, tmp_path):
     ref, config = kill_setup
     path, cfg = config("sigint")
     rd = Store(cfg.results)
-    proc = start(path)
-    wait_mid_trial(proc, rd, min_done=2)
+    proc, _, _ = held_mid_trial(tmp_path, path, rd, min_done=2)
     done_before = rd.done_ids()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -236,7 +240,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(kill_setup):
     ("headnode", "expected auto, ray://HOST:PORT or HOST:PORT"),
 ])
 def test_unreachable_cluster_fails_fast(address, message):
-    from aal_sweep.orchestration.driver import check_reachable
+    from aal_sweep.orchestration.ray_connect import check_reachable
 
     t0 = time.monotonic()
     with pytest.raises(AalError, match=message):

@@ -18,9 +18,9 @@ from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
 from aal_sweep.models import SmallCNN
-from aal_sweep.orchestration.phases import waiting_for_weights
+from aal_sweep.orchestration.graph import DONE, FAILED, Decision, Graph
 from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
-                            plan_multitask_all, trial_id)
+                            plan_initial, plan_multitask_all, trial_id)
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store.rows import failed_rows
 from aal_sweep.analysis.variants import COLUMNS, render_table, variants_table, with_paper
@@ -254,8 +254,14 @@ def test_variant_plans_and_ids_are_stable_and_readable():
     shared = plan_adversarial_shared(cfg, partners)
     assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}", f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
     assert len(shared) == 2 * 2 * 2
-    waiting = waiting_for_weights(cfg, ATTRS, shared, done={mt[0].trial_id})
-    assert list(waiting) == [mt[1].trial_id] and {t.seed for t in waiting[mt[1].trial_id]} == {1}
+    # in the graph, each adversarial_shared trial waits for its own seed's multitask_all weights
+    graph = Graph.build(cfg, ATTRS, done={t.trial_id for t in plan_initial(cfg, ATTRS)} | {mt[0].trial_id})
+    graph.decide({a: Decision(partner=p) for a, p in zip(ATTRS, ["Square", "Triangle", None])})
+    assert {t.trial_id for t in graph.by_kind()["adversarial_shared"]} == {t.trial_id for t in shared}
+    graph.complete(mt[1].trial_id, FAILED)
+    assert list(graph.blocked()) == [mt[1].trial_id]
+    assert {t.seed for t in graph.blocked()[mt[1].trial_id]} == {1}
+    assert DONE in graph.outcome.values()
 
 
 def test_store_rows_of_the_variants():
@@ -378,7 +384,7 @@ def test_multitask_all_weights_round_trip_through_s3(s3_uri):
     """What adversarial_shared starts from lives in the results storage: on S3 as on a local folder."""
     from aal_sweep.errors import AalError
     from aal_sweep.store import Store
-    from aal_sweep.orchestration.driver import _save_weights, _start_weights
+    from aal_sweep.orchestration.trainable import _save_weights, _start_weights
 
     cfg = _cfg(ALL)
     store = Store(s3_uri)

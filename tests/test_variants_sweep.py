@@ -19,7 +19,8 @@ import torch
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
-from aal_sweep.orchestration.phases import plan_phases, weights_file
+from aal_sweep.orchestration.graph import from_store
+from aal_sweep.store.layout import weights_file
 from aal_sweep.orchestration.trials import multitask_all_of
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store import Store
@@ -37,7 +38,7 @@ ADVERSARIAL = {"method": "grl", "lambdas": [0.1]}
 def setup(ray_local, tmp_path_factory):
     """Three attributes (one of them coin flips, which lowers the others) and one uninterrupted sweep of
     every phase, in process."""
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     tmp = tmp_path_factory.mktemp("variants")
     root = make_synthetic(tmp / "data", n_attributes=2, n_images=800, size=(16, 16), seed=3, random_attributes=1)
@@ -54,7 +55,7 @@ def setup(ray_local, tmp_path_factory):
 
 def _planned(cfg):
     store = Store.open(cfg.results)
-    return plan_phases(cfg, store, tuple(store.attributes))
+    return from_store(store, cfg, tuple(store.attributes)).by_kind()
 
 
 def test_every_phase_runs_and_is_stored(setup):
@@ -134,7 +135,7 @@ def test_results_appear_in_status_matrix_partners_table_report(setup, capsys, tm
 
 
 def test_a_finished_sweep_has_nothing_to_do(setup, capsys):
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     cfg, _ = setup
     assert run_sweep(cfg) == 0
@@ -142,7 +143,7 @@ def test_a_finished_sweep_has_nothing_to_do(setup, capsys):
 
 
 def test_multitask_all_alone_needs_no_pair_matrix(setup):
-    from aal_sweep.orchestration.driver import run_sweep
+    from conftest import run_sweep
 
     _, config = setup
     _, cfg = config("alone", phases=["multitask_all"])

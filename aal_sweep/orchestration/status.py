@@ -1,9 +1,9 @@
-"""`aal-sweep status RESULTS`: per phase done / failed / pending, incomplete rows, damaged files (no Ray, no torch)."""
+"""`aal-sweep status RESULTS`: per kind done / failed / pending, incomplete rows, damaged files (no Ray, no torch)."""
 
 from __future__ import annotations
 
-from aal_sweep.orchestration.phases import plan_phases
 from aal_sweep.analysis.partners import incomplete_rows
+from aal_sweep.orchestration.graph import from_store
 from aal_sweep.store import Store
 
 SHOWN = 20  # names listed per line before "… and N more": a 1,000-attribute sweep has 500,000 trials
@@ -17,16 +17,18 @@ def sweep_status(results) -> str:
     done_ids = set(table["trial_id"]) - failed_ids
     lines = [f"{store.uri}: {len(attributes)} attributes, training hash {store.training_hash}"]
     partners = store.chosen_partners()
-    planned_phases = plan_phases(cfg, store, attributes, partners=partners)
-    initial = planned_phases.get("single", []) + planned_phases.get("pair", [])
-    phases = [("single", planned_phases.get("single", [])), ("pair", planned_phases.get("pair", []))]
-    phases += [(p, trials) for p, trials in planned_phases.items() if p not in ("single", "pair")]
-    width = max(12, *(len(name) for name, _ in phases))
-    for name, planned in phases:
+    graph = from_store(store, cfg, attributes, done=done_ids)
+    initial = [t for t in graph.trials.values() if t.kind in ("single", "pair")]
+    kinds = graph.kinds()
+    per_row, undecided = graph.per_row_bound(), len(graph.undecided_rows())
+    width = max(12, *(len(k) for k in kinds))
+    for name in kinds:
+        planned = [t for t in graph.trials.values() if t.kind == name]
         done = sum(t.trial_id in done_ids for t in planned)
         failed = [t.trial_id for t in planned if t.trial_id in failed_ids]
         pending = len(planned) - done - len(failed)
-        note = _NOTES.get(name, "")
+        waiting = per_row.get(name, 0) * undecided
+        note = _NOTES.get(name, "") + (f"; at most {waiting} more once {undecided} row(s) are decided" if waiting else "")
         lines.append(f"  {name:<{width}} {done:>4} done {len(failed):>4} failed {pending:>4} pending / {len(planned)}{note}")
         lines += [f"    failed: {t}" for t in failed[:SHOWN]] + _more(failed)
     missing = [t.attributes[0] + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
@@ -48,9 +50,9 @@ def sweep_status(results) -> str:
 
 
 _NOTES = {  # how a phase's trials are planned, where that is not plain from the config
-    "adversarial": " (planned from complete rows of the pair matrix)",
-    "adversarial_multiple": " (planned from complete rows of the pair matrix: every negative partner)",
-    "adversarial_shared": " (planned from complete rows; each starts from its seed's stored multitask_all weights)",
+    "adversarial": " (released by complete rows of the pair matrix)",
+    "adversarial_multiple": " (released by complete rows of the pair matrix: every negative partner)",
+    "adversarial_shared": " (released by complete rows; each starts from its seed's stored multitask_all weights)",
 }
 
 

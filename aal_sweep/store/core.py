@@ -437,23 +437,22 @@ class Store:
         """(storage_path, storage_filesystem) for tune.RunConfig: experiments live in RESULTS/tune/."""
         return self.location.path(TUNE_DIR), (None if self.location.local else self.location.fs)
 
-    def experiment_path(self, name: str) -> str:
-        """For Tuner.restore / Tuner.can_restore (with storage_filesystem from tune_storage)."""
-        return self.location.path(f"{TUNE_DIR}/{name}")
-
-    def experiments(self, phase: str) -> list[str]:
-        slug = phase.replace("+", "_")
+    def experiments(self, prefix: str | None = None) -> list[str]:
+        """Tune experiments under tune/ named <prefix>-<k> (any prefix when None), oldest first per prefix."""
         names = [e.base_name for e in self.location.list(TUNE_DIR) if e.type == pafs.FileType.Directory
-                 and e.base_name.rsplit("-", 1)[0] == slug and e.base_name.rsplit("-", 1)[-1].isdigit()]
-        return sorted(names, key=lambda n: int(n.rsplit("-", 1)[1]))
+                 and e.base_name.rsplit("-", 1)[-1].isdigit()
+                 and (prefix is None or e.base_name.rsplit("-", 1)[0] == prefix)]
+        return sorted(names, key=lambda n: (n.rsplit("-", 1)[0], int(n.rsplit("-", 1)[1])))
 
-    def unfinished_experiments(self, phase: str) -> list[str]:
-        return [n for n in self.experiments(phase) if not self.location.is_file(f"{TUNE_DIR}/{n}/{COMPLETE}")]
+    def unfinished_experiments(self, prefix: str | None = None) -> list[str]:
+        """Experiments a killed or interrupted driver left without their end mark (any prefix by default:
+        those of the phase-by-phase driver too)."""
+        return [n for n in self.experiments(prefix) if not self.location.is_file(f"{TUNE_DIR}/{n}/{COMPLETE}")]
 
-    def new_experiment(self, phase: str) -> str:
-        existing = self.experiments(phase)
+    def new_experiment(self, prefix: str) -> str:
+        existing = self.experiments(prefix)
         k = int(existing[-1].rsplit("-", 1)[1]) + 1 if existing else 1
-        return f"{phase.replace('+', '_')}-{k}"
+        return f"{prefix}-{k}"
 
     def close_experiment(self, name: str) -> None:
         """Mark an experiment finished and drop its checkpoints: every result it made is in the store."""

@@ -1,0 +1,296 @@
+"""The sweep as a graph of trials, each released when what it needs is stored (pure: no Ray, no torch).
+
+    single(a, s), pair(a, b, s), multitask_all(s)          need nothing
+    row(a)                                                 settled when every single / pair trial with a
+                                                           (every seed) is done or has failed for good
+    adversarial(a, λ, s)                                   needs row(a) decided, with a partner
+    adversarial_multiple(a, λ, s)                          needs row(a) decided, with a negative partner
+    adversarial_shared(a, λ, s)                            needs row(a) decided, with a partner, and the
+                                                           multitask_all(s) trial stored (its weights)
+
+A settled row is decided by the partner rule on what the store holds (`Decision`, made by the caller from
+the store's rows: analysis.partners), exactly as the phase-by-phase driver decided after its single+pair
+phase: only a complete row names a partner, unless allow_partial. The graph is built from the config and
+what the store holds, so a resumed sweep needs no saved searcher state: stored trials are done, the rest
+is pending again (a trial stored failed is retried, as every rerun does).
+
+Order (`ready`): a trial other trials wait for comes first (multitask_all, then single and pair trials
+grouped by row of the matrix, so rows complete early), then the trials released by decided rows, row by
+row. A trial that unlocks others first keeps the most work available for the slots until the end: the
+adversarial trials pile up while pairs train and fill every slot at the end (docs/graph.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aal_sweep.config import SweepConfig
+from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, PAIR, SINGLE
+from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
+                                            plan_adversarial_shared, plan_initial, plan_multitask_all)
+
+# What each kind waits for, as `plan --format json` and `status` say it.
+NEEDS = {
+    SINGLE: "nothing",
+    PAIR: "nothing",
+    MULTITASK_ALL: "nothing",
+    ADVERSARIAL: "its attribute's row of the pair matrix complete and a partner decided",
+    ADVERSARIAL_MULTIPLE: "its attribute's row of the pair matrix complete and a negative partner",
+    ADVERSARIAL_SHARED: "its attribute's partner decided and its seed's multitask_all weights stored",
+}
+ROW_KINDS = (SINGLE, PAIR)  # the trials that fill the pair matrix
+DONE, FAILED, STOPPED = "done", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One attribute's settled row of the pair matrix under the partner rule."""
+
+    partner: str | None  # the rule's partner; None: no partner (nothing lowers it, or the row is incomplete)
+    negatives: tuple[str, ...] = ()  # every partner that lowers it (adversarial_multiple), sweep order
+    missing: tuple[str, ...] = ()  # the row's missing cells (an incomplete row decides nothing, unless allow_partial)
+
+
+@dataclass
+class Graph:
+    """Every trial of a sweep that can be known now, what each waits for, and what is done.
+
+        graph = Graph.build(cfg, attributes, done=store.done_ids())
+        graph.decide(rows_decided_from_store)      # the rows that are settled at start
+        trial = graph.next_ready(take=True)        # what may start now, most needed first
+        settled = graph.complete(trial_id, DONE)   # the rows this completion settled: decide them
+    """
+
+    cfg: SweepConfig
+    attributes: tuple[str, ...]
+    trials: dict[str, Trial] = field(default_factory=dict)
+    needs: dict[str, frozenset[str]] = field(default_factory=dict)  # trial -> trial ids it needs stored
+    outcome: dict[str, str] = field(default_factory=dict)  # trial -> DONE | FAILED | STOPPED (this run)
+    running: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # every stored trial, known ones or not (yet)
+    row_open: dict[str, set[str]] = field(default_factory=dict)  # attribute -> its row trials not yet terminal
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    _order: dict[str, tuple] = field(default_factory=dict)
+    _heap: list[tuple[tuple, str]] = field(default_factory=list)
+
+    # ---- building --------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, cfg: SweepConfig, attributes: Iterable[str], done: set[str] = frozenset()) -> "Graph":
+        """The static trials (single, pair, multitask_all) of the config; `done`: the trials the store holds."""
+        g = cls(cfg, tuple(attributes))
+        position = {a: i for i, a in enumerate(g.attributes)}
+        for t in plan_multitask_all(cfg, g.attributes) if MULTITASK_ALL in cfg.phases else []:
+            g._add(t, (0, t.seed))
+        for t in plan_initial(cfg, g.attributes):
+            # grouped by the row a pair completes first (its first attribute), then seed: rows fill in order
+            g._add(t, (1, position[t.attributes[0]], t.kind != SINGLE, t.seed, position[t.attributes[-1]]))
+        for t in g.trials.values():
+            if t.kind in ROW_KINDS:
+                for a in t.attributes:
+                    g.row_open.setdefault(a, set()).add(t.trial_id)
+        if g.has_rows:
+            for a in g.attributes:
+                g.row_open.setdefault(a, set())
+        for tid in done:
+            if tid in g.trials:
+                g._terminal(tid, DONE)
+            else:
+                g.outcome[tid] = DONE  # a downstream trial not known yet: done once its row is decided
+                g.done.add(tid)
+        return g
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether this sweep fills a pair matrix (so rows settle and partners are decided)."""
+        return SINGLE in self.cfg.phases and PAIR in self.cfg.phases
+
+    def _add(self, trial: Trial, order: tuple, needs: frozenset[str] = frozenset()) -> None:
+        if trial.trial_id in self.trials:
+            return
+        self.trials[trial.trial_id] = trial
+        self.needs[trial.trial_id] = needs
+        self._order[trial.trial_id] = order
+        heapq.heappush(self._heap, (order, trial.trial_id))
+
+    # ---- rows ----------------------------------------------------------------------------------------
+
+    def settled_rows(self) -> list[str]:
+        """Attributes whose row trials are all terminal and whose row is not decided yet."""
+        return [a for a in self.attributes if a in self.row_open and not self.row_open[a]
+                and a not in self.decisions]
+
+    def decide(self, decisions: dict[str, Decision]) -> list[Trial]:
+        """Record the decisions of settled rows (others are ignored: a row still training may change) and add
+        the trials they release; returns those trials."""
+        added: list[Trial] = []
+        position = {a: i for i, a in enumerate(self.attributes)}
+        for a, d in decisions.items():
+            if a in self.decisions or a not in self.row_open or self.row_open[a]:
+                continue
+            self.decisions[a] = d
+            for t in self._downstream(a, d):
+                order = (2, position[a], t.kind, t.seed, t.lam or 0.0)
+                needs = frozenset([multitask_all_of(self.cfg, self.attributes, t.seed)]) \
+                    if t.kind == ADVERSARIAL_SHARED else frozenset()
+                self._add(t, order, needs)
+                added.append(t)
+        return added
+
+    def _downstream(self, a: str, d: Decision) -> list[Trial]:
+        import pandas as pd
+
+        phases, out = self.cfg.phases, []
+        one = pd.DataFrame({"attribute": [a], "partner": [d.partner]})
+        if ADVERSARIAL in phases:
+            out += plan_adversarial(self.cfg, one)
+        if ADVERSARIAL_MULTIPLE in phases:
+            out += plan_adversarial_multiple(self.cfg, pd.DataFrame({"attribute": [a], "partners": [d.negatives]}))
+        if ADVERSARIAL_SHARED in phases:
+            out += plan_adversarial_shared(self.cfg, one)
+        return out
+
+    # ---- running -------------------------------------------------------------------------------------
+
+    def next_ready(self, take: bool = False) -> Trial | None:
+        """The trial that may start now and is most needed (see the module docstring), or None; `take`
+        marks it running."""
+        skipped, found = [], None
+        while self._heap:
+            order, tid = heapq.heappop(self._heap)
+            if tid in self.outcome or tid in self.running:
+                continue  # started or ended since it was queued: drop the entry
+            if not self.needs[tid] <= self.done:
+                skipped.append((order, tid))
+                continue
+            found = self.trials[tid]
+            if not take:
+                skipped.append((order, tid))
+            break
+        for item in skipped:
+            heapq.heappush(self._heap, item)
+        if found is not None and take:
+            self.running.add(found.trial_id)
+        return found
+
+    def complete(self, trial_id: str, outcome: str) -> list[str]:
+        """A trial ended: DONE (its rows stored), FAILED (for good, in this run) or STOPPED (interrupted:
+        neither). Returns the rows this settled (decide them with `decide`)."""
+        self.running.discard(trial_id)
+        if outcome == STOPPED:
+            self.outcome[trial_id] = STOPPED
+            return []
+        before = set(self.settled_rows())
+        self._terminal(trial_id, outcome)
+        return [a for a in self.settled_rows() if a not in before]
+
+    def _terminal(self, trial_id: str, outcome: str) -> None:
+        self.outcome[trial_id] = outcome
+        if outcome == DONE:
+            self.done.add(trial_id)
+        trial = self.trials.get(trial_id)
+        if trial is not None and trial.kind in ROW_KINDS:
+            for a in trial.attributes:
+                self.row_open.get(a, set()).discard(trial_id)
+
+    # ---- what is left ----------------------------------------------------------------------------------
+
+    def blocked(self) -> dict[str, list[Trial]]:
+        """Trials that cannot run in this run, by the trial they wait for, which failed or was stopped."""
+        out: dict[str, list[Trial]] = {}
+        for tid, needs in self.needs.items():
+            if tid in self.outcome or tid in self.running:
+                continue
+            for need in needs:
+                if self.outcome.get(need) in (FAILED, STOPPED):
+                    out.setdefault(need, []).append(self.trials[tid])
+        return out
+
+    def pending(self) -> list[Trial]:
+        """Known trials not done, failed or stopped (running ones included)."""
+        return [t for tid, t in self.trials.items() if tid not in self.outcome]
+
+    def finished(self) -> bool:
+        """Nothing runs and nothing can start: the sweep is over for this run."""
+        return not self.running and self.next_ready() is None and not self.settled_rows()
+
+    def nothing_to_do(self) -> bool:
+        """Every trial that can be known is stored, and every row is decided."""
+        return not self.pending() and not self.settled_rows() and \
+            all(not open_ for open_ in self.row_open.values())
+
+    def undecided_rows(self) -> list[str]:
+        return [a for a in self.attributes if a in self.row_open and a not in self.decisions]
+
+    def incomplete_rows(self) -> dict[str, tuple[str, ...]]:
+        """{attribute: its missing cells} for decided rows that had to decide without some cells."""
+        return {a: d.missing for a, d in self.decisions.items() if d.missing}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per kind: done, running, failed, pending (known, not started) and waiting (the most a row not
+        decided yet can still release: its upper bound)."""
+        out = {k: {"done": 0, "running": 0, "failed": 0, "pending": 0, "waiting": 0} for k in self.kinds()}
+        for tid, t in self.trials.items():
+            c = out[t.kind]
+            state = self.outcome.get(tid)
+            if state == DONE:
+                c["done"] += 1
+            elif state == FAILED:
+                c["failed"] += 1
+            elif tid in self.running:
+                c["running"] += 1
+            else:
+                c["pending"] += 1
+        per_row = self.per_row_bound()
+        for a in self.undecided_rows():
+            for kind, n in per_row.items():
+                out[kind]["waiting"] += n
+        return out
+
+    def by_kind(self) -> dict[str, list[Trial]]:
+        """Every known trial, per kind in protocol order (`kinds`)."""
+        out: dict[str, list[Trial]] = {k: [] for k in self.kinds()}
+        for t in self.trials.values():
+            out[t.kind].append(t)
+        return out
+
+    def kinds(self) -> list[str]:
+        """The kinds of trial this sweep trains, in protocol order."""
+        order = (SINGLE, PAIR, MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
+        return [k for k in order if k in self.cfg.phases]
+
+    def per_row_bound(self) -> dict[str, int]:
+        """The most trials of each downstream kind one decided row releases: lambdas x seeds."""
+        n = len(self.cfg.adversarial.lambdas) * len(self.cfg.seeds)
+        return {k: n for k in (ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED) if k in self.cfg.phases}
+
+    def summary(self) -> dict:
+        """What `aal-sweep plan --format json` shows of the graph: per kind its trials and what it waits on."""
+        counts = self.counts()
+        return {"kinds": {k: {"needs": NEEDS[k], **counts[k]} for k in self.kinds()},
+                "rows": {"decided": len(self.decisions), "undecided": len(self.undecided_rows()),
+                         "waiting_for_trials": sum(1 for a in self.undecided_rows() if self.row_open.get(a))}}
+
+
+def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False) -> dict[str, Decision]:
+    """Every row's decision from what `store` holds (the caller keeps those of settled rows): the partner
+    of cfg.partners' rule (analysis), every negative partner, the missing cells."""
+    from aal_sweep.analysis.partners import negative_partners, pair_matrix
+
+    chosen = store.chosen_partners(allow_partial, attributes, rule=cfg.partners)
+    negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial)
+    negatives = negatives.set_index("attribute")["partners"]
+    return {a: Decision(partner=p if isinstance(p, str) else None, negatives=tuple(negatives.get(a, ())),
+                        missing=tuple(m.split(",")) if isinstance(m, str) and m else ())
+            for a, p, m in zip(chosen["attribute"], chosen["partner"], chosen["missing"])}
+
+
+def from_store(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False,
+               done: set[str] | None = None) -> Graph:
+    """The graph of a sweep as its results folder stands: stored trials done, settled rows decided."""
+    graph = Graph.build(cfg, attributes, store.done_ids() if done is None else done)
+    if graph.has_rows and graph.settled_rows():
+        graph.decide(decisions(store, cfg, attributes, allow_partial))
+    return graph

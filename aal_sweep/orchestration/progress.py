@@ -1,0 +1,79 @@
+"""The sweep's progress as events: one line per change (a trial starts, ends or fails) for the whole sweep.
+
+    [sweep] 7/18 done, 2 running, 0 failed (single 4/4, pair 3/6, adversarial 0/8 at most); 41s, ~1m10s left
+
+Counts come from the graph (orchestration/graph.py), so trials a row has not released yet count at their
+upper bound ("at most"). Time left: the epochs still to train at the rate epochs were trained so far.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray import tune
+
+from aal_sweep.orchestration.events import Events
+from aal_sweep.orchestration.graph import Graph
+
+SHORT = {"multitask_all": "multitask_all", "adversarial_multiple": "adv_multiple", "adversarial_shared": "adv_shared"}
+
+
+class Progress(tune.Callback):
+    def __init__(self, graph: Graph, epochs: int, events: Events, trial_of):
+        """`trial_of(tune_trial_id)`: our trial id (the searcher's map), for the resume notes."""
+        self.graph, self.epochs, self.events, self.trial_of = graph, epochs, events, trial_of
+
+    def setup(self, **info):
+        self.start = time.monotonic()
+        self.trained = 0  # epochs reported in this run
+        self.epochs_in_flight: dict[str, int] = {}  # running trial (Tune id) -> epochs it has finished
+        self.last = ""
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._say()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("resume_note"):
+            ours = trial.config.get("trial", {}).get("trial_id", trial.trial_id)
+            self.events.info(f"[sweep] {ours}: {result['resume_note']}", kind="resume")
+        if "epoch" in result:
+            seen = int(result["epoch"]) + 1
+            self.trained += max(0, seen - self.epochs_in_flight.get(trial.trial_id, seen - 1))
+            self.epochs_in_flight[trial.trial_id] = seen
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.epochs_in_flight.pop(trial.trial_id, None)
+        self._say()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.epochs_in_flight.pop(trial.trial_id, None)
+        self._say()
+
+    def line(self) -> str:
+        counts = self.graph.counts()
+        done = sum(c["done"] for c in counts.values())
+        running = sum(c["running"] for c in counts.values())
+        failed = sum(c["failed"] for c in counts.values())
+        total = sum(c["done"] + c["running"] + c["failed"] + c["pending"] + c["waiting"] for c in counts.values())
+        kinds = []
+        for kind, c in counts.items():
+            known = c["done"] + c["running"] + c["failed"] + c["pending"]
+            at_most = " at most" if c["waiting"] else ""
+            kinds.append(f"{SHORT.get(kind, kind)} {c['done']}/{known + c['waiting']}{at_most}")
+        elapsed = time.monotonic() - self.start
+        left = (total - done - failed) * self.epochs - sum(self.epochs_in_flight.values())
+        eta = f", ~{_fmt_s(left * elapsed / self.trained)} left" if self.trained and left > 0 else ""
+        return (f"[sweep] {done}/{total} done, {running} running, {failed} failed ({', '.join(kinds)}); "
+                f"{_fmt_s(elapsed)}{eta}")
+
+    def _say(self) -> None:
+        line = self.line()
+        counts_part = line.split(";")[0]
+        if counts_part != self.last:  # one line per change of the counts
+            self.last = counts_part
+            self.events.info(line, kind="progress")
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -1,0 +1,111 @@
+"""Connecting to Ray: an embedded Ray on 127.0.0.1, or a cluster at --address; what the cluster can host."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+
+import ray
+
+from aal_sweep.errors import AalError
+from aal_sweep.orchestration.events import Events
+from aal_sweep.orchestration.ray_processes import children, stop_new_children
+
+START_TRIES = 3
+
+
+def connect(address: str | None, verbose: int, events: Events) -> bool:
+    """Start an embedded Ray, or join a cluster. Returns True when this call started Ray (and must stop it)."""
+    if ray.is_initialized():
+        return False
+    # Workers log at the CLI's --log-level too (e.g. each node's decode-cache build at INFO); -vv shows them.
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    kwargs = dict(include_dashboard=False, log_to_driver=verbose >= 2, logging_level=logging.WARNING,
+                  logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level))
+    if address is None:
+        # address="local": always a new Ray of our own. Without an address ray.init joins RAY_ADDRESS or the
+        # cluster named in <ray temp dir>/ray_current_cluster (the last `ray start` on this machine): a dead
+        # one there makes it retry for minutes, a live one would run the sweep on it
+        # (ray._private.services.canonicalize_bootstrap_address). The CLI puts Ray in its single-machine
+        # mode first, so every port it opens is on 127.0.0.1. Token authentication stays on (Ray's default
+        # since 2.59): the CLI sets RAY_AUTH_MODE=token before ray is imported (Ray reads it once, at import).
+        if os.environ.get("RAY_ADDRESS"):
+            events.info(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} is ignored: this run starts its own Ray "
+                        f"(pass --address auto to use that cluster)")
+        return _start_local(kwargs, events)
+    check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except ray.exceptions.AuthenticationError as e:
+        raise AalError(f"--address {address}: the cluster refused our token ({str(e).splitlines()[0][:100]}); "
+                       f"set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
+                       f"(`ray get-auth-token` on the head)") from None
+    except ConnectionError as e:
+        raise AalError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0][:100]}); "
+                       f"check the address, or leave --address out for an embedded Ray") from None
+    return True
+
+
+def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool:
+    """ray.init(address="local"), tried again when its raylet did not register within the 30 s Ray allows
+    (a hard-coded limit in ray._private.node.Node; a busy machine can exceed it)."""
+    for attempt in range(1, tries + 1):
+        before = children()
+        try:
+            ray.init(address="local", dashboard_host="127.0.0.1", **kwargs)
+            return True
+        except Exception as e:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(e):
+                raise
+            stop_new_children(before)  # what the failed start left running
+        if attempt < tries:
+            events.info(f"the embedded Ray did not start within Ray's 30 s (a busy machine?); trying again "
+                        f"({attempt + 1}/{tries})")
+    raise AalError(f"the embedded Ray did not start: its raylet did not register within Ray's 30 s, {tries} "
+                   f"times (is the machine overloaded?); run the same command again when it has spare CPU")
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise AalError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise AalError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); check the "
+                       f"address (`ray status` on the head), or leave --address out for an embedded Ray") from None
+
+
+def _alive_nodes() -> list[dict]:
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def check_fits(cpus: float, gpus: float) -> None:
+    """Fail at once, in one line, when no node of the cluster can ever host a trial (Tune would wait forever)."""
+    nodes = _alive_nodes()
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        return
+    most_cpu = max(nodes, key=lambda r: (r.get("CPU", 0), r.get("GPU", 0)), default={})
+    most_gpu = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    largest = f"{most_cpu.get('CPU', 0):g} CPU and {most_cpu.get('GPU', 0):g} GPU"
+    if most_gpu is not most_cpu and most_gpu.get("GPU", 0) > most_cpu.get("GPU", 0):
+        largest += f" (the node with most GPUs: {most_gpu.get('CPU', 0):g} CPU and {most_gpu.get('GPU', 0):g} GPU)"
+    raise AalError(f"resources: a trial needs {cpus:g} CPU and {gpus:g} GPU on one node, but no node of the "
+                   f"cluster has that: the largest of its {len(nodes)} node(s) has {largest}; lower "
+                   f"resources.cpus_per_trial / resources.gpus_per_trial or add a larger node")
+
+
+def slots(cpus: float, gpus: float) -> int:
+    """How many trials of (cpus, gpus) the cluster's live nodes hold at once (at least 1)."""
+    total = 0
+    for r in _alive_nodes():
+        by_cpu = math.floor(r.get("CPU", 0) / cpus + 1e-9)  # cpus_per_trial > 0: the config checks it
+        by_gpu = math.floor(r.get("GPU", 0) / gpus + 1e-9) if gpus > 0 else by_cpu
+        total += min(by_cpu, by_gpu)
+    return max(1, total)

@@ -1,0 +1,72 @@
+"""A Tune Searcher that releases each trial of the sweep's graph when what it needs is stored.
+
+    searcher = GraphSearcher(graph, store, decide)
+    tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots)
+
+`suggest` returns the most needed ready trial (orchestration/graph.py), None while every ready trial is
+taken but some still run (a finishing one may release more), and Searcher.FINISHED when nothing runs and
+nothing can start. `on_trial_complete` reads the trial's outcome from the store (the trial writes its rows
+itself; a trial that met a bad file stored its own failure), settles the rows it completes, decides them
+with `decide` (the partner rule on the store's rows) and so releases their adversarial trials at once.
+
+No state worth saving: the graph is rebuilt from the store on every run, so `save` / `restore` are Tune's
+no-ops (Searcher.save_to_dir tolerates NotImplementedError).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from aal_sweep.orchestration.graph import Decision, Graph
+from aal_sweep.orchestration.trials import Trial
+
+log = logging.getLogger(__name__)
+
+
+class GraphSearcher(Searcher):
+    def __init__(self, graph: Graph, outcome_of: Callable[[str, dict | None, bool], str],
+                 decide: Callable[[list[str]], dict[str, Decision]],
+                 on_decided: Callable[[list[str]], None] | None = None):
+        """`outcome_of(trial_id, last result, error)`: DONE, FAILED or STOPPED (graph.py), from what the
+        store holds; `decide(attributes)`: the decisions of those settled rows; `on_decided(attributes)`:
+        told after rows were decided (the driver rewrites partners.parquet)."""
+        super().__init__(metric=None, mode=None)
+        self.graph = graph
+        self.outcome_of, self.decide, self.on_decided = outcome_of, decide, on_decided
+        self.tune_ids: dict[str, str] = {}  # Tune's trial id -> ours
+        self.is_finished = False
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.graph.next_ready(take=True)
+        if trial is None:
+            if not self.graph.running:
+                self.is_finished = True
+                return Searcher.FINISHED
+            return None
+        self.tune_ids[trial_id] = trial.trial_id
+        return config_of(trial)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ours = self.tune_ids.pop(trial_id, None)
+        if ours is None:
+            return
+        settled = self.graph.complete(ours, self.outcome_of(ours, result, error))
+        if settled:
+            self.graph.decide({a: d for a, d in self.decide(settled).items() if a in settled})
+            if self.on_decided is not None:
+                self.on_decided(settled)
+
+    def trial_of(self, tune_trial_id: str) -> str | None:
+        return self.tune_ids.get(tune_trial_id)
+
+
+def config_of(trial: Trial) -> dict[str, Any]:
+    """The config Tune gets for a trial: readable keys, so ResultGrid (config/trial/kind, ...), trial names
+    and TensorBoard's hparams (trial/kind, ...) show what the trial is. TensorBoard's hparams take scalars
+    only: the attributes also as one string."""
+    return {"trial": trial.to_dict() | {"attributes_text": " vs ".join(trial.attributes)}}
+

@@ -1,0 +1,53 @@
+"""What a results folder holds of a sweep, from the config and the store alone (no Ray, no torch): the
+graph as it stands, damaged files, what needs tidying. `aal-sweep run` on a finished sweep answers from
+this at once; `status` shows it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aal_sweep.config import SweepConfig, resolve_attributes
+from aal_sweep.errors import AalError
+from aal_sweep.orchestration.graph import Graph, from_store
+from aal_sweep.store import Store
+from aal_sweep.store.location import unreadable
+
+
+@dataclass
+class SweepState:
+    store: Store
+    attributes: tuple[str, ...]
+    graph: Graph
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+    restart: bool = False
+
+    def nothing_to_do(self) -> bool:
+        return not self.restart and not self.damaged and self.graph.nothing_to_do()
+
+    def tidy(self, cfg: SweepConfig, allow_partial: bool = False) -> bool:
+        """Nothing to compact or clean up, sweep.yaml readable, and (where a pair matrix is filled)
+        partners.parquet computed on the cells stored now."""
+        if not (self.store.tidy() and self.store.meta_ok()):
+            return False
+        return not self.graph.has_rows or self.store.partners_fresh(cfg.partners, allow_partial, self.attributes)
+
+
+def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = False,
+               allow_partial: bool = False) -> SweepState:
+    """Open the results (writing nothing), refuse other training settings unless `restart`, build the graph."""
+    store = Store(results or cfg.results)
+    attributes = tuple(resolve_attributes(cfg))
+    if restart:
+        return SweepState(store, attributes, Graph.build(cfg, attributes), restart=True)
+    try:
+        store.check_settings(cfg)
+        return SweepState(store, attributes, from_store(store, cfg, attributes, allow_partial), store.damaged())
+    except (FileNotFoundError, AalError):
+        raise
+    except OSError as e:  # unreachable endpoint, refused credentials, no such bucket
+        raise unreadable(f"results {store.uri}", e) from None
+
+
+def nothing_to_do_line(store: Store) -> str:
+    return (f"nothing to do: every trial of {store.uri} is done "
+            f"(see `aal-sweep matrix {store.uri}` and `aal-sweep partners {store.uri}`)")
