@@ -93,7 +93,7 @@ def digit_attributes(digits: np.ndarray) -> np.ndarray:
 def pixel_features(images: np.ndarray) -> np.ndarray:
     """float [N, 6]: the measures behind PIXEL_ATTRIBUTES (in order), of 28x28 uint8 images."""
     x = images.astype(np.float64) / 255.0
-    n, h, w = x.shape
+    _, h, w = x.shape
     ink = x.sum(axis=(1, 2))
     mass = np.maximum(ink, 1e-12)  # a blank image: its shares and slant are 0, not NaN
     rows_on, cols_on = (x > 0).any(axis=2), (x > 0).any(axis=1)
