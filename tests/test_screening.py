@@ -120,6 +120,7 @@ def test_short_scores_pair_minus_single_at_the_epoch_seed_by_seed():
     two = short_scores(rows, ["A", "B", "C"], epochs=2)  # only trials that ran two epochs
     assert list(zip(two["attribute"], two["score"].round(10))) == [("A", 0.05)]
     assert set(est["estimator"]) == {"short"}
+    assert short_scores(rows[rows["kind"] == "single"], ["A", "B"], epochs=1).empty  # no pair yet: no estimate
     with pytest.raises(AalError, match="at least 1"):
         short_scores(rows, ["A", "B"], epochs=0)
 
