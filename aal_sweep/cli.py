@@ -1,4 +1,4 @@
-"""aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic.
+"""aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic, make-mnist.
 
 User errors (AalError) print one line on stderr and exit 2, without a traceback. Ray is imported only by
 `run` (through aal_sweep.orchestration.driver) and `submit` (aal_sweep.orchestration.submit), so the other commands start fast and work
@@ -130,6 +130,18 @@ def _cmd_make_synthetic(args) -> int:
     except ValueError as e:
         raise AalError(str(e)) from None
     print(f"wrote {args.images} images with {args.attributes} attributes to {root}")
+    return 0
+
+
+def _cmd_make_mnist(args) -> int:
+    from aal_sweep.data.mnist import ATTRIBUTES, make_mnist_attributes
+
+    require_folder(args.out, "OUT")
+    try:
+        root = make_mnist_attributes(args.out, args.images, tuple(args.size), args.seed, args.source)
+    except ValueError as e:
+        raise AalError(str(e)) from None
+    print(f"wrote {args.images} MNIST test images with {len(ATTRIBUTES)} attributes to {root}")
     return 0
 
 
@@ -371,6 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--xor", action="store_true",
                    help="also an attribute Xor = first XOR second (a constructed negative partner of the second)")
     s.set_defaults(fn=_cmd_make_synthetic)
+
+    from aal_sweep.data import mnist  # numpy and PIL only: the defaults, written once there
+
+    s = sub.add_parser("make-mnist", help="write an attribute dataset in the CelebA layout from the MNIST test digits")
+    s.add_argument("out")
+    s.add_argument("--images", type=int, default=mnist.N_TEST)
+    s.add_argument("--size", type=int, nargs=2, default=(mnist.SIDE, mnist.SIDE), metavar=("H", "W"))
+    s.add_argument("--seed", type=int, default=mnist.SEED)
+    s.add_argument("--source", default=mnist.DEFAULT_SOURCE,
+                   help="the folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+                        "(default: ../shared/data/mnist beside the repository)")
+    s.set_defaults(fn=_cmd_make_mnist)
     return p
 
 

@@ -157,6 +157,33 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
     return DatasetIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels, image_dir=IMAGE_DIR)
 
 
+# ---- writing the layout (synthetic.py, mnist.py) ----------------------------------------------------
+
+
+def split_codes(n: int, splits: tuple[float, float]) -> np.ndarray:
+    """The partition column for `n` images in file order: the first share `splits[0]` train (0), the next
+    `splits[1]` val (1), the rest test (2)."""
+    n_train = int(round(n * splits[0]))
+    n_val = int(round(n * splits[1]))
+    code = np.zeros(n, dtype=int)
+    code[n_train:n_train + n_val] = 1
+    code[n_train + n_val:] = 2
+    return code
+
+
+def write_lists(root: Path, names: list[str], files: list[str], labels: np.ndarray, partition: np.ndarray) -> None:
+    """Write both list files for `files` (images already under root/IMAGE_DIR): `labels` [N, A] truthy = 1,
+    else -1; `partition` [N] in 0 / 1 / 2. CRLF line ends, like the official files."""
+    signed = np.where(np.asarray(labels).astype(bool), 1, -1)
+    with open(root / ATTR_FILE, "w", newline="\r\n") as f:
+        f.write(f"{len(files)}\n{' '.join(names)} \n")
+        for name, row in zip(files, signed):
+            f.write(name + " " + " ".join(f"{v:2d}" for v in row) + "\n")
+    with open(root / PARTITION_FILE, "w", newline="\r\n") as f:
+        for name, p in zip(files, partition):
+            f.write(f"{name} {p}\n")
+
+
 # ---- the hooks aal_sweep.data.index dispatches to --------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from aal_sweep.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE
+from aal_sweep.data.celeba import IMAGE_DIR, split_codes, write_lists
 
 SHAPES = ("Disc", "Square", "Triangle", "Cross", "Ring", "Bar", "Diamond", "Dot")
 
@@ -102,16 +102,5 @@ def make_synthetic(out: str | Path, n_attributes: int = 4, n_images: int = 2000,
             _draw(draw, names[j].split("_")[0], (x, y, x + bw, y + bh), colour)
         img.save(out / IMAGE_DIR / name, quality=90)
 
-    n_train = int(round(n_images * splits[0]))
-    n_val = int(round(n_images * splits[1]))
-    part = np.zeros(n_images, dtype=int)
-    part[n_train:n_train + n_val] = 1
-    part[n_train + n_val:] = 2
-    with open(out / ATTR_FILE, "w", newline="\r\n") as f:
-        f.write(f"{n_images}\n{' '.join(names)} \n")
-        for name, row in zip(files, labels):
-            f.write(name + " " + " ".join(f"{v:2d}" for v in row) + "\n")
-    with open(out / PARTITION_FILE, "w", newline="\r\n") as f:
-        for name, p in zip(files, part):
-            f.write(f"{name} {p}\n")
+    write_lists(out, names, files, labels == 1, split_codes(n_images, splits))
     return out

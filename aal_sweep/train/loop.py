@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -184,13 +185,18 @@ def build_model(spec: TrainSpec, device: torch.device) -> Model:
 
 
 def train_epoch(task: Task, batches, optimizers, autocast, on_first_step: Callable[[], None] | None = None,
-                max_steps: int | None = None) -> tuple[torch.Tensor, int, int]:
-    """One pass over `batches` of (x, y); returns (sum of the logged losses on the device, steps, images)."""
+                max_steps: int | None = None,
+                before_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int, int]:
+    """One pass over `batches` of (x, y); returns (sum of the logged losses on the device, steps, images).
+
+    `before_step(x, y)`: called with each batch before its step, at the parameters the step starts from."""
     loss_sum = torch.zeros((), device=next(task.parameters()).device)
     n_batches = n_images = 0
     for x, y in batches:
         if max_steps is not None and n_batches >= max_steps:
             break
+        if before_step is not None:
+            before_step(x, y)
         stages = task.stages(x, y)
         while True:
             with autocast():  # the forward part of the next stage, after the previous stage's step
@@ -222,10 +228,13 @@ def _new_history(n_heads: int) -> dict[str, Any]:
 
 
 def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
-        state: dict[str, Any] | None = None) -> FitResult:
+        state: dict[str, Any] | None = None,
+        before_step: Callable[[Model, torch.Tensor, torch.Tensor], None] | None = None) -> FitResult:
     """Train `spec` on `data`; call `on_epoch(state, metrics)` after each epoch; resume from `state` if given.
 
-    `state` refers to the live model and optimizer tensors: `on_epoch` must save or copy it before returning."""
+    `state` refers to the live model and optimizer tensors: `on_epoch` must save or copy it before returning.
+    `before_step(model, x, y)`: called before each training step (train/lookahead.py measures there); it
+    must leave the model as it found it. Its time counts as training time."""
     t_start = time.perf_counter()
     device = pick_device(spec.device)
     if spec.num_threads:
@@ -263,7 +272,8 @@ def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any
         batches = splits["train"].batches(spec.batch_size, _epoch_generator(spec.seed, epoch), augment=True)
         loss_sum, n_batches, n_images = train_epoch(task, batches, optimizers, autocast,
                                                     on_first_step if not first_step else None,
-                                                    spec.max_steps_per_epoch)
+                                                    spec.max_steps_per_epoch,
+                                                    None if before_step is None else partial(before_step, model))
         for s in schedulers:
             s.step()
         _sync(device)
