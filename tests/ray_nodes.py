@@ -152,10 +152,12 @@ class RayStart:
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.logs / f"{name}.log", "w")
+        # Each node its own temp folder, as on two machines: nodes sharing one delete each other's runtime-env
+        # files (the job's working_dir and py_modules) when they clean up.
+        temp_dir = ray_temp_dir(self.env) if name == "head" else Path(self.env["RAY_TMPDIR"]) / name
         # the agent's HTTP port is fixed (52365) unless given: another Ray on the machine may hold it
         cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address", self.IP,
-               "--temp-dir", str(ray_temp_dir(self.env)), "--dashboard-agent-listen-port", str(free_port(self.IP)),
-               *args]
+               "--temp-dir", str(temp_dir), "--dashboard-agent-listen-port", str(free_port(self.IP)), *args]
         self.procs.append(subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True))
 

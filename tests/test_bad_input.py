@@ -270,13 +270,15 @@ def test_log_level_lower_case_still_works(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work, capsys):
-    """A node whose cache is not prebuilt (here: the phase runs without the driver's prepare_data, as on
-    another node of a cluster) meets a truncated JPEG: the trial fails at its first attempt, without Tune's
-    retries, and the store's error names the file."""
+    """A node whose cache is not prebuilt (here: the Tune run starts without the driver's prepare_data, as
+    on another node of a cluster) meets a truncated JPEG: each trial fails at its first attempt, without
+    Tune's retries, and the store's error names the file."""
+    from aal_sweep.cli import show
     from aal_sweep.config import load_config
-    from aal_sweep.orchestration.trials import plan_initial
+    from aal_sweep.orchestration.driver import Sweep
+    from aal_sweep.orchestration.events import Events
+    from aal_sweep.orchestration.graph import Graph
     from aal_sweep.store import Store
-    from aal_sweep.orchestration.driver import run_phase
 
     tmp, root, _ = work
     image = root / "img_align_celeba" / "000007.jpg"
@@ -284,16 +286,18 @@ def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work,
     path = write_config(tmp / "w.yaml", root, phases=["single"],
                         resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2})
     cfg = load_config(path)
-    trial = plan_initial(cfg, ("Disc", "Square"))[0]
     store = Store(cfg.results)
     store.write_config(cfg, ["Disc", "Square"])
-    out = run_phase("single+pair", [trial], cfg, store, 0, set())
-    assert out == {"failed": [trial.trial_id], "unfinished": []}
-    assert "0/1 done, 0 running, 1 failed" in capsys.readouterr().out  # the progress line counts it failed
+    sweep = Sweep(cfg, store, Graph.build(cfg, ("Disc", "Square")), allow_partial=False, events=Events(show))
+    assert sweep.run(verbose=0, recorder=None)  # ran to its end
+    assert sweep.finish() == 1
+    captured = capsys.readouterr()
+    assert "0/2 done, 0 running, 2 failed" in captured.out  # the progress line counts them failed
+    assert "2 trial(s) failed after their retries" in captured.err
     rows = store.trials()
-    assert list(rows.status) == ["failed"] and list(rows.attempts) == [1]
-    assert "img_align_celeba/000007.jpg (truncated" in rows.error.iloc[0]
-    assert store.attempts(trial.trial_id) == 1  # one start in the journal: no retry
+    assert list(rows.status) == ["failed"] * 2 and list(rows.attempts) == [1, 1]
+    assert rows.error.str.contains("img_align_celeba/000007.jpg \\(truncated").all()
+    assert all(store.attempts(t) == 1 for t in rows.trial_id)  # one start each in the journal: no retry
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -20,7 +20,7 @@ from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 from ray_nodes import isolated_env, local_cluster, ray_temp_dir
 from test_sweep import assert_same_results, check_no_redo
 
@@ -150,12 +150,17 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
     store = Store(cfg.results)
     with local_cluster(env, [GPU_NODE] * 3) as cluster:
         nodes = {n.node_id: n for n in cluster.worker_nodes_in_order}
-        proc = start_driver(config, cluster.address, env)
-        victim = wait_between_epochs(proc, store, set(nodes))
+        # a pair trial waits after its first epoch (AAL_SWEEP_HOLD) until its node is gone: the moment comes
+        # by an event, whatever the machine's speed
+        hold = Hold(tmp_path / "hold", "pair-", epoch=1)
+        proc = start_driver(config, cluster.address, hold.env(env))
+        held = hold.wait(proc)
+        victim = {"trial": held["trial"], "node": held["node_id"]}
         done_before = store.done_ids()
         in_flight = {a["trial"] for a in attempts(store, store.journaled()) if a["node"] == victim["node"]
                      and a["trial"] not in done_before and is_last_attempt(store, a)}
         cluster.remove_node(nodes[victim["node"]], allow_graceful=False)  # as a machine that dies
+        hold.release()  # its retry, elsewhere, goes on
         out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     assert victim["trial"] in in_flight
@@ -176,24 +181,6 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
 def is_last_attempt(store: Store, attempt: dict) -> bool:
     starts = [e for e in store.journal(attempt["trial"]) if e["event"] == "start"]
     return starts[-1]["time"] == attempt["start"]
-
-
-def wait_between_epochs(proc: subprocess.Popen, store: Store, nodes: set[str], timeout: float = 600) -> dict:
-    """Block until a trial on one of `nodes` has finished an epoch (its checkpoint stored) but not its last."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        done = store.done_ids()
-        for trial in store.journaled():
-            events = store.journal(trial)
-            starts = [e for e in events if e["event"] == "start"]
-            if trial in done or not starts or starts[-1]["node_id"] not in nodes:
-                continue
-            last = [e for e in events if e["event"] == "epoch"]
-            if last and last[-1]["time"] > starts[-1]["time"] and last[-1]["epoch"] < EPOCHS - 1:
-                return {"trial": trial, "node": starts[-1]["node_id"]}
-        time.sleep(0.05)
-    raise AssertionError("no trial was ever between two epochs")
 
 
 def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):

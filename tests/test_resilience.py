@@ -27,7 +27,7 @@ import yaml
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 
 pytestmark = pytest.mark.slow
 # 5 epochs: enough work that 8 kills always land before a fast machine finishes the sweep (7-10 trials)
@@ -133,19 +133,11 @@ def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(small):
     config = config_for(tmp, root, "missing", adversarial={"method": "grl", "lambdas": [0.5]})
     results = results_of(config)
     store = Store(results)
-    proc = start(config)
-
-    def two_epochs_in_flight():
-        done = store.done_ids()
-        for trial in store.journaled():
-            if trial not in done and len(finished_epochs(store, trial)) >= 2 and newest_checkpoint(results, trial):
-                return trial
-        return None
-
-    victim = wait_for(proc, two_epochs_in_flight)
+    hold = Hold(tmp / "hold-missing", "pair-Disc-Square", epoch=2)  # two epochs checkpointed, three to go
+    proc = start(config, env=hold.env())
+    victim = hold.wait(proc)["trial"]
     kill_group(proc)
-    if store.is_done(victim):  # it finished in the instant before the kill: nothing to test on it
-        pytest.skip("the trial finished before the kill landed")
+    assert finished_epochs(store, victim) == [0, 1] and not store.is_done(victim)
     newest = newest_checkpoint(results, victim)
     shutil.rmtree(newest) if newest.is_dir() else newest.unlink()
     out = run_to_end(config)
@@ -203,33 +195,58 @@ def epochs_lost(events: list[dict]) -> list[dict]:
     return out
 
 
+def last_trial(results: Path) -> str:
+    """The trial to hold through the stress: an adversarial one of the reference run (the last kind to be
+    released), else its last pair."""
+    ids = sorted(Store(results).trials(["trial_id"])["trial_id"].unique())
+    return next((t for t in ids if t.startswith("adv-")), [t for t in ids if t.startswith("pair-")][-1])
+
+
+def ray_started(proc: subprocess.Popen) -> bool:
+    """The run's embedded Ray has its first process (gcs_server) up."""
+    for pid in family(proc.pid):
+        try:
+            if psutil.Process(pid).name() == "gcs_server":
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
 def test_random_kill_9s_cost_at_most_the_epoch_in_flight(small, capsys):
     """8 kill -9s of the driver's process group at random moments (during Ray's start, between and inside
-    epochs, between phases), each followed by the same command: the store ends equal to an uninterrupted
-    run's, and the journal proves that no kill cost more than the epoch in flight of each running trial."""
+    epochs, as rows complete), each followed by the same command: the store ends equal to an uninterrupted
+    run's, and the journal proves that no kill cost more than the epoch in flight of each running trial.
+
+    Each moment is reached by an event (Ray's first process, one more epoch finished) plus a random part of
+    an epoch; one trial of the sweep is held before its last epoch during the stress (AAL_SWEEP_HOLD), so
+    the sweep cannot end before a kill, however fast the machine. The last run, without the hold, finishes."""
     tmp, root, ref = small
     config = config_for(tmp, root, "stress", adversarial={"method": "grl", "lambdas": [0.5]})
     store = Store(results_of(config))
     rng = random.Random(STRESS_SEED)
     epoch_s = median_epoch_seconds(Store(results_of(ref)))
+    hold = Hold(tmp / "hold-stress", last_trial(results_of(ref)), epoch=TRAIN["epochs"] - 1)
     moments: list[str] = []
     while len(moments) < STRESS_KILLS:
-        proc = start(config)
+        for held in hold.folder.glob("*.held"):
+            held.unlink()  # what the run before held
+        proc = start(config, env=hold.env())
         t0 = time.monotonic()
-        if rng.random() < 0.25:  # during Ray's start, or before any trial reported
-            delay = rng.uniform(0.5, 12.0)
-            time.sleep(delay)
-            moment = f"{delay:.2f}s after start"
-        else:  # inside the sweep: once one more epoch finished (so the sweep progresses), plus 0-1 epoch
-            base, n, jitter = epochs_finished(store), 1, rng.uniform(0.0, 1.0) * epoch_s
-            try:
-                wait_for(proc, lambda: epochs_finished(store) >= base + n, timeout=600, poll_s=0.1)
-            except AssertionError as e:
-                raise AssertionError(f"kills so far (seed {STRESS_SEED}): {moments}") from e
-            time.sleep(jitter)
-            moment = f"an epoch + {jitter:.2f}s ({time.monotonic() - t0:.1f}s after start)"
-        if proc.poll() is not None:
-            raise AssertionError(f"the sweep ended before kill {len(moments) + 1} (seed {STRESS_SEED}): {moments}")
+        jitter = rng.uniform(0.0, 1.0) * epoch_s
+        try:
+            if rng.random() < 0.25:  # while Ray starts, or before any trial reported
+                wait_for(proc, lambda: ray_started(proc), timeout=300, poll_s=0.02)
+                moment = f"Ray's first process + {jitter:.2f}s"
+            else:  # inside the sweep: once one more epoch finished (or only the held trial is left), + 0-1 epoch
+                base = epochs_finished(store)
+                wait_for(proc, lambda: epochs_finished(store) >= base + 1 or hold.held(), timeout=600, poll_s=0.1)
+                moment = f"an epoch + {jitter:.2f}s"
+        except AssertionError as e:
+            raise AssertionError(f"kills so far (seed {STRESS_SEED}): {moments}") from e
+        time.sleep(jitter)
+        moment += f" ({time.monotonic() - t0:.1f}s after start)"
+        assert proc.poll() is None, f"the run ended before kill {len(moments) + 1} (seed {STRESS_SEED}): {moments}"
         kill_group(proc)
         moments.append(moment)
     run_to_end(config)
@@ -310,7 +327,9 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(small, moment):
     tmp, root, ref = small
     config = config_for(tmp, root, f"sigint-{moment}", phases=["single", "pair"])
     store = Store(results_of(config))
-    proc = start(config)
+    # every trial stops before its first (or second) epoch: the moment comes, and stays, however fast the machine
+    hold = Hold(tmp / f"hold-sigint-{moment}", "", epoch=1 if moment == "mid-trial" else 0)
+    proc = start(config, env=hold.env() if moment != "ray-starting" else None)
     seen: dict[int, float] = {}
     watch_until(proc, seen, lambda: moment_reached(moment, proc, store), timeout=300)
     os.killpg(proc.pid, signal.SIGINT)
@@ -336,7 +355,8 @@ def test_kill_9_leaves_no_embedded_ray_behind(small):
         except (FileNotFoundError, ValueError):
             return False
 
-    proc = start(config)
+    hold = Hold(tmp / "hold-orphans", "", epoch=1)  # every trial waits after its first epoch: mid-trial stays
+    proc = start(config, env=hold.env())
     seen: dict[int, float] = {}
     watch_until(proc, seen, mid_trial)
     kill_group(proc)
@@ -345,7 +365,7 @@ def test_kill_9_leaves_no_embedded_ray_behind(small):
         time.sleep(0.5)
     assert not still_running(seen), still_running(seen)
 
-    proc = start(config)
+    proc = start(config, env=hold.env())
     seen = {}
     watch_until(proc, seen, mid_trial)
     recorded = {pid for pid, _ in json.loads(record.read_text())["processes"]}

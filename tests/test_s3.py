@@ -19,7 +19,7 @@ import yaml
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 from s3_server import ENV, make_bucket, s3_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -53,21 +53,6 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def wait_mid_trial(proc: subprocess.Popen, store: Store, min_done: int, timeout: float = 300) -> str:
-    """Until `min_done` trials are stored on S3 and another one is between two epochs; returns that one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        done = store.done_ids()
-        if len(done) >= min_done:
-            for trial in set(store.journaled()) - done:
-                epochs = [e["epoch"] for e in store.journal(trial) if e["event"] == "epoch"]
-                if epochs and epochs[-1] < TRAIN["epochs"] - 1:  # one epoch stored, more to come
-                    return trial
-        time.sleep(0.1)
-    raise AssertionError("the sweep never reached the middle of a trial")
-
-
 def planned(path: Path) -> set[str]:
     from aal_sweep.config import load_config
     from aal_sweep.orchestration.graph import from_store
@@ -82,8 +67,9 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
     uri = f"s3://{make_bucket(endpoint)}/sweeps/tiny"
     path = config(uri)
     store = Store(uri)
+    hold = Hold(tmp_path / "hold", "pair-Disc-Square", epoch=1)  # waits after its first epoch: mid-trial
     proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=hold.env())
     try:
         while not store.location.is_file("lease.json"):
             assert proc.poll() is None, proc.communicate()
@@ -92,7 +78,10 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
         assert second.returncode == 2
         assert f"in use by another `aal-sweep run` (host {os.uname().nodename}, pid {proc.pid}, since" in second.stderr
         assert second.stderr.count("\n") == 1
-        victim = wait_mid_trial(proc, store, min_done=2)
+        victim = hold.wait(proc)["trial"]
+        while len(store.done_ids()) < 2:  # the singles run beside the held pairs
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
         done_before = store.done_ids()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
@@ -102,8 +91,8 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
     resumed = cli("run", str(path))
     assert resumed.returncode == 0, resumed.stderr
     starts = [e for e in store.journal(victim) if e["event"] == "start"]
-    if len(starts) > 1:  # killed between two epochs: it continued from its checkpoint, on S3 too
-        assert "continue from their last epoch checkpoint" in resumed.stdout and starts[-1]["from_epoch"] >= 1
+    # killed between two epochs: it continued from its checkpoint, on S3 too
+    assert "continue from their last epoch checkpoint" in resumed.stdout and starts[-1]["from_epoch"] == 1
     for trial in store.done_ids():
         starts = [e for e in store.journal(trial) if e["event"] == "start"]
         if trial in done_before:

@@ -15,7 +15,7 @@ import yaml
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 from ray_nodes import BIN, RayStart, isolated_env, processes_of
 from s3_server import ENV as S3_ENV
 from s3_server import make_bucket, s3_server  # noqa: F401,F811  (a fixture)
@@ -126,7 +126,10 @@ def test_submit_stop_resume_and_nothing_left(cluster, tmp_path, monkeypatch, whe
     raw["dataset"]["cache"] = str(tmp_path / "cache")
     config.write_text(yaml.safe_dump(raw))
 
-    first = submit(config, address, results, env)
+    # one pair trial waits after its first epoch until the job is stopped (AAL_SWEEP_HOLD, which submit
+    # hands to the job): the stop lands mid-sweep however fast the machine
+    hold = Hold(tmp_path / "hold", "pair-Disc-Square", epoch=1)
+    first = submit(config, address, results, hold.env(env))
     assert first.returncode == 0, first.stderr
     [job1] = job_ids(first.stdout)
     assert f"ray job logs --follow {job1} --address {address}" in first.stdout
@@ -135,7 +138,7 @@ def test_submit_stop_resume_and_nothing_left(cluster, tmp_path, monkeypatch, whe
     twice = submit(config, address, results, env)
     assert twice.returncode == 2 and f"already running as job {job1}" in twice.stderr, twice.stderr
     store = Store(results)
-    wait_for(lambda: len(store.done_ids()) >= 1, job1, env, address)
+    wait_for(lambda: bool(hold.held()) and len(store.done_ids()) >= 1, job1, env, address)
     assert ray_job(env, address, "stop", job1).returncode == 0
     wait_for(lambda: job_status(env, address, job1) == "STOPPED", job1, env, address)
     done_before = store.done_ids()

@@ -25,7 +25,7 @@ from aal_sweep.orchestration.trials import multitask_all_of
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store import Store
 
-from conftest import write_config
+from conftest import Hold, write_config
 from test_sweep import assert_same_results, check_no_redo, start
 
 pytestmark = pytest.mark.slow
@@ -159,30 +159,20 @@ def _starts(rd: Store, trial: str) -> int:
     return sum(e["event"] == "start" for e in rd.journal(trial))
 
 
-def _kill_mid(path: Path, rd: Store, prefix: str, timeout: float = 300) -> dict[str, int]:
-    """Run the CLI until a trial whose id starts with `prefix` has finished its first epoch but not its
-    last, kill -9 the driver's process group (the embedded Ray with it); return the trials done before,
-    each with its number of starts (a done trial must never start again)."""
-    proc = start(path)
-    deadline = time.monotonic() + timeout
+def _kill_mid(path: Path, rd: Store, prefix: str) -> dict[str, int]:
+    """Run the CLI until a trial whose id starts with `prefix` has finished its first epoch and is held
+    before its second (AAL_SWEEP_HOLD), kill -9 the driver's process group (the embedded Ray with it);
+    return the trials done before, each with its number of starts (a done trial must never start again)."""
+    hold = Hold(path.parent / f"hold-{prefix}", prefix, epoch=1)
+    proc = start(path, env=hold.env())
     try:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            for trial in rd.journaled():
-                if trial.startswith(prefix) and not rd.is_done(trial):
-                    events = rd.journal(trial)
-                    if events and events[-1]["event"] in ("epoch", "epoch_start") and \
-                            any(e["event"] == "epoch" for e in events):
-                        done = rd.done_ids()
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                        return {t: _starts(rd, t) for t in done}
-            time.sleep(0.02)
-        raise AssertionError(f"the sweep never reached the middle of a {prefix}* trial")
+        held = hold.wait(proc)
+        assert held["trial"].startswith(prefix)
+        done = rd.done_ids()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return {t: _starts(rd, t) for t in done}
 
 
 def test_kill_9_mid_variant_phases_then_resume(setup):

@@ -26,6 +26,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 import aal_sweep
 from aal_sweep.config import SweepConfig, parse_config
 from aal_sweep.errors import AalError, ConfigError
+from aal_sweep.orchestration.trainable import test_hooks
 
 CONFIG_NAME = "sweep.yaml"
 # The driver runs Tune's event loop, the store's bookkeeping and partner derivation: one CPU, reserved so
@@ -98,7 +99,8 @@ def submit(cfg: SweepConfig, address: str, wait: bool) -> int:
         runtime_env = {
             "working_dir": folder,
             "py_modules": [str(Path(aal_sweep.__file__).parent)],
-            "env_vars": {"PYTHONUNBUFFERED": "1"},  # progress lines reach `ray job logs` as they happen
+            # progress lines reach `ray job logs` as they happen; the test hooks set here reach the job's driver
+            "env_vars": {"PYTHONUNBUFFERED": "1", **{k: v for k, v in test_hooks().items() if v}},
         }
         _call(address, client.submit_job, entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
               submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=DRIVER_CPUS,
