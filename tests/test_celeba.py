@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from aal_sweep.cli import main
-from aal_sweep.data.celeba import describe, load_index, read_attributes
+from aal_sweep.data.celeba import load_index, read_attributes
+from aal_sweep.data.types import describe
 from aal_sweep.errors import DataError
 
 from conftest import SHARED

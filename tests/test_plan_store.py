@@ -10,7 +10,8 @@ import pytest
 
 from aal_sweep.config import parse_config
 from aal_sweep.orchestration.trials import plan_adversarial, plan_initial, trial_id
-from aal_sweep.analysis.partners import derive_partners, pair_matrix, select_adversarial
+from aal_sweep.analysis.matrix import pair_matrix
+from aal_sweep.analysis.partners import derive_partners, select_adversarial
 from aal_sweep.store import Store
 
 

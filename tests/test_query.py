@@ -20,9 +20,9 @@ from aal_sweep import open_results
 from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.errors import AalError
+from aal_sweep.analysis.partners import PARTNER_STAT_COLUMNS, derive_partners
+from aal_sweep.analysis.summary import PARTNER_COLUMNS
 from aal_sweep.report.formats import render_matrix, render_partners
-from aal_sweep.analysis.pairs import PARTNER_STAT_COLUMNS
-from aal_sweep.analysis.partners import PARTNER_COLUMNS, derive_partners
 from aal_sweep.store import Store
 
 ATTRS = ["Disc", "Square", "Triangle", "Cross"]

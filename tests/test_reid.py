@@ -18,7 +18,8 @@ import yaml
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config, resolve_attributes
 from aal_sweep.data.cache import fingerprint, open_decoded
-from aal_sweep.data.index import DatasetSource, describe, load_index
+from aal_sweep.data.index import load_index
+from aal_sweep.data.types import DatasetSource, describe
 from aal_sweep.data.reid import split_validation
 from aal_sweep.data.synthetic_reid import image_name, make_reid_tree, write_attribute_mat, write_images
 from aal_sweep.errors import ConfigError, DataError
@@ -283,8 +284,9 @@ def test_cache_holds_the_duke_split_and_keys_on_its_settings(tmp_path):
 
 def test_compare_paper_duke_matches_the_file_names_and_the_partners():
     """A store holding Table 6's numbers under the .mat's names lines up with every row, partner included."""
-    from aal_sweep.analysis.partners import pair_matrix, partners_table  # here: the store is being rewritten under query
-    from aal_sweep.report.html import comparison, load_reference
+    from aal_sweep.analysis.matrix import pair_matrix  # here
+    from aal_sweep.analysis.summary import partners_table  # here: the store is being rewritten under query
+    from aal_sweep.report.tables import comparison, load_reference
 
     ref = load_reference("paper-duke")
     names = list(ref["name"])

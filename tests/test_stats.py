@@ -195,7 +195,8 @@ def _store(seeds=(0,), hurt=0.0, rng_seed=0):
 
 
 def _derived(trials):
-    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.partners import derive_partners
 
     return derive_partners(pair_matrix(trials, list("ABC")))
 

@@ -106,7 +106,7 @@ def test_train_cli(tmp_path, tiny_root, capsys):
 
 def _task(method: str, lam: float = 0.5):
     from aal_sweep.models import build_backbone
-    from aal_sweep.train.tasks import make_task
+    from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
     backbone, width = build_backbone("small_cnn")
@@ -213,7 +213,7 @@ def test_evaluate_keeps_split_order(data):
     from aal_sweep.data.tensors import SplitTensors
     from aal_sweep.models import build_backbone
     from aal_sweep.train.evaluate import evaluate
-    from aal_sweep.train.tasks import make_task
+    from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
     task = make_task("pair", *build_backbone("small_cnn"), 2).eval()

@@ -23,9 +23,11 @@ from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_advers
                             plan_multitask_all, trial_id)
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store.rows import failed_rows
-from aal_sweep.analysis.variants import COLUMNS, render_table, variants_table, with_paper
+from aal_sweep.analysis.variants import COLUMNS, variants_table
+from aal_sweep.report.tables import render_table, with_paper
 from aal_sweep.train.loop import TrainSpec, _apply, fit
-from aal_sweep.train.tasks import MultiHead, make_task
+from aal_sweep.train.factory import make_task
+from aal_sweep.train.tasks import MultiHead
 from aal_sweep.train.variants import MultipleAdversarial, SharedAdversarial, weights_bytes
 
 from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
@@ -295,7 +297,8 @@ def _rows():
 
 
 def _partners():
-    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.partners import derive_partners
 
     return derive_partners(pair_matrix(_rows(), list(ATTRS)))
 
@@ -360,8 +363,8 @@ def test_table_imports_neither_torch_nor_ray():
 
 
 def test_partners_table_gains_a_column_per_variant_present():
+    from aal_sweep.analysis.summary import partners_table
     from aal_sweep.report.formats import render_partners
-    from aal_sweep.analysis.partners import partners_table
 
     t = partners_table(_rows(), list(ATTRS), partners=_partners())
     assert list(t.columns[:7]) == ["attribute", "partner", "single", "multi", "adversarial", "multitask_all",

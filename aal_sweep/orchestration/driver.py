@@ -37,6 +37,7 @@ from aal_sweep.orchestration.pending import plan_work, say_nothing_to_do  # noqa
 from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,  # noqa: E402
                             plan_adversarial_shared, plan_multitask_all)
 from aal_sweep.analysis.partners import incomplete_rows  # noqa: E402
+from aal_sweep.analysis.results import chosen_partners  # noqa: E402
 from aal_sweep.analysis.stats import majority_rate  # noqa: E402
 from aal_sweep.store import Store, failed_rows, result_rows  # noqa: E402
 from aal_sweep.store.lease import StoreNotWritable  # noqa: E402
@@ -544,7 +545,7 @@ def _write_partners(store: Store, attributes, initial: list[Trial], done: set[st
                     report: dict):
     """Derive and store the partners (the config's rule, with their statistics); name the attributes whose
     row of the matrix is incomplete."""
-    partners = store.chosen_partners(allow_partial, attributes, statistics=True, rule=store.config.partners)
+    partners = chosen_partners(store, allow_partial, attributes, statistics=True, rule=store.config.partners)
     store.write_partners(partners)
     incomplete = incomplete_rows(partners)
     if not incomplete:
@@ -579,8 +580,8 @@ def _nothing_to_do(work, cfg: SweepConfig, allow_partial: bool) -> int:
             store.cleanup()
             store.compact()
             if "pair" in cfg.phases:
-                store.write_partners(store.chosen_partners(allow_partial, work.attributes, statistics=True,
-                                                           rule=cfg.partners))
+                store.write_partners(chosen_partners(store, allow_partial, work.attributes, statistics=True,
+                                                     rule=cfg.partners))
         print(f"tidied {store.uri}: store compacted, sweep.yaml and partners.parquet rewritten")
     except StoreNotWritable as e:
         print(f"left {store.uri} as it is ({e})")

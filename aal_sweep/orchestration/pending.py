@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aal_sweep.analysis.results import partners_fresh
 from aal_sweep.errors import AalError
 from aal_sweep.orchestration.trials import Trial, plan_initial
 from aal_sweep.store import Store
@@ -36,7 +37,7 @@ class Work:
         partners.parquet computed on the cells stored now."""
         if not (self.store.tidy() and self.store.meta_ok()):
             return False
-        return "pair" not in cfg.phases or self.store.partners_fresh(cfg.partners, allow_partial, self.attributes)
+        return "pair" not in cfg.phases or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes)
 
 
 def plan_work(cfg, results: str | None = None, restart: bool = False) -> Work:

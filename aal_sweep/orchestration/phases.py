@@ -15,15 +15,11 @@ from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARE
 from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
                             plan_adversarial_shared, plan_initial, plan_multitask_all)
 from aal_sweep.analysis.partners import negative_partners
-from aal_sweep.store.core import ARTIFACTS_DIR
+from aal_sweep.analysis.results import chosen_partners
+from aal_sweep.store.layout import weights_file  # noqa: F401 (re-export: where a phase's weights live)
 
 # The order phases run in; single and pair are one Tune experiment ("single+pair"), the others one each.
 ORDER = ("single", "pair", MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
-
-
-def weights_file(trial_id: str) -> str:
-    """Where a multitask_all trial's final weights live, relative to the results folder."""
-    return f"{ARTIFACTS_DIR}/{trial_id}.pt"
 
 
 def plan_phases(cfg: SweepConfig, store, attributes: tuple[str, ...], allow_partial: bool = False,
@@ -43,7 +39,7 @@ def plan_phases(cfg: SweepConfig, store, attributes: tuple[str, ...], allow_part
             out[phase] = plan_adversarial_multiple(cfg, negatives(store, attributes, allow_partial))
         else:
             if partners is None:
-                partners = store.chosen_partners(allow_partial, attributes, rule=cfg.partners)
+                partners = chosen_partners(store, allow_partial, attributes, rule=cfg.partners)
             plan = plan_adversarial if phase == ADVERSARIAL else plan_adversarial_shared
             out[phase] = plan(cfg, partners)
     return out
@@ -51,7 +47,7 @@ def plan_phases(cfg: SweepConfig, store, attributes: tuple[str, ...], allow_part
 
 def negatives(store, attributes: tuple[str, ...], allow_partial: bool = False) -> pd.DataFrame:
     """Per attribute every partner that lowers it (query.negative_partners on the validation matrix)."""
-    from aal_sweep.analysis.partners import pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
 
     return negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aal_sweep.orchestration.phases import plan_phases
 from aal_sweep.analysis.partners import incomplete_rows
+from aal_sweep.analysis.results import chosen_partners
 from aal_sweep.store import Store
 
 SHOWN = 20  # names listed per line before "… and N more": a 1,000-attribute sweep has 500,000 trials
@@ -16,7 +17,7 @@ def sweep_status(results) -> str:
     failed_ids = set(table.loc[table["status"] != "ok", "trial_id"])
     done_ids = set(table["trial_id"]) - failed_ids
     lines = [f"{store.uri}: {len(attributes)} attributes, training hash {store.training_hash}"]
-    partners = store.chosen_partners()
+    partners = chosen_partners(store)
     planned_phases = plan_phases(cfg, store, attributes, partners=partners)
     initial = planned_phases.get("single", []) + planned_phases.get("pair", [])
     phases = [("single", planned_phases.get("single", [])), ("pair", planned_phases.get("pair", []))]

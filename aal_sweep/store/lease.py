@@ -24,10 +24,10 @@ import time
 import uuid
 
 from aal_sweep.errors import AalError
+from aal_sweep.store.layout import LEASE_FILE
 from aal_sweep.store.location import Location
 
 log = logging.getLogger("aal_sweep.store")
-LEASE_FILE = "lease.json"
 TTL_S = 60.0
 SETTLE_S = 1.0
 
