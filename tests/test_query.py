@@ -108,7 +108,7 @@ def test_matrix_cells_equal_the_stored_values(full):
 
 def test_matrix_test_metric_and_bad_metric(full):
     results, _, cells, _ = full
-    res = Store.open(results)
+    res = open_results(results)
     assert res.matrix("test_acc").loc["Disc", "Square"] == pytest.approx(cells["Disc", "Square"] - 0.01)
     with pytest.raises(AalError, match="val_acc, test_acc"):
         res.matrix("loss")
