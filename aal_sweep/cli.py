@@ -105,7 +105,8 @@ def _cmd_dataset(args) -> int:
     width = max(len(a) for a in info["attributes"])
     print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
-        print(f"{a:<{width}}  " + " ".join("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")))
+        rates = ("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test"))
+        print(f"{a:<{width}}  " + " ".join(rates))
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
         print(f"identities: train {n['train']}, val {n['val']}, test {n['test']}; validation identities "

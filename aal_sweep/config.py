@@ -132,11 +132,13 @@ class SweepConfig:
         d = self.to_dict()
         settings = {"dataset.format": self.dataset.format, "dataset.image_size": list(self.dataset.image_size)}
         if self.dataset.format != "celeba":  # the carved validation split; CelebA's hash stays as it was
-            settings |= {"dataset.val_fraction": self.dataset.val_fraction, "dataset.split_seed": self.dataset.split_seed}
+            settings |= {"dataset.val_fraction": self.dataset.val_fraction,
+                         "dataset.split_seed": self.dataset.split_seed}
         settings |= {f"model.{k}": v for k, v in d["model"].items()}
         # train.seeds is not a setting of a trial (its seed is in its id); train.seed, the first seed, stays
         # in, so the hash of every config written before seeds existed is unchanged
-        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in ("device", "num_threads", "seeds", "compile")}
+        execution = ("device", "num_threads", "seeds", "compile")
+        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in execution}
         settings |= {f"adversarial.{k}": d["adversarial"][k] for k in ("critic_hidden", "gp_weight")}
         return settings
 
@@ -211,7 +213,8 @@ class _Checker:
             return default
         v, name = raw[key], prefix + key
         if not isinstance(v, list) or len(v) < min_len:
-            self.problems.append(f"{name}: expected a list of {kind}s" + (f" with at least {min_len} items" if min_len else "") + f", got {v!r}")
+            at_least = f" with at least {min_len} items" if min_len else ""
+            self.problems.append(f"{name}: expected a list of {kind}s{at_least}, got {v!r}")
             return default
         good = all(isinstance(x, int) and not isinstance(x, bool) for x in v) if kind == "int" else \
             all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) if kind == "float" else \
@@ -230,7 +233,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     problems: list[str] = []
     c = _Checker(problems)
     if not isinstance(raw, dict):
-        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), got {type(raw).__name__}"])
+        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), "
+                                   f"got {type(raw).__name__}"])
     c.unknown(raw, SweepConfig, "")
 
     name = c.value(raw, "name", "str", "sweep", "")
@@ -262,7 +266,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         pretrained=c.value(m, "pretrained", "str", ModelConfig.pretrained, "model.", nullable=True),
     )
     if model.pretrained not in (None, "imagenet") and check_files and not Path(model.pretrained).is_file():
-        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)")
+        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a "
+                        f"state_dict path)")
     if model.backbone == "small_cnn" and model.pretrained is not None:
         problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
 
@@ -277,7 +282,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         lr_milestones=c.listof(t, "lr_milestones", "int", TrainConfig.lr_milestones, "train."),
         lr_gamma=c.value(t, "lr_gamma", "float", TrainConfig.lr_gamma, "train.", minimum=0),
         # train.seed is the first seed: `seeds: [3, 4]` alone means seed 3
-        seed=seeds[0] if seeds and "seed" not in t else c.value(t, "seed", "int", TrainConfig.seed, "train.", minimum=0),
+        seed=(seeds[0] if seeds and "seed" not in t
+              else c.value(t, "seed", "int", TrainConfig.seed, "train.", minimum=0)),
         seeds=seeds,
         device=c.value(t, "device", "str", TrainConfig.device, "train.", choices=DEVICES),
         num_threads=c.value(t, "num_threads", "int", TrainConfig.num_threads, "train.", minimum=1, nullable=True),
@@ -403,8 +409,8 @@ def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> Non
 def _check_reid(fmt: str, root: Path, attributes, problems: list[str]) -> None:
     """The duke / market layout: both image folders and a readable .mat file holding the attributes."""
     from aal_sweep.data.index import attribute_names
-    from aal_sweep.data.types import DatasetSource
     from aal_sweep.data.reid import LAYOUTS, TEST_DIR, TRAIN_DIR
+    from aal_sweep.data.types import DatasetSource
 
     missing = [n for n in (TRAIN_DIR, TEST_DIR) if not (root / n).is_dir()]
     if missing:
@@ -473,7 +479,8 @@ def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
         cfg, results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
                                     cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
-        model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
+        model=dataclasses.replace(cfg.model, pretrained=(pretrained if pretrained in (None, "imagenet")
+                                                         else absolute(pretrained))),
     )
 
 

@@ -37,9 +37,9 @@ BITS = 125  # bytes of packed correctness per split (1,000 images); --bits 0 lea
 
 def config_file(out: Path, m: int) -> Path:
     """A sweep config over a tiny synthetic dataset with M attributes (the resume check reads its names)."""
-    from aal_sweep.data.synthetic import make_synthetic
-
     import yaml
+
+    from aal_sweep.data.synthetic import make_synthetic
 
     root = out / f"data-{m}"
     if not (root / "list_attr_celeba.txt").is_file():
@@ -91,8 +91,8 @@ def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
 
 def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
     """Write the complete store for M attributes; return (seconds, trials, rows)."""
-    from aal_sweep.config import load_config
     from aal_sweep.analysis.results import chosen_partners
+    from aal_sweep.config import load_config
     from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
     from aal_sweep.store import Store
 
@@ -191,7 +191,8 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.config, args.repeats)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) | peak RSS |")
+    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
+          "| peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.m:
         config = config_file(args.out, m)

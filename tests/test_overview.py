@@ -65,7 +65,8 @@ def test_report_above_the_threshold_has_an_overview_and_the_top_pairs(tmp_path):
     p = random_matrix(m).to_numpy()
     ids, attrs, partners, vals, kinds = [], [], [], [], []
     for a in range(m):
-        ids.append(f"single-{a}"), attrs.append(names[a]), partners.append(None), vals.append(p[a, a]), kinds.append("single")
+        ids.append(f"single-{a}"), attrs.append(names[a]), partners.append(None), vals.append(p[a, a])
+        kinds.append("single")
     for a, b in itertools.combinations(range(m), 2):
         for x, y in ((a, b), (b, a)):
             ids.append(f"pair-{a}-{b}"), attrs.append(names[x]), partners.append(names[y]), vals.append(p[x, y])

@@ -10,18 +10,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_config
 
 import aal_sweep
 from aal_sweep.analysis import stats
+from aal_sweep.analysis.pairs import PAIR_COLUMNS
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config
-from aal_sweep.analysis.pairs import PAIR_COLUMNS
 from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
-from conftest import write_config
-
-CONTRACT_PAIRS = ["attribute", "partner", "drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds"]
+CONTRACT_PAIRS = ["attribute", "partner", "drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant",
+                  "n_seeds"]
 CONTRACT_PARTNERS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule"]
 N = 1500
 

@@ -10,10 +10,15 @@ from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
 from aal_sweep.analysis import stats
-from aal_sweep.analysis.pairs import (GAIN_COLUMNS, PAIR_COLUMNS, UNAVAILABLE, adversarial_gains, baseline_table,
-                                      pairs_table)
+from aal_sweep.analysis.pairs import (
+    GAIN_COLUMNS,
+    PAIR_COLUMNS,
+    UNAVAILABLE,
+    adversarial_gains,
+    baseline_table,
+    pairs_table,
+)
 from aal_sweep.analysis.partners import choose_partners
-
 
 # ---- stats -------------------------------------------------------------------------------------
 

@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 from aal_sweep.store import LeaseHeld, Store
 from aal_sweep.store import trials as trial_files
-
-from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(params=["local", "s3"])

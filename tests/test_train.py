@@ -8,12 +8,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import write_config
 
 from aal_sweep.cli import main
 from aal_sweep.data.cache import open_decoded
 from aal_sweep.train import TrainSpec, fit
-
-from conftest import write_config
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 from torch import nn
 
+from aal_sweep.analysis.partners import negative_partners
+from aal_sweep.analysis.variants import COLUMNS, variants_table
 from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
 from aal_sweep.models import SmallCNN
 from aal_sweep.orchestration.phases import waiting_for_weights
-from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
-                            plan_multitask_all, trial_id)
-from aal_sweep.analysis.partners import negative_partners
-from aal_sweep.store.rows import failed_rows
-from aal_sweep.analysis.variants import COLUMNS, variants_table
+from aal_sweep.orchestration.trials import (
+    Trial,
+    multitask_all_of,
+    plan_adversarial_multiple,
+    plan_adversarial_shared,
+    plan_multitask_all,
+    trial_id,
+)
 from aal_sweep.report.tables import render_table, with_paper
-from aal_sweep.train.loop import TrainSpec, _apply, fit
+from aal_sweep.store.rows import failed_rows
 from aal_sweep.train.factory import make_task
+from aal_sweep.train.loop import TrainSpec, _apply, fit
 from aal_sweep.train.tasks import MultiHead
 from aal_sweep.train.variants import MultipleAdversarial, SharedAdversarial, weights_bytes
-
-from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 ATTRS = ("Disc", "Square", "Triangle")
 
@@ -254,7 +259,8 @@ def test_variant_plans_and_ids_are_stable_and_readable():
 
     partners = pd.DataFrame({"attribute": list(ATTRS), "partner": ["Square", "Triangle", None]})
     shared = plan_adversarial_shared(cfg, partners)
-    assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}", f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
+    assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}",
+                                                f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
     assert len(shared) == 2 * 2 * 2
     waiting = waiting_for_weights(cfg, ATTRS, shared, done={mt[0].trial_id})
     assert list(waiting) == [mt[1].trial_id] and {t.seed for t in waiting[mt[1].trial_id]} == {1}
@@ -288,8 +294,10 @@ def _rows():
     for lam, acc in ((0.1, 0.91), (0.5, 0.93)):  # Disc vs Square (its argmin partner); best lambda 0.5
         rows.append(dict(kind="adversarial", attribute="Disc", partner="Square", **{"lambda": lam}, val_acc=acc))
     rows.append(dict(kind="adversarial", attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.96))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1}, val_acc=0.87))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.94))
+    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1},
+                     val_acc=0.87))
+    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1},
+                     val_acc=0.94))
     df = pd.DataFrame(rows)
     df["status"], df["seed"] = "ok", 0
     df["test_acc"] = df["val_acc"] - 0.01
@@ -356,7 +364,8 @@ def test_table_compare_with_the_paper():
 
 
 def test_table_imports_neither_torch_nor_ray():
-    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, aal_sweep.orchestration.status;"
+    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, "
+            "aal_sweep.report.tables, aal_sweep.orchestration.status;"
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -380,8 +389,8 @@ def test_partners_table_gains_a_column_per_variant_present():
 def test_multitask_all_weights_round_trip_through_s3(s3_uri):
     """What adversarial_shared starts from lives in the results storage: on S3 as on a local folder."""
     from aal_sweep.errors import AalError
-    from aal_sweep.store import Store
     from aal_sweep.orchestration.driver import _save_weights, _start_weights
+    from aal_sweep.store import Store
 
     cfg = _cfg(ALL)
     store = Store(s3_uri)

@@ -15,19 +15,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import write_config
+from test_sweep import assert_same_results, check_no_redo, start
 
 import aal_sweep
+from aal_sweep.analysis.partners import negative_partners
+from aal_sweep.analysis.results import chosen_partners
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.orchestration.phases import plan_phases, weights_file
 from aal_sweep.orchestration.trials import multitask_all_of
-from aal_sweep.analysis.partners import negative_partners
-from aal_sweep.analysis.results import chosen_partners
 from aal_sweep.store import Store
-
-from conftest import write_config
-from test_sweep import assert_same_results, check_no_redo, start
 
 pytestmark = pytest.mark.slow
 PHASES = ["single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared"]

@@ -102,7 +102,8 @@ def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: 
     cols = ["attribute", "partner", "lambda", "val_acc", "test_acc", "trial_id"]
     if adv.empty:
         return pd.DataFrame(columns=cols)
-    per_cell = adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]].mean()
+    per_cell = (adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]]
+                .mean())
     if "trial_id" in adv:  # the narrow query rows leave it out
         ids = adv.groupby(["attribute", "partner", "lambda"], observed=True)["trial_id"].first().reset_index()
         per_cell = per_cell.merge(ids, on=["attribute", "partner", "lambda"])

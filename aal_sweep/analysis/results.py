@@ -1,4 +1,4 @@
-"""`Results`: the query object of a results folder (aal_sweep.open_results): reads through the Store, computes with analysis/.
+"""`Results`, what aal_sweep.open_results returns: the queries of a results folder, read through the Store.
 
     res = aal_sweep.open_results("results/demo")   # or "s3://bucket/sweeps/demo"
     res.matrix("val_acc")      # M x M, row = measured, column = partner, NaN = missing

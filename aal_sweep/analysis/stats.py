@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats as _sp
 
 from aal_sweep.config import CORRECTIONS  # the setting's choices, written once
+
 N_BOOT = 2000  # resamples: an interval end moves by about 0.01 points between bootstrap seeds (docs/statistics.md)
 BOOT_SEED = 0  # fixed: a report, a CLI call and open_results() give the same interval for the same store
 

@@ -19,11 +19,14 @@ from aal_sweep.data.types import FORMATS, DatasetIndex, DatasetSource
 def _module(fmt: str):
     from aal_sweep.errors import DataError
 
+    # imported here, by module path: the format modules load numpy (and scipy for the .mat files)
     if fmt == "celeba":
-        from aal_sweep.data import celeba
+        import aal_sweep.data.celeba as celeba
+
         return celeba
     if fmt in ("duke", "market"):
-        from aal_sweep.data import reid
+        import aal_sweep.data.reid as reid
+
         return reid
     raise DataError(f"dataset format {fmt!r} is not one of {', '.join(FORMATS)}")
 

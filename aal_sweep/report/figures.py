@@ -1,4 +1,4 @@
-"""The report's figures (matplotlib Figures, no pyplot state): the drop matrix, Fig. 2's bars, Fig. 3's scatter, the large-M overview.
+"""The report's figures (matplotlib, no pyplot state): drop matrix, Fig. 2's bars, Fig. 3's scatter, large-M overview.
 
 Figures follow the paper: the drop matrix (from Table 4), per-attribute bars (Fig. 2) and label
 correlation against accuracy change (Fig. 3). Above LARGE_M attributes a labelled cell grid stops being
@@ -55,10 +55,12 @@ def drop_heatmap(matrix: pd.DataFrame, partners: pd.DataFrame, significant: np.n
     ax.set_ylabel("attribute (measured)")
     ax.set_title("Accuracy change when trained with a partner (validation)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="P[a][b] − P[a][a] (percentage points)")
-    faded = [Patch(facecolor="#f4c3a9", label="faded: not significant after adjustment")] if significant is not None else []
+    faded = ([Patch(facecolor="#f4c3a9", label="faded: not significant after adjustment")]
+             if significant is not None else [])
     fig.legend(handles=[Patch(facecolor="none", edgecolor="black", linewidth=2, label="chosen partner"), *faded,
                         Patch(facecolor=_DIAGONAL, label="diagonal (single task)"),
-                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999", label="missing (cell or its row's single task)")],
+                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999",
+                              label="missing (cell or its row's single task)")],
                loc="outside lower center", ncol=3, frameon=False, fontsize=9)
     return fig
 
@@ -131,7 +133,8 @@ def _whiskers(rows: pd.DataFrame, col: str, gains: pd.DataFrame | None) -> np.nd
     value = rows[col].to_numpy(float)
     if col == "multi_minus_single" and "ci_low" in rows:
         has = rows["partner"].notna().to_numpy()
-        lo, hi = np.where(has, rows["ci_low"].to_numpy(float), np.nan), np.where(has, rows["ci_high"].to_numpy(float), np.nan)
+        lo = np.where(has, rows["ci_low"].to_numpy(float), np.nan)
+        hi = np.where(has, rows["ci_high"].to_numpy(float), np.nan)
     elif col == "adv_minus_single" and gains is not None and len(gains):
         g = gains[gains["versus"] == "single"].set_index("attribute")
         lo = rows["attribute"].map(g["ci_low"]).to_numpy(float)

@@ -115,12 +115,15 @@ def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci:
         if not ci:
             return render_matrix(drop, "csv")
         values = [g.to_numpy(float) for g in grid.values()]  # cell (a, b): drop, ci_low, ci_high side by side
-        rows = [[a] + [csv_value(v[i, j]) for j in range(len(attributes)) for v in values] for i, a in enumerate(attributes)]
-        return csv_text(["attribute", *(f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high"))], rows)
+        rows = [[a] + [csv_value(v[i, j]) for j in range(len(attributes)) for v in values]
+                for i, a in enumerate(attributes)]
+        header = [f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high")]
+        return csv_text(["attribute", *header], rows)
     if fmt == "json":
         cells = {str(a): {} for a in attributes}
         for rec in json.loads(machine(pairs, "json")):
-            cells[rec["attribute"]][rec["partner"]] = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
+            cell = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
+            cells[rec["attribute"]][rec["partner"]] = cell
         body = {str(a): {str(b): json_value(drop.loc[a, b]) for b in attributes} for a in attributes}
         return json.dumps({"metric": "drop", "unit": "fraction", "attributes": list(map(str, attributes)),
                            "matrix": body, "cells": cells}, indent=2)
@@ -251,7 +254,7 @@ def text_table(df: pd.DataFrame) -> str:
     left = [_is_text_column(df[c]) for c in df.columns]
 
     def line(cells) -> str:
-        return "  ".join(s.ljust(w) if l else s.rjust(w) for s, w, l in zip(cells, widths, left)).rstrip()
+        return "  ".join(s.ljust(w) if is_left else s.rjust(w) for s, w, is_left in zip(cells, widths, left)).rstrip()
 
     return "\n".join([line(map(str, df.columns)), *(line(r) for r in df.itertuples(index=False))])
 
@@ -262,5 +265,5 @@ def markdown(df: pd.DataFrame) -> str:
     def line(cells) -> str:
         return "| " + " | ".join(str(s).replace("|", "\\|") for s in cells) + " |"
 
-    rule = "|" + "|".join(":---" if l else "---:" for l in left) + "|"
+    rule = "|" + "|".join(":---" if is_left else "---:" for is_left in left) + "|"
     return "\n".join([line(df.columns), rule, *(line(r) for r in df.itertuples(index=False))])

@@ -87,7 +87,8 @@ def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -
     available = bool((pairs["test"] != UNAVAILABLE).any() and pairs["p_value"].notna().any())
     return {"pairs": pairs, "chosen": chosen, "gains": gains, "val_gains": val_gains,
             "significant": mask if available else None,  # unknown significance fades nothing
-            "summary": significance_summary(choice.derived, pairs, choice.baseline, gains, rule.alpha), "available": available}
+            "summary": significance_summary(choice.derived, pairs, choice.baseline, gains, rule.alpha),
+            "available": available}
 
 
 # ---- what the page shows beside the figures ---------------------------------------------------
@@ -123,7 +124,8 @@ def run_times(trials: pd.DataFrame) -> pd.DataFrame:
     """Per phase: trials ok / failed and their training time; a pair trial's two rows count once."""
     per_trial = trials.drop_duplicates("trial_id")
     rows = []
-    variants = [k for k in ("multitask_all", "adversarial_multiple", "adversarial_shared") if (per_trial["kind"] == k).any()]
+    variants = [k for k in ("multitask_all", "adversarial_multiple", "adversarial_shared")
+                if (per_trial["kind"] == k).any()]
     for kind in ("single", "pair", "adversarial", *variants, "total"):
         t = per_trial if kind == "total" else per_trial[per_trial["kind"] == kind]
         secs = t["train_seconds"].dropna()
@@ -136,7 +138,9 @@ def run_times(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _duration(seconds: float) -> str:
     s = int(round(seconds))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s"
 
 
 # ---- HTML ---------------------------------------------------------------------------------------
@@ -245,7 +249,8 @@ def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> st
     agree = int((matched["partner (paper)"] == matched["partner (ours)"]).sum())
     title = COMPARE[name].title
     note = (f"{len(matched)} of this sweep's {len(table) - 1} attributes matched the {len(ref)} rows of {title} by "
-            f"name (case, spaces and punctuation ignored); {agree} of those have the paper's partner (or, like the paper, none). The mean row "
+            f"name (case, spaces and punctuation ignored); {agree} of those have the paper's partner (or, like the "
+            f"paper, none). The mean row "
             f"averages the matched rows only, on both sides.")
     return _section(f"Compared with {title}", note, _html_table(cmp))
 

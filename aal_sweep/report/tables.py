@@ -79,8 +79,8 @@ def with_paper(table: pd.DataFrame, compare: str, method: str) -> pd.DataFrame:
 
 
 def render_table(table: pd.DataFrame, fmt: str, method: str = "grl") -> str:
-    """`table` (analysis.variants.variants_table, optionally with_paper) in one of formats.FORMATS. Machine formats carry
-    fractions; human formats percent with two decimals and "not run" / "—"."""
+    """`table` (analysis.variants.variants_table, optionally with_paper) in one of formats.FORMATS. Machine
+    formats carry fractions; human formats percent with two decimals and "not run" / "—"."""
     check_format(fmt)
     run = table["n_attributes"] > 0
     records = table.astype(object).to_dict("records")  # ints stay ints (iterrows would make them floats)
@@ -132,7 +132,7 @@ def display(table: pd.DataFrame, method: str = "grl") -> pd.DataFrame:
 
 
 def load_reference(name: str) -> pd.DataFrame:
-    """The paper's per-attribute table (Table 3 or 6, aal_sweep/report/reference/), percent, with the partner's name resolved."""
+    """The paper's per-attribute table (Table 3 or 6, in reference/), percent, with the partner's name resolved."""
     check_compare(name)
     ref = pd.read_csv(io.StringIO(_reference_text(COMPARE[name].table)))
     names = list(ref["att_name"])
@@ -167,7 +167,8 @@ def comparison(table: pd.DataFrame, matrix: pd.DataFrame, ref: pd.DataFrame) -> 
     p_frac["lambda"] = np.nan
     p_settled = p_frac["partner"].isna() & p_frac["single"].notna()
     o_mean, p_mean = mean_row(o, o_settled), mean_row(p_frac, p_settled)
-    rows = [_compare_row(a, pr, orow) for a, pr, orow in zip(o["attribute"], p_frac.to_dict("records"), o.to_dict("records"))]
+    rows = [_compare_row(a, pr, orow)
+            for a, pr, orow in zip(o["attribute"], p_frac.to_dict("records"), o.to_dict("records"))]
     rows.append(_compare_row("mean", p_mean, o_mean))
     return pd.DataFrame(rows)
 

@@ -15,8 +15,15 @@ import yaml
 
 from aal_sweep.errors import AalError, ConfigError
 from aal_sweep.store.journal import Journal
-from aal_sweep.store.layout import (ARTIFACTS_DIR, ATTEMPTS_DIR, COMPLETE, PARTNERS_FILE, SWEEP_FILE, TRIALS_DIR,
-                                    TUNE_DIR)
+from aal_sweep.store.layout import (
+    ARTIFACTS_DIR,
+    ATTEMPTS_DIR,
+    COMPLETE,
+    PARTNERS_FILE,
+    SWEEP_FILE,
+    TRIALS_DIR,
+    TUNE_DIR,
+)
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease
 from aal_sweep.store.location import Location, unreadable
 from aal_sweep.store.schema import decoded
@@ -58,7 +65,7 @@ class Store:
             raise AalError(f"results {self.uri}: is a file, not a results folder; pass a folder path")
 
     @classmethod
-    def open(cls, uri) -> "Store":
+    def open(cls, uri) -> Store:
         store = cls(uri)
         store.meta  # noqa: B018 (a query needs sweep.yaml: say so now, in one line)
         return store
@@ -197,7 +204,8 @@ class Store:
             return table
         hashes = table.column("config_hash")
         values = {v for chunk in hashes.chunks for v in
-                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type) else pc.unique(chunk).to_pylist())}
+                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type)
+                   else pc.unique(chunk).to_pylist())}
         if values <= {str(meta["training_hash"]), None}:  # the usual case: nothing to leave out, no row scan
             return table
         other = pc.fill_null(pc.not_equal(hashes, str(meta["training_hash"])), False)
@@ -303,7 +311,8 @@ class Store:
             return None
         df = table.to_pandas()
         for col in df.columns:  # None, not NaN, where a name is missing (callers test `if row.partner`)
-            if pa.types.is_string(table.schema.field(col).type) or pa.types.is_large_string(table.schema.field(col).type):
+            kind = table.schema.field(col).type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
                 df[col] = df[col].astype(object).where(df[col].notna(), None)
         fingerprint = (table.schema.metadata or {}).get(_FINGERPRINT)
         if fingerprint:

@@ -75,7 +75,7 @@ class TrainSpec:
             raise ValueError(f"a {self.kind} training takes {want} attribute(s), got {list(self.attributes)}")
 
     @classmethod
-    def from_config(cls, cfg, kind: str, attributes, lam: float | None = None) -> "TrainSpec":
+    def from_config(cls, cfg, kind: str, attributes, lam: float | None = None) -> TrainSpec:
         t, m, a = cfg.train, cfg.model, cfg.adversarial
         return cls(kind=kind, attributes=tuple(attributes), lam=lam,
                    method=a.method if kind == "adversarial" else None,
