@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 
 def open_results(uri):
-    """Open a results folder (local path or s3://bucket/prefix) for queries: an `aal_sweep.store.Store`."""
-    from aal_sweep.store import Store
+    """Open a results folder (local path or s3://bucket/prefix) for queries: an `aal_sweep.analysis.Results`."""
+    from aal_sweep.analysis.results import Results
 
-    return Store.open(uri)
+    return Results.open(uri)

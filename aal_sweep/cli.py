@@ -1,8 +1,8 @@
 """aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic, make-mnist.
 
 User errors (AalError) print one line on stderr and exit 2, without a traceback. Ray is imported only by
-`run` (through aal_sweep.orchestration.driver) and `submit` (aal_sweep.orchestration.submit), so the other commands start fast and work
-without it.
+`run` (through aal_sweep.orchestration.driver) and `submit` (aal_sweep.orchestration.submit), so the other
+commands start fast and work without it.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def _verify(index):
 
 
 def _cmd_dataset(args) -> int:
-    from aal_sweep.data.index import DatasetSource, describe, load_index
+    from aal_sweep.data.index import load_index
+    from aal_sweep.data.types import DatasetSource, describe
 
     attrs = [a for a in args.attributes.split(",") if a] if args.attributes else None
     index = load_index(DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed), attrs)
@@ -104,7 +105,8 @@ def _cmd_dataset(args) -> int:
     width = max(len(a) for a in info["attributes"])
     print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
-        print(f"{a:<{width}}  " + " ".join("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")))
+        rates = ("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test"))
+        print(f"{a:<{width}}  " + " ".join(rates))
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
         print(f"identities: train {n['train']}, val {n['val']}, test {n['test']}; validation identities "
@@ -218,30 +220,30 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_matrix(args) -> int:
-    from aal_sweep.report.formats import render_drop_matrix, render_matrix
     from aal_sweep import open_results
+    from aal_sweep.report.formats import render_drop_matrix, render_matrix
 
-    store = open_results(args.results)
+    results = open_results(args.results)
     if args.metric == "drop":  # from the pairs' statistics: P[a][b] - P[a][a], intervals, significance
-        print(render_drop_matrix(store.pairs(), store.attributes, args.format, ci=args.ci))
+        print(render_drop_matrix(results.pairs(), results.attributes, args.format, ci=args.ci))
         return 0
     if args.ci:
         raise AalError("--ci applies to --metric drop (intervals are of differences; add --metric drop)")
-    print(render_matrix(store.matrix(args.metric), args.format))
+    print(render_matrix(results.matrix(args.metric), args.format))
     return 0
 
 
 def _cmd_pairs(args) -> int:
-    from aal_sweep.report.formats import render_pairs
     from aal_sweep import open_results
+    from aal_sweep.report.formats import render_pairs
 
     print(render_pairs(open_results(args.results).pairs(), args.format))
     return 0
 
 
 def _cmd_partners(args) -> int:
-    from aal_sweep.report.formats import render_partners
     from aal_sweep import open_results
+    from aal_sweep.report.formats import render_partners
 
     print(render_partners(open_results(args.results).partners(), args.format))
     return 0
@@ -249,11 +251,11 @@ def _cmd_partners(args) -> int:
 
 def _cmd_table(args) -> int:
     from aal_sweep import open_results
-    from aal_sweep.analysis.variants import render_table, store_table, with_paper
+    from aal_sweep.report.tables import render_table, with_paper
 
-    store = open_results(args.results)
-    method = store.config.adversarial.method
-    table = store_table(store)
+    results = open_results(args.results)
+    method = results.config.adversarial.method
+    table = results.variants()
     if args.compare:
         table = with_paper(table, args.compare, method)
     print(render_table(table, args.format, method))
@@ -281,7 +283,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aal_sweep.data.index import FORMATS, SPLIT_SEED, VAL_FRACTION
+    from aal_sweep.analysis.matrix import METRICS
+    from aal_sweep.data.types import FORMATS as LAYOUTS
+    from aal_sweep.data.types import SPLIT_SEED, VAL_FRACTION
+    from aal_sweep.report.formats import FORMATS
+    from aal_sweep.report.tables import COMPARE
 
     p = _Parser(prog="aal-sweep", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
@@ -319,36 +325,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results")
     s.set_defaults(fn=_cmd_status)
 
-    fmts = ("table", "csv", "json", "markdown")
     s = sub.add_parser("matrix", help="the pair matrix (row: measured attribute, column: partner)")
     s.add_argument("results")
-    s.add_argument("--metric", choices=("val_acc", "test_acc", "drop"), default="val_acc",
+    s.add_argument("--metric", choices=(*METRICS, "drop"), default="val_acc",
                    help="drop: P[a][b] - P[a][a], '*' where significant after adjustment")
     s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
-    s.add_argument("--format", choices=fmts, default="table")
+    s.add_argument("--format", choices=FORMATS, default="table")
     s.set_defaults(fn=_cmd_matrix)
 
     s = sub.add_parser("pairs", help="every ordered pair: drop, interval, p-values, significance, seeds")
     s.add_argument("results")
-    s.add_argument("--format", choices=fmts, default="table")
+    s.add_argument("--format", choices=FORMATS, default="table")
     s.set_defaults(fn=_cmd_pairs)
 
     s = sub.add_parser("partners", help="per attribute: partner, single, multi, adversarial (the paper's Table 3)")
     s.add_argument("results")
-    s.add_argument("--format", choices=fmts, default="table")
+    s.add_argument("--format", choices=FORMATS, default="table")
     s.set_defaults(fn=_cmd_partners)
 
     s = sub.add_parser("table", help="mean validation and test accuracy of every variant (the paper's Table 1)")
     s.add_argument("results")
-    s.add_argument("--format", choices=fmts, default="table")
-    s.add_argument("--compare", choices=("paper-celeba", "paper-duke"),
+    s.add_argument("--format", choices=FORMATS, default="table")
+    s.add_argument("--compare", choices=tuple(COMPARE),
                    help="the paper's numbers beside ours (Tables 1, 2, 3 and 5; Table 6 for DukeMTMC)")
     s.set_defaults(fn=_cmd_table)
 
     s = sub.add_parser("report", help="figures and one self-contained index.html")
     s.add_argument("results")
     s.add_argument("--out", required=True)
-    s.add_argument("--compare", choices=("paper-celeba", "paper-duke"))
+    s.add_argument("--compare", choices=tuple(COMPARE))
     s.set_defaults(fn=_cmd_report)
 
     s = sub.add_parser("train", help="one training, locally, without Ray")
@@ -365,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--verify", action="store_true",
                    help="decode every image (in parallel) and list the ones that cannot be decoded (exit 2)")
-    s.add_argument("--layout", choices=FORMATS, default="celeba", help="the on-disk format (default celeba)")
+    s.add_argument("--layout", choices=LAYOUTS, default="celeba", help="the on-disk format (default celeba)")
     s.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                    help=f"duke/market: share of training identities held out for validation (default {VAL_FRACTION})")
     s.add_argument("--split-seed", type=int, default=SPLIT_SEED,

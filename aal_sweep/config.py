@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from aal_sweep.data.index import FORMATS, SPLIT_SEED, VAL_FRACTION
+from aal_sweep.data.types import FORMATS, SPLIT_SEED, VAL_FRACTION
 from aal_sweep.errors import ConfigError, DataError
 
 BACKBONES = ("resnet18", "small_cnn")
@@ -29,6 +29,7 @@ PHASE_NEEDS = {"adversarial": ("single", "pair"), "adversarial_multiple": ("sing
 _NEEDS_WHY = {"adversarial": "its partners come from them", "adversarial_multiple": "its partners come from them",
               "adversarial_shared": "it starts from the multitask_all model, against the partners of single and pair"}
 LAMBDA_SELECTION = ("per_attribute", "global")
+DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
@@ -47,8 +48,8 @@ class DatasetConfig:
     split_seed: int = SPLIT_SEED
 
     def source(self):
-        """The aal_sweep.data.index.DatasetSource these settings describe (what load_index and the cache take)."""
-        from aal_sweep.data.index import DatasetSource
+        """The aal_sweep.data.types.DatasetSource these settings describe (what load_index and the cache take)."""
+        from aal_sweep.data.types import DatasetSource
 
         return DatasetSource(self.root, self.format, self.val_fraction, self.split_seed)
 
@@ -71,7 +72,7 @@ class TrainConfig:
     # every seed the sweep trains, first == seed; None = (seed,). Not in the training hash: appending
     # seeds to a finished sweep only adds trials (their ids carry -s<seed>)
     seeds: tuple[int, ...] | None = None
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # one of DEVICES
     num_threads: int | None = None  # torch CPU threads per trial; None = cpus_per_trial
     # torch.compile the backbone: auto = on CUDA only; true | false. Not in the training hash (an
     # execution setting, like device): the same trial, compiled or not, is the same trial.
@@ -131,11 +132,13 @@ class SweepConfig:
         d = self.to_dict()
         settings = {"dataset.format": self.dataset.format, "dataset.image_size": list(self.dataset.image_size)}
         if self.dataset.format != "celeba":  # the carved validation split; CelebA's hash stays as it was
-            settings |= {"dataset.val_fraction": self.dataset.val_fraction, "dataset.split_seed": self.dataset.split_seed}
+            settings |= {"dataset.val_fraction": self.dataset.val_fraction,
+                         "dataset.split_seed": self.dataset.split_seed}
         settings |= {f"model.{k}": v for k, v in d["model"].items()}
         # train.seeds is not a setting of a trial (its seed is in its id); train.seed, the first seed, stays
         # in, so the hash of every config written before seeds existed is unchanged
-        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in ("device", "num_threads", "seeds", "compile")}
+        execution = ("device", "num_threads", "seeds", "compile")
+        settings |= {f"train.{k}": v for k, v in d["train"].items() if k not in execution}
         settings |= {f"adversarial.{k}": d["adversarial"][k] for k in ("critic_hidden", "gp_weight")}
         return settings
 
@@ -210,7 +213,8 @@ class _Checker:
             return default
         v, name = raw[key], prefix + key
         if not isinstance(v, list) or len(v) < min_len:
-            self.problems.append(f"{name}: expected a list of {kind}s" + (f" with at least {min_len} items" if min_len else "") + f", got {v!r}")
+            at_least = f" with at least {min_len} items" if min_len else ""
+            self.problems.append(f"{name}: expected a list of {kind}s{at_least}, got {v!r}")
             return default
         good = all(isinstance(x, int) and not isinstance(x, bool) for x in v) if kind == "int" else \
             all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) if kind == "float" else \
@@ -229,7 +233,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     problems: list[str] = []
     c = _Checker(problems)
     if not isinstance(raw, dict):
-        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), got {type(raw).__name__}"])
+        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), "
+                                   f"got {type(raw).__name__}"])
     c.unknown(raw, SweepConfig, "")
 
     name = c.value(raw, "name", "str", "sweep", "")
@@ -241,13 +246,13 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         problems.append("dataset.root: missing (the dataset folder: for celeba the one holding img_align_celeba/ "
                         "and the list files; for duke / market bounding_box_train/, bounding_box_test/ and the .mat)")
     root = c.value(d, "root", "str", "", "dataset.")
-    fmt = c.value(d, "format", "str", "celeba", "dataset.", choices=FORMATS)
+    fmt = c.value(d, "format", "str", DatasetConfig.format, "dataset.", choices=FORMATS)
     attributes = c.listof(d, "attributes", "str", None, "dataset.") if d.get("attributes") is not None else None
-    size = c.listof(d, "image_size", "int", (218, 178), "dataset.")
+    size = c.listof(d, "image_size", "int", DatasetConfig.image_size, "dataset.")
     if len(size) != 2 or min(size) < 8:
         problems.append(f"dataset.image_size: expected [height, width], each at least 8, got {list(size)}")
-        size = (218, 178)
-    cache = c.value(d, "cache", "str", None, "dataset.", nullable=True)
+        size = DatasetConfig.image_size
+    cache = c.value(d, "cache", "str", DatasetConfig.cache, "dataset.", nullable=True)
     val_fraction = c.value(d, "val_fraction", "float", VAL_FRACTION, "dataset.", above=0)
     if val_fraction >= 1:
         problems.append(f"dataset.val_fraction: {val_fraction} must be below 1 (e.g. {VAL_FRACTION})")
@@ -257,11 +262,12 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     m = c.section(raw, "model")
     c.unknown(m, ModelConfig, "model.")
     model = ModelConfig(
-        backbone=c.value(m, "backbone", "str", "resnet18", "model.", choices=BACKBONES),
-        pretrained=c.value(m, "pretrained", "str", None, "model.", nullable=True),
+        backbone=c.value(m, "backbone", "str", ModelConfig.backbone, "model.", choices=BACKBONES),
+        pretrained=c.value(m, "pretrained", "str", ModelConfig.pretrained, "model.", nullable=True),
     )
     if model.pretrained not in (None, "imagenet") and check_files and not Path(model.pretrained).is_file():
-        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)")
+        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a "
+                        f"state_dict path)")
     if model.backbone == "small_cnn" and model.pretrained is not None:
         problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
 
@@ -269,35 +275,37 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     c.unknown(t, TrainConfig, "train.")
     seeds = _seeds(c, t, problems)
     train = TrainConfig(
-        epochs=c.value(t, "epochs", "int", 6, "train.", minimum=1),
-        batch_size=c.value(t, "batch_size", "int", 256, "train.", minimum=1),
-        lr=c.value(t, "lr", "float", 1e-4, "train.", above=0),
-        weight_decay=c.value(t, "weight_decay", "float", 5e-4, "train.", minimum=0),
-        lr_milestones=c.listof(t, "lr_milestones", "int", (4,), "train."),
-        lr_gamma=c.value(t, "lr_gamma", "float", 0.1, "train.", minimum=0),
+        epochs=c.value(t, "epochs", "int", TrainConfig.epochs, "train.", minimum=1),
+        batch_size=c.value(t, "batch_size", "int", TrainConfig.batch_size, "train.", minimum=1),
+        lr=c.value(t, "lr", "float", TrainConfig.lr, "train.", above=0),
+        weight_decay=c.value(t, "weight_decay", "float", TrainConfig.weight_decay, "train.", minimum=0),
+        lr_milestones=c.listof(t, "lr_milestones", "int", TrainConfig.lr_milestones, "train."),
+        lr_gamma=c.value(t, "lr_gamma", "float", TrainConfig.lr_gamma, "train.", minimum=0),
         # train.seed is the first seed: `seeds: [3, 4]` alone means seed 3
-        seed=seeds[0] if seeds and "seed" not in t else c.value(t, "seed", "int", 0, "train.", minimum=0),
+        seed=(seeds[0] if seeds and "seed" not in t
+              else c.value(t, "seed", "int", TrainConfig.seed, "train.", minimum=0)),
         seeds=seeds,
-        device=c.value(t, "device", "str", "auto", "train.", choices=("auto", "cpu", "cuda")),
-        num_threads=c.value(t, "num_threads", "int", None, "train.", minimum=1, nullable=True),
+        device=c.value(t, "device", "str", TrainConfig.device, "train.", choices=DEVICES),
+        num_threads=c.value(t, "num_threads", "int", TrainConfig.num_threads, "train.", minimum=1, nullable=True),
         compile=_compile_setting(t.get("compile", TrainConfig.compile), problems),
     )
 
     a = c.section(raw, "adversarial")
     c.unknown(a, AdversarialConfig, "adversarial.")
     adversarial = AdversarialConfig(
-        method=c.value(a, "method", "str", "grl", "adversarial.", choices=METHODS),
-        lambdas=c.listof(a, "lambdas", "float", (0.01, 0.1, 0.3, 0.5, 1.0), "adversarial.", min_len=1),
-        lambda_selection=c.value(a, "lambda_selection", "str", "per_attribute", "adversarial.", choices=LAMBDA_SELECTION),
-        critic_hidden=c.value(a, "critic_hidden", "int", 256, "adversarial.", minimum=1),
-        gp_weight=c.value(a, "gp_weight", "float", 10.0, "adversarial.", minimum=0),
+        method=c.value(a, "method", "str", AdversarialConfig.method, "adversarial.", choices=METHODS),
+        lambdas=c.listof(a, "lambdas", "float", AdversarialConfig.lambdas, "adversarial.", min_len=1),
+        lambda_selection=c.value(a, "lambda_selection", "str", AdversarialConfig.lambda_selection, "adversarial.",
+                                 choices=LAMBDA_SELECTION),
+        critic_hidden=c.value(a, "critic_hidden", "int", AdversarialConfig.critic_hidden, "adversarial.", minimum=1),
+        gp_weight=c.value(a, "gp_weight", "float", AdversarialConfig.gp_weight, "adversarial.", minimum=0),
     )
     if len(set(adversarial.lambdas)) != len(adversarial.lambdas):
         problems.append(f"adversarial.lambdas: duplicates in {list(adversarial.lambdas)}")
     if any(x <= 0 for x in adversarial.lambdas):
         problems.append(f"adversarial.lambdas: every lambda must be > 0, got {list(adversarial.lambdas)}")
 
-    phases = c.listof(raw, "phases", "str", DEFAULT_PHASES, "", min_len=1)
+    phases = c.listof(raw, "phases", "str", SweepConfig.phases, "", min_len=1)
     for p in phases:
         if p not in PHASES:
             problems.append(f"phases: {p!r} is not a phase (valid: {', '.join(PHASES)})")
@@ -311,11 +319,10 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
 
     pr = c.section(raw, "partners")
     c.unknown(pr, PartnersConfig, "partners.")
-    default_partners = PartnersConfig()
     partners = PartnersConfig(
-        rule=c.value(pr, "rule", "str", default_partners.rule, "partners.", choices=PARTNER_RULES),
-        alpha=c.value(pr, "alpha", "float", default_partners.alpha, "partners.", minimum=0),
-        correction=c.value(pr, "correction", "str", default_partners.correction, "partners.", choices=CORRECTIONS),
+        rule=c.value(pr, "rule", "str", PartnersConfig.rule, "partners.", choices=PARTNER_RULES),
+        alpha=c.value(pr, "alpha", "float", PartnersConfig.alpha, "partners.", minimum=0),
+        correction=c.value(pr, "correction", "str", PartnersConfig.correction, "partners.", choices=CORRECTIONS),
     )
     if not 0 < partners.alpha < 1:
         problems.append(f"partners.alpha: must be between 0 and 1 (e.g. 0.05), got {partners.alpha}")
@@ -323,10 +330,11 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
     r = c.section(raw, "resources")
     c.unknown(r, ResourcesConfig, "resources.")
     resources = ResourcesConfig(
-        cpus_per_trial=c.value(r, "cpus_per_trial", "float", 1, "resources.", above=0),
-        gpus_per_trial=c.value(r, "gpus_per_trial", "float", 0, "resources.", minimum=0),
-        max_failures=c.value(r, "max_failures", "int", 2, "resources.", minimum=0),
-        max_concurrent=c.value(r, "max_concurrent", "int", None, "resources.", minimum=1, nullable=True),
+        cpus_per_trial=c.value(r, "cpus_per_trial", "float", ResourcesConfig.cpus_per_trial, "resources.", above=0),
+        gpus_per_trial=c.value(r, "gpus_per_trial", "float", ResourcesConfig.gpus_per_trial, "resources.", minimum=0),
+        max_failures=c.value(r, "max_failures", "int", ResourcesConfig.max_failures, "resources.", minimum=0),
+        max_concurrent=c.value(r, "max_concurrent", "int", ResourcesConfig.max_concurrent, "resources.", minimum=1,
+                               nullable=True),
     )
     if resources.gpus_per_trial > 1 and resources.gpus_per_trial != int(resources.gpus_per_trial):
         problems.append(f"resources.gpus_per_trial: fractions must be below 1, got {resources.gpus_per_trial}")
@@ -400,8 +408,9 @@ def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> Non
 
 def _check_reid(fmt: str, root: Path, attributes, problems: list[str]) -> None:
     """The duke / market layout: both image folders and a readable .mat file holding the attributes."""
-    from aal_sweep.data.index import DatasetSource, attribute_names
+    from aal_sweep.data.index import attribute_names
     from aal_sweep.data.reid import LAYOUTS, TEST_DIR, TRAIN_DIR
+    from aal_sweep.data.types import DatasetSource
 
     missing = [n for n in (TRAIN_DIR, TEST_DIR) if not (root / n).is_dir()]
     if missing:
@@ -470,7 +479,8 @@ def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
         cfg, results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
                                     cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
-        model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
+        model=dataclasses.replace(cfg.model, pretrained=(pretrained if pretrained in (None, "imagenet")
+                                                         else absolute(pretrained))),
     )
 
 

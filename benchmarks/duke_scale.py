@@ -51,11 +51,11 @@ def write_config(out: Path, root: Path, a: argparse.Namespace) -> Path:
 
 def comparison_markdown(results: str) -> str:
     from aal_sweep import open_results
-    from aal_sweep.report.formats import _markdown  # the markdown the CLI prints
-    from aal_sweep.report.html import comparison, load_reference
+    from aal_sweep.report.formats import markdown  # the markdown the CLI prints
+    from aal_sweep.report.tables import comparison, load_reference
 
     res = open_results(results)
-    return _markdown(comparison(res.partners(), res.matrix(), load_reference("paper-duke")))
+    return markdown(comparison(res.partners(), res.matrix(), load_reference("paper-duke")))
 
 
 def main() -> None:

@@ -37,9 +37,9 @@ BITS = 125  # bytes of packed correctness per split (1,000 images); --bits 0 lea
 
 def config_file(out: Path, m: int) -> Path:
     """A sweep config over a tiny synthetic dataset with M attributes (the resume check reads its names)."""
-    from aal_sweep.data.synthetic import make_synthetic
-
     import yaml
+
+    from aal_sweep.data.synthetic import make_synthetic
 
     root = out / f"data-{m}"
     if not (root / "list_attr_celeba.txt").is_file():
@@ -91,6 +91,7 @@ def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
 
 def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
     """Write the complete store for M attributes; return (seconds, trials, rows)."""
+    from aal_sweep.analysis.results import chosen_partners
     from aal_sweep.config import load_config
     from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
     from aal_sweep.store import Store
@@ -112,11 +113,11 @@ def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
                        base + rng.uniform(-0.004, 0.02, len(attr)))
         table = table.set_column(table.schema.get_field_index("val_acc"), "val_acc", pa.array(val))
         store.import_rows(table)
-        partners = store.chosen_partners(rule=cfg.partners)
+        partners = chosen_partners(store, rule=cfg.partners)
         adversarial = plan_adversarial(cfg, partners)
         adv = rows_table(adversarial, cfg, rng, bits)
         store.import_rows(adv)
-        store.write_partners(store.chosen_partners(statistics=True, rule=cfg.partners))
+        store.write_partners(chosen_partners(store, statistics=True, rule=cfg.partners))
     return time.perf_counter() - t0, len(initial) + len(adversarial), table.num_rows + adv.num_rows
 
 
@@ -190,7 +191,8 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.config, args.repeats)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) | peak RSS |")
+    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
+          "| peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.m:
         config = config_file(args.out, m)

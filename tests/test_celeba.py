@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from PIL import Image
 
 from aal_sweep.cli import main
-from aal_sweep.data.celeba import describe, load_index, read_attributes
+from aal_sweep.data.celeba import load_index, read_attributes
+from aal_sweep.data.types import describe
 from aal_sweep.errors import DataError
-
-from conftest import SHARED
 
 ROWS = [("000001.jpg", [-1, 1, 1], 0), ("000002.jpg", [1, -1, 1], 0), ("000003.jpg", [1, 1, -1], 1),
         ("000004.jpg", [-1, -1, -1], 2)]
@@ -52,7 +52,8 @@ def test_subset_in_given_order(tmp_path):
 @pytest.mark.parametrize("mutate,message", [
     (dict(count=7), "the count line says 7 images but the file has 4 rows"),
     (dict(rows=ROWS[:1] + [("000002.jpg", [1, 0, 1], 0)] + ROWS[2:]), ":4: value 0 for 'Male'; values must be 1 or -1"),
-    (dict(rows=ROWS[:1] + [("000002.jpg", [1, 1], 0)] + ROWS[2:]), ":4: expected an image name and 3 values, got 3 fields"),
+    (dict(rows=ROWS[:1] + [("000002.jpg", [1, 1], 0)] + ROWS[2:]),
+     ":4: expected an image name and 3 values, got 3 fields"),
     (dict(rows=ROWS[:2] + [("000003.jpg", [1, "yes", 1], 1)] + ROWS[3:]), ":5: values must be 1 or -1, got '1 yes 1'"),
     (dict(images=False), "4 image(s) listed in list_attr_celeba.txt are missing (first: 000001.jpg)"),
 ])

@@ -10,10 +10,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from aal_sweep.config import parse_config
-from aal_sweep.report.overview import LARGE_M, cluster_order, drops, strongest_negative_pairs
+from aal_sweep import open_results
+from aal_sweep.analysis.matrix import strongest_negative_pairs
 from aal_sweep.analysis.partners import derive_partners
-from aal_sweep.report.html import drop_heatmap, write_report
+from aal_sweep.config import parse_config
+from aal_sweep.report.figures import LARGE_M, cluster_order, drop_heatmap, drops
+from aal_sweep.report.html import write_report
 from aal_sweep.store import SCHEMA, Store
 
 
@@ -63,7 +65,8 @@ def test_report_above_the_threshold_has_an_overview_and_the_top_pairs(tmp_path):
     p = random_matrix(m).to_numpy()
     ids, attrs, partners, vals, kinds = [], [], [], [], []
     for a in range(m):
-        ids.append(f"single-{a}"), attrs.append(names[a]), partners.append(None), vals.append(p[a, a]), kinds.append("single")
+        ids.append(f"single-{a}"), attrs.append(names[a]), partners.append(None), vals.append(p[a, a])
+        kinds.append("single")
     for a, b in itertools.combinations(range(m), 2):
         for x, y in ((a, b), (b, a)):
             ids.append(f"pair-{a}-{b}"), attrs.append(names[x]), partners.append(names[y]), vals.append(p[x, y])
@@ -73,14 +76,14 @@ def test_report_above_the_threshold_has_an_overview_and_the_top_pairs(tmp_path):
             "test_acc": vals, "status": ["ok"] * n, "seed": [0] * n, "config_hash": [cfg.training_hash()] * n}
     store.import_rows(pa.table({f.name: pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type)
                                 for f in SCHEMA}))
-    page = write_report(Store.open(tmp_path / "res"), tmp_path / "report")
+    page = write_report(open_results(tmp_path / "res"), tmp_path / "report")
     text = page.read_text()
     assert "Strongest negative pairs" in text and "pair_matrix.csv" in text
     lines = (tmp_path / "report" / "pair_matrix.csv").read_text().splitlines()
     assert len(lines) == m + 1 and lines[0].startswith("attribute,A000,A001")
     image = matplotlib.image.imread(tmp_path / "report" / "drop_matrix.png")
     assert image.shape[1] <= 1200  # fixed size, not 0.32 in per attribute
-    top = strongest_negative_pairs(Store.open(tmp_path / "res").matrix(), 3)
+    top = strongest_negative_pairs(open_results(tmp_path / "res").matrix(), 3)
     assert all(f"<td>{a}</td>" in text for a in top["attribute"])
 
 

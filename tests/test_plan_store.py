@@ -8,9 +8,10 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
+from aal_sweep.analysis.matrix import pair_matrix
+from aal_sweep.analysis.partners import derive_partners, select_adversarial
 from aal_sweep.config import parse_config
 from aal_sweep.orchestration.trials import plan_adversarial, plan_initial, trial_id
-from aal_sweep.analysis.partners import derive_partners, pair_matrix, select_adversarial
 from aal_sweep.store import Store
 
 
@@ -101,7 +102,8 @@ def test_adversarial_plan_and_lambda_selection(store, tiny_root):
     c = cfg(tiny_root)
     partners = derive_partners(pair_matrix(read_trials(store), ["A", "B", "C"]))
     adv = plan_adversarial(c, partners)
-    assert [(t.attributes, t.lam) for t in adv] == [(("A", "B"), 0.1), (("A", "B"), 1.0), (("C", "A"), 0.1), (("C", "A"), 1.0)]
+    assert [(t.attributes, t.lam) for t in adv] == [(("A", "B"), 0.1), (("A", "B"), 1.0), (("C", "A"), 0.1),
+                                                    (("C", "A"), 1.0)]
     for t, acc in zip(adv, (.91, .92, .72, .70)):
         write_trial(store, [_rows("adversarial", *t.attributes, acc, t.trial_id, t.lam)])
     trials = read_trials(store)

@@ -17,12 +17,12 @@ import pytest
 import yaml
 
 from aal_sweep import open_results
+from aal_sweep.analysis.partners import PARTNER_STAT_COLUMNS, derive_partners
+from aal_sweep.analysis.summary import PARTNER_COLUMNS
 from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.errors import AalError
 from aal_sweep.report.formats import render_matrix, render_partners
-from aal_sweep.analysis.pairs import PARTNER_STAT_COLUMNS
-from aal_sweep.analysis.partners import PARTNER_COLUMNS, derive_partners
 from aal_sweep.store import Store
 
 ATTRS = ["Disc", "Square", "Triangle", "Cross"]
@@ -108,7 +108,7 @@ def test_matrix_cells_equal_the_stored_values(full):
 
 def test_matrix_test_metric_and_bad_metric(full):
     results, _, cells, _ = full
-    res = Store.open(results)
+    res = open_results(results)
     assert res.matrix("test_acc").loc["Disc", "Square"] == pytest.approx(cells["Disc", "Square"] - 0.01)
     with pytest.raises(AalError, match="val_acc, test_acc"):
         res.matrix("loss")
@@ -342,7 +342,8 @@ def test_queries_and_status_import_neither_torch_nor_ray(full):
             f"    for cmd in ('status', 'matrix', 'partners'):\n"
             f"        assert main([cmd, {str(results)!r}]) == 0\n"
             f"import aal_sweep\naal_sweep.open_results({str(results)!r}).trials()\n"
-            f"print(sorted(m for m in ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.orchestration.driver') if m in sys.modules))")
+            f"heavy = ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.orchestration.driver')\n"
+            f"print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

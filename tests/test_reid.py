@@ -14,15 +14,16 @@ import pandas as pd
 import pytest
 import scipy.io
 import yaml
+from conftest import SHARED, write_config
 
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config, resolve_attributes
 from aal_sweep.data.cache import fingerprint, open_decoded
-from aal_sweep.data.index import DatasetSource, describe, load_index
+from aal_sweep.data.index import load_index
 from aal_sweep.data.reid import split_validation
-from aal_sweep.data.synthetic_reid import image_name, make_reid_tree, write_attribute_mat, write_images
+from aal_sweep.data.synthetic_reid import make_reid_tree, write_attribute_mat, write_images
+from aal_sweep.data.types import DatasetSource
 from aal_sweep.errors import ConfigError, DataError
-from conftest import SHARED, write_config
 
 DUKE_MAT = SHARED / "dukemtmc-attribute" / "duke_attribute.mat"
 MARKET_MAT = SHARED / "market1501-attribute" / "market_attribute.mat"
@@ -144,7 +145,8 @@ TEST = ["0003", "0006", "0009", "0010"]
 def tiny_duke(root: Path, train_fields=None, test_fields=None, images=2) -> Path:
     """Three Duke attributes; test's fields in another order than train's, as in the official file;
     identity 0005 has top = 0 (no label)."""
-    train_fields = train_fields or {"backpack": [2, 1, 1, 2, 2, 1, 1, 2, 1, 2], "gender": [1, 2, 1, 2, 1, 1, 2, 2, 1, 1],
+    train_fields = train_fields or {"backpack": [2, 1, 1, 2, 2, 1, 1, 2, 1, 2],
+                                    "gender": [1, 2, 1, 2, 1, 1, 2, 2, 1, 1],
                                     "top": [1, 1, 2, 0, 1, 2, 1, 1, 2, 1]}
     test_fields = test_fields or {"top": [1, 2, 1, 1], "backpack": [2, 2, 1, 1], "gender": [2, 1, 1, 2]}
     write_attribute_mat(root / "duke_attribute.mat", "duke_attribute",
@@ -179,7 +181,8 @@ def test_tiny_duke_reads_by_name_drops_the_unlabelled_identity_and_counts_per_im
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda r: tiny_duke(r, train_fields={"backpack": [2, 1, 3, 2, 2, 1, 1, 2, 1, 2], "gender": [1] * 10, "top": [1] * 10}),
+    (lambda r: tiny_duke(r, train_fields={"backpack": [2, 1, 3, 2, 2, 1, 1, 2, 1, 2], "gender": [1] * 10,
+                                          "top": [1] * 10}),
      r"train.backpack is 3 for identity 0004 .*the coding is 1 \(no\) or 2 \(yes\)"),
     (lambda r: tiny_duke(r, test_fields={"top": [1, 2, 1, 1], "backpack": [2, 2, 1, 1]}),
      r"field\(s\) \['gender'\] missing from test"),
@@ -189,7 +192,8 @@ def test_tiny_duke_reads_by_name_drops_the_unlabelled_identity_and_counts_per_im
     (lambda r: (tiny_duke(r), shutil.rmtree(r / "bounding_box_test"), (r / "bounding_box_test").mkdir()),
      r"bounding_box_test: no \.jpg images"),
     (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").unlink()), r"no duke_attribute\.mat"),
-    (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").write_bytes(b"not a mat file")), r"not a readable MATLAB file"),
+    (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").write_bytes(b"not a mat file")),
+     r"not a readable MATLAB file"),
     (lambda r: (tiny_duke(r), write_attribute_mat(r / "duke_attribute.mat", "market_attribute", {})),
      r"no variable 'duke_attribute'"),
     (lambda r: (tiny_duke(r), write_images(r, "duke", "bounding_box_train", {"0003": np.zeros(3, np.uint8)}, 1,
@@ -259,7 +263,8 @@ def test_config_checks_the_duke_layout_and_resolves_its_attributes(tmp_path):
 def test_celeba_training_hash_ignores_the_split_settings(tiny_root, tmp_path):
     base = {"name": "c", "results": str(tmp_path / "r"), "dataset": {"root": str(tiny_root)}}
     a = parse_config(base).training_hash()
-    b = parse_config({**base, "dataset": {"root": str(tiny_root), "val_fraction": 0.3, "split_seed": 9}}).training_hash()
+    b = parse_config({**base, "dataset": {"root": str(tiny_root), "val_fraction": 0.3,
+                                          "split_seed": 9}}).training_hash()
     assert a == b  # CelebA has an official split: results folders written before these keys stay valid
 
 
@@ -283,8 +288,9 @@ def test_cache_holds_the_duke_split_and_keys_on_its_settings(tmp_path):
 
 def test_compare_paper_duke_matches_the_file_names_and_the_partners():
     """A store holding Table 6's numbers under the .mat's names lines up with every row, partner included."""
-    from aal_sweep.analysis.partners import pair_matrix, partners_table  # here: the store is being rewritten under query
-    from aal_sweep.report.html import comparison, load_reference
+    from aal_sweep.analysis.matrix import pair_matrix  # here
+    from aal_sweep.analysis.summary import partners_table  # here: the store is being rewritten under query
+    from aal_sweep.report.tables import comparison, load_reference
 
     ref = load_reference("paper-duke")
     names = list(ref["name"])

@@ -15,7 +15,9 @@ from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.errors import AalError
-from aal_sweep.report.html import comparison, label_points, load_reference, write_report
+from aal_sweep.report.figures import label_points
+from aal_sweep.report.html import write_report
+from aal_sweep.report.tables import comparison, load_reference
 from aal_sweep.store import Store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -10,18 +10,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_config
 
 import aal_sweep
 from aal_sweep.analysis import stats
+from aal_sweep.analysis.pairs import PAIR_COLUMNS
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config
-from aal_sweep.analysis.pairs import PAIR_COLUMNS
 from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
-from conftest import write_config
-
-CONTRACT_PAIRS = ["attribute", "partner", "drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds"]
+CONTRACT_PAIRS = ["attribute", "partner", "drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant",
+                  "n_seeds"]
 CONTRACT_PARTNERS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule"]
 N = 1500
 
@@ -112,8 +112,9 @@ def test_old_results_without_vectors_say_unavailable(constructed, capsys):
 def test_two_seeds_without_shared_signal(ray_local, tiny_root, tmp_path):
     """4 shapes in their own image regions: no pair shares signal, so no partner should be significant,
     while the paper's argmin still names a partner wherever any drop is negative."""
-    from aal_sweep.analysis.pairs import baseline_table, choose_partners
-    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.pairs import baseline_table
+    from aal_sweep.analysis.partners import choose_partners, derive_partners
     from conftest import run_sweep
 
     cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"],
@@ -177,14 +178,15 @@ def test_a_constructed_negative_partner_is_found(ray_local, tmp_path):
 
 
 def test_report_shows_significance(constructed, tmp_path):
-    from aal_sweep.report.html import accuracy_bars, drop_heatmap, significance, write_report
+    from aal_sweep.report.figures import accuracy_bars, drop_heatmap
+    from aal_sweep.report.html import significance, write_report
 
     store = aal_sweep.open_results(constructed)
     index = write_report(store, tmp_path / "report")
     page = index.read_text()
     assert "<h2>Significance" in page and "partners named by the significant rule" in page
     trials = store.trials()
-    from aal_sweep.analysis.partners import pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
 
     matrix = pair_matrix(trials, store.attributes)
     sig = significance(store, trials, matrix)
@@ -194,8 +196,7 @@ def test_report_shows_significance(constructed, tmp_path):
     fig = drop_heatmap(matrix, sig["chosen"], sig["significant"])
     faded = [p for p in fig.axes[0].patches if p.get_facecolor()[:3] == (1.0, 1.0, 1.0) and p.get_alpha()]
     assert len(faded) == 5  # every finite off-diagonal cell but the significant one
-    from aal_sweep.analysis.pairs import with_statistics
-    from aal_sweep.analysis.partners import partners_table
+    from aal_sweep.analysis.summary import partners_table, with_statistics
 
     table = with_statistics(partners_table(trials, store.attributes, partners=sig["chosen"]), sig["chosen"])
     bars = accuracy_bars(table, matrix, sig["val_gains"])

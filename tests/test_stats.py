@@ -10,9 +10,15 @@ from scipy import stats as sp
 from statsmodels.stats.multitest import multipletests
 
 from aal_sweep.analysis import stats
-from aal_sweep.analysis.pairs import (GAIN_COLUMNS, PAIR_COLUMNS, UNAVAILABLE, adversarial_gains, baseline_table,
-                             choose_partners, pairs_table)
-
+from aal_sweep.analysis.pairs import (
+    GAIN_COLUMNS,
+    PAIR_COLUMNS,
+    UNAVAILABLE,
+    adversarial_gains,
+    baseline_table,
+    pairs_table,
+)
+from aal_sweep.analysis.partners import choose_partners
 
 # ---- stats -------------------------------------------------------------------------------------
 
@@ -195,7 +201,8 @@ def _store(seeds=(0,), hurt=0.0, rng_seed=0):
 
 
 def _derived(trials):
-    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.partners import derive_partners
 
     return derive_partners(pair_matrix(trials, list("ABC")))
 

@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 from aal_sweep.store import LeaseHeld, Store
 from aal_sweep.store import trials as trial_files
-
-from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -417,15 +416,19 @@ def test_partner_statistics_are_reused_while_the_cells_are_the_same(tmp_path):
     for tid, acc in accs.items():
         if tid != "pair-B-C":
             store.write_trial(rows(tid, acc=acc))
-    first = store.chosen_partners(statistics=True)
-    assert first.attrs["fingerprint"]
+    from aal_sweep.analysis.results import chosen_partners, partners_fresh
+
+    first = chosen_partners(store, statistics=True)
+    assert first.attrs["fingerprint"] and not partners_fresh(store)
     store.write_partners(first)
     assert Store.open(tmp_path).read_partners().attrs["fingerprint"] == first.attrs["fingerprint"]
-    again = Store.open(tmp_path).chosen_partners(statistics=True)
+    assert partners_fresh(Store.open(tmp_path))
+    again = chosen_partners(Store.open(tmp_path), statistics=True)
     assert again.attrs["fingerprint"] == first.attrs["fingerprint"]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), Store.open(tmp_path).read_partners())
     store.write_trial(rows("pair-B-C", acc=.6))  # a new cell: the stored statistics are stale
-    later = Store.open(tmp_path).chosen_partners(statistics=True)
+    assert not partners_fresh(Store.open(tmp_path))
+    later = chosen_partners(Store.open(tmp_path), statistics=True)
     assert later.attrs["fingerprint"] != first.attrs["fingerprint"]
     assert later.set_index("attribute").loc["B", "missing"] is None
 

@@ -8,12 +8,11 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import write_config
 
 from aal_sweep.cli import main
 from aal_sweep.data.cache import open_decoded
 from aal_sweep.train import TrainSpec, fit
-
-from conftest import write_config
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +105,7 @@ def test_train_cli(tmp_path, tiny_root, capsys):
 
 def _task(method: str, lam: float = 0.5):
     from aal_sweep.models import build_backbone
-    from aal_sweep.train.tasks import make_task
+    from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
     backbone, width = build_backbone("small_cnn")
@@ -213,7 +212,7 @@ def test_evaluate_keeps_split_order(data):
     from aal_sweep.data.tensors import SplitTensors
     from aal_sweep.models import build_backbone
     from aal_sweep.train.evaluate import evaluate
-    from aal_sweep.train.tasks import make_task
+    from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
     task = make_task("pair", *build_backbone("small_cnn"), 2).eval()

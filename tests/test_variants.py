@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 from torch import nn
 
+from aal_sweep.analysis.partners import negative_partners
+from aal_sweep.analysis.variants import COLUMNS, variants_table
 from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
@@ -21,14 +24,11 @@ from aal_sweep.models import SmallCNN
 from aal_sweep.orchestration.graph import DONE, FAILED, Decision, Graph
 from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
                             plan_initial, plan_multitask_all, trial_id)
-from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store.rows import failed_rows
-from aal_sweep.analysis.variants import COLUMNS, render_table, variants_table, with_paper
+from aal_sweep.train.factory import make_task
 from aal_sweep.train.loop import TrainSpec, _apply, fit
-from aal_sweep.train.tasks import MultiHead, make_task
+from aal_sweep.train.tasks import MultiHead
 from aal_sweep.train.variants import MultipleAdversarial, SharedAdversarial, weights_bytes
-
-from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
 
 ATTRS = ("Disc", "Square", "Triangle")
 
@@ -252,7 +252,8 @@ def test_variant_plans_and_ids_are_stable_and_readable():
 
     partners = pd.DataFrame({"attribute": list(ATTRS), "partner": ["Square", "Triangle", None]})
     shared = plan_adversarial_shared(cfg, partners)
-    assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}", f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
+    assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}",
+                                                f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
     assert len(shared) == 2 * 2 * 2
     # in the graph, each adversarial_shared trial waits for its own seed's multitask_all weights
     graph = Graph.build(cfg, ATTRS, done={t.trial_id for t in plan_initial(cfg, ATTRS)} | {mt[0].trial_id})
@@ -292,8 +293,10 @@ def _rows():
     for lam, acc in ((0.1, 0.91), (0.5, 0.93)):  # Disc vs Square (its argmin partner); best lambda 0.5
         rows.append(dict(kind="adversarial", attribute="Disc", partner="Square", **{"lambda": lam}, val_acc=acc))
     rows.append(dict(kind="adversarial", attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.96))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1}, val_acc=0.87))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.94))
+    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1},
+                     val_acc=0.87))
+    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1},
+                     val_acc=0.94))
     df = pd.DataFrame(rows)
     df["status"], df["seed"] = "ok", 0
     df["test_acc"] = df["val_acc"] - 0.01
@@ -301,7 +304,8 @@ def _rows():
 
 
 def _partners():
-    from aal_sweep.analysis.partners import derive_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.partners import derive_partners
 
     return derive_partners(pair_matrix(_rows(), list(ATTRS)))
 
@@ -359,15 +363,16 @@ def test_table_compare_with_the_paper():
 
 
 def test_table_imports_neither_torch_nor_ray():
-    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, aal_sweep.orchestration.status;"
+    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, "
+            "aal_sweep.report.tables, aal_sweep.orchestration.status;"
             "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_partners_table_gains_a_column_per_variant_present():
+    from aal_sweep.analysis.summary import partners_table
     from aal_sweep.report.formats import render_partners
-    from aal_sweep.analysis.partners import partners_table
 
     t = partners_table(_rows(), list(ATTRS), partners=_partners())
     assert list(t.columns[:7]) == ["attribute", "partner", "single", "multi", "adversarial", "multitask_all",

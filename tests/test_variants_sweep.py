@@ -16,13 +16,15 @@ import pandas as pd
 import pytest
 import torch
 
+import aal_sweep
+from aal_sweep.analysis.partners import negative_partners
+from aal_sweep.analysis.results import chosen_partners
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.orchestration.graph import from_store
 from aal_sweep.store.layout import weights_file
 from aal_sweep.orchestration.trials import multitask_all_of
-from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.store import Store
 
 from conftest import Hold, write_config
@@ -76,11 +78,11 @@ def test_every_phase_runs_and_is_stored(setup):
     assert sorted(mt["attribute"]) == sorted(attrs) and mt["partner"].isna().all()  # one row per head
     assert mt["trial_id"].nunique() == 1 and mt["val_correct"].notna().all()
 
-    negatives = negative_partners(store.matrix("val_acc")).set_index("attribute")
+    negatives = negative_partners(aal_sweep.open_results(cfg.results).matrix("val_acc")).set_index("attribute")
     multi = rows[rows["kind"] == "adversarial_multiple"]
     for r in multi.itertuples():  # every partner that lowers it, comma-joined in sweep order
         assert r.partner == ",".join(negatives.loc[r.attribute, "partners"]) and r.method == "grl"
-    chosen = store.chosen_partners().set_index("attribute")["partner"]
+    chosen = chosen_partners(store).set_index("attribute")["partner"]
     shared = rows[rows["kind"] == "adversarial_shared"]
     assert {(a, b) for a, b in zip(shared["attribute"], shared["partner"])} == \
         {(a, b) for a, b in chosen.items() if b is not None}
@@ -197,4 +199,4 @@ def test_kill_9_mid_variant_phases_then_resume(setup):
                and _starts(rd, t) >= 2 and [e for e in rd.journal(t) if e["event"] == "start"][-1]["from_epoch"] >= 1]
     assert {t[:4] for t in resumed} == {"mta-", "advs"}
     pd.testing.assert_frame_equal(
-        Store.open(ref.results).matrix(), Store.open(cfg.results).matrix())
+        aal_sweep.open_results(ref.results).matrix(), aal_sweep.open_results(cfg.results).matrix())

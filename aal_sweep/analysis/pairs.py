@@ -1,12 +1,11 @@
-"""Significance of the pair matrix, the partners and the adversarial gains: the store's rows -> tables.
+"""Paired statistics of every pair cell and adversarial gain: the store's rows -> tables (drop, interval, p-values).
 
-Pure pandas on top of `aal_sweep.analysis.stats`; imports neither torch nor Ray.
+Pure pandas on top of `aal_sweep.analysis.stats`; imports neither torch nor Ray. Choosing partners from
+these tables is aal_sweep.analysis.partners.
 
     pairs_table(trials, attributes)                one row per ordered pair (a, b): drop of a with b
     baseline_table(trials, attributes)             per attribute: majority-class rate, single above it?
-    choose_partners(derived, pairs, baseline, rule)   partners.parquet: the rule's partner, its statistics
     adversarial_gains(trials, chosen)              does the adversarial run beat single / pair (test split)
-    significance_summary(...)                      the report's counts under both rules
 
 The drop of a cell is measured on the validation images, where the protocol measures it. Seed s of the
 pair trial is paired with seed s of a's single trial; a cell uses the seeds both have (`n_seeds`).
@@ -21,13 +20,9 @@ import numpy as np
 import pandas as pd
 
 from aal_sweep.analysis import stats
-from aal_sweep.config import PARTNER_RULES
 
 PAIR_COLUMNS = ["attribute", "partner", "single", "multi", "drop", "ci_low", "ci_high", "p_value", "p_adjusted",
                 "significant", "n_seeds", "single_sd", "multi_sd", "drop_sd", "test", "majority", "at_baseline"]
-# what partners.parquet and `aal-sweep partners` add to their columns
-PARTNER_STAT_COLUMNS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule",
-                        "candidate", "test", "majority", "single_above_majority"]
 GAIN_COLUMNS = ["attribute", "partner", "lambda", "versus", "split", "adversarial", "reference", "gain", "ci_low",
                 "ci_high", "p_value", "p_adjusted", "holds", "n_seeds", "test"]
 UNAVAILABLE = "unavailable"
@@ -82,98 +77,11 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
     return out
 
 
-def choose_partners(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame, rule: str = "argmin",
-                    alpha: float = 0.05, allow_partial: bool = False) -> pd.DataFrame:
-    """The partners of `rule` with their statistics (PARTNER_STAT_COLUMNS appended to `derived`'s columns).
-
-    `derived`: the argmin partners (query.derive_partners: attribute, partner, single, multi, drop, missing);
-    `pairs`: pairs_table; `baseline`: baseline_table. argmin keeps the derived partners; significant picks,
-    per attribute, the most negative drop among the cells whose adjusted p-value is below `alpha` and
-    where neither model sits at the majority baseline (a "drop" onto a one-class model is no finding), or
-    none. The statistics describe `candidate`: the chosen partner or, where the rule chose none, the
-    argmin cell, so a reader sees how close the paper's partner came. As with argmin, only a complete row
-    (no `missing` cell) decides, unless `allow_partial`."""
-    if rule not in PARTNER_RULES:
-        raise ValueError(f"partner rule {rule!r} is not one of {', '.join(PARTNER_RULES)}")
-    out = derived.copy()
-    argmin = [p if isinstance(p, str) else None for p in out["partner"]]
-    if rule == "significant":
-        out["partner"] = _most_negative_significant(out, pairs, allow_partial)
-    chosen = [p if isinstance(p, str) else None for p in out["partner"]]
-    candidate = [p if p is not None else q for p, q in zip(chosen, argmin)]
-    stat = pairs.set_index(["attribute", "partner"])
-    found = stat.reindex(pd.MultiIndex.from_arrays([out["attribute"], pd.Series(candidate, dtype=object)]))
-    has = np.array([p is not None for p in chosen], dtype=bool)
-    out["partner"] = pd.Series(chosen, index=out.index, dtype=object)
-    out["multi"] = np.where(has, found["multi"].to_numpy(dtype=float), np.nan)
-    for col in ("drop", "ci_low", "ci_high", "p_value", "p_adjusted"):
-        out[col] = found[col].to_numpy(dtype=float)
-    available = found["test"].to_numpy(dtype=object)
-    sig = found["significant"].fillna(False).astype(bool).to_numpy()
-    # no chosen partner is not a significant one; unknown only where the statistics are unavailable
-    out["significant"] = pd.array([None if t == UNAVAILABLE else bool(h and s)
-                                   for t, h, s in zip(available, has, sig)], dtype="boolean")
-    out["n_seeds"] = pd.array(found["n_seeds"].to_numpy(), dtype="Int64")
-    out["rule"] = rule
-    out["candidate"] = pd.Series(candidate, index=out.index, dtype=object)
-    out["test"] = pd.Series([t if isinstance(t, str) else None for t in available], index=out.index, dtype=object)
-    out["majority"] = baseline["majority"].reindex(out["attribute"]).to_numpy(dtype=float)
-    out["single_above_majority"] = pd.array(baseline["single_above_majority"].reindex(out["attribute"]),
-                                            dtype="boolean")
-    return out
-
-
-def _most_negative_significant(derived: pd.DataFrame, pairs: pd.DataFrame, allow_partial: bool) -> pd.Series:
-    """Per attribute of `derived`: the most negative significant drop not at the baseline, or None; ties to
-    the partner first in the sweep's order; rows with missing cells undecided unless `allow_partial`."""
-    eligible = pairs[pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)
-                     & ~pairs["at_baseline"].fillna(False).astype(bool)]
-    order = {a: i for i, a in enumerate(derived["attribute"])}
-    best = (eligible.assign(_col=eligible["partner"].map(order))
-            .sort_values(["attribute", "drop", "_col"]).groupby("attribute").head(1)
-            .set_index("attribute")["partner"])
-    decided = derived["missing"].isna() | (allow_partial & derived["single"].notna())
-    return pd.Series([best.get(a) if d else None for a, d in zip(derived["attribute"], decided)],
-                     index=derived.index, dtype=object)
-
-
-def with_statistics(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """A partners table (query.partners_table) with the chosen partners' PARTNER_STAT_COLUMNS appended;
-    the mean row finds none and keeps them empty."""
-    return table.join(chosen.set_index("attribute")[PARTNER_STAT_COLUMNS], on="attribute")
-
-
-def significance_summary(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame,
-                         gains: pd.DataFrame | None, alpha: float = 0.05) -> pd.DataFrame:
-    """The report's short table: how many partners each rule names and how many of them are significant,
-    how many attributes sit at their majority baseline, how many adversarial gains hold. Columns:
-    what, count, of (the number it is out of)."""
-    m = len(derived)
-    rows = []
-    for rule in PARTNER_RULES:
-        chosen = choose_partners(derived, pairs, baseline, rule, alpha)
-        named = int(chosen["partner"].notna().sum())
-        rows.append({"what": f"partners named by the {rule} rule", "count": named, "of": m})
-        rows.append({"what": "... of which significant after adjustment", "count":
-                     int(chosen["significant"].fillna(False).astype(bool).sum()), "of": named})
-    rows.append({"what": f"significant cells (p adjusted < {alpha:g}), negative",
-                 "count": int((pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)).sum()),
-                 "of": int(pairs["p_value"].notna().sum())})
-    known = baseline["single_above_majority"].notna()
-    rows.append({"what": "attributes whose single task is not above its majority baseline",
-                 "count": int((~baseline["single_above_majority"][known].astype(bool)).sum()), "of": int(known.sum())})
-    for versus in ("single", "multi"):
-        g = gains[gains["versus"] == versus] if gains is not None and len(gains) else pd.DataFrame(columns=GAIN_COLUMNS)
-        rows.append({"what": f"adversarial gains over {versus} that hold (test split)",
-                     "count": int(g["holds"].fillna(False).astype(bool).sum()), "of": int(g["p_value"].notna().sum())})
-    return pd.DataFrame(rows, columns=["what", "count", "of"])
-
-
 def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float = 0.05, correction: str = "holm",
                       split: str = "test", n_boot: int = stats.N_BOOT) -> pd.DataFrame:
     """Does each chosen adversarial run beat a's single-task model, and the pair model it replaces?
 
-    `chosen`: query.select_adversarial (attribute, partner, lambda). Two rows per attribute (versus
+    `chosen`: partners.select_adversarial (attribute, partner, lambda). Two rows per attribute (versus
     single | multi) with GAIN_COLUMNS; gain = adversarial - reference. Measured on the test split by
     default: lambda was chosen on validation accuracy, so the validation gain of the chosen lambda is
     biased upwards. p-values are adjusted across attributes (one family per `versus`); `holds` is a

@@ -1,55 +1,28 @@
-"""The pair matrix, the partners and the adversarial selection: pure functions on the store's DataFrame.
+"""Who partners whom: the argmin and significant rules, their statistics, and the adversarial run chosen per attribute.
 
-Missing cells are NaN, never zero. Several seeds of the same cell are averaged. `aal_sweep.store.Store`
-answers the same questions from a results folder. Everything here is vectorised: a 1,000-attribute store
-has a million rows.
+Pure pandas on the store's rows and the pair matrix (aal_sweep.analysis.matrix); the statistics of each
+candidate cell come from aal_sweep.analysis.pairs.
+
+    derive_partners(matrix)                        the argmin partners (the paper's rule)
+    partner_statistics(derived, rows, attrs, rule) the rule's partners with every statistic (partners.parquet)
+    select_adversarial(rows, partners)             per attribute the adversarial run chosen on validation
+    significance_summary(...)                      the report's counts under both rules
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from aal_sweep.errors import AalError
+from aal_sweep.analysis.pairs import GAIN_COLUMNS, UNAVAILABLE, baseline_table, pairs_table
+from aal_sweep.config import PARTNER_RULES
+from aal_sweep.kinds import PARTNER_SEPARATOR
 
-METRICS = ("val_acc", "test_acc")
-
-
-def _ok(trials: pd.DataFrame, kind: str) -> pd.DataFrame:
-    return trials[(trials["kind"] == kind) & (trials["status"] == "ok")]
-
-
-def pair_matrix(trials: pd.DataFrame, attributes: list[str], metric: str = "val_acc") -> pd.DataFrame:
-    """P[a][b]: accuracy of a when trained with b; P[a][a]: a's single-task accuracy. NaN where missing."""
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
-    names = pd.Index(list(attributes))
-    ok = trials[(trials["status"] == "ok") & trials["kind"].isin(("single", "pair")) & trials[metric].notna()]
-    i = _positions(ok["attribute"], names)
-    j = np.where((ok["kind"] == "single").to_numpy(), i, _positions(ok["partner"], names))
-    return cell_means(i, j, ok[metric].to_numpy(float), list(attributes))
-
-
-def cell_means(i: np.ndarray, j: np.ndarray, values: np.ndarray, attributes: list[str]) -> pd.DataFrame:
-    """The M x M matrix of the mean of `values` per cell (i, j) (positions in `attributes`; -1 = not a
-    cell of this sweep), NaN where a cell has none. Seeds of one cell average; one run is its own value."""
-    m = len(attributes)
-    keep = (i >= 0) & (j >= 0)
-    cell = i[keep] * m + j[keep]
-    sums = np.bincount(cell, weights=values[keep], minlength=m * m)
-    counts = np.bincount(cell, minlength=m * m)
-    with np.errstate(invalid="ignore"):  # 0 / 0 is a missing cell: NaN
-        means = sums / counts
-    return pd.DataFrame(means.reshape(m, m), index=pd.Index(list(attributes), name="attribute"),
-                        columns=list(attributes))
-
-
-def _positions(column: pd.Series, names: pd.Index) -> np.ndarray:
-    """Each value's position in `names` (-1 where absent or null); fast on categorical columns."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        lookup = np.append(names.get_indexer(column.cat.categories), -1)
-        return lookup[column.cat.codes.to_numpy()]  # code -1 (null) picks the appended -1
-    return names.get_indexer(column.astype(object))
+# what partners.parquet and `aal-sweep partners` add to their columns
+PARTNER_STAT_COLUMNS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule",
+                        "candidate", "test", "majority", "single_above_majority"]
 
 
 def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.DataFrame:
@@ -93,8 +66,6 @@ def negative_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.D
     set of adversarial_multiple (eq. 10-11). Rows decide as in `derive_partners` (complete rows only unless
     `allow_partial`); `partner` holds the set comma-joined (kinds.PARTNER_SEPARATOR, as the store's rows of
     adversarial_multiple do), None where no partner lowers a or the row is undecided; `partners` the tuple."""
-    from aal_sweep.kinds import PARTNER_SEPARATOR
-
     derived = derive_partners(matrix, allow_partial)
     p = matrix.to_numpy(float)
     names = list(matrix.index)
@@ -114,6 +85,10 @@ def incomplete_rows(partners: pd.DataFrame) -> dict[str, list[str]]:
     return {a: miss.split(",") for a, miss in zip(partners["attribute"], partners["missing"]) if miss}
 
 
+def _ok(trials: pd.DataFrame, kind: str) -> pd.DataFrame:
+    return trials[(trials["kind"] == kind) & (trials["status"] == "ok")]
+
+
 def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute",
                        kind: str = "adversarial") -> pd.DataFrame:
     """Per attribute with a partner, the adversarial run chosen on validation accuracy.
@@ -127,7 +102,8 @@ def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: 
     cols = ["attribute", "partner", "lambda", "val_acc", "test_acc", "trial_id"]
     if adv.empty:
         return pd.DataFrame(columns=cols)
-    per_cell = adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]].mean()
+    per_cell = (adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]]
+                .mean())
     if "trial_id" in adv:  # the narrow query rows leave it out
         ids = adv.groupby(["attribute", "partner", "lambda"], observed=True)["trial_id"].first().reset_index()
         per_cell = per_cell.merge(ids, on=["attribute", "partner", "lambda"])
@@ -148,88 +124,108 @@ def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: 
     return chosen.sort_values("attribute", key=lambda s: s.map(order))[cols].reset_index(drop=True)
 
 
-# ---- the paper's Table 3 ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PartnerStatistics:
+    """What choosing partners by a rule computes: the argmin partners (`derived`), every ordered pair's
+    statistics (`pairs`, pairs.pairs_table), each attribute's majority baseline (`baseline`) and the rule's
+    partners with their statistics (`chosen`, choose_partners)."""
 
-PARTNER_COLUMNS = ["attribute", "partner", "single", "multi", "adversarial", "lambda",
-                   "multi_minus_single", "adv_minus_single", "adv_minus_multi"]
-
-
-def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "val_acc",
-                   selection: str = "per_attribute", allow_partial: bool = False,
-                   partners: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per attribute: its most negative partner and single / multi / adversarial accuracy, like Table 3.
-
-    Fractions, not percent. Partners and lambdas are always chosen on validation accuracy; `metric` only
-    picks the number shown (test_acc gives the test accuracy of the same models, as the paper's Table 2).
-    Where no partner lowers the attribute, partner is None and multi, adversarial, lambda and the
-    differences are NaN; a missing adversarial run (partial store) leaves adversarial and lambda NaN.
-
-    The last row, attribute "mean", averages each column over the rows that have a value, with one
-    exception taken from the paper (Table 6 mean row, DukeMTMC attribute 14): an attribute whose row of the
-    matrix is complete and has no negative partner keeps its single-task classifier, so it counts with its
-    single accuracy in the multi and adversarial means and with 0 in the difference means. On a complete
-    store the mean row is then the mean accuracy of each final system over all attributes, and its
-    differences are the differences of those means. Rows still undecided (missing cells) are skipped.
-    The mean row's lambda is NaN: an average lambda means nothing.
-    `partners`: the chosen partners (Store.chosen_partners: the config's partner rule); default the argmin.
-    """
-    if partners is None:
-        partners = derive_partners(pair_matrix(trials, attributes, "val_acc"), allow_partial)  # chosen on validation
-    chosen = select_adversarial(trials, partners, selection).set_index("attribute")
-    t = partners[["attribute", "partner", "single", "multi"]].copy()
-    # the shown accuracies: of `metric`, of the chosen partner (whichever rule chose it), mean over seeds
-    shown = pair_matrix(trials, attributes, metric).to_numpy(float)
-    k = np.arange(len(t))
-    col = pd.Index(list(attributes)).get_indexer(t["partner"].astype(object))
-    t["single"] = np.diag(shown) if len(t) else []
-    t["multi"] = np.where(col >= 0, shown[k, np.maximum(col, 0)] if len(t) else 0.0, np.nan)
-    t["adversarial"] = t["attribute"].map(chosen[metric]).astype(float)
-    t["lambda"] = t["attribute"].map(chosen["lambda"]).astype(float)
-    t["multi_minus_single"] = t["multi"] - t["single"]
-    t["adv_minus_single"] = t["adversarial"] - t["single"]
-    t["adv_minus_multi"] = t["adversarial"] - t["multi"]
-    settled = t["partner"].isna() & t["single"].notna() & partners["missing"].isna()
-    mean = pd.DataFrame([mean_row(t, settled)], columns=PARTNER_COLUMNS)
-    t = t[PARTNER_COLUMNS]
-    t["partner"] = t["partner"].astype(object).where(t["partner"].notna(), None)
-    return _with_variants(pd.concat([t, mean], ignore_index=True), trials, attributes, partners, metric, selection,
-                          allow_partial)
+    derived: pd.DataFrame
+    pairs: pd.DataFrame
+    baseline: pd.DataFrame
+    chosen: pd.DataFrame
 
 
-def _with_variants(table: pd.DataFrame, trials: pd.DataFrame, attributes, partners: pd.DataFrame, metric: str,
-                   selection: str, allow_partial: bool) -> pd.DataFrame:
-    """The partners table plus a column per other variant the store holds (multitask_all,
-    adversarial_multiple, adversarial_shared: table1.variant_columns), after `adversarial`; the mean row
-    averages each as Table 1 does. A store without them gets the table unchanged."""
-    from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
-    from aal_sweep.analysis.variants import variant_columns
-
-    if not trials["kind"].isin([MULTITASK_ALL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED]).any():
-        return table  # the common case costs one scan of a column
-    extra = variant_columns(trials, attributes, partners, metric, selection, allow_partial)
-    if extra.empty or not len(extra.columns):
-        return table
-    at = table.columns.get_loc("adversarial") + 1
-    for k, col in enumerate(extra.columns):
-        values = extra[col].reindex(table["attribute"].iloc[:-1]).to_list() + [extra[col].mean()]
-        table.insert(at + k, col, values)
-    return table
+def partner_statistics(derived: pd.DataFrame, rows: pd.DataFrame, attributes: list[str], rule,
+                       allow_partial: bool = False, intervals: bool = True) -> PartnerStatistics:
+    """The partners of `rule` (a config.PartnersConfig: rule, alpha, correction) with their statistics,
+    from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows). intervals=False
+    skips the one-seed bootstrap: the p-values that choose partners do not depend on it."""
+    attributes = list(attributes)
+    pairs = pairs_table(rows, attributes, rule.alpha, rule.correction, intervals=intervals)
+    baseline = baseline_table(rows, attributes, rule.alpha)
+    chosen = choose_partners(derived, pairs, baseline, rule.rule, rule.alpha, allow_partial=allow_partial)
+    return PartnerStatistics(derived, pairs, baseline, chosen)
 
 
-def mean_row(t: pd.DataFrame, settled: pd.Series) -> dict:
-    """The mean row of a partners table (see `partners_table`).
+def choose_partners(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame, rule: str = "argmin",
+                    alpha: float = 0.05, allow_partial: bool = False) -> pd.DataFrame:
+    """The partners of `rule` with their statistics (PARTNER_STAT_COLUMNS appended to `derived`'s columns).
 
-    `settled` (bool, aligned with `t`) marks the attributes without a partner whose final classifier is
-    their single-task one; they count with their single accuracy (differences 0)."""
-    filled = t.copy()
-    for col in ("multi", "adversarial"):
-        filled[col] = filled[col].where(~settled, filled["single"])
-    for col in ("multi_minus_single", "adv_minus_single", "adv_minus_multi"):
-        filled[col] = filled[col].where(~settled, 0.0)
-    row = {c: float(filled[c].mean()) for c in PARTNER_COLUMNS[2:]}
-    return {"attribute": "mean", "partner": None, **row, "lambda": np.nan}
+    `derived`: the argmin partners (derive_partners: attribute, partner, single, multi, drop, missing);
+    `pairs`: pairs_table; `baseline`: baseline_table. argmin keeps the derived partners; significant picks,
+    per attribute, the most negative drop among the cells whose adjusted p-value is below `alpha` and
+    where neither model sits at the majority baseline (a "drop" onto a one-class model is no finding), or
+    none. The statistics describe `candidate`: the chosen partner or, where the rule chose none, the
+    argmin cell, so a reader sees how close the paper's partner came. As with argmin, only a complete row
+    (no `missing` cell) decides, unless `allow_partial`."""
+    if rule not in PARTNER_RULES:
+        raise ValueError(f"partner rule {rule!r} is not one of {', '.join(PARTNER_RULES)}")
+    out = derived.copy()
+    argmin = [p if isinstance(p, str) else None for p in out["partner"]]
+    if rule == "significant":
+        out["partner"] = _most_negative_significant(out, pairs, allow_partial)
+    chosen = [p if isinstance(p, str) else None for p in out["partner"]]
+    candidate = [p if p is not None else q for p, q in zip(chosen, argmin)]
+    stat = pairs.set_index(["attribute", "partner"])
+    found = stat.reindex(pd.MultiIndex.from_arrays([out["attribute"], pd.Series(candidate, dtype=object)]))
+    has = np.array([p is not None for p in chosen], dtype=bool)
+    out["partner"] = pd.Series(chosen, index=out.index, dtype=object)
+    out["multi"] = np.where(has, found["multi"].to_numpy(dtype=float), np.nan)
+    for col in ("drop", "ci_low", "ci_high", "p_value", "p_adjusted"):
+        out[col] = found[col].to_numpy(dtype=float)
+    available = found["test"].to_numpy(dtype=object)
+    sig = found["significant"].fillna(False).astype(bool).to_numpy()
+    # no chosen partner is not a significant one; unknown only where the statistics are unavailable
+    out["significant"] = pd.array([None if t == UNAVAILABLE else bool(h and s)
+                                   for t, h, s in zip(available, has, sig)], dtype="boolean")
+    out["n_seeds"] = pd.array(found["n_seeds"].to_numpy(), dtype="Int64")
+    out["rule"] = rule
+    out["candidate"] = pd.Series(candidate, index=out.index, dtype=object)
+    out["test"] = pd.Series([t if isinstance(t, str) else None for t in available], index=out.index, dtype=object)
+    out["majority"] = baseline["majority"].reindex(out["attribute"]).to_numpy(dtype=float)
+    out["single_above_majority"] = pd.array(baseline["single_above_majority"].reindex(out["attribute"]),
+                                            dtype="boolean")
+    return out
 
 
-def check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise AalError(f"metric {metric!r} is not one of {', '.join(METRICS)}")
+def _most_negative_significant(derived: pd.DataFrame, pairs: pd.DataFrame, allow_partial: bool) -> pd.Series:
+    """Per attribute of `derived`: the most negative significant drop not at the baseline, or None; ties to
+    the partner first in the sweep's order; rows with missing cells undecided unless `allow_partial`."""
+    eligible = pairs[pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)
+                     & ~pairs["at_baseline"].fillna(False).astype(bool)]
+    order = {a: i for i, a in enumerate(derived["attribute"])}
+    best = (eligible.assign(_col=eligible["partner"].map(order))
+            .sort_values(["attribute", "drop", "_col"]).groupby("attribute").head(1)
+            .set_index("attribute")["partner"])
+    decided = derived["missing"].isna() | (allow_partial & derived["single"].notna())
+    return pd.Series([best.get(a) if d else None for a, d in zip(derived["attribute"], decided)],
+                     index=derived.index, dtype=object)
+
+
+def significance_summary(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame,
+                         gains: pd.DataFrame | None, alpha: float = 0.05) -> pd.DataFrame:
+    """The report's short table: how many partners each rule names and how many of them are significant,
+    how many attributes sit at their majority baseline, how many adversarial gains hold. Columns:
+    what, count, of (the number it is out of)."""
+    m = len(derived)
+    rows = []
+    for rule in PARTNER_RULES:
+        chosen = choose_partners(derived, pairs, baseline, rule, alpha)
+        named = int(chosen["partner"].notna().sum())
+        rows.append({"what": f"partners named by the {rule} rule", "count": named, "of": m})
+        rows.append({"what": "... of which significant after adjustment", "count":
+                     int(chosen["significant"].fillna(False).astype(bool).sum()), "of": named})
+    rows.append({"what": f"significant cells (p adjusted < {alpha:g}), negative",
+                 "count": int((pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)).sum()),
+                 "of": int(pairs["p_value"].notna().sum())})
+    known = baseline["single_above_majority"].notna()
+    rows.append({"what": "attributes whose single task is not above its majority baseline",
+                 "count": int((~baseline["single_above_majority"][known].astype(bool)).sum()), "of": int(known.sum())})
+    for versus in ("single", "multi"):
+        g = gains[gains["versus"] == versus] if gains is not None and len(gains) else pd.DataFrame(columns=GAIN_COLUMNS)
+        rows.append({"what": f"adversarial gains over {versus} that hold (test split)",
+                     "count": int(g["holds"].fillna(False).astype(bool).sum()), "of": int(g["p_value"].notna().sum())})
+    return pd.DataFrame(rows, columns=["what", "count", "of"])
+
+

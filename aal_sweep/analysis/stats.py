@@ -28,11 +28,18 @@ counts the seed-by-image interaction twice, so it errs on the side of wide inter
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as _sp
 
 from aal_sweep.config import CORRECTIONS  # the setting's choices, written once
+
 N_BOOT = 2000  # resamples: an interval end moves by about 0.01 points between bootstrap seeds (docs/statistics.md)
 BOOT_SEED = 0  # fixed: a report, a CLI call and open_results() give the same interval for the same store
+
+
+def _sp():
+    """scipy.stats, imported on first use: half a second that the matrix, status and plan never need."""
+    from scipy import stats
+
+    return stats
 
 
 def unpack(blob: bytes | None, n: int) -> np.ndarray | None:
@@ -99,7 +106,7 @@ def mcnemar_counts(b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Exact two-sided McNemar p-values from discordant counts b (base right only), c (other right only)."""
     b, c = np.asarray(b), np.asarray(c)
     n = b + c
-    p = np.minimum(1.0, 2.0 * _sp.binom.cdf(np.minimum(b, c), n, 0.5))
+    p = np.minimum(1.0, 2.0 * _sp().binom.cdf(np.minimum(b, c), n, 0.5))
     return np.where(n == 0, 1.0, p)
 
 
@@ -129,8 +136,8 @@ def seed_test(per_seed: np.ndarray, image_var: np.ndarray, level: float = 0.95):
         df = np.where(v_seed > 0, v ** 2 * (s - 1) / np.where(v_seed > 0, v_seed, 1) ** 2, np.inf)
         se = np.sqrt(v)
         t = np.abs(mean) / se
-    p = np.where(v > 0, 2 * _sp.t.sf(t, df), np.where(mean == 0, 1.0, 0.0))
-    half = _sp.t.ppf(0.5 + level / 2, df) * se
+    p = np.where(v > 0, 2 * _sp().t.sf(t, df), np.where(mean == 0, 1.0, 0.0))
+    half = _sp().t.ppf(0.5 + level / 2, df) * se
     return mean, mean - half, mean + half, p, df
 
 
@@ -154,7 +161,7 @@ def above_rate(correct: np.ndarray, n: np.ndarray, rate: np.ndarray) -> np.ndarr
     p = np.full(len(correct), np.nan)
     ok = ~np.isnan(rate) & ~np.isnan(correct) & (n > 0)
     # P[X >= k] under Binomial(n, rate) is the sf at k - 1: exactly scipy.stats.binomtest(..., "greater")
-    p[ok] = _sp.binom.sf(correct[ok] - 1, n[ok], rate[ok])
+    p[ok] = _sp().binom.sf(correct[ok] - 1, n[ok], rate[ok])
     return p
 
 
@@ -172,7 +179,7 @@ def adjust(p: np.ndarray, method: str = "holm") -> np.ndarray:
         return out
     q = p[ok]
     if method == "bh":
-        out[ok] = _sp.false_discovery_control(q, method="bh")
+        out[ok] = _sp().false_discovery_control(q, method="bh")
         return out
     m = len(q)
     order = np.argsort(q, kind="stable")

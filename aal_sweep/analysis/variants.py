@@ -1,6 +1,4 @@
-"""Table 1 from a results folder: the mean validation and test accuracy of every variant (no torch, no Ray).
-
-    aal-sweep table RESULTS [--format table|csv|json|markdown] [--compare paper-celeba|paper-duke]
+"""Table 1's data: the mean validation and test accuracy of every variant (rendering: aal_sweep.report.tables).
 
 One row per variant, named as the phases, in this order:
     single                each attribute's single-task model
@@ -20,24 +18,15 @@ empty fields; json: null and "run": false), never 0.
 
 from __future__ import annotations
 
-import io
-import json
-from importlib import resources
-
 import numpy as np
 import pandas as pd
 
-from aal_sweep.errors import AalError
-from aal_sweep.report.formats import _check_format, _csv, _full, _json_value, _markdown, _text, percent
+from aal_sweep.analysis.matrix import pair_matrix
+from aal_sweep.analysis.partners import negative_partners, select_adversarial
 from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, PAIR, SINGLE
-from aal_sweep.analysis.partners import negative_partners, pair_matrix, select_adversarial
 
 VARIANTS = (SINGLE, PAIR, MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
 COLUMNS = ["variant", "n_attributes", "val_mean", "test_mean"]
-PAPER_COLUMNS = ["paper_n_attributes", "paper_val_mean", "paper_test_mean"]
-COMPARE = {"paper-celeba": "celeba", "paper-duke": "duke"}  # --compare name -> dataset in the reference
-REFERENCE_FILE = "table1_means.csv"
-NOT_RUN = "not run"
 
 
 def variants_table(trials: pd.DataFrame, attributes, partners: pd.DataFrame, selection: str = "per_attribute",
@@ -45,8 +34,8 @@ def variants_table(trials: pd.DataFrame, attributes, partners: pd.DataFrame, sel
     """COLUMNS, one row per VARIANTS (fractions; NaN and n_attributes 0 where not run).
 
     `trials`: the store's rows (kind, attribute, partner, lambda, status, val_acc, test_acc);
-    `partners`: the chosen partners (Store.chosen_partners: the config's rule), which pair, adversarial
-    and adversarial_shared use; adversarial_multiple uses every negative partner (query.negative_partners)."""
+    `partners`: the chosen partners (results.chosen_partners: the config's rule), which pair, adversarial
+    and adversarial_shared use; adversarial_multiple uses every negative partner (partners.negative_partners)."""
     values, run = per_attribute(trials, attributes, partners, selection, allow_partial)
     rows = []
     for variant in VARIANTS:
@@ -109,86 +98,3 @@ def per_attribute(trials: pd.DataFrame, attributes, partners: pd.DataFrame, sele
         ADVERSARIAL_SHARED: adversarial_values(ADVERSARIAL_SHARED, partners, settled),
     }
     return values, run
-
-
-def store_table(store, allow_partial: bool = False) -> pd.DataFrame:
-    """`variants_table` of a results folder (aal_sweep.store.Store)."""
-    return variants_table(store.query_rows(), store.attributes, store.chosen_partners(allow_partial),
-                          store.config.adversarial.lambda_selection, allow_partial)
-
-
-def load_paper(compare: str) -> pd.DataFrame:
-    """The paper's means (percent) of one dataset, from aal_sweep/reference/table1_means.csv."""
-    if compare not in COMPARE:
-        raise AalError(f"--compare: {compare!r} is not one of {', '.join(COMPARE)}")
-    text = resources.files("aal_sweep.report").joinpath("reference", REFERENCE_FILE).read_text(encoding="utf-8")
-    ref = pd.read_csv(io.StringIO(text), dtype={"method": object})
-    return ref[ref["dataset"] == COMPARE[compare]].reset_index(drop=True)
-
-
-def with_paper(table: pd.DataFrame, compare: str, method: str) -> pd.DataFrame:
-    """`table` plus PAPER_COLUMNS (fractions; NaN where the paper gives none). The adversarial row
-    compares with the paper's row of the sweep's adversarial.method (GRL, GAN or WGAN loss)."""
-    ref = load_paper(compare)
-    out = table.copy()
-    for col in PAPER_COLUMNS:
-        out[col] = np.nan
-    for k, variant in enumerate(out["variant"]):
-        hit = ref[(ref["variant"] == variant) & ((ref["method"] == method) | (variant != ADVERSARIAL))]
-        if len(hit):
-            r = hit.iloc[0]
-            # percent with two decimals -> fractions, rounded so 91.19 reads 0.9119, not 0.9118999999999999
-            out.loc[k, PAPER_COLUMNS] = [float(r["n_attributes"]), round(r["val_mean"] / 100, 6),
-                                         round(r["test_mean"] / 100, 6)]
-    out["paper_n_attributes"] = out["paper_n_attributes"].astype("Int64")
-    return out
-
-
-def render_table(table: pd.DataFrame, fmt: str, method: str = "grl") -> str:
-    """`table` (variants_table, optionally with_paper) in one of formats.FORMATS. Machine formats carry
-    fractions; human formats percent with two decimals and "not run" / "—"."""
-    _check_format(fmt)
-    run = table["n_attributes"] > 0
-    records = table.astype(object).to_dict("records")  # ints stay ints (iterrows would make them floats)
-    if fmt == "csv":
-        cols = list(table.columns)
-        rows = [[r["variant"], *(_cell(r[c]) if ok or c in PAPER_COLUMNS else "" for c in cols[1:])]
-                for ok, r in zip(run, records)]
-        return _csv(cols, rows)
-    if fmt == "json":
-        records = [{"variant": r["variant"], "run": bool(ok),
-                    **{c: (_json(r[c]) if ok or c in PAPER_COLUMNS else None) for c in table.columns[1:]}}
-                   for ok, r in zip(run, records)]
-        return json.dumps({"unit": "fraction", "adversarial_method": method, "variants": records}, indent=2)
-    shown = display(table, method)
-    return _text(shown) if fmt == "table" else _markdown(shown)
-
-
-def _cell(v) -> str:
-    """A csv field: counts as integers, fractions at full precision, empty where missing."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return str(int(v))
-    return _full(v)
-
-
-def _json(v):
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v)
-    return _json_value(v)
-
-
-def display(table: pd.DataFrame, method: str = "grl") -> pd.DataFrame:
-    """Strings for people (the CLI's table and markdown, the report): percent, "not run" where not run."""
-    rows = []
-    for _, r in table.iterrows():
-        run = r["n_attributes"] > 0
-        name = f"{r['variant']} ({method})" if r["variant"] == ADVERSARIAL else r["variant"]
-        row = {"variant": name, "attributes": str(int(r["n_attributes"])) if run else NOT_RUN,
-               "val %": percent(r["val_mean"]) if run else NOT_RUN,
-               "test %": percent(r["test_mean"]) if run else NOT_RUN}
-        if "paper_val_mean" in table:
-            n = r["paper_n_attributes"]
-            row |= {"paper attributes": "—" if pd.isna(n) else str(int(n)), "paper val %": percent(r["paper_val_mean"]),
-                    "paper test %": percent(r["paper_test_mean"])}
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -29,16 +29,13 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image, UnidentifiedImageError
 
-from aal_sweep.data.index import SPLITS, DatasetIndex, DatasetSource, fingerprint_inputs, load_index
+from aal_sweep.data.index import fingerprint_inputs, load_index
+from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource, default_cache_dir
 from aal_sweep.errors import AalError, BadImagesError, DataError
 from aal_sweep.paths import require_folder
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("AAL_SWEEP_CACHE", Path.home() / ".cache" / "aal_sweep"))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_sweep.data.index import SPLITS, DatasetIndex, DatasetSource, describe  # noqa: F401 (describe: re-export)
+from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource
 from aal_sweep.errors import DataError
 
 IMAGE_DIR = "img_align_celeba"

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_sweep.data.index import DatasetIndex, DatasetSource
+from aal_sweep.data.types import DatasetIndex, DatasetSource
 from aal_sweep.errors import DataError
 
 log = logging.getLogger(__name__)

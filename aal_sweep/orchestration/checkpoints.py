@@ -29,10 +29,10 @@ from typing import Any
 import pyarrow.fs as pafs
 import torch
 
+from aal_sweep.store.layout import CHECKPOINTS_DIR
 from aal_sweep.store.location import Location
 
 log = logging.getLogger(__name__)
-CHECKPOINTS_DIR = "tune/checkpoints"
 KEEP = 2  # the newest two: see the module docstring
 
 

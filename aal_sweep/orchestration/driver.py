@@ -20,6 +20,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+from aal_sweep.analysis.results import chosen_partners  # noqa: E402
 from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
@@ -166,7 +167,7 @@ class Sweep:
             return
         if not force and time.monotonic() - self._partners_at < PARTNERS_EVERY_S:
             return
-        partners = self.store.chosen_partners(self.allow_partial, self.graph.attributes, statistics=True,
+        partners = chosen_partners(self.store, self.allow_partial, self.graph.attributes, statistics=True,
                                               rule=self.cfg.partners)
         self.store.write_partners(partners)
         self._partners_at, self._partners_due = time.monotonic(), False
@@ -311,7 +312,7 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
             store.cleanup()
             store.compact()
             if state.graph.has_rows:
-                store.write_partners(store.chosen_partners(allow_partial, state.attributes, statistics=True,
+                store.write_partners(chosen_partners(store, allow_partial, state.attributes, statistics=True,
                                                            rule=cfg.partners))
         events.info(f"tidied {store.uri}: store compacted, sweep.yaml and partners.parquet rewritten")
     except StoreNotWritable as e:

@@ -17,10 +17,10 @@ from typing import Any
 
 from aal_sweep.config import SweepConfig
 from aal_sweep.data.residency import keeps_resident
+from aal_sweep.data.types import SPLITS, default_cache_dir
 from aal_sweep.errors import AalError
 
 THROUGHPUT_ENV = "AAL_SWEEP_THROUGHPUT"
-SPLITS = ("train", "val", "test")  # the order in which a training builds its splits (train/loop.py)
 UPPER_BOUND = ("adversarial", "adversarial_multiple", "adversarial_shared")  # planned once partners are known
 
 
@@ -28,8 +28,7 @@ def default_throughput_path() -> Path:
     """$AAL_SWEEP_THROUGHPUT, else throughput.json beside the default decode cache."""
     if os.environ.get(THROUGHPUT_ENV):
         return Path(os.environ[THROUGHPUT_ENV])
-    base = Path(os.environ.get("AAL_SWEEP_CACHE", Path.home() / ".cache" / "aal_sweep"))
-    return base / "throughput.json"
+    return default_cache_dir() / "throughput.json"
 
 
 def read_throughput(path: str | Path) -> dict[str, Any] | None:

@@ -277,9 +277,11 @@ class Graph:
 def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False) -> dict[str, Decision]:
     """Every row's decision from what `store` holds (the caller keeps those of settled rows): the partner
     of cfg.partners' rule (analysis), every negative partner, the missing cells."""
-    from aal_sweep.analysis.partners import negative_partners, pair_matrix
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.partners import negative_partners
+    from aal_sweep.analysis.results import chosen_partners
 
-    chosen = store.chosen_partners(allow_partial, attributes, rule=cfg.partners)
+    chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners)
     negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial)
     negatives = negatives.set_index("attribute")["partners"]
     return {a: Decision(partner=p if isinstance(p, str) else None, negatives=tuple(negatives.get(a, ())),

@@ -25,10 +25,10 @@ import sys
 
 import psutil
 
+from aal_sweep.store.layout import EMBEDDED_RAY_RECORD as RECORD
 from aal_sweep.store.location import Location
 
 log = logging.getLogger(__name__)
-RECORD = "tune/embedded_ray.json"
 
 
 def _key(p: psutil.Process) -> list:

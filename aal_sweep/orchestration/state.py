@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aal_sweep.analysis.results import partners_fresh
 from aal_sweep.config import SweepConfig, resolve_attributes
 from aal_sweep.errors import AalError
 from aal_sweep.orchestration.graph import Graph, from_store
@@ -29,7 +30,7 @@ class SweepState:
         partners.parquet computed on the cells stored now."""
         if not (self.store.tidy() and self.store.meta_ok()):
             return False
-        return not self.graph.has_rows or self.store.partners_fresh(cfg.partners, allow_partial, self.attributes)
+        return not self.graph.has_rows or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes)
 
 
 def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aal_sweep.analysis.partners import incomplete_rows
+from aal_sweep.analysis.results import chosen_partners
 from aal_sweep.orchestration.graph import from_store
 from aal_sweep.store import Store
 
@@ -16,7 +17,7 @@ def sweep_status(results) -> str:
     failed_ids = set(table.loc[table["status"] != "ok", "trial_id"])
     done_ids = set(table["trial_id"]) - failed_ids
     lines = [f"{store.uri}: {len(attributes)} attributes, training hash {store.training_hash}"]
-    partners = store.chosen_partners()
+    partners = chosen_partners(store)
     graph = from_store(store, cfg, attributes, done=done_ids)
     initial = [t for t in graph.trials.values() if t.kind in ("single", "pair")]
     kinds = graph.kinds()

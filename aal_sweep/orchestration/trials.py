@@ -19,8 +19,6 @@ import pandas as pd
 from aal_sweep.config import SweepConfig
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
 
-PHASE_OF_KIND = {"single": "initial", "pair": "initial", "adversarial": "adversarial"}
-
 
 @dataclass(frozen=True)
 class Trial:

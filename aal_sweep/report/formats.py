@@ -1,4 +1,4 @@
-"""Render the pair matrix and the partners table as table | csv | json | markdown strings.
+"""Output formats (table | csv | json | markdown): the renderers of the matrix, partners and pairs, and their helpers.
 
 Machine formats (csv, json) carry fractions at full precision, with missing values empty (csv) or null
 (json); they are for other programs. Human formats (table, markdown) show percent with two decimals, like
@@ -7,7 +7,7 @@ the paper's Tables 3 and 4, missing values as "—" (never 0), and a mean row.
     matrix csv      attribute,Disc,Square,...      one row per attribute, no mean row (a mean is not a cell)
     matrix json     {"metric": "val_acc", "unit": "fraction", "attributes": [...],
                      "matrix": {row: {column: value | null}}}      row = measured, column = trained with
-    partners csv    the columns of query.PARTNER_COLUMNS and pairs.PARTNER_STAT_COLUMNS, the mean row last
+    partners csv    the columns of summary.PARTNER_COLUMNS and partners.PARTNER_STAT_COLUMNS, the mean row last
                     (attribute "mean"); flags are true / false
     partners json   a list of records with those keys, the mean record last; NaN and no partner are null
     pairs csv       pairs.PAIR_COLUMNS, one row per ordered pair (attribute, partner); json: records
@@ -27,7 +27,9 @@ import math
 import numpy as np
 import pandas as pd
 
-FORMATS = ("table", "csv", "json", "markdown")
+from aal_sweep.errors import AalError
+
+FORMATS = ("table", "csv", "json", "markdown")  # the CLI's --format choices
 MISSING = "—"
 _PERCENT = ("single", "multi", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
 _POINTS = ("multi_minus_single", "adv_minus_single", "adv_minus_multi")
@@ -43,25 +45,25 @@ PARTNER_HEADERS = {
 
 def render_matrix(matrix: pd.DataFrame, fmt: str) -> str:
     """The M x M pair matrix (row = measured attribute, column = partner) in one of FORMATS."""
-    _check_format(fmt)
+    check_format(fmt)
     if fmt == "csv":
-        return _csv(["attribute", *map(str, matrix.columns)],
-                    [[a, *(_full(v) for v in row)] for a, row in zip(matrix.index, matrix.to_numpy())])
+        return csv_text(["attribute", *map(str, matrix.columns)],
+                    [[a, *(csv_value(v) for v in row)] for a, row in zip(matrix.index, matrix.to_numpy())])
     if fmt == "json":
-        body = {str(a): {str(b): _json_value(matrix.loc[a, b]) for b in matrix.columns} for a in matrix.index}
+        body = {str(a): {str(b): json_value(matrix.loc[a, b]) for b in matrix.columns} for a in matrix.index}
         return json.dumps({"metric": matrix.attrs.get("metric"), "unit": "fraction",
                            "attributes": [str(a) for a in matrix.index], "matrix": body}, indent=2)
     shown = matrix_display(matrix)
-    return _text(shown) if fmt == "table" else _markdown(shown)
+    return text_table(shown) if fmt == "table" else markdown(shown)
 
 
 def render_partners(partners: pd.DataFrame, fmt: str) -> str:
-    """The partners table (query.partners_table, mean row included) in one of FORMATS."""
-    _check_format(fmt)
+    """The partners table (summary.partners_table, mean row included) in one of FORMATS."""
+    check_format(fmt)
     if fmt in ("csv", "json"):  # statistics columns hold flags, counts and names beside the fractions
-        return _machine(partners, fmt)
+        return machine(partners, fmt)
     shown = partners_display(partners)
-    return _text(shown) if fmt == "table" else _markdown(shown)
+    return text_table(shown) if fmt == "table" else markdown(shown)
 
 
 # ---- what a person sees (also used by the HTML report) ------------------------------------------
@@ -69,7 +71,7 @@ def render_partners(partners: pd.DataFrame, fmt: str) -> str:
 
 def percent(v, signed: bool = False) -> str:
     """A fraction as percent (or a difference as percentage points), two decimals; missing as "—"."""
-    if _missing(v):
+    if is_missing(v):
         return MISSING
     return f"{100 * float(v):+.2f}" if signed else f"{100 * float(v):.2f}"
 
@@ -94,17 +96,17 @@ def partners_display(partners: pd.DataFrame) -> pd.DataFrame:
 
 def render_pairs(pairs: pd.DataFrame, fmt: str) -> str:
     """The long table of ordered pairs (pairs.PAIR_COLUMNS), one row per (attribute, partner)."""
-    _check_format(fmt)
+    check_format(fmt)
     if fmt in ("csv", "json"):
-        return _machine(pairs, fmt)
+        return machine(pairs, fmt)
     shown = stats_display(pairs)
-    return _text(shown) if fmt == "table" else _markdown(shown)
+    return text_table(shown) if fmt == "table" else markdown(shown)
 
 
 def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci: bool = False) -> str:
     """The drop matrix P[a][b] - P[a][a] from the pairs table; human formats mark cells significant after
     adjustment with "*" and, with `ci`, show the interval; json carries every statistic of every cell."""
-    _check_format(fmt)
+    check_format(fmt)
     grid = {c: pairs.pivot(index="attribute", columns="partner", values=c).reindex(index=attributes, columns=attributes)
             for c in ("drop", "ci_low", "ci_high")}
     drop = grid["drop"]
@@ -113,13 +115,16 @@ def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci:
         if not ci:
             return render_matrix(drop, "csv")
         values = [g.to_numpy(float) for g in grid.values()]  # cell (a, b): drop, ci_low, ci_high side by side
-        rows = [[a] + [_full(v[i, j]) for j in range(len(attributes)) for v in values] for i, a in enumerate(attributes)]
-        return _csv(["attribute", *(f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high"))], rows)
+        rows = [[a] + [csv_value(v[i, j]) for j in range(len(attributes)) for v in values]
+                for i, a in enumerate(attributes)]
+        header = [f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high")]
+        return csv_text(["attribute", *header], rows)
     if fmt == "json":
         cells = {str(a): {} for a in attributes}
-        for rec in json.loads(_machine(pairs, "json")):
-            cells[rec["attribute"]][rec["partner"]] = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
-        body = {str(a): {str(b): _json_value(drop.loc[a, b]) for b in attributes} for a in attributes}
+        for rec in json.loads(machine(pairs, "json")):
+            cell = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
+            cells[rec["attribute"]][rec["partner"]] = cell
+        body = {str(a): {str(b): json_value(drop.loc[a, b]) for b in attributes} for a in attributes}
         return json.dumps({"metric": "drop", "unit": "fraction", "attributes": list(map(str, attributes)),
                            "matrix": body, "cells": cells}, indent=2)
     marks = pairs.set_index(["attribute", "partner"])
@@ -131,7 +136,7 @@ def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci:
             row.append("" if a == b else _drop_cell(marks, a, b, ci))
         rows.append(row)
     shown = pd.DataFrame(rows, columns=["#", "attribute", *numbers])
-    return _text(shown) if fmt == "table" else _markdown(shown)
+    return text_table(shown) if fmt == "table" else markdown(shown)
 
 
 def _drop_cell(marks: pd.DataFrame, a: str, b: str, ci: bool) -> str:
@@ -139,7 +144,7 @@ def _drop_cell(marks: pd.DataFrame, a: str, b: str, ci: bool) -> str:
         return MISSING
     r = marks.loc[(a, b)]
     text = percent(r["drop"], signed=True)
-    if ci and not _missing(r["ci_low"]):
+    if ci and not is_missing(r["ci_low"]):
         text += f" [{percent(r['ci_low'], signed=True)}, {percent(r['ci_high'], signed=True)}]"
     return text + ("*" if _true(r["significant"]) else "")
 
@@ -157,13 +162,13 @@ def stats_display(t: pd.DataFrame) -> pd.DataFrame:
         elif col in ("drop_sd", "single_sd", "multi_sd"):  # a spread, not a change: no sign
             out[col] = v.map(percent)
         elif col in ("p_value", "p_adjusted"):
-            out[col] = v.map(lambda x: MISSING if _missing(x) else f"{float(x):.3g}")
+            out[col] = v.map(lambda x: MISSING if is_missing(x) else f"{float(x):.3g}")
         elif col == "lambda":
-            out[col] = v.map(lambda x: MISSING if _missing(x) else f"{float(x):g}")
+            out[col] = v.map(lambda x: MISSING if is_missing(x) else f"{float(x):g}")
         elif str(v.dtype) in ("bool", "boolean"):
-            out[col] = v.map(lambda x: MISSING if _missing(x) else ("yes" if x else "no"))
+            out[col] = v.map(lambda x: MISSING if is_missing(x) else ("yes" if x else "no"))
         else:
-            out[col] = v.map(lambda x: MISSING if _missing(x) else str(x))
+            out[col] = v.map(lambda x: MISSING if is_missing(x) else str(x))
     if "ci_low" in out and "ci_high" in out:  # one column: the interval reads as one thing
         joined = [MISSING if lo == MISSING else f"[{lo}, {hi}]" for lo, hi in zip(out["ci_low"], out["ci_high"])]
         out.insert(out.columns.get_loc("ci_low"), "ci", joined)
@@ -173,10 +178,10 @@ def stats_display(t: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns=PARTNER_HEADERS).reset_index(drop=True)
 
 
-def _machine(t: pd.DataFrame, fmt: str) -> str:
+def machine(t: pd.DataFrame, fmt: str) -> str:
     """csv / json of any table: floats at full precision, flags as true / false, unknown empty / null."""
     def value(v):
-        if _missing(v):
+        if is_missing(v):
             return None
         if isinstance(v, (bool, np.bool_)):
             return bool(v)
@@ -189,43 +194,42 @@ def _machine(t: pd.DataFrame, fmt: str) -> str:
         return json.dumps([dict(zip(map(str, t.columns), r)) for r in records], indent=2)
     text = lambda v: "" if v is None else ("true" if v is True else "false" if v is False else  # noqa: E731
                                           str(v) if isinstance(v, (str, int)) else repr(v))
-    return _csv(list(map(str, t.columns)), [[text(v) for v in r] for r in records])
+    return csv_text(list(map(str, t.columns)), [[text(v) for v in r] for r in records])
 
 
 def _true(v) -> bool:
-    return not _missing(v) and bool(v)
+    return not is_missing(v) and bool(v)
 
 
 # ---- writers ------------------------------------------------------------------------------------
 
 
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
+    """AalError naming the valid formats (the CLI's argparse checks the same FORMATS first)."""
     if fmt not in FORMATS:
-        from aal_sweep.errors import AalError
-
         raise AalError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-def _missing(v) -> bool:
+def is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or bool(pd.isna(v))
 
 
-def _full(v) -> str:
+def csv_value(v) -> str:
     """Full precision for csv: repr of the float (shortest round-trip), empty where missing."""
-    if _missing(v):
+    if is_missing(v):
         return ""
     if isinstance(v, str):
         return v
     return repr(float(v))
 
 
-def _json_value(v):
-    if _missing(v):
+def json_value(v):
+    if is_missing(v):
         return None
     return v if isinstance(v, str) else float(v)
 
 
-def _csv(header: list[str], rows: list[list[str]]) -> str:
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -245,21 +249,21 @@ def _is_text_column(col: pd.Series) -> bool:
     return not all(numeric(s) for s in col)
 
 
-def _text(df: pd.DataFrame) -> str:
+def text_table(df: pd.DataFrame) -> str:
     widths = [max(len(str(c)), *(len(s) for s in df[c])) if len(df) else len(str(c)) for c in df.columns]
     left = [_is_text_column(df[c]) for c in df.columns]
 
     def line(cells) -> str:
-        return "  ".join(s.ljust(w) if l else s.rjust(w) for s, w, l in zip(cells, widths, left)).rstrip()
+        return "  ".join(s.ljust(w) if is_left else s.rjust(w) for s, w, is_left in zip(cells, widths, left)).rstrip()
 
     return "\n".join([line(map(str, df.columns)), *(line(r) for r in df.itertuples(index=False))])
 
 
-def _markdown(df: pd.DataFrame) -> str:
+def markdown(df: pd.DataFrame) -> str:
     left = [_is_text_column(df[c]) for c in df.columns]
 
     def line(cells) -> str:
         return "| " + " | ".join(str(s).replace("|", "\\|") for s in cells) + " |"
 
-    rule = "|" + "|".join(":---" if l else "---:" for l in left) + "|"
+    rule = "|" + "|".join(":---" if is_left else "---:" for is_left in left) + "|"
     return "\n".join([line(df.columns), rule, *(line(r) for r in df.itertuples(index=False))])

@@ -1,5 +1,7 @@
 """The results store: one object (`Store`) for a results folder on a local path or at s3://bucket/prefix.
 
+Every path below is defined once, in store/layout.py. The store stores; aal_sweep.analysis computes.
+
     RESULTS/sweep.yaml                    training_hash, attributes (the sweep's order), config
     RESULTS/trials/<trial_id>.parquet     inbox: one finished (or failed) trial's rows, written by the trial
     RESULTS/trials/segment-*.parquet      compacted trials, sorted by trial_id (see store/trials.py)
@@ -20,11 +22,11 @@ segments and the manifest (compaction), sweep.yaml, partners.parquet and the lea
 (after Tune gave up retrying); and it holds the lease while it runs, so there is one driver per folder.
 """
 
-from aal_sweep.store.core import PARTNERS_FILE, QUERY_COLUMNS, SWEEP_FILE, Store
+from aal_sweep.store.core import QUERY_COLUMNS, STATS_COLUMNS, Store
+from aal_sweep.store.layout import MANIFEST, PARTNERS_FILE, QUARANTINE, SWEEP_FILE, TRIALS_DIR
 from aal_sweep.store.lease import LeaseHeld, StoreNotWritable
 from aal_sweep.store.rows import failed_rows, result_rows
 from aal_sweep.store.schema import COLUMNS, SCHEMA
-from aal_sweep.store.trials import MANIFEST, QUARANTINE, TRIALS_DIR
 
-__all__ = ["COLUMNS", "MANIFEST", "PARTNERS_FILE", "QUARANTINE", "QUERY_COLUMNS", "SCHEMA", "SWEEP_FILE",
-           "TRIALS_DIR", "LeaseHeld", "Store", "StoreNotWritable", "failed_rows", "result_rows"]
+__all__ = ["COLUMNS", "MANIFEST", "PARTNERS_FILE", "QUARANTINE", "QUERY_COLUMNS", "SCHEMA", "STATS_COLUMNS",
+           "SWEEP_FILE", "TRIALS_DIR", "LeaseHeld", "Store", "StoreNotWritable", "failed_rows", "result_rows"]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,22 +14,26 @@ import pyarrow.parquet as pq
 import yaml
 
 from aal_sweep.errors import AalError, ConfigError
-from aal_sweep.store.journal import ATTEMPTS_DIR, Journal
-from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, LeaseHeld, StoreNotWritable  # noqa: F401
+from aal_sweep.store.journal import Journal
+from aal_sweep.store.layout import (
+    ARTIFACTS_DIR,
+    ATTEMPTS_DIR,
+    COMPLETE,
+    PARTNERS_FILE,
+    SWEEP_FILE,
+    TRIALS_DIR,
+    TUNE_DIR,
+)
+from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease
 from aal_sweep.store.location import Location, unreadable
 from aal_sweep.store.schema import decoded
-from aal_sweep.store.trials import TRIALS_DIR, TrialFiles, _parquet_bytes
+from aal_sweep.store.trials import TrialFiles, parquet_bytes
 
 log = logging.getLogger("aal_sweep.store")
 
-SWEEP_FILE = "sweep.yaml"
-PARTNERS_FILE = "partners.parquet"
-TUNE_DIR = "tune"
-ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows (aal_sweep.orchestration.phases)
-COMPLETE = ".aal_complete"
-_FINGERPRINT = b"aal_sweep.fingerprint"  # partners.parquet metadata: the cells its statistics were computed on  # marks a Tune experiment that ran to its end
-# What the matrix, the partners and the plan read: a few narrow columns, never the per-image bits.
+_FINGERPRINT = b"aal_sweep.fingerprint"  # partners.parquet metadata: the cells its statistics were computed on
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 1,000 attribute names parse in ms
+# What the matrix, the partners and the plan read: a few narrow columns, never the per-image bits.
 QUERY_COLUMNS = ["trial_id", "kind", "attribute", "partner", "lambda", "method", "seed", "status", "val_acc",
                  "test_acc", "config_hash"]
 # What the statistics read besides: the per-image bits, the split sizes, the majority-class rate.
@@ -42,12 +44,12 @@ STATS_COLUMNS = ["kind", "attribute", "partner", "lambda", "seed", "status", "va
 class Store:
     """A results folder (local path or s3://bucket/prefix): its config, its trials, journals, lease, Tune state.
 
-        store = Store.open("results/demo")        # or aal_sweep.open_results("s3://bucket/sweeps/demo")
-        store.matrix("val_acc")                   # M x M, row = measured, column = partner, NaN = missing
-        store.partners()                          # the paper's Table 3, fractions, plus a mean row
+        store = Store.open("results/demo")        # or s3://bucket/sweeps/demo
         store.trials()                            # every stored row, long format (store.SCHEMA)
+        store.query_rows()                        # the narrow rows aal_sweep.analysis computes on
 
-    Every query re-reads what changed (the inbox; segments are cached), so it follows a running sweep.
+    It stores and never computes statistics: aal_sweep.analysis.Results (aal_sweep.open_results) does.
+    Every read re-reads what changed (the inbox; segments are cached), so it follows a running sweep.
     `Store(uri)` opens without reading anything (a trial writing its rows); `Store.open(uri)` also
     requires RESULTS/sweep.yaml (queries).
     """
@@ -63,7 +65,7 @@ class Store:
             raise AalError(f"results {self.uri}: is a file, not a results folder; pass a folder path")
 
     @classmethod
-    def open(cls, uri) -> "Store":
+    def open(cls, uri) -> Store:
         store = cls(uri)
         store.meta  # noqa: B018 (a query needs sweep.yaml: say so now, in one line)
         return store
@@ -202,7 +204,8 @@ class Store:
             return table
         hashes = table.column("config_hash")
         values = {v for chunk in hashes.chunks for v in
-                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type) else pc.unique(chunk).to_pylist())}
+                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type)
+                   else pc.unique(chunk).to_pylist())}
         if values <= {str(meta["training_hash"]), None}:  # the usual case: nothing to leave out, no row scan
             return table
         other = pc.fill_null(pc.not_equal(hashes, str(meta["training_hash"])), False)
@@ -254,7 +257,7 @@ class Store:
         snap = self._files.snapshot()
         return not (snap.inbox or snap.orphans) and snap.manifest_ok
 
-    # ---- queries -----------------------------------------------------------------------------------
+    # ---- the rows analysis reads, and partners.parquet ---------------------------------------------
 
     def query_rows(self) -> pd.DataFrame:
         """The narrow rows the matrix and the partners use, of this sweep's training hash only: rows
@@ -265,84 +268,15 @@ class Store:
         table = table.drop_columns(["trial_id", "config_hash"])
         return table.to_pandas()  # dictionary columns become categoricals
 
-    def matrix(self, metric: str = "val_acc") -> pd.DataFrame:
-        """The pair matrix in the sweep's attribute order; `.attrs["metric"]` names the metric."""
-        from aal_sweep.analysis.partners import cell_means, check_metric
+    def stats_rows(self) -> pd.DataFrame:
+        """The rows the statistics read (STATS_COLUMNS), of this sweep's training hash."""
+        return self.trials(columns=STATS_COLUMNS)
 
-        check_metric(metric)
-        table, _ = self._read(QUERY_COLUMNS)
-        table = self._this_sweep(table)
-        # straight from Arrow: a 1,000-attribute store has a million rows, and pandas would copy them all
-        cells = pc.and_(pc.and_(pc.equal(table.column("status"), "ok"),
-                                pc.is_in(table.column("kind"), pa.array(["single", "pair"]))),
-                        pc.is_valid(table.column(metric)))
-        table = table.filter(cells)
-        names = pd.Index(self.attributes)
-        i = _positions(table.column("attribute"), names)
-        single = pc.equal(table.column("kind"), "single").to_numpy(zero_copy_only=False)
-        j = np.where(single, i, _positions(table.column("partner"), names))
-        m = cell_means(i, j, table.column(metric).to_numpy(), self.attributes)
-        m.attrs["metric"] = metric
-        return m
-
-    def partners(self, metric: str = "val_acc", allow_partial: bool = False) -> pd.DataFrame:
-        """The partners table (query.partners_table) of the config's partner rule, lambda chosen as its
-        lambda_selection says, with each partner's statistics (pairs.PARTNER_STAT_COLUMNS) appended."""
-        from aal_sweep.analysis.pairs import with_statistics
-        from aal_sweep.analysis.partners import check_metric, partners_table
-
-        check_metric(metric)
-        chosen = self.chosen_partners(allow_partial, statistics=True)
-        t = partners_table(self.query_rows(), self.attributes, metric, self.config.adversarial.lambda_selection,
-                           allow_partial=allow_partial, partners=chosen)
-        t = with_statistics(t, chosen)
-        t.attrs["metric"] = metric
-        return t
-
-    def chosen_partners(self, allow_partial: bool = False, attributes=None, statistics: bool = False,
-                        rule=None) -> pd.DataFrame:
-        """Per attribute its partner under `rule` (a config.PartnersConfig; default sweep.yaml's
-        `partners`), from complete rows only unless `allow_partial`; `missing` lists the cells an
-        incomplete row lacks. `attributes`: the sweep's (default: sweep.yaml's). argmin is
-        query.derive_partners; `significant` (and `statistics=True`, which partners.parquet uses) adds
-        every statistic of pairs.choose_partners."""
-        from aal_sweep.analysis.partners import derive_partners, pair_matrix
-
-        attributes = self.attributes if attributes is None else list(attributes)
-        rule = self.config.partners if rule is None else rule
-        fingerprint = None
-        if statistics:  # the driver computed them once into partners.parquet: reuse while the cells are the same
-            fingerprint = self._cells_fingerprint(attributes, rule, allow_partial)
-            stored = self.read_partners()
-            if stored is not None and stored.attrs.get("fingerprint") == fingerprint:
-                return stored
-        derived = derive_partners(pair_matrix(self.query_rows(), attributes, "val_acc"), allow_partial=allow_partial)
-        if rule.rule == "argmin" and not statistics:
-            return derived  # planning with the paper's rule needs no per-image bits
-        from aal_sweep.analysis.pairs import baseline_table, choose_partners, pairs_table
-
-        rows = self.stats_rows()
-        # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
-        pairs = pairs_table(rows, attributes, rule.alpha, rule.correction, intervals=statistics)
-        chosen = choose_partners(derived, pairs, baseline_table(rows, attributes, rule.alpha), rule.rule, rule.alpha,
-                                 allow_partial=allow_partial)
-        if fingerprint is not None:
-            chosen.attrs["fingerprint"] = fingerprint
-        return chosen
-
-    def partners_fresh(self, rule=None, allow_partial: bool = False, attributes=None) -> bool:
-        """partners.parquet is readable and was computed on the cells the store holds now."""
-        stored = self.read_partners()
-        attributes = self.attributes if attributes is None else list(attributes)
-        rule = self.config.partners if rule is None else rule
-        return stored is not None and stored.attrs.get("fingerprint") == self._cells_fingerprint(
-            attributes, rule, allow_partial)
-
-    def _cells_fingerprint(self, attributes, rule, allow_partial: bool) -> str:
-        """What the partners and their statistics depend on: the ok single and pair rows of this sweep (a
-        trial's rows never change once stored), the attributes, the partner rule and allow_partial. The ids
-        are hashed in the order the store reads them (no sort of half a million strings); a compaction that
-        reorders them only costs one recomputation, never a stale answer."""
+    def cells_fingerprint(self, settings: list) -> str:
+        """A digest of the ok single and pair trials of this sweep (a trial's rows never change once stored)
+        and of `settings` (plain JSON values: what else a result computed on them depends on) and the
+        training hash. The ids are hashed in the order the store reads them (no sort of half a million
+        strings); a compaction that reorders them only costs one recomputation, never a stale answer."""
         table, _ = self._read(QUERY_COLUMNS)
         table = self._this_sweep(table)
         cells = pc.and_(pc.is_in(table.column("kind"), pa.array(["single", "pair"])),
@@ -352,42 +286,18 @@ class Store:
         for buf in ids.buffers()[1:]:  # offsets and characters (a fresh array starts at row 0)
             if buf is not None:
                 digest.update(buf)
-        settings = [list(attributes), dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else str(rule),
-                    allow_partial, self._meta_or_none() and self.training_hash]
-        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        digest.update(json.dumps([*settings, self._meta_or_none() and self.training_hash], sort_keys=True,
+                                 default=str).encode())
         return digest.hexdigest()
 
-    def stats_rows(self) -> pd.DataFrame:
-        """The rows the statistics read (STATS_COLUMNS), of this sweep's training hash."""
-        return self.trials(columns=STATS_COLUMNS)
-
-    def pairs(self) -> pd.DataFrame:
-        """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
-        significance, seeds and majority baseline (pairs.PAIR_COLUMNS), for pandas."""
-        from aal_sweep.analysis.pairs import pairs_table
-
-        rule = self.config.partners
-        return pairs_table(self.stats_rows(), self.attributes, rule.alpha, rule.correction)
-
-    def adversarial_gains(self, allow_partial: bool = False) -> pd.DataFrame:
-        """Per attribute with a chosen adversarial run: its gain over single and over the pair model on
-        the test split, with interval, p-values adjusted across attributes and `holds` (pairs.GAIN_COLUMNS)."""
-        from aal_sweep.analysis.pairs import adversarial_gains
-        from aal_sweep.analysis.partners import select_adversarial
-
-        rows = self.stats_rows()
-        chosen = select_adversarial(rows, self.chosen_partners(allow_partial), self.config.adversarial.lambda_selection)
-        rule = self.config.partners
-        return adversarial_gains(rows, chosen, rule.alpha, rule.correction)
-
     def write_partners(self, partners: pd.DataFrame) -> None:
-        """partners.parquet (the driver); a fingerprint from chosen_partners(statistics=True) goes along, so
-        queries reuse its statistics instead of recomputing them."""
+        """partners.parquet (the driver); its `.attrs["fingerprint"]` (cells_fingerprint) goes along, so
+        queries reuse its statistics while the cells are the same instead of recomputing them."""
         table = pa.Table.from_pandas(partners, preserve_index=False)
         if partners.attrs.get("fingerprint"):
             meta = dict(table.schema.metadata or {}) | {_FINGERPRINT: partners.attrs["fingerprint"].encode()}
             table = table.replace_schema_metadata(meta)
-        self.location.write_bytes(PARTNERS_FILE, _parquet_bytes(table))
+        self.location.write_bytes(PARTNERS_FILE, parquet_bytes(table))
 
     def read_partners(self) -> pd.DataFrame | None:
         """partners.parquet, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""
@@ -401,7 +311,8 @@ class Store:
             return None
         df = table.to_pandas()
         for col in df.columns:  # None, not NaN, where a name is missing (callers test `if row.partner`)
-            if pa.types.is_string(table.schema.field(col).type) or pa.types.is_large_string(table.schema.field(col).type):
+            kind = table.schema.field(col).type
+            if pa.types.is_string(kind) or pa.types.is_large_string(kind):
                 df[col] = df[col].astype(object).where(df[col].notna(), None)
         fingerprint = (table.schema.metadata or {}).get(_FINGERPRINT)
         if fingerprint:
@@ -463,18 +374,6 @@ class Store:
                 if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_"):
                     self.location.delete_dir(self.location.name(e))
         self.location.write_bytes(f"{TUNE_DIR}/{name}/{COMPLETE}", b"")
-
-
-def _positions(column: pa.ChunkedArray, names: pd.Index) -> np.ndarray:
-    """Each value's position in `names`, -1 where absent or null: looked up once per dictionary entry."""
-    parts = []
-    for chunk in column.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
-        lookup = np.append(names.get_indexer(chunk.dictionary.to_pylist()), -1)
-        codes = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        parts.append(lookup[codes])  # null picks the appended -1
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _changed_keys(old_config, cfg) -> list[str]:

@@ -15,10 +15,10 @@ import time
 
 import pyarrow.fs as pafs
 
+from aal_sweep.store.layout import ATTEMPTS_DIR
 from aal_sweep.store.location import Location
 
 log = logging.getLogger("aal_sweep.store")
-ATTEMPTS_DIR = "attempts"
 _seq = itertools.count()
 
 

@@ -1,8 +1,37 @@
-"""Every path inside a results folder, written once (relative to RESULTS, "/"-separated)."""
+"""Every path inside a results folder, relative to RESULTS, defined once (store/, orchestration/ import them).
 
-ARTIFACTS_DIR = "artifacts"  # what a later trial needs of a trial beyond its rows: multitask_all weights
+    RESULTS/sweep.yaml                         SWEEP_FILE: training_hash, attributes, config
+    RESULTS/partners.parquet                   PARTNERS_FILE: the chosen partners and their statistics
+    RESULTS/trials/                            TRIALS_DIR: inbox files and compacted segments
+    RESULTS/trials/_manifest.json              MANIFEST: which segments count
+    RESULTS/trials/.quarantine/                QUARANTINE: damaged files `run` moved aside
+    RESULTS/attempts/<trial_id>/               ATTEMPTS_DIR: one small file per event of a trial
+    RESULTS/lease.json                         LEASE_FILE: the driver holding the folder
+    RESULTS/tune/<phase>-<k>/                  TUNE_DIR: Tune's experiments (COMPLETE marks a finished one)
+    RESULTS/tune/checkpoints/<trial_id>/       CHECKPOINTS_DIR: each trial's epoch checkpoints
+    RESULTS/tune/embedded_ray.json             EMBEDDED_RAY_RECORD: the embedded Ray's processes
+    RESULTS/artifacts/<trial_id>.pt            ARTIFACTS_DIR, weights_file(): a trial's weights a later one needs
+    RESULTS/estimates/                         ESTIMATES_DIR: a screened pair phase's estimates
+"""
+
+from __future__ import annotations
+
+SWEEP_FILE = "sweep.yaml"
+PARTNERS_FILE = "partners.parquet"
+TRIALS_DIR = "trials"
+# names starting with "_" or "." are skipped by pyarrow's and pandas' dataset discovery
+MANIFEST = f"{TRIALS_DIR}/_manifest.json"
+QUARANTINE = f"{TRIALS_DIR}/.quarantine"
+ATTEMPTS_DIR = "attempts"
+LEASE_FILE = "lease.json"
+TUNE_DIR = "tune"
+COMPLETE = ".aal_complete"  # inside a Tune experiment's folder: the experiment ran to its end
+CHECKPOINTS_DIR = f"{TUNE_DIR}/checkpoints"
+EMBEDDED_RAY_RECORD = f"{TUNE_DIR}/embedded_ray.json"
+ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows
+ESTIMATES_DIR = "estimates"
 
 
 def weights_file(trial_id: str) -> str:
-    """Where a multitask_all trial's final weights live."""
+    """Where a multitask_all trial's final weights live, relative to the results folder."""
     return f"{ARTIFACTS_DIR}/{trial_id}.pt"

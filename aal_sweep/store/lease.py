@@ -24,10 +24,10 @@ import time
 import uuid
 
 from aal_sweep.errors import AalError
+from aal_sweep.store.layout import LEASE_FILE
 from aal_sweep.store.location import Location
 
 log = logging.getLogger("aal_sweep.store")
-LEASE_FILE = "lease.json"
 TTL_S = 60.0
 SETTLE_S = 1.0
 
@@ -79,7 +79,7 @@ class Lease:
         if holder is not None and holder.get("token") == self.token:
             self.loc.delete(LEASE_FILE)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         self.acquire()
         return self
 
@@ -145,7 +145,7 @@ def _who(holder: dict) -> str:
 def _when(t) -> str:
     if not isinstance(t, (int, float)):
         return "an unknown time"
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _started(pid: int) -> float | None:

@@ -60,7 +60,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """One trial's rows as a table of SCHEMA (missing columns null, finished_at now unless given)."""
     if not rows or len({r["trial_id"] for r in rows}) != 1:
         raise ValueError("write_trial takes the rows of exactly one trial")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     full = [{c: r.get(c) for c in COLUMNS} | {"finished_at": r.get("finished_at") or now} for r in rows]
     return pa.Table.from_pylist(full, schema=SCHEMA)
 

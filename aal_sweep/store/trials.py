@@ -32,14 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from aal_sweep.store.layout import MANIFEST, QUARANTINE, TRIALS_DIR
 from aal_sweep.store.location import Location
 from aal_sweep.store.schema import DICTIONARY, IDENTITY, SCHEMA, DamagedFile, check_schema, conform, rows_to_table
 
 log = logging.getLogger("aal_sweep.store")
 
-TRIALS_DIR = "trials"
-MANIFEST = f"{TRIALS_DIR}/_manifest.json"
-QUARANTINE = f"{TRIALS_DIR}/.quarantine"
 SEGMENT_PREFIX = "segment-"
 MERGE_ABOVE = 8  # more segments than this are merged into one
 ROW_GROUP = 65536
@@ -68,7 +66,7 @@ class TrialFiles:
         """Write one trial's rows as its inbox file (atomically); return the file's relative path."""
         table = rows_to_table(rows)
         rel = inbox_path(rows[0]["trial_id"])
-        self.loc.write_bytes(rel, _parquet_bytes(table))
+        self.loc.write_bytes(rel, parquet_bytes(table))
         return rel
 
     # ---- what is there -----------------------------------------------------------------------------
@@ -304,7 +302,7 @@ class TrialFiles:
     def _add_segment(self, generation: int, segments: list[str], table: pa.Table) -> str:
         """Write `table` sorted by trial_id as a segment, then the manifest naming it after `segments`."""
         name = f"{SEGMENT_PREFIX}{generation:08d}-{uuid.uuid4().hex[:8]}.parquet"
-        self.loc.write_bytes(f"{TRIALS_DIR}/{name}", _parquet_bytes(table.sort_by("trial_id")))
+        self.loc.write_bytes(f"{TRIALS_DIR}/{name}", parquet_bytes(table.sort_by("trial_id")))
         self._write_manifest(generation, segments + [name])
         return name
 
@@ -337,7 +335,7 @@ def _generation(name: str) -> int:
         return -1
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=ROW_GROUP)
     return sink.getvalue().to_pybytes()

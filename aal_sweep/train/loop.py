@@ -21,13 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from aal_sweep.config import TrainConfig
+from aal_sweep.config import AdversarialConfig, ModelConfig, TrainConfig
 from aal_sweep.data.cache import DecodedDataset
 from aal_sweep.data.tensors import SplitTensors
 from aal_sweep.kinds import evaluated
 from aal_sweep.models import build_backbone
 from aal_sweep.train.evaluate import evaluate
-from aal_sweep.train.tasks import KINDS, Stage, Task, make_task
+from aal_sweep.train.factory import make_task
+from aal_sweep.train.tasks import KINDS, Stage, Task
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,20 @@ class TrainSpec:
     attributes: tuple[str, ...]
     lam: float | None = None
     method: str | None = None
-    backbone: str = "resnet18"
-    pretrained: str | None = None
-    epochs: int = 6
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = (4,)
-    lr_gamma: float = 0.1
-    seed: int = 0
-    critic_hidden: int = 256
-    gp_weight: float = 10.0
-    device: str = "auto"
-    num_threads: int | None = None
+    # the defaults are the config's (config.py's dataclasses): written once, there
+    backbone: str = ModelConfig.backbone
+    pretrained: str | None = ModelConfig.pretrained
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    lr_milestones: tuple[int, ...] = TrainConfig.lr_milestones
+    lr_gamma: float = TrainConfig.lr_gamma
+    seed: int = TrainConfig.seed
+    critic_hidden: int = AdversarialConfig.critic_hidden
+    gp_weight: float = AdversarialConfig.gp_weight
+    device: str = TrainConfig.device
+    num_threads: int | None = TrainConfig.num_threads
     compile: bool | str = TrainConfig.compile  # auto | True | False: see use_compile
     # Benchmark knobs, not config keys: torch.compile's mode (None = its default; "reduce-overhead" uses
     # CUDA graphs, "max-autotune" also searches kernels), the GPU-resident data rule (data/residency.py)
@@ -74,7 +76,7 @@ class TrainSpec:
             raise ValueError(f"a {self.kind} training takes {want} attribute(s), got {list(self.attributes)}")
 
     @classmethod
-    def from_config(cls, cfg, kind: str, attributes, lam: float | None = None) -> "TrainSpec":
+    def from_config(cls, cfg, kind: str, attributes, lam: float | None = None) -> TrainSpec:
         t, m, a = cfg.train, cfg.model, cfg.adversarial
         return cls(kind=kind, attributes=tuple(attributes), lam=lam,
                    method=a.method if kind == "adversarial" else None,

@@ -135,7 +135,7 @@ class WGAN(Adversarial):
     the gradient penalty draws one mixing weight per batch row (it drew one per pair), so the same formula
     runs on other random numbers, without a host sync."""
 
-    def __init__(self, backbone: nn.Module, width: int, lam: float, hidden: int = 256, gp_weight: float = 10.0):
+    def __init__(self, backbone: nn.Module, width: int, lam: float, hidden: int, gp_weight: float):
         super().__init__(backbone, width, lam)
         del self.head_b  # the critic replaces the auxiliary classifier
         self.critic = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -180,26 +180,3 @@ class WGAN(Adversarial):
         yield Stage(-self._estimate(fd, y[:, 1]) + self.gp_weight * self._gradient_penalty(fd, y[:, 1]), (1,))
         loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
         yield Stage(loss_a + self.lam * self._estimate(f, y[:, 1]), (0,), loss_a.detach())
-
-
-def make_task(kind: str, backbone: nn.Module, width: int, n_attributes: int, method: str | None = None,
-              lam: float | None = None, critic_hidden: int = 256, gp_weight: float = 10.0,
-              init_weights: str | None = None) -> Task:
-    """`init_weights`: a .pt state_dict file some kinds start from (adversarial_shared: the multitask_all model)."""
-    if kind in ("single", "pair", "multitask"):
-        return MultiHead(backbone, width, n_attributes)
-    if kind in VARIANTS:
-        from aal_sweep.train.variants import make_variant_task  # it imports this module
-
-        return make_variant_task(kind, backbone, width, n_attributes, lam, init_weights)
-    if kind != "adversarial":
-        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    if n_attributes != 2 or lam is None:
-        raise ValueError("an adversarial trial needs two attributes (primary, partner) and a lambda")
-    if method == "grl":
-        return GRL(backbone, width, lam)
-    if method == "gan":
-        return GAN(backbone, width, lam)
-    if method == "wgan":
-        return WGAN(backbone, width, lam, critic_hidden, gp_weight)
-    raise ValueError(f"adversarial method {method!r} is not one of grl, gan, wgan")

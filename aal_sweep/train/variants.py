@@ -72,7 +72,7 @@ class SharedAdversarial(Task):
         self.lam = float(lam)
         self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "SharedAdversarial":
+    def train(self, mode: bool = True) -> SharedAdversarial:
         super().train(mode)
         self.backbone.eval()
         return self
