@@ -36,7 +36,7 @@ def _spec(data: DecodedDataset, **kw) -> TrainSpec:
 
 def test_affinity_step_restores_the_model_and_treats_identical_tasks_alike():
     from aal_sweep.models import build_backbone
-    from aal_sweep.train.tasks import make_task
+    from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
     backbone, width = build_backbone("small_cnn")

@@ -17,6 +17,7 @@ from torch import nn
 
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.analysis.variants import COLUMNS, variants_table
+from aal_sweep.report.tables import render_table, with_paper
 from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
