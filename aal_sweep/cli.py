@@ -186,17 +186,22 @@ def _cmd_plan(args) -> int:
 
 
 def _split_sizes(cfg, unchecked: list[str]) -> dict[str, int] | None:
-    """Images per split, from the annotation files (and, for duke / market, the image folders); None, with
-    the reason added to `unchecked`, when what they need is not there yet. A file that is there and broken
-    is an error, as for `run`."""
-    from aal_sweep.data.index import load_index
+    """Images per split, from the annotation files (duke / market: also the image folders, which index
+    their images); None, with the reason added to `unchecked`, when one of those is not there yet. A file
+    that is there and broken is an error, as for `run`."""
+    from aal_sweep.data.index import fingerprint_inputs, load_index
     from aal_sweep.errors import DataError
 
     try:
         index = load_index(cfg.dataset.source(), cfg.dataset.attributes, check_images=False)
     except DataError as e:
-        if not unchecked:  # everything is there: the files themselves are wrong
-            raise
+        try:
+            files, folders, _ = fingerprint_inputs(cfg.dataset.source())
+        except DataError:  # duke / market without their attribute file
+            files, folders = [], []
+        needed = files if cfg.dataset.format == "celeba" else files + folders
+        if Path(cfg.dataset.root).is_dir() and files and all(p.exists() for p in needed):
+            raise  # everything it reads is there: the files themselves are wrong
         unchecked.append(f"split sizes not counted: {e}")
         return None
     return {split: len(files) for split, files in index.files.items()}
