@@ -38,7 +38,8 @@ def _cmd_train(args) -> int:
         spec = TrainSpec.from_config(cfg, args.kind, attrs, args.lam if args.kind == "adversarial" else None)
     except ValueError as e:
         raise AalError(f"--attributes: {e}") from None
-    with Progress("decoding images into the cache", sys.stderr) as bar:  # only when the cache is not built yet
+    # a build happens once per dataset and size; a small one (seconds) stays quiet
+    with Progress("decoding images into the cache", sys.stderr, delay_s=CACHE_PROGRESS_DELAY_S) as bar:
         data = open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=bar.update)
 
     def on_epoch(_state, m):
@@ -54,6 +55,9 @@ def _cmd_train(args) -> int:
     print(f"{result.epochs_run} epochs, {result.train_seconds:.1f}s training, "
           f"{result.train_images_per_second:.0f} img/s on {result.device}")
     return 0
+
+
+CACHE_PROGRESS_DELAY_S = 5.0
 
 
 def _check_train_args(args, attrs: tuple[str, ...]) -> None:
@@ -204,19 +208,19 @@ def _split_sizes(cfg, unchecked: list[str]) -> dict[str, int] | None:
             raise  # everything it reads is there: the files themselves are wrong
         unchecked.append(f"split sizes not counted: {e}")
         return None
-    return {split: len(files) for split, files in index.files.items()}
+    return {split: len(names) for split, names in index.files.items()}
 
 
 def _cmd_config(args) -> int:
     import yaml
 
-    from aal_sweep.config import load_config, recorded_config, resolve_attributes
+    from aal_sweep.config import config_source, load_config, recorded_config, resolve_attributes
     from aal_sweep.store.location import shown_uri
 
     cfg = load_config(args.config, overrides=args.set)
     d = recorded_config(cfg, resolve_attributes(cfg), shown_uri(cfg.results))
-    print(f"# {args.config}{''.join(f' --set {o}' for o in args.set)}, resolved and validated: the config "
-          f"sweep.yaml records (training hash {cfg.training_hash()})")
+    print(f"# {config_source(args.config, args.set)}, resolved and validated: the config sweep.yaml records "
+          f"(training hash {cfg.training_hash()})")
     print(yaml.safe_dump(d, sort_keys=False), end="")
     return 0
 

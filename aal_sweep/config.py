@@ -572,9 +572,11 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
     file would be; the validation that follows judges the result. A raw that is not a mapping is returned
     as it is (its own error is clearer)."""
     edits = [(text, *parse_override(text)) for text in overrides]  # every --set read before any is applied
-    if raw is None:
+    if not edits:
+        return raw
+    if raw is None:  # an empty file: the overrides are all there is
         raw = {}
-    if not isinstance(raw, dict) or not edits:
+    if not isinstance(raw, dict):
         return raw
     raw = copy.deepcopy(raw)
     for text, path, value in edits:

@@ -7,7 +7,8 @@
 On a terminal (`out.isatty()`) it redraws one bar in place; anywhere else (a job log, CI, a file, a
 `logging.Logger`) it writes plain lines, the first at once, then one every `every_s` seconds or every
 `every_pct` percent, whichever comes first, and always the last, so a log shows a sign of life without
-filling up. It never prints: it writes to the stream (or logger) it was given.
+filling up. With `delay_s`, a step that ends sooner says nothing at all (tqdm's `delay`). It never prints:
+it writes to the stream (or logger) it was given.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ class Progress:
     """Counts `done` of `total` for one named step and renders it to `out` (a text stream or a logger)."""
 
     def __init__(self, label: str, out: TextIO | logging.Logger, *, unit: str = "images", every_s: float = 10.0,
-                 every_pct: float = 10.0, level: int = logging.INFO,
+                 every_pct: float = 10.0, delay_s: float = 0.0, level: int = logging.INFO,
                  clock: Callable[[], float] = time.monotonic):
         self.label, self.out, self.unit, self.level, self.clock = label, out, unit, level, clock
-        self.every_s, self.every_pct = every_s, every_pct
+        self.every_s, self.every_pct, self.delay_s = every_s, every_pct, delay_s
         self.terminal = not isinstance(out, logging.Logger) and bool(getattr(out, "isatty", lambda: False)())
         self.started: float | None = None
         self.done, self.total = 0, 0
@@ -53,6 +54,8 @@ class Progress:
         self.done = done
         if total is not None:
             self.total = total
+        if now - self.started < self.delay_s:
+            return  # a short step stays quiet, its end too
         if self.terminal:
             self._draw(now)
             return

@@ -121,3 +121,27 @@ def test_compaction_reports_inbox_files_read(tmp_path):
     out.truncate(0)
     store.compact(progress=Progress("compacting", out).update)
     assert out.getvalue() == ""  # nothing in the inbox: nothing to say
+
+
+def test_a_short_step_with_a_delay_says_nothing():
+    out, clock = io.StringIO(), Clock()
+    quick = Progress("decoding", out, delay_s=5, clock=clock)
+    quick.update(0, 10)
+    clock.now += 4.9
+    quick.update(10)
+    quick.close()
+    assert out.getvalue() == ""
+    slow, term = Progress("decoding", out, delay_s=5, clock=clock), Terminal()
+    bar = Progress("decoding", term, delay_s=5, clock=clock)
+    for done in range(0, 11):
+        slow.update(done, 10)
+        bar.update(done, 10)
+        clock.now += 1
+    bar.close()
+    assert [ln.split(",")[0] for ln in out.getvalue().splitlines()] == ["decoding: 5/10 images (50%)",
+                                                                        "decoding: 6/10 images (60%)",
+                                                                        "decoding: 7/10 images (70%)",
+                                                                        "decoding: 8/10 images (80%)",
+                                                                        "decoding: 9/10 images (90%)",
+                                                                        "decoding: 10/10 images (100%)"]
+    assert term.getvalue().count("\r") == 6 and " 0/10" not in term.getvalue()
