@@ -50,8 +50,8 @@ class Location:
         else:
             self.fs = pafs.LocalFileSystem()
             self.local = True
-            self.root = shown_uri(text)
-            self.uri = self.root
+            self.root = str(Path(text).expanduser().resolve())
+            self.uri = self.root  # shown_uri(text), the same
             text = self.root  # trials run in other working directories: hand them the absolute path
         self.source = text  # what to hand to another process (workers re-open it)
 
