@@ -1,4 +1,5 @@
-"""aal-sweep: run, submit, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic, make-mnist.
+"""aal-sweep: run, submit, plan, config, status, matrix, pairs, partners, table, report, train, dataset, make-synthetic,
+make-mnist.
 
 User errors (AalError) print one line on stderr and exit 2, without a traceback. Ray is imported only by
 `run` (through aal_sweep.orchestration.driver) and `submit` (aal_sweep.orchestration.submit), so the other
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from aal_sweep.errors import AalError
 from aal_sweep.paths import require_folder
+from aal_sweep.progress import Progress
 
 
 def _cmd_train(args) -> int:
@@ -26,7 +28,7 @@ def _cmd_train(args) -> int:
 
     attrs = tuple(a for a in args.attributes.split(",") if a)
     _check_train_args(args, attrs)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.set)
     names = resolve_attributes(cfg)
     unknown = [a for a in attrs if a not in names]
     if unknown:
@@ -37,7 +39,9 @@ def _cmd_train(args) -> int:
         spec = TrainSpec.from_config(cfg, args.kind, attrs, args.lam if args.kind == "adversarial" else None)
     except ValueError as e:
         raise AalError(f"--attributes: {e}") from None
-    data = open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache)
+    # a build happens once per dataset and size; a small one (seconds) stays quiet
+    with Progress("decoding images into the cache", sys.stderr, delay_s=CACHE_PROGRESS_DELAY_S) as bar:
+        data = open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=bar.update)
 
     def on_epoch(_state, m):
         print(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f} "
@@ -52,6 +56,9 @@ def _cmd_train(args) -> int:
     print(f"{result.epochs_run} epochs, {result.train_seconds:.1f}s training, "
           f"{result.train_images_per_second:.0f} img/s on {result.device}")
     return 0
+
+
+CACHE_PROGRESS_DELAY_S = 5.0
 
 
 def _check_train_args(args, attrs: tuple[str, ...]) -> None:
@@ -74,13 +81,8 @@ def _verify(index):
 
     paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
     workers = default_workers()
-
-    def progress(done: int, total: int) -> None:
-        print(f"\rverifying {total} images with {workers} processes: {done}/{total}", end="", file=sys.stderr,
-              flush=True)
-
-    bad = verify_images(paths, workers, progress=progress)
-    print(file=sys.stderr)
+    with Progress(f"verifying images with {workers} processes", sys.stderr) as bar:
+        bad = verify_images(paths, workers, progress=bar.update)
     return BadImagesError(str(index.root), bad, len(paths)) if bad else None
 
 
@@ -150,7 +152,7 @@ def _cmd_make_mnist(args) -> int:
 def _cmd_run(args) -> int:
     from aal_sweep.config import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides=args.set)
     require_folder(args.results or cfg.results, "--results" if args.results else "results")
     if args.address is None:
         # The embedded cluster keeps token authentication on (Ray's default since 2.59); saying so before
@@ -168,8 +170,12 @@ def _cmd_run(args) -> int:
         return 0
     from aal_sweep.orchestration import driver
 
-    return driver.run(cfg, results=args.results, address=args.address, verbose=args.verbose,
-                      restart=args.restart, allow_partial=args.allow_partial, on_event=show)
+    bar = Progress("decoding images into the cache", sys.stderr, delay_s=5.0)  # silent when the cache is there
+    try:
+        return driver.run(cfg, results=args.results, address=args.address, verbose=args.verbose,
+                          restart=args.restart, allow_partial=args.allow_partial, on_event=show, progress=bar.update)
+    finally:
+        bar.close()
 
 
 def show(event) -> None:
@@ -188,28 +194,64 @@ def _cmd_submit(args) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from aal_sweep.orchestration.submit import cluster_config, submit
 
-    return submit(cluster_config(args.config, args.results), address, args.wait)
+    return submit(cluster_config(args.config, args.results, args.set), address, args.wait)
 
 
 def _cmd_plan(args) -> int:
-    from aal_sweep.config import load_config, resolve_attributes
+    from aal_sweep.config import load_config, resolve_attributes, unchecked_files
     from aal_sweep.orchestration.estimate import default_throughput_path, estimate, read_throughput, render_plan
 
-    cfg = load_config(args.config)
+    # before the images are there: the annotation files are checked when present, a listed
+    # dataset.attributes is taken as it is, and the plan says what it could not check
+    cfg = load_config(args.config, check_files="annotations", overrides=args.set)
     source = Path(args.throughput) if args.throughput else default_throughput_path()
     if args.throughput and not source.is_file():
         raise AalError(f"--throughput: {args.throughput!r} is not a file (write one with benchmarks/gpu.py --out)")
-    print(render_plan(estimate(cfg, resolve_attributes(cfg), _split_sizes(cfg), read_throughput(source),
-                               str(source)), args.format))
+    unchecked = unchecked_files(cfg)
+    sizes = _split_sizes(cfg, unchecked)
+    from aal_sweep.orchestration.graph import plan_summary
+
+    attributes = tuple(resolve_attributes(cfg))
+    plan = estimate(cfg, attributes, sizes, read_throughput(source), str(source), unchecked=unchecked)
+    plan["graph"] = plan_summary(cfg, attributes)  # per kind: what it needs, how many are done / wait
+    print(render_plan(plan, args.format))
     return 0
 
 
-def _split_sizes(cfg) -> dict[str, int]:
-    """Images per split, from the annotation files only."""
-    from aal_sweep.data.index import load_index
+def _split_sizes(cfg, unchecked: list[str]) -> dict[str, int] | None:
+    """Images per split, from the annotation files (duke / market: also the image folders, which index
+    their images); None, with the reason added to `unchecked`, when one of those is not there yet. A file
+    that is there and broken is an error, as for `run`."""
+    from aal_sweep.data.index import fingerprint_inputs, load_index
+    from aal_sweep.errors import DataError
 
-    index = load_index(cfg.dataset.source(), cfg.dataset.attributes, check_images=False)
-    return {split: len(files) for split, files in index.files.items()}
+    try:
+        index = load_index(cfg.dataset.source(), cfg.dataset.attributes, check_images=False)
+    except DataError as e:
+        try:
+            files, folders, _ = fingerprint_inputs(cfg.dataset.source())
+        except DataError:  # duke / market without their attribute file
+            files, folders = [], []
+        needed = files if cfg.dataset.format == "celeba" else files + folders
+        if Path(cfg.dataset.root).is_dir() and files and all(p.exists() for p in needed):
+            raise  # everything it reads is there: the files themselves are wrong
+        unchecked.append(f"split sizes not counted: {e}")
+        return None
+    return {split: len(names) for split, names in index.files.items()}
+
+
+def _cmd_config(args) -> int:
+    import yaml
+
+    from aal_sweep.config import config_source, load_config, recorded_config, resolve_attributes
+    from aal_sweep.store.location import shown_uri
+
+    cfg = load_config(args.config, overrides=args.set)
+    d = recorded_config(cfg, resolve_attributes(cfg), shown_uri(cfg.results))
+    print(f"# {config_source(args.config, args.set)}, resolved and validated: the config sweep.yaml records "
+          f"(training hash {cfg.training_hash()})")
+    print(yaml.safe_dump(d, sort_keys=False), end="")
+    return 0
 
 
 def _cmd_status(args) -> int:
@@ -275,6 +317,21 @@ def _cmd_report(args) -> int:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+class _Version(argparse.Action):
+    """--version: our version and Ray's, torch's and pyarrow's, from package metadata (neither Ray nor torch
+    is imported, so it answers at once)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from aal_sweep import versions
+
+        v = versions()
+        print(f"aal-sweep {v.pop('aal_sweep')} (" + ", ".join(f"{k} {x or 'not installed'}" for k, x in v.items()) + ")")
+        parser.exit(0)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument in one line, like every other user error (its subparsers too)."""
 
@@ -292,7 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="aal-sweep", description=__doc__.splitlines()[0])
     p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
                    help="Python logging level (default WARNING)")
+    p.add_argument("--version", action=_Version, help="print the versions of aal_sweep, Ray, torch and pyarrow")
     sub = p.add_subparsers(dest="command", required=True)
+    overrides = dict(action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key (dotted, YAML value; repeatable): --set train.lr=0.01 "
+                          "--set dataset.attributes=[Smiling,Male]")
 
     s = sub.add_parser("run", help="run (or resume) a whole sweep on Ray Tune")
     s.add_argument("config")
@@ -304,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "too, skipping their missing cells (default: only complete rows decide; run exits 1 "
                         "naming the others)")
     s.add_argument("-v", "--verbose", action="count", default=0, help="-v: Tune's status table, -vv: trial logs")
+    s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_run)
 
     s = sub.add_parser("submit", help="submit (or resume) a sweep as a job to a Ray cluster's job server")
@@ -312,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", help="where the cluster writes results: s3://BUCKET/PREFIX or an absolute path "
                                       "every node sees (default: the config's `results`)")
     s.add_argument("--wait", action="store_true", help="follow the job's logs; exit with its outcome")
+    s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_submit)
 
     s = sub.add_parser("plan", help="trials per phase and their GPU-hours (from benchmarks/gpu.py), before a run")
@@ -319,7 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--throughput", help="a file benchmarks/gpu.py wrote (default: $AAL_SWEEP_THROUGHPUT, else "
                                         "throughput.json in the default cache folder)")
+    s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_plan)
+
+    s = sub.add_parser("config", help="print the resolved, validated config (with --set applied) as sweep.yaml records it")
+    s.add_argument("config")
+    s.add_argument("--set", **overrides)
+    s.set_defaults(fn=_cmd_config)
 
     s = sub.add_parser("status", help="per phase done / failed / pending, and the missing cells")
     s.add_argument("results")
@@ -362,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attributes", required=True, help="A or A,B (adversarial: primary,partner)")
     s.add_argument("--lambda", dest="lam", type=float)
     s.add_argument("--json", action="store_true", help="print the full result as JSON")
+    s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("dataset", help="check a dataset folder; images per split, positive rates")

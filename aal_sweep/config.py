@@ -6,10 +6,12 @@ Relative paths are taken from the current working directory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import yaml
 
 from aal_sweep.data.types import FORMATS, SPLIT_SEED, VAL_FRACTION
-from aal_sweep.errors import ConfigError, DataError
+from aal_sweep.errors import AalError, ConfigError, DataError
 
 BACKBONES = ("resnet18", "small_cnn")
 METHODS = ("grl", "gan", "wgan")
@@ -32,6 +34,10 @@ LAMBDA_SELECTION = ("per_attribute", "global")
 DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
+WANDB_MODES = ("online", "offline", "disabled")
+# check_files: True, every file a run reads; "annotations", what `plan` can check before the images are
+# there (the annotation files when present; a listed dataset.attributes is taken as it is); False, none
+FILE_CHECKS = (True, "annotations", False)
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
@@ -108,6 +114,27 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: MLflow's own ($MLFLOW_TRACKING_URI, else ./mlruns)
+    experiment: str | None = None  # None: the sweep's name
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    project: str | None = None  # None: the sweep's name
+    mode: str = "online"  # online | offline (files under $WANDB_DIR, `wandb sync` later) | disabled
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where trials are also logged (Tune's MLflow / W&B callbacks); off unless named. Not in the training
+    hash: following a sweep elsewhere does not change its trials."""
+
+    mlflow: MlflowConfig | None = None  # `mlflow: {}` turns it on with the defaults
+    wandb: WandbConfig | None = None
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     name: str
     results: str
@@ -118,6 +145,7 @@ class SweepConfig:
     phases: tuple[str, ...] = DEFAULT_PHASES
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     partners: PartnersConfig = field(default_factory=PartnersConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -228,8 +256,10 @@ class _Checker:
         return tuple(float(x) for x in v) if kind == "float" else tuple(v)
 
 
-def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> SweepConfig:
-    """Validate a parsed YAML mapping; raise ConfigError listing every problem."""
+def parse_config(raw: Any, source: str = "config", check_files: bool | str = True) -> SweepConfig:
+    """Validate a parsed YAML mapping; raise ConfigError listing every problem. `check_files`: one of
+    FILE_CHECKS (True: the dataset's folders and files and model.pretrained, as a run needs them)."""
+    assert check_files in FILE_CHECKS, check_files
     problems: list[str] = []
     c = _Checker(problems)
     if not isinstance(raw, dict):
@@ -265,9 +295,8 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         backbone=c.value(m, "backbone", "str", ModelConfig.backbone, "model.", choices=BACKBONES),
         pretrained=c.value(m, "pretrained", "str", ModelConfig.pretrained, "model.", nullable=True),
     )
-    if model.pretrained not in (None, "imagenet") and check_files and not Path(model.pretrained).is_file():
-        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a "
-                        f"state_dict path)")
+    if model.pretrained not in (None, "imagenet") and check_files is True and not Path(model.pretrained).is_file():
+        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)")
     if model.backbone == "small_cnn" and model.pretrained is not None:
         problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
 
@@ -345,8 +374,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         dupes = sorted({x for x in attributes if attributes.count(x) > 1})
         if dupes:
             problems.append(f"dataset.attributes: duplicates {dupes}")
+    tracking = _tracking(c, raw, problems)
     if root and check_files:
-        _check_dataset(fmt, Path(root), attributes, problems)
+        _check_dataset(fmt, Path(root), attributes, problems, images=check_files is True)
 
     if problems:
         raise ConfigError(source, problems)
@@ -355,8 +385,37 @@ def parse_config(raw: Any, source: str = "config", check_files: bool = True) -> 
         dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache,
                               val_fraction=val_fraction, split_seed=split_seed),
         model=model, train=train, adversarial=adversarial, phases=tuple(phases), resources=resources,
-        partners=partners,
+        partners=partners, tracking=tracking,
     )
+
+
+def _tracking(c: _Checker, raw: dict, problems: list[str]) -> TrackingConfig:
+    """tracking.mlflow / tracking.wandb: absent or null is off, a mapping (even {}) is on."""
+    t = c.section(raw, "tracking")
+    c.unknown(t, TrackingConfig, "tracking.")
+    on = {}
+    for key, kind in (("mlflow", MlflowConfig), ("wandb", WandbConfig)):
+        if t.get(key) is None:
+            continue
+        if not isinstance(t[key], dict):
+            fields = ", ".join(f.name for f in dataclasses.fields(kind))
+            problems.append(f"tracking.{key}: expected a mapping ({fields}; {{}} for the defaults) or null "
+                            f"(off), got {t[key]!r}")
+            continue
+        c.unknown(t[key], kind, f"tracking.{key}.")
+        on[key] = t[key]
+    prefix, mlflow, wandb = "tracking.{}.", None, None
+    if "mlflow" in on:
+        m, default = on["mlflow"], MlflowConfig()
+        mlflow = MlflowConfig(
+            tracking_uri=c.value(m, "tracking_uri", "str", default.tracking_uri, prefix.format("mlflow"), nullable=True),
+            experiment=c.value(m, "experiment", "str", default.experiment, prefix.format("mlflow"), nullable=True))
+    if "wandb" in on:
+        w, default = on["wandb"], WandbConfig()
+        wandb = WandbConfig(
+            project=c.value(w, "project", "str", default.project, prefix.format("wandb"), nullable=True),
+            mode=c.value(w, "mode", "str", default.mode, prefix.format("wandb"), choices=WANDB_MODES))
+    return TrackingConfig(mlflow=mlflow, wandb=wandb)
 
 
 def _compile_setting(value: Any, problems: list[str]) -> bool | str:
@@ -380,51 +439,91 @@ def _seeds(c: _Checker, t: dict, problems: list[str]) -> tuple[int, ...] | None:
     return seeds
 
 
-def _check_dataset(fmt: str, root: Path, attributes, problems: list[str]) -> None:
+def _check_dataset(fmt: str, root: Path, attributes, problems: list[str], images: bool = True) -> None:
+    """The dataset folder's layout and attribute names. images=False (planning): only what is there is
+    checked; a listed dataset.attributes needs nothing, else the annotation file must name the attributes."""
     from aal_sweep.data.celeba import ATTR_FILE, IMAGE_DIR, PARTITION_FILE, read_attribute_names
 
     if fmt != "celeba" and root.is_dir():
-        _check_reid(fmt, root, attributes, problems)
+        _check_reid(fmt, root, attributes, problems, images)
         return
+    plan_hint = ("; or list dataset.attributes (e.g. --set dataset.attributes=[Smiling,Male]) to plan before "
+                 "the data is there")
     if not root.is_dir():
-        problems.append(f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder)")
+        if images or attributes is None:
+            problems.append(f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder"
+                            f"{plan_hint if not images else ''})")
+        return
+    if not images:
+        if (root / ATTR_FILE).is_file():
+            _check_names(lambda: read_attribute_names(root / ATTR_FILE), ATTR_FILE, attributes, problems)
+        elif attributes is None:
+            problems.append(f"dataset.root: {str(root)!r} lacks {ATTR_FILE}, which names the attributes"
+                            f"{plan_hint}")
         return
     missing = [n for n in (IMAGE_DIR, ATTR_FILE, PARTITION_FILE) if not (root / n).exists()]
     if missing:
         problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the CelebA layout needs "
                         f"{IMAGE_DIR}/, {ATTR_FILE} and {PARTITION_FILE})")
         return
+    _check_names(lambda: read_attribute_names(root / ATTR_FILE), ATTR_FILE, attributes, problems)
+
+
+def _check_names(read, source: str, attributes, problems: list[str]) -> None:
+    """The annotation file's attribute names (read()): at least two, and every listed attribute among them."""
     try:
-        names = read_attribute_names(root / ATTR_FILE)
+        names = read()
     except DataError as e:  # not UTF-8, or duplicate names: reported with the other problems
         problems.append(f"dataset.root: {e}")
         return
     if len(names) < 2:
-        problems.append(f"dataset.root: {ATTR_FILE} has {len(names)} attribute(s); a sweep needs at least two")
+        problems.append(f"dataset.root: {source} has {len(names)} attribute(s); a sweep needs at least two")
     for a in attributes or ():
         if a not in names:
             problems.append(f"dataset.attributes: unknown attribute {a!r} (valid: {', '.join(names)})")
 
 
-def _check_reid(fmt: str, root: Path, attributes, problems: list[str]) -> None:
+def _check_reid(fmt: str, root: Path, attributes, problems: list[str], images: bool = True) -> None:
     """The duke / market layout: both image folders and a readable .mat file holding the attributes."""
     from aal_sweep.data.index import attribute_names
-    from aal_sweep.data.reid import LAYOUTS, TEST_DIR, TRAIN_DIR
+    from aal_sweep.data.reid import LAYOUTS, TEST_DIR, TRAIN_DIR, find_mat
     from aal_sweep.data.types import DatasetSource
 
     missing = [n for n in (TRAIN_DIR, TEST_DIR) if not (root / n).is_dir()]
-    if missing:
+    if missing and images:
         problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the {fmt} layout needs "
                         f"{TRAIN_DIR}/, {TEST_DIR}/ and {LAYOUTS[fmt].mat_file})")
         return
-    try:
-        names = attribute_names(DatasetSource(root, fmt))
-    except DataError as e:
-        problems.append(f"dataset.root: {e}")
-        return
-    for a in attributes or ():
-        if a not in names:
-            problems.append(f"dataset.attributes: unknown attribute {a!r} (valid: {', '.join(names)})")
+    if not images:
+        try:
+            find_mat(root, LAYOUTS[fmt])
+        except DataError as e:
+            if attributes is None:
+                problems.append(f"dataset.root: {e}")
+            return
+    _check_names(lambda: attribute_names(DatasetSource(root, fmt)), LAYOUTS[fmt].mat_file, attributes, problems)
+
+
+def unchecked_files(cfg: SweepConfig) -> list[str]:
+    """What validation with check_files="annotations" could not look at because it is not there yet, one
+    phrase each ("images not checked: /data/celeba/img_align_celeba missing")."""
+    from aal_sweep.data.index import fingerprint_inputs
+
+    out = []
+    root = Path(cfg.dataset.root)
+    if not root.is_dir():
+        out.append(f"dataset not checked: {root} missing (attributes taken as listed)")
+    else:
+        try:
+            files, folders, _ = fingerprint_inputs(cfg.dataset.source())
+        except DataError as e:  # duke / market without their .mat file
+            files, folders = [], []
+            out.append(f"annotations not checked: {e}")
+        out += [f"annotations not checked: {p} missing (attributes taken as listed)" for p in files if not p.is_file()]
+        out += [f"images not checked: {p} missing" for p in folders if not p.is_dir()]
+    if cfg.model.pretrained not in (None, "imagenet") and not Path(cfg.model.pretrained).is_file():
+        out.append(f"model.pretrained not checked: {cfg.model.pretrained} missing")
+    return out
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -460,7 +559,50 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """`--set train.lr=0.01` -> (("train", "lr"), 0.01): a dotted key, and a YAML value (`[A,B]` is a list,
+    `null` is None, an empty value too). AalError, one line, when it is not KEY=VALUE."""
+    key, eq, value = text.partition("=")
+    example = "e.g. --set train.lr=0.01 or --set dataset.attributes=[Smiling,Male]"
+    if not eq:
+        raise AalError(f"--set {text!r}: expected KEY=VALUE ({example})")
+    path = tuple(key.strip().split("."))
+    if not all(path):
+        raise AalError(f"--set {text!r}: empty key or key part in {key!r} (a dotted key, {example})")
+    try:
+        return path, yaml.load(value, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise AalError(f"--set {text!r}: the value is {_yaml_problem(e)} (quote it or fix it, {example})") from None
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """A copy of the YAML mapping `raw` with each `--set KEY=VALUE` applied in order, as the same edit in the
+    file would be; the validation that follows judges the result. A raw that is not a mapping is returned
+    as it is (its own error is clearer)."""
+    edits = [(text, *parse_override(text)) for text in overrides]  # every --set read before any is applied
+    if not edits:
+        return raw
+    if raw is None:  # an empty file: the overrides are all there is
+        raw = {}
+    if not isinstance(raw, dict):
+        return raw
+    raw = copy.deepcopy(raw)
+    for text, path, value in edits:
+        node = raw
+        for depth, part in enumerate(path[:-1]):
+            if node.get(part) is None:  # absent, or an empty section (`train:`)
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                above = ".".join(path[:depth + 1])
+                raise AalError(f"--set {text!r}: {above} is {node[part]!r}, not a mapping, so it has no key "
+                               f"{path[depth + 1]!r} (set {above} itself, e.g. --set {above}=VALUE)")
+            node = node[part]
+        node[path[-1]] = value
+    return raw
+
+
+def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Any:
+    """The YAML file's mapping with `overrides` (--set KEY=VALUE) applied, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/demo.yaml)"])
@@ -471,17 +613,39 @@ def load_config(path: str | Path, check_files: bool = True) -> SweepConfig:
                                       f"save the file as UTF-8"]) from None
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [_yaml_problem(e)]) from None
-    cfg = parse_config(raw, str(path), check_files=check_files)
+    return apply_overrides(raw, overrides)
+
+
+def config_source(path: str | Path, overrides: Sequence[str] = ()) -> str:
+    """How errors name a config: its path, and the --set given with it."""
+    return str(path) + "".join(f" --set {o}" for o in overrides)
+
+
+def load_config(path: str | Path, check_files: bool | str = True, overrides: Sequence[str] = ()) -> SweepConfig:
+    """Read, override (--set KEY=VALUE, in order), validate; every path made absolute."""
+    cfg = parse_config(load_raw(path, overrides), config_source(path, overrides), check_files=check_files)
     # Trials run in other working directories (and on other nodes): every path becomes absolute here.
     absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
     pretrained = cfg.model.pretrained
+    mlflow = cfg.tracking.mlflow
+    if mlflow is not None and mlflow.tracking_uri and ":" not in mlflow.tracking_uri:  # a plain folder
+        mlflow = dataclasses.replace(mlflow, tracking_uri=absolute(mlflow.tracking_uri))
     return dataclasses.replace(
         cfg, results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
                                     cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
-        model=dataclasses.replace(cfg.model, pretrained=(pretrained if pretrained in (None, "imagenet")
-                                                         else absolute(pretrained))),
+        model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
+        tracking=dataclasses.replace(cfg.tracking, mlflow=mlflow),
     )
+
+
+def recorded_config(cfg: SweepConfig, attributes, results: str) -> dict[str, Any]:
+    """The config as sweep.yaml records it (and `aal-sweep config` prints it): `results` where the store
+    really is, dataset.attributes resolved to the sweep's list. It loads back as the same config."""
+    d = cfg.to_dict()
+    d["results"] = results
+    d["dataset"]["attributes"] = list(attributes)
+    return d
 
 
 def resolve_attributes(cfg: SweepConfig) -> tuple[str, ...]:

@@ -189,3 +189,67 @@ def test_shipped_configs_still_load():
     assert jobs
     for path in jobs:
         load_config(path, check_files=False)
+
+
+# ---- validation for planning: before the images are there (issue 19.5) ------------------------------
+
+
+def _annotations_only(tmp_path, tiny_root):
+    """The CelebA list files without img_align_celeba/: what a researcher has before the image download."""
+    import shutil
+
+    root = tmp_path / "celeba"
+    root.mkdir()
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        shutil.copy(tiny_root / name, root / name)
+    return root
+
+
+def test_planning_takes_listed_attributes_without_any_data(tmp_path):
+    from aal_sweep.config import unchecked_files
+
+    raw = _raw(tmp_path / "absent", dataset__attributes=["Smiling", "Male"], model__pretrained="/nowhere/w.pth",
+               model__backbone="resnet18")
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config(raw)  # a run still needs the folder
+    cfg = parse_config(raw, check_files="annotations")
+    assert cfg.dataset.attributes == ("Smiling", "Male")
+    assert unchecked_files(cfg) == [f"dataset not checked: {tmp_path / 'absent'} missing (attributes taken as listed)",
+                                    "model.pretrained not checked: /nowhere/w.pth missing"]
+
+
+def test_planning_without_attributes_needs_the_annotation_file(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        parse_config(_raw(tmp_path / "absent"), "c.yaml", check_files="annotations")
+    assert "list dataset.attributes (e.g. --set dataset.attributes=[Smiling,Male]) to plan" in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="lacks list_attr_celeba.txt, which names the attributes"):
+        parse_config(_raw(tmp_path / "empty"), "c.yaml", check_files="annotations")
+
+
+def test_planning_checks_the_annotation_file_when_it_is_there(tmp_path, tiny_root):
+    from aal_sweep.config import unchecked_files
+
+    root = _annotations_only(tmp_path, tiny_root)
+    cfg = parse_config(_raw(root), check_files="annotations")
+    assert unchecked_files(cfg) == [f"images not checked: {root / 'img_align_celeba'} missing"]
+    with pytest.raises(ConfigError, match=r"dataset.attributes: unknown attribute 'Smiling' \(valid: Disc, "):
+        parse_config(_raw(root, dataset__attributes=["Disc", "Smiling"]), check_files="annotations")
+    with pytest.raises(ConfigError, match="lacks img_align_celeba"):
+        parse_config(_raw(root))  # a run needs the images
+    assert unchecked_files(parse_config(_raw(tiny_root))) == []
+
+
+def test_planning_a_reid_dataset_from_its_attribute_file(tmp_path):
+    from aal_sweep.config import unchecked_files
+    from aal_sweep.data.synthetic_reid import write_attribute_mat
+
+    root = tmp_path / "duke"
+    write_attribute_mat(root / "duke_attribute.mat", "duke_attribute",
+                        {"train": (["0001", "0002"], {"backpack": [1, 2], "gender": [2, 1]}),
+                         "test": (["0003", "0004"], {"backpack": [2, 1], "gender": [1, 2]})})
+    cfg = parse_config(_raw(root, dataset__format="duke"), check_files="annotations")
+    assert [x.split(":")[0] for x in unchecked_files(cfg)] == ["images not checked"] * 2
+    with pytest.raises(ConfigError, match=r"unknown attribute 'hat' \(valid: backpack, gender\)"):
+        parse_config(_raw(root, dataset__format="duke", dataset__attributes=["backpack", "hat"]),
+                     check_files="annotations")

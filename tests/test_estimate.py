@@ -131,3 +131,48 @@ def test_table_1_variants_are_counted_too(tmp_path, tiny_root):
                               "adversarial_shared": 24, "adversarial_multiple": 24}
     assert set(plan["upper_bound_phases"]) == {"adversarial", "adversarial_shared", "adversarial_multiple"}
     assert render_plan(plan).count("upper bound") == 3
+
+
+# ---- before the images are there (issue 19.5) ---------------------------------------------------------
+
+
+def test_plan_with_attributes_listed_and_no_data_counts_and_says_what_it_did_not_check(tmp_path, tiny_root, capsys):
+    cfg = write_config(tmp_path / "c.yaml", tiny_root, resources={"gpus_per_trial": 1})
+    (tmp_path / "t.json").write_text(json.dumps(throughput([record(k, backbone="small_cnn", batch_size=32)
+                                                            for k in ("single", "pair", "adversarial-grl")])))
+    argv = ["plan", str(cfg), "--throughput", str(tmp_path / "t.json"), "--set", "dataset.root=/data/celeba"]
+    assert main(argv) == 2  # nothing names the attributes
+    err = capsys.readouterr().err
+    assert "list dataset.attributes" in err and err.count("\n") == 1
+    assert main(argv + ["--set", "dataset.attributes=[Smiling,Male,Young]"]) == 0
+    out = capsys.readouterr().out
+    assert "total                12" in out  # 3 single + 3 pair + 3 x 2 lambdas adversarial (upper bound)
+    assert "dataset not checked: /data/celeba missing (attributes taken as listed)" in out
+    assert "split sizes not counted: /data/celeba: no such folder" in out
+    assert "the dataset's split sizes are unknown (their files are not there): GPU-hours need them" in out
+    assert main(argv + ["--set", "dataset.attributes=[Smiling,Male]", "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["images"] is None and plan["gpu_hours"] is None and len(plan["unchecked"]) == 2
+
+
+def test_plan_from_the_annotation_files_alone_counts_the_hours(tmp_path, tiny_root, capsys):
+    import shutil
+
+    root = tmp_path / "celeba"
+    root.mkdir()
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        shutil.copy(tiny_root / name, root / name)
+    cfg = write_config(tmp_path / "c.yaml", root, resources={"gpus_per_trial": 1})
+    (tmp_path / "t.json").write_text(json.dumps(throughput([record(k, backbone="small_cnn", batch_size=32)
+                                                            for k in ("single", "pair", "adversarial-grl")])))
+    assert main(["plan", str(cfg), "--throughput", str(tmp_path / "t.json"), "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["phases"] == {"single": 4, "pair": 6, "adversarial": 8} and sum(plan["images"].values()) == 400
+    assert plan["gpu_hours"] > 0
+    assert plan["unchecked"] == [f"images not checked: {root / 'img_align_celeba'} missing"]
+    # the images' folder there: nothing left unchecked, and a broken annotation file is an error, as for run
+    assert main(["plan", str(write_config(tmp_path / "full.yaml", tiny_root)), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unchecked"] == []
+    (root / "list_eval_partition.txt").write_text("nonsense\n")
+    assert main(["plan", str(cfg)]) == 2
+    assert "list_eval_partition.txt:1: expected 'image_name 0|1|2'" in capsys.readouterr().err

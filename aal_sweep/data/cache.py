@@ -33,6 +33,7 @@ from aal_sweep.data.index import fingerprint_inputs, load_index
 from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource, default_cache_dir
 from aal_sweep.errors import AalError, BadImagesError, DataError
 from aal_sweep.paths import require_folder
+from aal_sweep.progress import Progress
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -113,6 +114,8 @@ def _decode_into(args: tuple[str | None, list[str], int, tuple[int, int, int, in
 def _run_jobs(jobs: list, workers: int, progress=None) -> list[tuple[str, str]]:
     """Run `_decode_into` over `jobs` (in a process pool when it pays); return every bad file, in job order."""
     total, done, results = sum(len(j[1]) for j in jobs), 0, {}
+    if progress:
+        progress(0, total)  # a first line at once: the first chunks take a while on a large dataset
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
             futures = {pool.submit(_decode_into, job): k for k, job in enumerate(jobs)}
@@ -156,7 +159,7 @@ def _allocate(path: Path, nbytes: int) -> None:
                 f.truncate(nbytes)
 
 
-def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers: int) -> None:
+def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers: int, progress=None) -> None:
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
     paths = {split: [str(index.image_path(f)) for f in index.files[split]] for split in SPLITS}
     shapes = {split: (len(paths[split]), image_size[0], image_size[1], 3) for split in SPLITS}
@@ -173,14 +176,14 @@ def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers
                            f"there: free space, or set dataset.cache (or $AAL_SWEEP_CACHE) to another folder") from None
         meta = {"attributes": list(index.attributes), "image_size": list(image_size), "splits": {},
                 "identities": index.identities, "excluded": index.excluded}  # reID: the validation identities
-        bad: list[tuple[str, str]] = []
+        chunk = 512
+        # every split's chunks in one pool: one progress count over all images, no pool start per split
+        jobs = [(str(tmp / f"{split}.u8"), paths[split][i:i + chunk], i, shapes[split])
+                for split in SPLITS for i in range(0, len(paths[split]), chunk)]
+        bad = _run_jobs(jobs, workers, progress)
         for split in SPLITS:
-            files, shape, path = paths[split], shapes[split], tmp / f"{split}.u8"
-            chunk = 512
-            bad += _run_jobs([(str(path), files[i:i + chunk], i, shape) for i in range(0, len(files), chunk)],
-                             workers)
             np.save(tmp / f"{split}.labels.npy", index.labels[split])
-            meta["splits"][split] = len(files)
+            meta["splits"][split] = len(paths[split])
         if bad:
             raise BadImagesError(str(index.root), bad, sum(meta["splits"].values()))
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -194,7 +197,7 @@ def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers
 CONTENT_PROBLEMS = ("zero bytes", "truncated", "not an image", "a folder", "a dangling link")
 
 
-def _build_once(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers: int) -> None:
+def _build_once(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers: int, progress=None) -> None:
     """`_build`, unless a build of this very entry already failed on bad files: that failure is kept in
     KEY.bad.json (no image data) and raised again at once, so every later trial on the node fails in
     milliseconds, naming the same files, instead of decoding the whole dataset again first."""
@@ -203,7 +206,7 @@ def _build_once(index: DatasetIndex, image_size: tuple[int, int], dest: Path, wo
     if known is not None:
         raise known
     try:
-        _build(index, image_size, dest, workers)
+        _build(index, image_size, dest, workers, progress)
     except BadImagesError as e:
         if all(problem.startswith(CONTENT_PROBLEMS) for _, problem in e.bad):
             part = record.with_name(f"{dest.name}.bad-{os.getpid()}.part")  # not *.tmp-*: no build folder
@@ -237,8 +240,11 @@ def _remove_dead_builds(cache_dir: Path, key: str) -> None:
 
 
 def open_decoded(source: DatasetSource | str | Path, image_size: tuple[int, int], cache_dir: str | Path | None = None,
-                 workers: int | None = None) -> DecodedDataset:
-    """Return the decoded dataset, building the cache entry first if no process has yet (a path: CelebA)."""
+                 workers: int | None = None, progress=None) -> DecodedDataset:
+    """Return the decoded dataset, building the cache entry first if no process has yet (a path: CelebA).
+
+    `progress(done, total)` follows a build (e.g. an aal_sweep.progress.Progress's update, to a terminal);
+    by default a build logs plain progress lines naming the node (worker logs)."""
     root = DatasetSource.of(source)  # passed on as `root`: load_index dispatches on it, str() is its folder
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     try:
@@ -257,7 +263,9 @@ def open_decoded(source: DatasetSource | str | Path, image_size: tuple[int, int]
                 n = workers or default_workers()
                 log.info("decoding %s at %sx%s into %s (%d workers)", root, *image_size, dest, n)
                 started = time.monotonic()
-                _build_once(index, tuple(image_size), dest, n)
+                if progress is None:
+                    progress = Progress(f"decode cache on node {socket.gethostname()}", log).update
+                _build_once(index, tuple(image_size), dest, n, progress)
                 # one line per node and cache entry: concurrent trials of the node waited on the lock above
                 log.info("decode cache built on node %s: %d images in %.1f s into %s", socket.gethostname(),
                          sum(len(index.files[s]) for s in SPLITS), time.monotonic() - started, dest)

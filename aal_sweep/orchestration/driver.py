@@ -20,6 +20,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
+import aal_sweep  # noqa: E402
+
 from aal_sweep.analysis.results import chosen_partners  # noqa: E402
 from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
@@ -32,6 +34,7 @@ from aal_sweep.orchestration.ray_connect import check_fits, connect, slots  # no
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
+from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
 from aal_sweep.orchestration.trainable import DATA_ERROR, trainable_for  # noqa: E402
 from aal_sweep.orchestration.trials import multitask_all_of  # noqa: E402
 from aal_sweep.store import Store, failed_rows  # noqa: E402
@@ -44,9 +47,10 @@ COMPACT_EVERY = 500  # finished trials between compactions of the store's inbox
 
 
 def run(cfg: SweepConfig, results: str | None = None, address: str | None = None, verbose: int = 0,
-        restart: bool = False, allow_partial: bool = False, on_event=None) -> int:
+        restart: bool = False, allow_partial: bool = False, on_event=None, progress=None) -> int:
     """Run or resume the whole sweep. Returns the exit code: 0 done, 1 some trials failed or some rows of
-    the pair matrix are incomplete, 130 interrupted. `on_event(Event)` receives what there is to say.
+    the pair matrix are incomplete, 130 interrupted. `on_event(Event)` receives what there is to say;
+    `progress(done, total)` the decode-cache build's progress (aal_sweep.progress.Progress.update).
 
     Nothing is written before the config, the stored trials' training settings and the dataset check out;
     a sweep with nothing to do writes nothing (a read-only results folder works)."""
@@ -55,7 +59,7 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
     if state.nothing_to_do():
         return _nothing_to_do(state, cfg, allow_partial, events)
     store, attributes = state.store, state.attributes
-    prepare_data(cfg, attributes)
+    prepare_data(cfg, attributes, progress)
     started_ray = False
     recorder = Recorder(store.location) if address is None and not ray.is_initialized() else None
     with store.lease():
@@ -69,7 +73,7 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
                 recorder.update()
             if restart:
                 store.discard()
-            store.write_config(cfg, attributes)
+            store.write_config(cfg, attributes, versions=aal_sweep.versions())
             for path in store.quarantine():
                 events.info(f"moved damaged file aside to {path}: its trial runs again")
             store.cleanup()
@@ -117,7 +121,8 @@ class Sweep:
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
-        callbacks = [progress, StoreFailures(self), Compaction(store), *([RecordRay(recorder)] if recorder else [])]
+        callbacks = [progress, StoreFailures(self), Compaction(store), *([RecordRay(recorder)] if recorder else []),
+                     *tune_callbacks(cfg)]  # MLflow / W&B, as the config's `tracking` says
         tuner = tune.Tuner(
             trainable_for(cfg, store, embedded=recorder is not None),
             tune_config=tune.TuneConfig(
@@ -308,7 +313,7 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
         return 0
     try:
         with store.lease():
-            store.write_config(cfg, state.attributes)
+            store.write_config(cfg, state.attributes, versions=aal_sweep.versions())
             store.cleanup()
             store.compact()
             if state.graph.has_rows:
@@ -320,7 +325,7 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
     return 0
 
 
-def prepare_data(cfg: SweepConfig, attributes) -> None:
+def prepare_data(cfg: SweepConfig, attributes, progress=None) -> None:
     """Check the dataset and build (or find) its decode cache on this node before anything is written and
     before any trial starts: a broken image fails once, here, naming every bad file, instead of in every
     attempt of every trial. Trials on this node then find the entry; other nodes build their own."""
@@ -328,7 +333,7 @@ def prepare_data(cfg: SweepConfig, attributes) -> None:
     from aal_sweep.data.index import load_index
 
     load_index(cfg.dataset.source(), attributes)
-    open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache)
+    open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=progress)
 
 
 def _interrupted_exit(store: Store, events: Events) -> int:

@@ -109,8 +109,9 @@ def trial_gpu_seconds(record: dict, epochs: int, sizes: dict[str, int]) -> float
 
 
 def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int] | None,
-             throughput: dict[str, Any] | None, source: str | None = None) -> dict[str, Any]:
-    """The plan's counts and, where measured, GPU-hours per phase and the memory check. JSON-ready."""
+             throughput: dict[str, Any] | None, source: str | None = None, unchecked=()) -> dict[str, Any]:
+    """The plan's counts and, where measured, GPU-hours per phase and the memory check. JSON-ready.
+    `unchecked`: what the plan could not check because it is not there yet (config.unchecked_files)."""
     counts = count_trials(cfg, attributes)
     out: dict[str, Any] = {
         "phases": {p: sum(k.values()) for p, k in counts.items()},
@@ -119,6 +120,7 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
         "upper_bound_phases": [p for p in counts if p in UPPER_BOUND],
         "seeds": list(cfg.seeds), "attributes": len(attributes), "images": sizes,
         "throughput": None, "gpu_hours": None, "gpu_hours_by_phase": None, "notes": [], "warnings": [],
+        "unchecked": list(unchecked),
     }
     notes, warnings = out["notes"], out["warnings"]
     per_gpu = trials_per_gpu(cfg.resources.gpus_per_trial)
@@ -131,7 +133,8 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
         return out
     out["throughput"] = {k: throughput.get(k) for k in ("gpu", "gpu_memory_bytes", "date", "torch")} | {"file": source}
     if sizes is None:
-        notes.append("the dataset's split sizes are unknown (dataset.root unreadable): no GPU-hours estimated")
+        notes.append("the dataset's split sizes are unknown (their files are not there): GPU-hours need them; none "
+                     "estimated until the annotation files are there")
         return out
     mode, records = compile_mode(cfg), throughput["records"]
     by_phase, missing = {}, []
@@ -199,5 +202,6 @@ def render_plan(plan: dict[str, Any], fmt: str = "table") -> str:
     if plan["throughput"]:
         t = plan["throughput"]
         lines.append(f"throughput measured on {t['gpu']} ({t['date']}), from {t['file']}")
+    lines += list(plan.get("unchecked", ()))  # "images not checked: ... missing", one line each
     lines += [f"note: {n}" for n in plan["notes"]] + [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(lines)

@@ -18,13 +18,14 @@ import re
 import socket
 import tempfile
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 import aal_sweep
-from aal_sweep.config import SweepConfig, parse_config
+from aal_sweep.config import SweepConfig, config_source, load_raw, parse_config
 from aal_sweep.errors import AalError, ConfigError
 from aal_sweep.orchestration.trainable import test_hooks
 
@@ -37,7 +38,7 @@ ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 OUTCOME = {JobStatus.SUCCEEDED: 0, JobStatus.STOPPED: 130}  # FAILED: the driver's own exit code
 
 
-def cluster_config(config_path: str | Path, results: str | None) -> SweepConfig:
+def cluster_config(config_path: str | Path, results: str | None, overrides: Sequence[str] = ()) -> SweepConfig:
     """The config as the cluster will run it, checked here.
 
     Checked locally: the whole schema (every key, type and choice, as `run` does) and that every path
@@ -45,13 +46,7 @@ def cluster_config(config_path: str | Path, results: str | None) -> SweepConfig:
     files and model.pretrained's file, which live on the cluster; the job's driver checks them first,
     before it writes anything, with the same one-line errors."""
     path = Path(config_path)
-    if not path.is_file():
-        raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/celeba.yaml)"])
-    try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(str(path), [f"not a readable YAML file ({str(e).splitlines()[0][:120]})"]) from None
-    cfg = parse_config(raw, str(path), check_files=False)
+    cfg = parse_config(load_raw(path, overrides), config_source(path, overrides), check_files=False)
     if results is not None:
         cfg = dataclasses.replace(cfg, results=results)
     where = "--results" if results is not None else "results"

@@ -160,12 +160,15 @@ class Store:
                 f"{self.uri} holds results of other training settings (changed: {', '.join(changed) or 'unknown'}); "
                 f"use a new results folder (--results DIR) or pass --restart to discard the old results")
 
-    def write_config(self, cfg, attributes) -> None:
-        """Write sweep.yaml (the driver, holding the lease, once the config and dataset checks passed)."""
-        cfg_dict = cfg.to_dict()
-        cfg_dict["results"] = self.uri
-        cfg_dict["dataset"]["attributes"] = list(attributes)
-        doc = {"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg_dict}
+    def write_config(self, cfg, attributes, versions: dict | None = None) -> None:
+        """Write sweep.yaml (the driver, holding the lease, once the config and dataset checks passed);
+        `versions` (aal_sweep.versions()): what ran, for bug reports."""
+        from aal_sweep.config import recorded_config
+
+        doc = {"training_hash": cfg.training_hash(), "attributes": list(attributes),
+               "config": recorded_config(cfg, attributes, self.uri)}
+        if versions:
+            doc["versions"] = dict(versions)
         self.location.write_bytes(SWEEP_FILE, yaml.safe_dump(doc, sort_keys=False).encode())
         self._meta, self._config = None, None
 
@@ -244,9 +247,10 @@ class Store:
         """Move damaged files to trials/.quarantine/ (their trials then run again); returns where to."""
         return [self.show(p) for p in self._files.quarantine(self._read(["status"])[1])]
 
-    def compact(self) -> int:
-        """Merge finished inbox files into a segment (the driver only); returns how many trials."""
-        return self._files.compact()
+    def compact(self, progress=None) -> int:
+        """Merge finished inbox files into a segment (the driver only); returns how many trials.
+        `progress(done, total)`: inbox files read (e.g. an aal_sweep.progress.Progress's update)."""
+        return self._files.compact(progress)
 
     def cleanup(self) -> list[str]:
         """Remove leftovers of killed writers and compactions (the driver only)."""

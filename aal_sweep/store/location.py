@@ -25,6 +25,14 @@ def unreadable(where: str, error: OSError) -> AalError:
                     f"AWS_SECRET_ACCESS_KEY)")
 
 
+def shown_uri(text: str) -> str:
+    """A results location as it is shown and recorded (sweep.yaml): an absolute local path, or the URI
+    without its query parameters, which may hold credentials."""
+    if "://" in text:
+        return text.split("?", 1)[0].rstrip("/")
+    return str(Path(text).expanduser().resolve())
+
+
 class Location:
     def __init__(self, uri: str | os.PathLike):
         text = str(uri)
@@ -36,14 +44,14 @@ class Location:
                                f"local path or s3://BUCKET/PREFIX") from None
             self.local = isinstance(self.fs, pafs.LocalFileSystem)
             self.root = root.rstrip("/") or root
-            self.uri = text.split("?", 1)[0].rstrip("/")  # query parameters may hold credentials: never shown
+            self.uri = shown_uri(text)
             if not self.root.strip("/"):
                 raise AalError(f"results {text!r}: no bucket named (expected s3://BUCKET/PREFIX)")
         else:
             self.fs = pafs.LocalFileSystem()
             self.local = True
             self.root = str(Path(text).expanduser().resolve())
-            self.uri = self.root
+            self.uri = self.root  # shown_uri(text), the same
             text = self.root  # trials run in other working directories: hand them the absolute path
         self.source = text  # what to hand to another process (workers re-open it)
 

@@ -245,8 +245,9 @@ class TrialFiles:
                 gen += 1
         return moved
 
-    def compact(self) -> int:
-        """Merge the inbox's finished trials into a new segment; returns how many trials were merged."""
+    def compact(self, progress=None) -> int:
+        """Merge the inbox's finished trials into a new segment; returns how many trials were merged.
+        `progress(done, total)` follows the reading of the inbox files (the slow part of a large store)."""
         snap = self.snapshot()
         # a lost manifest: merge every segment file there is into one, so that segments stay disjoint
         merge_all = not snap.manifest_ok
@@ -257,7 +258,10 @@ class TrialFiles:
             if table is not None:
                 held |= set(pc.unique(table.column("trial_id")).to_pylist())
         merged_names, tables = [], []
-        for name in snap.inbox:
+        progress = progress if snap.inbox else None  # nothing to read: no progress to show
+        for k, name in enumerate(snap.inbox):
+            if progress:
+                progress(k, len(snap.inbox))
             tid = name[:-len(".parquet")]
             table, problem = self._read_inbox(name, None)
             if table is None:
@@ -267,6 +271,8 @@ class TrialFiles:
             elif pc.all(pc.equal(table.column("status"), "ok")).as_py():
                 merged_names.append(name)
                 tables.append(table)
+        if progress:
+            progress(len(snap.inbox), len(snap.inbox))
         n_merged = len(tables)
         replaced = []
         segments = list(snap.segments)
