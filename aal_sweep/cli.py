@@ -197,8 +197,12 @@ def _cmd_plan(args) -> int:
     source = Path(args.throughput) if args.throughput else default_throughput_path()
     if args.throughput and not source.is_file():
         raise AalError(f"--throughput: {args.throughput!r} is not a file (write one with benchmarks/gpu.py --out)")
-    print(render_plan(estimate(cfg, resolve_attributes(cfg), _split_sizes(cfg), read_throughput(source),
-                               str(source)), args.format))
+    from aal_sweep.orchestration.graph import plan_summary
+
+    attributes = tuple(resolve_attributes(cfg))
+    plan = estimate(cfg, attributes, _split_sizes(cfg), read_throughput(source), str(source))
+    plan["graph"] = plan_summary(cfg, attributes)  # per kind: what it needs, how many are done / wait
+    print(render_plan(plan, args.format))
     return 0
 
 
