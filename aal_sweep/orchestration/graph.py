@@ -296,3 +296,19 @@ def from_store(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_parti
     if graph.has_rows and graph.settled_rows():
         graph.decide(decisions(store, cfg, attributes, allow_partial))
     return graph
+
+
+def plan_summary(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict:
+    """The graph as `aal-sweep plan` shows it: of the results folder when it holds this sweep's trials
+    (what is done, what is ready, what waits on what), else of a sweep not started."""
+    from aal_sweep.errors import AalError
+    from aal_sweep.store import Store
+
+    try:
+        store = Store(cfg.results)
+        store.check_settings(cfg)
+        graph = from_store(store, cfg, attributes)
+        where = store.uri
+    except (AalError, OSError):  # no folder, other settings, unreadable: the sweep as it would start
+        graph, where = Graph.build(cfg, attributes), None
+    return {"results": where, **graph.summary()}
