@@ -266,6 +266,11 @@ def _cmd_matrix(args) -> int:
     from aal_sweep.report.formats import render_drop_matrix, render_matrix
 
     results = open_results(args.results)
+    if args.estimated:  # a screened sweep's estimates: effects estimated, never measured accuracies
+        if args.metric != "val_acc" or args.ci:
+            raise AalError("--estimated shows the screening estimates; drop --metric and --ci")
+        print(render_matrix(results.estimated_matrix(), args.format))
+        return 0
     if args.metric == "drop":  # from the pairs' statistics: P[a][b] - P[a][a], intervals, significance
         print(render_drop_matrix(results.pairs(), results.attributes, args.format, ci=args.ci))
         return 0
@@ -287,7 +292,27 @@ def _cmd_partners(args) -> int:
     from aal_sweep import open_results
     from aal_sweep.report.formats import render_partners
 
-    print(render_partners(open_results(args.results).partners(), args.format))
+    partners = open_results(args.results).partners()
+    if partners.attrs.get("screening") and args.format in ("table", "markdown"):
+        print(partners.attrs["screening"])  # csv / json carry the candidates column
+    print(render_partners(partners, args.format))
+    return 0
+
+
+def _cmd_agreement(args) -> int:
+    from aal_sweep import open_results
+    from aal_sweep.analysis.results import agreement_of
+
+    found = agreement_of(open_results(args.screened), open_results(args.against))
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    for key, value in found.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.3f}"
+        print(f"{key:<26} {'—' if value is None else value}")
     return 0
 
 
@@ -399,8 +424,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metric", choices=(*METRICS, "drop"), default="val_acc",
                    help="drop: P[a][b] - P[a][a], '*' where significant after adjustment")
     s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
+    s.add_argument("--estimated", action="store_true",
+                   help="a screened sweep's estimates (estimated effect of the column on the row), not accuracies")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.set_defaults(fn=_cmd_matrix)
+
+    s = sub.add_parser("agreement", help="how well a screened sweep found an exhaustive sweep's partners")
+    s.add_argument("screened")
+    s.add_argument("--against", required=True, help="the exhaustive results of the same dataset and settings")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(fn=_cmd_agreement)
 
     s = sub.add_parser("pairs", help="every ordered pair: drop, interval, p-values, significance, seeds")
     s.add_argument("results")

@@ -33,6 +33,9 @@ _NEEDS_WHY = {"adversarial": "its partners come from them", "adversarial_multipl
 LAMBDA_SELECTION = ("per_attribute", "global")
 DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
+PAIR_MODES = ("exhaustive", "screened")
+PAIR_ESTIMATORS = ("lookahead", "short", "label_correlation")  # analysis/screening.py, train/lookahead.py
+CONFIRM_RULES = ("top_k", "adaptive")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
 WANDB_MODES = ("online", "offline", "disabled")
 # check_files: True, every file a run reads; "annotations", what `plan` can check before the images are
@@ -106,6 +109,21 @@ class PartnersConfig:
 
 
 @dataclass(frozen=True)
+class PairsConfig:
+    """How the pair matrix is filled. exhaustive: every pair trained (the paper). screened: an estimator
+    scores every ordered pair cheaply, then per attribute at most `confirm` candidates, most negative first,
+    are trained as full pair trials (one pair serves both its attributes); partners come from confirmed
+    cells only (docs/screening.md). Which trials run, not what a trial computes: not in the training hash."""
+
+    mode: str = "exhaustive"
+    estimator: str = "lookahead"
+    confirm: int = 2  # K; K >= M-1 trains every pair, as exhaustive does
+    rule: str = "top_k"  # top_k: K candidates each; adaptive: fewer where one candidate stands out
+    short_epochs: int = 1  # estimator short: the epochs each pair trains for its estimate
+    every: int = 10  # estimator lookahead: a lookahead step every this many training steps
+
+
+@dataclass(frozen=True)
 class ResourcesConfig:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
@@ -145,6 +163,7 @@ class SweepConfig:
     phases: tuple[str, ...] = DEFAULT_PHASES
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     partners: PartnersConfig = field(default_factory=PartnersConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
@@ -356,6 +375,20 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     if not 0 < partners.alpha < 1:
         problems.append(f"partners.alpha: must be between 0 and 1 (e.g. 0.05), got {partners.alpha}")
 
+    pc = c.section(raw, "pairs")  # checked below, once phases are known
+    c.unknown(pc, PairsConfig, "pairs.")
+    pairs = PairsConfig(
+        mode=c.value(pc, "mode", "str", PairsConfig.mode, "pairs.", choices=PAIR_MODES),
+        estimator=c.value(pc, "estimator", "str", PairsConfig.estimator, "pairs.", choices=PAIR_ESTIMATORS),
+        confirm=c.value(pc, "confirm", "int", PairsConfig.confirm, "pairs.", minimum=1),
+        rule=c.value(pc, "rule", "str", PairsConfig.rule, "pairs.", choices=CONFIRM_RULES),
+        short_epochs=c.value(pc, "short_epochs", "int", PairsConfig.short_epochs, "pairs.", minimum=1),
+        every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
+    )
+    if pairs.mode == "screened" and not {"single", "pair"} <= set(phases):
+        problems.append("pairs.mode: screened screens the pair matrix, which needs phases single and pair; add "
+                        "them to phases or set pairs.mode: exhaustive")
+
     r = c.section(raw, "resources")
     c.unknown(r, ResourcesConfig, "resources.")
     resources = ResourcesConfig(
@@ -385,7 +418,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache,
                               val_fraction=val_fraction, split_seed=split_seed),
         model=model, train=train, adversarial=adversarial, phases=tuple(phases), resources=resources,
-        partners=partners, tracking=tracking,
+        partners=partners, pairs=pairs, tracking=tracking,
     )
 
 

@@ -11,6 +11,10 @@ MULTITASK_ALL = "multitask_all"  # one training, every sweep attribute's head on
 ADVERSARIAL_MULTIPLE = "adversarial_multiple"  # a against every attribute that lowers it (eq. 10, 11)
 ADVERSARIAL_SHARED = "adversarial_shared"  # frozen conv layers of the multitask_all model (Sec. 4.2.1)
 
+# a screened pair phase's estimator trials (config.PairsConfig): their scores rank candidate partners
+LOOKAHEAD = "lookahead"  # one multi-task training recording TAG's inter-task affinity (train/lookahead.py)
+SHORT = "short"  # a pair trained for its first epochs only
+
 VARIANTS = (MULTITASK_ALL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)  # their tasks: train/variants.py
 # The auxiliary heads (C_b) are thrown away by design: only the primary attribute's head is measured.
 PRIMARY_ONLY = (ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
@@ -28,7 +32,7 @@ def evaluated(kind: str, attributes: tuple[str, ...]) -> tuple[str, ...]:
 def partner_of(kind: str, attributes: tuple[str, ...], head: str) -> str | None:
     """The store's `partner` for the row of `head`: the other attribute of a pair or pairwise adversarial
     trial; every partner, comma-joined, of an adversarial_multiple trial; none for single and multitask_all."""
-    if kind in (SINGLE, MULTITASK_ALL):
+    if kind in (SINGLE, MULTITASK_ALL, LOOKAHEAD):
         return None
     others = [a for a in attributes if a != head]
     if kind == ADVERSARIAL_MULTIPLE:

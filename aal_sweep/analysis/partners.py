@@ -25,19 +25,24 @@ PARTNER_STAT_COLUMNS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "s
                         "candidate", "test", "majority", "single_above_majority"]
 
 
-def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.DataFrame:
+def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False,
+                    expected: np.ndarray | None = None) -> pd.DataFrame:
     """Each attribute's most negative partner: argmin over b of P[a][b] - P[a][a], only where negative.
 
     Only a complete row decides (a's single task and every pair with a present), unless `allow_partial`:
     then the missing cells of a row are skipped. Ties go to the partner that comes first in the sweep's
     attribute order. `missing` lists a row's missing cells (its own name first when its single task is
-    missing); an attribute whose single-task accuracy is missing never gets a partner."""
+    missing); an attribute whose single-task accuracy is missing never gets a partner. `expected` (M x M
+    bool): the cells a complete row has; a screened pair phase expects only its confirmed pairs
+    (analysis/screening.py), the others are neither candidates nor missing. Default: every cell."""
     names = list(matrix.index)
     m = len(names)
     p = matrix.to_numpy(float)
     single = np.diag(p).copy() if m else np.zeros(0)
     off = ~np.eye(m, dtype=bool)
-    absent = np.isnan(p) & off
+    if expected is not None:
+        p = np.where(expected | ~off, p, np.nan)  # an unconfirmed cell is no candidate, whatever is stored
+    absent = np.isnan(p) & off & (True if expected is None else expected)
     drops = np.where(off, p - single[:, None], np.nan)
     complete = ~np.isnan(single) & ~absent.any(axis=1)
     decides = complete | (allow_partial & ~np.isnan(single))
@@ -61,13 +66,16 @@ def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.Dat
     return out[["attribute", "partner", "single", "multi", "drop", "missing"]]
 
 
-def negative_partners(matrix: pd.DataFrame, allow_partial: bool = False) -> pd.DataFrame:
+def negative_partners(matrix: pd.DataFrame, allow_partial: bool = False,
+                      expected: np.ndarray | None = None) -> pd.DataFrame:
     """Per attribute, every partner that lowers it (P[a][b] < P[a][a]), in the sweep's order: the partner
     set of adversarial_multiple (eq. 10-11). Rows decide as in `derive_partners` (complete rows only unless
     `allow_partial`); `partner` holds the set comma-joined (kinds.PARTNER_SEPARATOR, as the store's rows of
     adversarial_multiple do), None where no partner lowers a or the row is undecided; `partners` the tuple."""
-    derived = derive_partners(matrix, allow_partial)
+    derived = derive_partners(matrix, allow_partial, expected)
     p = matrix.to_numpy(float)
+    if expected is not None:
+        p = np.where(expected | np.eye(len(p), dtype=bool), p, np.nan)
     names = list(matrix.index)
     sets = []
     for k, (single, missing) in enumerate(zip(derived["single"], derived["missing"])):

@@ -19,30 +19,37 @@ import dataclasses
 
 import pandas as pd
 
+from aal_sweep.errors import AalError
+
 from aal_sweep.analysis.matrix import check_metric, pair_matrix
 from aal_sweep.analysis.pairs import adversarial_gains, pairs_table
 from aal_sweep.analysis.partners import derive_partners, partner_statistics, select_adversarial
+from aal_sweep.analysis.screening import expected_cells
 from aal_sweep.analysis.summary import partners_table, with_statistics
 from aal_sweep.analysis.variants import variants_table
 from aal_sweep.store import Store
 
 
 def chosen_partners(store: Store, allow_partial: bool = False, attributes=None, statistics: bool = False,
-                    rule=None) -> pd.DataFrame:
+                    rule=None, cfg=None) -> pd.DataFrame:
     """Per attribute its partner under `rule` (a config.PartnersConfig; default sweep.yaml's `partners`),
     from complete rows only unless `allow_partial`; `missing` lists the cells an incomplete row lacks.
     `attributes`: the sweep's (default: sweep.yaml's). argmin is partners.derive_partners; `significant`
     (and `statistics=True`, which partners.parquet holds) adds every statistic of partners.choose_partners.
-    With `statistics`, a partners.parquet computed on the same cells is returned as stored."""
+    With `statistics`, a partners.parquet computed on the same cells is returned as stored. `cfg`: the
+    sweep's config (default: sweep.yaml's; the driver passes its own before sweep.yaml is written)."""
     attributes = store.attributes if attributes is None else list(attributes)
-    rule = store.config.partners if rule is None else rule
+    cfg = store.config if cfg is None else cfg
+    rule = cfg.partners if rule is None else rule
     fingerprint = None
     if statistics:  # the driver computed them once into partners.parquet: reuse while the cells are the same
-        fingerprint = _fingerprint(store, attributes, rule, allow_partial)
+        fingerprint = _fingerprint(store, attributes, rule, allow_partial, cfg)
         stored = store.read_partners()
         if stored is not None and stored.attrs.get("fingerprint") == fingerprint:
             return stored
-    derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial=allow_partial)
+    confirmed = confirmed_pairs_of(store, attributes, cfg)
+    expected = None if confirmed is None else expected_cells(attributes, confirmed)
+    derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial, expected)
     if rule.rule == "argmin" and not statistics:
         return derived  # planning with the paper's rule needs no per-image bits
     # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
@@ -53,20 +60,39 @@ def chosen_partners(store: Store, allow_partial: bool = False, attributes=None, 
     return chosen
 
 
-def partners_fresh(store: Store, rule=None, allow_partial: bool = False, attributes=None) -> bool:
+def confirmed_pairs_of(store: Store, attributes, cfg=None) -> list[tuple[str, str]] | None:
+    """A screened sweep's confirmed pairs, from its stored estimates (analysis/screening.py); None for an
+    exhaustive sweep, or a screened one whose estimates are not stored yet (then every cell is expected)."""
+    cfg = store.config if cfg is None else cfg
+    if cfg.pairs.mode != "screened":
+        return None
+    from aal_sweep.analysis.screening import confirmed_pairs, estimates_key
+
+    estimates = store.read_estimates(estimates_key(cfg, list(attributes)))
+    if estimates is None:
+        return None
+    return confirmed_pairs(estimates, list(attributes), cfg.pairs.confirm, cfg.pairs.rule)
+
+
+def partners_fresh(store: Store, rule=None, allow_partial: bool = False, attributes=None, cfg=None) -> bool:
     """partners.parquet is readable and was computed on the cells the store holds now."""
     stored = store.read_partners()
     attributes = store.attributes if attributes is None else list(attributes)
-    rule = store.config.partners if rule is None else rule
+    cfg = store.config if cfg is None else cfg
+    rule = cfg.partners if rule is None else rule
     return stored is not None and stored.attrs.get("fingerprint") == _fingerprint(store, attributes, rule,
-                                                                                    allow_partial)
+                                                                                    allow_partial, cfg)
 
 
-def _fingerprint(store: Store, attributes, rule, allow_partial: bool) -> str:
+def _fingerprint(store: Store, attributes, rule, allow_partial: bool, cfg) -> str:
     """What the partners and their statistics depend on: the stored cells, the attributes, the partner
     rule and allow_partial (Store.cells_fingerprint adds the training hash)."""
     rule_value = dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else str(rule)
-    return store.cells_fingerprint([list(attributes), rule_value, allow_partial])
+    settings = [list(attributes), rule_value, allow_partial]
+    confirmed = confirmed_pairs_of(store, attributes, cfg)
+    if confirmed is not None:  # screened: the cells a row expects are part of what decided it
+        settings.append([list(p) for p in confirmed])
+    return store.cells_fingerprint(settings)
 
 
 class Results:
@@ -128,8 +154,63 @@ class Results:
         t = partners_table(self.store.query_rows(), self.attributes, metric,
                            self.config.adversarial.lambda_selection, allow_partial=allow_partial, partners=chosen)
         t = with_statistics(t, chosen)
+        screening = self.screening()
+        if screening is not None:  # each attribute's candidates with their scores, beside its partner
+            shown = screening["candidates"].groupby("attribute", sort=False).apply(
+                lambda c: ", ".join(f"{b} ({v:+.3g})" for b, v in zip(c["partner"], c["score"])), include_groups=False)
+            t.insert(t.columns.get_loc("partner") + 1, "candidates",
+                     [shown.get(a) if a in shown.index else None for a in t["attribute"]])
+            t.attrs["screening"] = screening["summary"]
         t.attrs["metric"] = metric
         return t
+
+    # ---- a screened pair phase (config.PairsConfig, analysis/screening.py) ------------------------------
+
+    def estimates(self) -> pd.DataFrame | None:
+        """A screened sweep's stored estimates (screening.ESTIMATE_COLUMNS), None when there are none."""
+        from aal_sweep.analysis.screening import estimates_key
+
+        if self.config.pairs.mode != "screened":
+            return None
+        return self.store.read_estimates(estimates_key(self.config, self.attributes))
+
+    def estimated_matrix(self) -> pd.DataFrame:
+        """The estimates as an M x M matrix (row = attribute, column = partner; mean over seeds), NaN on the
+        diagonal and where there is none: estimated effects, never measured accuracies."""
+        from aal_sweep.analysis.screening import mean_scores
+
+        estimates = self.estimates()
+        if estimates is None:
+            raise AalError(f"{self.uri}: no estimates (matrix --estimated shows a screened sweep's estimates, "
+                           f"stored once its estimator ran; this sweep's pairs.mode is {self.config.pairs.mode})")
+        scores = mean_scores(estimates).pivot(index="attribute", columns="partner", values="score")
+        m = scores.reindex(index=self.attributes, columns=self.attributes).astype(float)
+        m.index.name = "attribute"
+        m.attrs["metric"] = f"estimate ({self.config.pairs.estimator})"
+        return m
+
+    def screening(self) -> dict | None:
+        """A screened sweep's mode, estimator, confirmation, candidates (attribute, partner, score, rank)
+        and the share of the exhaustive pair trials it trained; None for an exhaustive sweep."""
+        from aal_sweep.analysis.screening import candidates
+
+        cfg = self.config
+        if cfg.pairs.mode != "screened":
+            return None
+        p, m = cfg.pairs, len(self.attributes)
+        total = m * (m - 1) // 2 * len(cfg.seeds)
+        estimates = self.estimates()
+        confirmed = confirmed_pairs_of(self.store, self.attributes)
+        chosen = (candidates(estimates, self.attributes, p.confirm, p.rule) if estimates is not None
+                  else pd.DataFrame(columns=["attribute", "partner", "score", "rank"]))
+        trained = len(confirmed or []) * len(cfg.seeds)
+        summary = (f"screened pairs: estimator {p.estimator}, confirm {p.confirm} ({p.rule}); "
+                   + (f"{trained} of {total} exhaustive pair trials trained ({100 * trained / max(total, 1):.0f}%)"
+                      if confirmed is not None else "no pair confirmed yet (the estimates are not stored)")
+                   + "; unconfirmed cells stay missing")
+        return {"mode": p.mode, "estimator": p.estimator, "confirm": p.confirm, "rule": p.rule,
+                "pair_trials": trained, "exhaustive_pair_trials": total, "candidates": chosen,
+                "confirmed": confirmed, "summary": summary}
 
     def pairs(self) -> pd.DataFrame:
         """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
@@ -150,3 +231,37 @@ class Results:
         """Table 1: every variant's mean validation and test accuracy (variants.variants_table)."""
         return variants_table(self.store.query_rows(), self.attributes, self.chosen_partners(allow_partial),
                               self.config.adversarial.lambda_selection, allow_partial)
+
+
+def agreement_of(screened: Results, exhaustive: Results) -> dict:
+    """How well a screened run found an exhaustive run's partners (screening.agreement): both results must
+    hold the same attributes and training settings; the costs are the stored trials' training seconds
+    (the screened side counts its estimator too)."""
+    from aal_sweep.analysis.screening import agreement, matrix_drops
+
+    if screened.config.pairs.mode != "screened":
+        raise AalError(f"{screened.uri}: its pairs.mode is {screened.config.pairs.mode}, not screened; pass the "
+                       f"screened run first: aal-sweep agreement SCREENED --against EXHAUSTIVE")
+    if screened.attributes != exhaustive.attributes or screened.training_hash != exhaustive.training_hash:
+        raise AalError(f"{screened.uri} and {exhaustive.uri} are not the same dataset and training settings "
+                       f"(attributes or training hash differ); compare runs of one config that differ only in "
+                       f"`pairs`")
+    estimates = screened.estimates()
+    if estimates is None:
+        raise AalError(f"{screened.uri}: no estimates stored yet; run it to the end first")
+    confirmed = confirmed_pairs_of(screened.store, screened.attributes) or []
+
+    def seconds(results: Results, kinds: tuple[str, ...]) -> tuple[int, float]:
+        rows = results.trials(["trial_id", "kind", "status", "train_seconds"])
+        rows = rows[rows["kind"].isin(kinds) & (rows["status"] == "ok")].drop_duplicates("trial_id")
+        return int((rows["kind"] == "pair").sum()), float(rows["train_seconds"].sum())
+
+    n_s, sec_s = seconds(screened, ("pair", "lookahead", "short"))
+    sec_s += float(estimates["cost"].sum()) if screened.config.pairs.estimator == "label_correlation" else 0.0
+    n_e, sec_e = seconds(exhaustive, ("pair",))
+    mine = screened.chosen_partners(statistics=True)
+    theirs = exhaustive.chosen_partners(statistics=True)
+    out = agreement(mine, theirs, confirmed, estimates, matrix_drops(exhaustive.matrix("val_acc")), (n_s, n_e),
+                    (sec_s, sec_e))
+    return {"screened": screened.uri, "exhaustive": exhaustive.uri, "estimator": screened.config.pairs.estimator,
+            "confirm": screened.config.pairs.confirm, "rule": screened.config.pairs.rule, **out}

@@ -19,14 +19,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy import special, stats
 
+from aal_sweep.config import CONFIRM_RULES
 from aal_sweep.errors import AalError
 
-ESTIMATORS = ("lookahead", "short", "label_correlation")
 ESTIMATE_COLUMNS = ["estimator", "attribute", "partner", "score", "seed", "cost"]
 ESTIMATE_SCHEMA = pa.schema([
-    ("estimator", pa.string()),  # one of ESTIMATORS
+    ("estimator", pa.string()),  # one of config.PAIR_ESTIMATORS
     ("attribute", pa.string()),  # a: the attribute whose accuracy the partner affects
     ("partner", pa.string()),  # b
     ("score", pa.float64()),  # estimated effect of b on a; negative = b hurts a
@@ -34,7 +33,6 @@ ESTIMATE_SCHEMA = pa.schema([
     ("cost", pa.float64()),  # seconds of compute behind this row; a seed's rows sum to the estimator's cost
 ])
 CANDIDATE_COLUMNS = ["attribute", "partner", "score", "rank"]
-RULES = ("top_k", "adaptive")
 # adaptive: a candidate after the best is confirmed while its score is within this many robust standard
 # deviations of the attribute's scores (1.4826 MAD) of the best one. Chosen a priori, not on benchmark data.
 ADAPTIVE_GAP = 1.0
@@ -73,6 +71,7 @@ def label_correlation(labels: np.ndarray, attributes: list[str]) -> pd.DataFrame
     in [-1, 0], most negative for an unrelated partner. A signed correlation is not used: b = not a is the
     same task (phi = -1) and the paper finds Pearson's r unrelated to the drop (Fig. 3). NaN where a is
     constant (H(a) = 0). `labels`: 0/1 [N, M], the training split's."""
+    from scipy import special  # here: the queries that import this module need no scipy
     y = np.asarray(labels, dtype=np.float64)
     n, m = y.shape
     if m != len(attributes):
@@ -109,8 +108,8 @@ def candidates(estimates: pd.DataFrame, attributes: list[str], k: int, rule: str
     deviations of the attribute's scores of the best: one stands out -> 1, no separation -> k. Ties go to
     the partner first in `attributes`. A partner without an estimate is never a candidate, except that
     k >= M - 1 is the exhaustive protocol: every partner of every attribute, by either rule."""
-    if rule not in RULES:
-        raise AalError(f"confirmation rule {rule!r} is not one of {', '.join(RULES)}")
+    if rule not in CONFIRM_RULES:
+        raise AalError(f"confirmation rule {rule!r} is not one of {', '.join(CONFIRM_RULES)}")
     if k < 1:
         raise AalError(f"confirm: K must be at least 1, got {k} (K >= M - 1 trains every pair)")
     order = {a: i for i, a in enumerate(attributes)}
@@ -203,6 +202,7 @@ def agreement(screened: pd.DataFrame, exhaustive: pd.DataFrame, trained: Iterabl
     run trained; recall_significant: the same over the attributes whose exhaustive partner is significant;
     spearman: rank correlation of the estimates (mean over seeds) with the measured drops, over the cells
     that have both; cost: screened / exhaustive pair-phase training seconds."""
+    from scipy import stats
     pairs = {frozenset(p) for p in trained}
     theirs = dict(zip(screened["attribute"], screened["partner"]))
     ex = exhaustive.reset_index(drop=True)
@@ -235,3 +235,28 @@ def _none(value):
 
 def _share(flags: list[bool]) -> float | None:
     return float(np.mean(flags)) if flags else None
+
+
+def estimates_key(cfg, attributes) -> str:
+    """The name a screened sweep's estimates are stored under (RESULTS/estimates/<key>.parquet): the
+    estimator, its setting, the first seed, the attributes and the training hash; any change, new estimates."""
+    import hashlib
+
+    p = cfg.pairs
+    setting = {"lookahead": f"-every{p.every}", "short": f"-e{min(p.short_epochs, cfg.train.epochs)}"}.get(p.estimator, "")
+    names = hashlib.sha1("\x1f".join(attributes).encode()).hexdigest()[:6]
+    return f"{p.estimator}{setting}-{len(attributes)}attrs-{names}-s{cfg.seeds[0]}-{cfg.training_hash()}"
+
+
+def confirmed_pairs(estimates: pd.DataFrame, attributes: list[str], k: int, rule: str) -> list[tuple[str, str]]:
+    """The pairs a screened sweep trains in full: every attribute's candidates (`candidates`), each pair once."""
+    return confirmation_pairs(candidates(estimates, list(attributes), k, rule), list(attributes))
+
+
+def expected_cells(attributes: list[str], pairs) -> np.ndarray:
+    """The M x M mask of the cells the confirmed `pairs` fill (both orders), for partners.derive_partners."""
+    index = {a: i for i, a in enumerate(attributes)}
+    mask = np.zeros((len(attributes), len(attributes)), dtype=bool)
+    for a, b in pairs:
+        mask[index[a], index[b]] = mask[index[b], index[a]] = True
+    return mask

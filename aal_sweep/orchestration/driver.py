@@ -23,6 +23,7 @@ from ray import tune  # noqa: E402
 import aal_sweep  # noqa: E402
 
 from aal_sweep.analysis.results import chosen_partners  # noqa: E402
+from aal_sweep.analysis.screening import confirmed_pairs  # noqa: E402
 from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
@@ -32,6 +33,7 @@ from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decision
 from aal_sweep.orchestration.progress import Progress  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
+from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
 from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
@@ -114,10 +116,11 @@ class Sweep:
                              kind="resume")
         for name in store.unfinished_experiments():
             store.close_experiment(name)  # not restored: its trials continue from their own checkpoints
+        self.advance()  # a screened sweep's label correlation, rows a previous run settled
         if graph.finished():
             clear_done(store.location, graph.done)
             return True
-        searcher = GraphSearcher(graph, self._outcome, self._decide, self._decided)
+        searcher = GraphSearcher(graph, self._outcome, self.advance)
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
@@ -154,12 +157,25 @@ class Sweep:
             return FAILED
         return DONE if self.store.is_done(trial_id) else STOPPED
 
-    def _decide(self, attributes: list[str]):
-        return decisions(self.store, self.cfg, self.graph.attributes, self.allow_partial)
-
-    def _decided(self, attributes: list[str]) -> None:
-        for a in attributes:
-            d = self.graph.decisions[a]
+    def advance(self) -> None:
+        """Release what the last outcome made ready: a screened sweep's confirmed pairs, once its estimator
+        trials ended; the adversarial trials of the rows that settled, once decided."""
+        graph = self.graph
+        if graph.confirmation_ready() and not graph.estimators_failed():
+            estimates = make_estimates(self.store, self.cfg, graph.attributes)
+            p = self.cfg.pairs
+            pairs = confirmed_pairs(estimates, list(graph.attributes), p.confirm, p.rule)
+            graph.confirm(pairs)
+            m = len(graph.attributes)
+            self.events.info(f"[sweep] screened by {p.estimator}: {len(pairs)} of {m * (m - 1) // 2} pairs "
+                             f"confirmed (pairs.confirm {p.confirm}, rule {p.rule})", kind="partners")
+        settled = graph.settled_rows()
+        if not settled:
+            return
+        decided = decisions(self.store, self.cfg, graph.attributes, self.allow_partial)
+        graph.decide({a: decided[a] for a in settled})
+        for a in settled:
+            d = graph.decisions[a]
             if d.missing and self.allow_partial:
                 self.events.info(f"[sweep] {a}: row decided without its missing cells ({', '.join(d.missing)}): "
                                  f"--allow-partial", kind="partners")
@@ -172,7 +188,7 @@ class Sweep:
             return
         if not force and time.monotonic() - self._partners_at < PARTNERS_EVERY_S:
             return
-        partners = chosen_partners(self.store, self.allow_partial, self.graph.attributes, statistics=True,
+        partners = chosen_partners(self.store, self.allow_partial, self.graph.attributes, statistics=True, cfg=self.cfg,
                                               rule=self.cfg.partners)
         self.store.write_partners(partners)
         self._partners_at, self._partners_due = time.monotonic(), False
@@ -192,6 +208,11 @@ class Sweep:
         if failed:
             events.error(f"aal-sweep: {len(failed)} trial(s) failed after their retries: {', '.join(failed)}; their "
                          f"errors are in the store (status=failed); rerun the same command to retry them")
+        if graph.screened and graph.confirmed is None and graph.estimators_failed():
+            events.error(f"aal-sweep: the screening estimator ({self.cfg.pairs.estimator}) did not finish: "
+                         f"{', '.join(graph.estimators_failed())}; no pair is confirmed yet: rerun the same command "
+                         f"to retry it, or set pairs.mode: exhaustive")
+            failed = failed or graph.estimators_failed()
         for base, blocked in graph.blocked().items():
             events.error(f"[{ADVERSARIAL_SHARED}] {len(blocked)} trial(s) wait for {base}, which is not stored; "
                          f"rerun the same command to retry it")
@@ -317,7 +338,7 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
             store.cleanup()
             store.compact()
             if state.graph.has_rows:
-                store.write_partners(chosen_partners(store, allow_partial, state.attributes, statistics=True,
+                store.write_partners(chosen_partners(store, allow_partial, state.attributes, statistics=True, cfg=cfg,
                                                            rule=cfg.partners))
         events.info(f"tidied {store.uri}: store compacted, sweep.yaml and partners.parquet rewritten")
     except StoreNotWritable as e:

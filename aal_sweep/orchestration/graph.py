@@ -27,9 +27,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aal_sweep.config import SweepConfig
-from aal_sweep.kinds import ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, PAIR, SINGLE
+from aal_sweep.kinds import (ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, LOOKAHEAD, MULTITASK_ALL, PAIR,
+                             SHORT, SINGLE)
 from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
-                                            plan_adversarial_shared, plan_initial, plan_multitask_all)
+                                            plan_adversarial_shared, plan_estimators, plan_initial, plan_multitask_all,
+                                            plan_pairs)
 
 # What each kind waits for, as `plan --format json` and `status` say it.
 NEEDS = {
@@ -39,7 +41,11 @@ NEEDS = {
     ADVERSARIAL: "its attribute's row of the pair matrix complete and a partner decided",
     ADVERSARIAL_MULTIPLE: "its attribute's row of the pair matrix complete and a negative partner",
     ADVERSARIAL_SHARED: "its attribute's partner decided and its seed's multitask_all weights stored",
+    LOOKAHEAD: "nothing (screened pairs: its affinities rank the candidate partners)",
+    SHORT: "nothing (screened pairs: its first epochs rank the candidate partners)",
 }
+SCREENED_PAIR_NEEDS = "the screening estimates: per attribute its K most negative candidates are confirmed"
+CONFIRMATION = "~confirmation"  # in a screened sweep, every row waits for this until the candidates are known
 ROW_KINDS = (SINGLE, PAIR)  # the trials that fill the pair matrix
 DONE, FAILED, STOPPED = "done", "failed", "stopped"
 
@@ -72,6 +78,7 @@ class Graph:
     done: set[str] = field(default_factory=set)  # every stored trial, known ones or not (yet)
     row_open: dict[str, set[str]] = field(default_factory=dict)  # attribute -> its row trials not yet terminal
     decisions: dict[str, Decision] = field(default_factory=dict)
+    confirmed: tuple[tuple[str, str], ...] | None = None  # screened: the pairs confirmed (None: not yet / exhaustive)
     _order: dict[str, tuple] = field(default_factory=dict)
     _heap: list[tuple[tuple, str]] = field(default_factory=list)
 
@@ -84,7 +91,11 @@ class Graph:
         position = {a: i for i, a in enumerate(g.attributes)}
         for t in plan_multitask_all(cfg, g.attributes) if MULTITASK_ALL in cfg.phases else []:
             g._add(t, (0, t.seed))
+        for t in plan_estimators(cfg, g.attributes):  # screened: every pair waits for their estimates
+            g._add(t, (0, -1, position[t.attributes[0]], position[t.attributes[-1]]))
         for t in plan_initial(cfg, g.attributes):
+            if g.screened and t.kind == PAIR:
+                continue  # released by the confirmation
             # grouped by the row a pair completes first (its first attribute), then seed: rows fill in order
             g._add(t, (1, position[t.attributes[0]], t.kind != SINGLE, t.seed, position[t.attributes[-1]]))
         for t in g.trials.values():
@@ -94,6 +105,8 @@ class Graph:
         if g.has_rows:
             for a in g.attributes:
                 g.row_open.setdefault(a, set())
+                if g.screened:
+                    g.row_open[a].add(CONFIRMATION)
         for tid in done:
             if tid in g.trials:
                 g._terminal(tid, DONE)
@@ -101,6 +114,45 @@ class Graph:
                 g.outcome[tid] = DONE  # a downstream trial not known yet: done once its row is decided
                 g.done.add(tid)
         return g
+
+    @property
+    def screened(self) -> bool:
+        """Whether the pair matrix is screened (config.PairsConfig): pairs wait for the estimates."""
+        return self.cfg.pairs.mode == "screened" and self.has_rows
+
+    def estimator_trials(self) -> list[Trial]:
+        return [t for t in self.trials.values() if t.kind in (LOOKAHEAD, SHORT)]
+
+    def confirmation_ready(self) -> bool:
+        """Screened and not confirmed yet, with every estimator trial ended (the short estimator also needs
+        the single trials of its seed, whose epochs it compares with)."""
+        if not self.screened or self.confirmed is not None:
+            return False
+        needed = self.estimator_trials()
+        if self.cfg.pairs.estimator == SHORT:
+            needed += [t for t in self.trials.values() if t.kind == SINGLE and t.seed == self.cfg.seeds[0]]
+        return all(t.trial_id in self.outcome for t in needed)
+
+    def estimators_failed(self) -> list[str]:
+        return [t.trial_id for t in self.estimator_trials() if self.outcome.get(t.trial_id) in (FAILED, STOPPED)]
+
+    def confirm(self, pairs) -> list[Trial]:
+        """Screened: release the pair trials of the confirmed (unordered, sweep-ordered) pairs, every seed;
+        each row then settles when its single and confirmed pairs end. Returns the trials added."""
+        self.confirmed = tuple(tuple(p) for p in pairs)
+        position = {a: i for i, a in enumerate(self.attributes)}
+        added = []
+        for t in plan_pairs(self.cfg, self.confirmed):
+            self._add(t, (1, position[t.attributes[0]], True, t.seed, position[t.attributes[-1]]))
+            added.append(t)
+            if t.trial_id not in self.done:
+                for a in t.attributes:
+                    self.row_open[a].add(t.trial_id)
+            elif t.trial_id not in self.outcome:
+                self.outcome[t.trial_id] = DONE
+        for a in self.attributes:
+            self.row_open[a].discard(CONFIRMATION)
+        return added
 
     @property
     def has_rows(self) -> bool:
@@ -259,7 +311,10 @@ class Graph:
     def kinds(self) -> list[str]:
         """The kinds of trial this sweep trains, in protocol order."""
         order = (SINGLE, PAIR, MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED)
-        return [k for k in order if k in self.cfg.phases]
+        kinds = [k for k in order if k in self.cfg.phases]
+        if self.screened and self.cfg.pairs.estimator in (LOOKAHEAD, SHORT):
+            kinds.insert(0, self.cfg.pairs.estimator)
+        return kinds
 
     def per_row_bound(self) -> dict[str, int]:
         """The most trials of each downstream kind one decided row releases: lambdas x seeds."""
@@ -269,7 +324,8 @@ class Graph:
     def summary(self) -> dict:
         """What `aal-sweep plan --format json` shows of the graph: per kind its trials and what it waits on."""
         counts = self.counts()
-        return {"kinds": {k: {"needs": NEEDS[k], **counts[k]} for k in self.kinds()},
+        needs = dict(NEEDS, **({PAIR: SCREENED_PAIR_NEEDS} if self.screened and self.confirmed is None else {}))
+        return {"kinds": {k: {"needs": needs[k], **counts[k]} for k in self.kinds()},
                 "rows": {"decided": len(self.decisions), "undecided": len(self.undecided_rows()),
                          "waiting_for_trials": sum(1 for a in self.undecided_rows() if self.row_open.get(a))}}
 
@@ -281,8 +337,14 @@ def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partia
     from aal_sweep.analysis.partners import negative_partners
     from aal_sweep.analysis.results import chosen_partners
 
-    chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners)
-    negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial)
+    from aal_sweep.analysis.results import confirmed_pairs_of
+    from aal_sweep.analysis.screening import expected_cells
+
+    chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg)
+    confirmed = confirmed_pairs_of(store, attributes, cfg)
+    expected = None if confirmed is None else expected_cells(list(attributes), confirmed)
+    negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial,
+                                  expected)
     negatives = negatives.set_index("attribute")["partners"]
     return {a: Decision(partner=p if isinstance(p, str) else None, negatives=tuple(negatives.get(a, ())),
                         missing=tuple(m.split(",")) if isinstance(m, str) and m else ())
@@ -293,6 +355,12 @@ def from_store(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_parti
                done: set[str] | None = None) -> Graph:
     """The graph of a sweep as its results folder stands: stored trials done, settled rows decided."""
     graph = Graph.build(cfg, attributes, store.done_ids() if done is None else done)
+    if graph.confirmation_ready() and not graph.estimators_failed():
+        from aal_sweep.analysis.results import confirmed_pairs_of
+
+        confirmed = confirmed_pairs_of(store, attributes, cfg)  # None until the driver stored the estimates
+        if confirmed is not None:
+            graph.confirm(confirmed)
     if graph.has_rows and graph.settled_rows():
         graph.decide(decisions(store, cfg, attributes, allow_partial))
     return graph

@@ -1,16 +1,17 @@
 """A Tune Searcher that releases each trial of the sweep's graph when what it needs is stored.
 
-    searcher = GraphSearcher(graph, store, decide)
+    searcher = GraphSearcher(graph, outcome_of, advance)
     tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=slots)
 
 `suggest` returns the most needed ready trial (orchestration/graph.py), None while every ready trial is
 taken but some still run (a finishing one may release more), and Searcher.FINISHED when nothing runs and
-nothing can start. `on_trial_complete` reads the trial's outcome from the store (the trial writes its rows
-itself; a trial that met a bad file stored its own failure), settles the rows it completes, decides them
-with `decide` (the partner rule on the store's rows) and so releases their adversarial trials at once.
+nothing can start. `on_trial_complete` records the trial's outcome (the driver reads it from the store:
+the trial writes its rows itself) and calls `advance`, the driver's step that confirms a screened sweep's
+pairs and decides the rows that settled (the partner rule on the store's rows), so their adversarial
+trials are released at once.
 
-No state worth saving: the graph is rebuilt from the store on every run, so `save` / `restore` are Tune's
-no-ops (Searcher.save_to_dir tolerates NotImplementedError).
+No state worth saving: the graph is rebuilt from the store on every run, so `save` / `restore` do nothing
+(the sweep is never resumed through Tuner.restore; orchestration/checkpoints.py says why).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from aal_sweep.orchestration.graph import Decision, Graph
+from aal_sweep.orchestration.graph import Graph
 from aal_sweep.orchestration.trials import Trial
 
 log = logging.getLogger(__name__)
@@ -29,14 +30,11 @@ log = logging.getLogger(__name__)
 
 class GraphSearcher(Searcher):
     def __init__(self, graph: Graph, outcome_of: Callable[[str, dict | None, bool], str],
-                 decide: Callable[[list[str]], dict[str, Decision]],
-                 on_decided: Callable[[list[str]], None] | None = None):
+                 advance: Callable[[], None]):
         """`outcome_of(trial_id, last result, error)`: DONE, FAILED or STOPPED (graph.py), from what the
-        store holds; `decide(attributes)`: the decisions of those settled rows; `on_decided(attributes)`:
-        told after rows were decided (the driver rewrites partners.parquet)."""
+        store holds; `advance()`: called after every outcome, to release what it made ready."""
         super().__init__(metric=None, mode=None)
-        self.graph = graph
-        self.outcome_of, self.decide, self.on_decided = outcome_of, decide, on_decided
+        self.graph, self.outcome_of, self.advance = graph, outcome_of, advance
         self.tune_ids: dict[str, str] = {}  # Tune's trial id -> ours
         self.is_finished = False
 
@@ -54,11 +52,14 @@ class GraphSearcher(Searcher):
         ours = self.tune_ids.pop(trial_id, None)
         if ours is None:
             return
-        settled = self.graph.complete(ours, self.outcome_of(ours, result, error))
-        if settled:
-            self.graph.decide({a: d for a, d in self.decide(settled).items() if a in settled})
-            if self.on_decided is not None:
-                self.on_decided(settled)
+        self.graph.complete(ours, self.outcome_of(ours, result, error))
+        self.advance()
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the graph is rebuilt from the results store on every run (module docstring)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see `save`)."""
 
     def trial_of(self, tune_trial_id: str) -> str | None:
         return self.tune_ids.get(tune_trial_id)

@@ -30,7 +30,7 @@ class SweepState:
         partners.parquet computed on the cells stored now."""
         if not (self.store.tidy() and self.store.meta_ok()):
             return False
-        return not self.graph.has_rows or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes)
+        return not self.graph.has_rows or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes, cfg)
 
 
 def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = False,

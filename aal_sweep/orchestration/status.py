@@ -34,8 +34,12 @@ def sweep_status(results) -> str:
         lines += [f"    failed: {t}" for t in failed[:SHOWN]] + _more(failed)
     missing = [t.attributes[0] + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
                for t in initial if t.trial_id not in done_ids]
+    if graph.screened:
+        lines.append("  " + screened_line(graph))
     if missing:
         lines.append(f"  missing cells ({len(missing)}; a pair fills two): {_names(missing)}")
+    elif graph.screened:
+        lines.append("  every confirmed cell stored")
     else:
         lines.append("  pair matrix complete")
     incomplete = incomplete_rows(partners)
@@ -63,3 +67,15 @@ def _names(names: list[str]) -> str:
 
 def _more(items: list) -> list[str]:
     return [f"    … and {len(items) - SHOWN} more"] if len(items) > SHOWN else []
+
+
+def screened_line(graph) -> str:
+    """What a screened pair phase has trained of the pair matrix, for `status` and the report."""
+    p, m = graph.cfg.pairs, len(graph.attributes)
+    total = m * (m - 1) // 2
+    if graph.confirmed is None:
+        return (f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): no pair confirmed yet (waiting "
+                f"for the estimates); unconfirmed cells stay missing")
+    n = len(graph.confirmed)
+    return (f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): {n} of {total} pairs confirmed "
+            f"({100 * n / max(total, 1):.0f}% of the exhaustive pair trials); unconfirmed cells stay missing")

@@ -31,7 +31,7 @@ from ray import tune
 
 from aal_sweep.config import SweepConfig, parse_config
 from aal_sweep.errors import AalError, DataError
-from aal_sweep.kinds import ADVERSARIAL_SHARED, MULTITASK_ALL
+from aal_sweep.kinds import ADVERSARIAL_SHARED, LOOKAHEAD, MULTITASK_ALL
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints
 from aal_sweep.orchestration.ray_processes import die_with_raylet
 from aal_sweep.orchestration.trials import Trial, multitask_all_of
@@ -92,6 +92,9 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         store.write_trial(failed_rows(trial, cfg, str(e), store.attempts(trial.trial_id), node_id=node_id))
         tune.report({DATA_ERROR: str(e)[:200]})  # so the progress line counts it as failed, not done
         return
+    if trial.kind == LOOKAHEAD:
+        _run_lookahead(trial, cfg, store, spec, data, node_id)
+        return
     hold = _Hold.of(hooks, trial.trial_id, node_id, attempt)
     # The journal records each epoch started and each finished (its checkpoint stored first), so a kill's
     # cost can be proven from it: at most the epoch in flight.
@@ -120,6 +123,24 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     checkpoints.clear()
     if note:  # resumed at its last epoch: nothing was reported, so say it here
         log.warning("%s: %s", trial.trial_id, note)
+
+
+def _run_lookahead(trial: Trial, cfg: SweepConfig, store: Store, spec, data, node_id: str) -> None:
+    """A screened sweep's lookahead trial: one all-attribute training recording TAG's affinities
+    (train/lookahead.py); its estimates are stored before its rows, so stored rows mean stored estimates.
+    The running affinity sums are not checkpointed: an interrupted lookahead trial starts over."""
+    from aal_sweep.analysis.screening import estimates_key, estimates_table
+    from aal_sweep.analysis.stats import majority_rate
+    from aal_sweep.train.lookahead import lookahead_affinity
+
+    result = lookahead_affinity(spec, data, every=cfg.pairs.every)
+    store.write_estimates(estimates_key(cfg, list(store.attributes)), estimates_table(result.estimates))
+    majority = {a: majority_rate(data.labels["val"][:, data.columns([a])[0]]) for a in spec.evaluated()}
+    store.write_trial(result_rows(trial, cfg, result.fit, store.attempts(trial.trial_id), node_id=node_id,
+                                  val_majority=majority))
+    last = result.fit.heads
+    tune.report({"epoch": result.fit.epochs_run - 1, "lookahead_steps": result.steps,
+                 **{f"val_acc/{h.attribute}": h.val_acc for h in last}})
 
 
 @dataclasses.dataclass

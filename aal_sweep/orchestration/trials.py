@@ -17,7 +17,10 @@ from typing import Any
 import pandas as pd
 
 from aal_sweep.config import SweepConfig
-from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
+from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, LOOKAHEAD, MULTITASK_ALL, PAIR, SHORT
+
+# what a screened pair phase's estimator trials train: a short pair, or one all-attribute model
+TASK_OF = {SHORT: PAIR, LOOKAHEAD: MULTITASK_ALL}
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,10 @@ class Trial:
         """The train.TrainSpec of this trial (imported here: planning, `status` and queries need no torch)."""
         from aal_sweep.train.loop import TrainSpec
 
-        return dataclasses.replace(TrainSpec.from_config(cfg, self.kind, self.attributes, self.lam), seed=self.seed)
+        spec = TrainSpec.from_config(cfg, TASK_OF.get(self.kind, self.kind), self.attributes, self.lam)
+        if self.kind == SHORT:  # the first epochs of the pair trial: same seed, data order and schedule
+            spec = dataclasses.replace(spec, epochs=min(cfg.pairs.short_epochs, spec.epochs))
+        return dataclasses.replace(spec, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {"trial_id": self.trial_id, "kind": self.kind, "attributes": list(self.attributes),
@@ -70,6 +76,10 @@ def trial_id(kind: str, attributes, seed: int, config_hash: str, lam: float | No
         return f"advm-{method}-{names[0]}-vs-{len(names) - 1}p{_digest(attributes[1:])}-l{lam:g}-s{seed}-{config_hash}"
     if kind == ADVERSARIAL_SHARED:
         return f"advs-{method}-{names[0]}-vs-{names[1]}-l{lam:g}-s{seed}-{config_hash}"
+    if kind == LOOKAHEAD:  # `method` carries the lookahead interval: another interval, other estimates
+        return f"look-{len(names)}attrs-{_digest(attributes)}-every{method}-s{seed}-{config_hash}"
+    if kind == SHORT:  # `method` carries the epochs trained
+        return f"short-{'-'.join(names)}-e{method}-s{seed}-{config_hash}"
     return f"{kind}-{'-'.join(names)}-s{seed}-{config_hash}"
 
 
@@ -139,3 +149,30 @@ def plan_adversarial_shared(cfg: SweepConfig, partners: pd.DataFrame) -> list[Tr
 def multitask_all_of(cfg: SweepConfig, attributes: tuple[str, ...], seed: int) -> str:
     """The id of the multitask_all trial whose weights an adversarial_shared trial of `seed` starts from."""
     return trial_id(MULTITASK_ALL, attributes, seed, cfg.training_hash())
+
+
+# ---- a screened pair phase's estimator trials (config.PairsConfig) -----------------------------------
+
+
+def plan_estimators(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial]:
+    """The trials whose results score every pair before confirmation: for `lookahead` one all-attribute
+    training, for `short` every pair for its first epochs, for `label_correlation` none (the labels
+    alone). The first seed only: estimates rank candidates, the confirmed pairs train every seed."""
+    p, h, seed = cfg.pairs, cfg.training_hash(), cfg.seeds[0]
+    if p.mode != "screened":
+        return []
+    if p.estimator == LOOKAHEAD:
+        return [Trial(trial_id(LOOKAHEAD, attributes, seed, h, method=str(p.every)), LOOKAHEAD, tuple(attributes),
+                      method=str(p.every), seed=seed)]
+    if p.estimator == SHORT:
+        e = str(min(p.short_epochs, cfg.train.epochs))
+        return [Trial(trial_id(SHORT, pair, seed, h, method=e), SHORT, pair, method=e, seed=seed)
+                for pair in combinations(attributes, 2)]
+    return []
+
+
+def plan_pairs(cfg: SweepConfig, pairs) -> list[Trial]:
+    """The pair trials of these unordered pairs (each in sweep order), every seed: the same trials, and
+    ids, as an exhaustive sweep's."""
+    h = cfg.training_hash()
+    return [Trial(trial_id(PAIR, p, seed, h), PAIR, tuple(p), seed=seed) for seed in cfg.seeds for p in pairs]

@@ -19,10 +19,12 @@ from aal_sweep.store.layout import (
     ARTIFACTS_DIR,
     ATTEMPTS_DIR,
     COMPLETE,
+    ESTIMATES_DIR,
     PARTNERS_FILE,
     SWEEP_FILE,
     TRIALS_DIR,
     TUNE_DIR,
+    estimates_file,
 )
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease
 from aal_sweep.store.location import Location, unreadable
@@ -174,7 +176,7 @@ class Store:
 
     def discard(self) -> None:
         """--restart: delete trials, journals, Tune's experiments, artifacts and partners (holding the lease)."""
-        for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR):
+        for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR, ESTIMATES_DIR):
             self.location.delete_dir(rel)
         self.location.delete(PARTNERS_FILE)
         self._files = TrialFiles(self.location)
@@ -302,6 +304,27 @@ class Store:
             meta = dict(table.schema.metadata or {}) | {_FINGERPRINT: partners.attrs["fingerprint"].encode()}
             table = table.replace_schema_metadata(meta)
         self.location.write_bytes(PARTNERS_FILE, parquet_bytes(table))
+
+    # ---- a screened pair phase's estimates (analysis/screening.py gives their schema) -----------------------
+
+    def write_estimates(self, key: str, table: pa.Table) -> str:
+        """RESULTS/estimates/<key>.parquet, whole or absent; returns its path as a user reads it."""
+        rel = estimates_file(key)
+        self.location.write_bytes(rel, parquet_bytes(table))
+        return self.show(rel)
+
+    def read_estimates(self, key: str) -> pd.DataFrame | None:
+        """The estimates stored under `key`, or None when there are none (or they cannot be read: then
+        they are computed again, never trusted)."""
+        rel = estimates_file(key)
+        try:
+            with self.location.fs.open_input_file(self.location.path(rel)) as f:
+                return pq.read_table(f).to_pandas()
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as e:
+            log.warning("%s is unreadable (%s); the estimates are made again", self.show(rel), str(e)[:120])
+            return None
 
     def read_partners(self) -> pd.DataFrame | None:
         """partners.parquet, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""

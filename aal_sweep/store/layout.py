@@ -35,3 +35,8 @@ ESTIMATES_DIR = "estimates"
 def weights_file(trial_id: str) -> str:
     """Where a multitask_all trial's final weights live, relative to the results folder."""
     return f"{ARTIFACTS_DIR}/{trial_id}.pt"
+
+
+def estimates_file(key: str) -> str:
+    """Where a screened pair phase's estimates of one estimator run live (a Parquet file pandas reads)."""
+    return f"{ESTIMATES_DIR}/{key}.parquet"
