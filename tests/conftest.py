@@ -29,6 +29,18 @@ def tiny_root(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp("tiny") / "data", n_attributes=4, n_images=400, size=(16, 16), seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_sweep(ray_local, tiny_root, tmp_path_factory):
+    """One finished sweep (single, pair, adversarial) on the tiny data, run once in process on the shared
+    local Ray: (cfg, results folder). Read it; copy it (shutil.copytree) before changing it."""
+    from aal_sweep.config import load_config
+
+    tmp = tmp_path_factory.mktemp("tiny-sweep")
+    cfg = load_config(write_config(tmp / "c.yaml", tiny_root))
+    assert run_sweep(cfg) == 0
+    return cfg, Path(cfg.results)
+
+
 def write_config(path: Path, root: Path, **overrides) -> Path:
     """A sweep YAML for the tiny data; `overrides` replace whole top-level sections."""
     cfg = {

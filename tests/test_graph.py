@@ -154,3 +154,61 @@ def test_from_store_decides_settled_rows(tmp_path, allow_partial):
     g = from_store(store, c, ("A", "B"), allow_partial)
     assert g.decisions == {"A": Decision("B", ("B",)), "B": Decision("A", ("A",))}
     assert len(drain(g)) == 4
+
+
+# ---- a screened pair phase ------------------------------------------------------------------------------
+
+
+def screened(estimator="lookahead", confirm=1, seeds=(0,)):
+    return parse_config({"dataset": {"root": "/nowhere", "image_size": [16, 16]}, "model": {"backbone": "small_cnn"},
+                         "train": {"seeds": list(seeds), "epochs": 3},
+                         "adversarial": {"lambdas": [0.1]}, "pairs": {"mode": "screened", "estimator": estimator,
+                                                                      "confirm": confirm, "short_epochs": 1}},
+                        check_files=False)
+
+
+def test_screened_pairs_wait_for_the_estimator_and_rows_for_the_confirmation():
+    c = screened("lookahead")
+    g = Graph.build(c, ATTRS)
+    order = drain(g)
+    assert order[0].startswith("look-4attrs-") and "-every10-" in order[0]
+    assert sorted(t.split("-")[0] for t in order[1:]) == ["single"] * 4  # no pair before the confirmation
+    for tid in order[1:]:
+        assert g.complete(tid, DONE) == []  # singles alone settle no row: the confirmation is missing
+    assert not g.confirmation_ready()
+    g.complete(order[0], DONE)
+    assert g.confirmation_ready()
+    added = g.confirm([("A", "B"), ("C", "D")])
+    assert [t.trial_id.split("-s0-")[0] for t in added] == ["pair-A-B", "pair-C-D"]
+    assert g.settled_rows() == [] and g.confirmation_ready() is False
+    pairs = drain(g)
+    for tid in pairs:
+        g.complete(tid, DONE)
+    assert g.settled_rows() == list(ATTRS)  # each row complete with its confirmed cells only
+
+
+def test_short_needs_its_pairs_and_the_singles_and_label_correlation_needs_nothing():
+    c = screened("short", seeds=(0, 1))
+    g = Graph.build(c, ATTRS)
+    ids = drain(g)
+    shorts = [t for t in ids if t.startswith("short-")]
+    assert len(shorts) == 6 and all("-e1-s0-" in t for t in shorts)  # first seed only: they rank candidates
+    for tid in shorts + [t for t in ids if t.startswith("single-") and "-s1-" in t]:
+        g.complete(tid, DONE)
+    assert not g.confirmation_ready()  # the seed-0 singles, whose epochs the scores compare with, still run
+    for tid in [t for t in ids if t.startswith("single-") and "-s0-" in t]:
+        g.complete(tid, DONE)
+    assert g.confirmation_ready()
+    g2 = Graph.build(screened("label_correlation"), ATTRS)
+    assert g2.confirmation_ready() and not g2.estimator_trials()
+
+
+def test_a_stored_confirmed_pair_is_done_and_a_failed_estimator_blocks_the_confirmation():
+    c = screened("lookahead")
+    pair = [t for t in plan_initial(c, ATTRS) if t.kind == "pair"][0]
+    g = Graph.build(c, ATTRS, done={pair.trial_id})
+    look = g.next_ready(take=True)
+    g.complete(look.trial_id, FAILED)
+    assert g.confirmation_ready() and g.estimators_failed() == [look.trial_id]
+    g.confirm([pair.attributes])
+    assert pair.trial_id in g.done and pair.trial_id not in g.row_open["A"]

@@ -44,14 +44,9 @@ def check_complete(cfg, results: Path) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def reference(ray_local, tiny_root, tmp_path_factory):
-    """One uninterrupted sweep, in process, on the shared local Ray."""
-    from conftest import run_sweep
-
-    tmp = tmp_path_factory.mktemp("ref")
-    cfg = load_config(write_config(tmp / "c.yaml", tiny_root))
-    assert run_sweep(cfg) == 0
-    return cfg, Path(cfg.results)
+def reference(tiny_sweep):
+    """One uninterrupted sweep, in process, on the shared local Ray (conftest's, shared by the suite)."""
+    return tiny_sweep
 
 
 def test_full_sweep(reference, capsys):

@@ -1,0 +1,119 @@
+"""A screened pair phase end to end on a real local Ray (issue 18): estimates, confirmation, partners from
+confirmed cells only, kill -9 and resume, and its agreement with the exhaustive sweep of the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import aal_sweep
+from aal_sweep.analysis.screening import ESTIMATE_COLUMNS
+from aal_sweep.cli import main
+from aal_sweep.config import load_config
+from aal_sweep.store import Store
+
+from conftest import Hold, run_sweep
+from test_sweep import check_no_redo
+
+pytestmark = pytest.mark.slow
+
+
+def screened_config(tiny_sweep, tmp_path, name: str, **pairs):
+    """The tiny sweep's config with a screened pair phase: same data and training settings."""
+    cfg, _ = tiny_sweep
+    raw = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
+    raw["results"], raw["name"] = str(tmp_path / name), name
+    raw["pairs"] = {"mode": "screened", **pairs}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confirmed_cells(tiny_sweep, tmp_path,
+                                                                                           capsys):
+    cfg_path = screened_config(tiny_sweep, tmp_path, "labels", estimator="label_correlation", confirm=1)
+    cfg = load_config(cfg_path)
+    assert run_sweep(cfg) == 0
+    out = capsys.readouterr().out
+    assert "[sweep] screened by label_correlation:" in out
+    res = aal_sweep.open_results(cfg.results)
+    screening = res.screening()
+    confirmed = {frozenset(p) for p in screening["confirmed"]}
+    assert 2 <= len(confirmed) < 6  # K = 1 of 3 partners each: at least M/2 pairs, fewer than all six
+    candidates = screening["candidates"]
+    assert (candidates.groupby("attribute").size() == 1).all()
+    # unconfirmed cells stay missing: never an estimate posing as a measurement
+    matrix = res.matrix()
+    for a in res.attributes:
+        for b in res.attributes:
+            if a != b:
+                assert np.isnan(matrix.loc[a, b]) == (frozenset((a, b)) not in confirmed), (a, b)
+    partners = res.chosen_partners()
+    for a, p in zip(partners["attribute"], partners["partner"]):
+        assert p is None or frozenset((a, p)) in confirmed
+    # the same pair trials as the exhaustive sweep: same ids, same accuracies
+    ref = Store(tiny_sweep[1]).trials().set_index(["trial_id", "attribute"])["val_acc"]
+    mine = res.trials()
+    pairs = mine[mine["kind"] == "pair"].set_index(["trial_id", "attribute"])["val_acc"]
+    pd.testing.assert_series_equal(pairs, ref.loc[pairs.index])
+    # estimates: Parquet in RESULTS that pandas reads, with the documented columns
+    est = pd.read_parquet(os.path.join(cfg.results, "estimates"))
+    assert list(est.columns) == ESTIMATE_COLUMNS and (est["estimator"] == "label_correlation").all()
+    assert len(est) == 4 * 3 and est["score"].between(-1, 0).all()
+    # the commands say what was screened
+    assert main(["status", cfg.results]) == 0
+    assert "screened pairs (label_correlation, confirm 1, top_k):" in capsys.readouterr().out
+    assert main(["partners", cfg.results]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("screened pairs: estimator label_correlation, confirm 1 (top_k);") and "candidates" in shown
+    assert main(["matrix", cfg.results, "--estimated", "--format", "json"]) == 0
+    estimated = json.loads(capsys.readouterr().out)
+    assert estimated["attributes"] == res.attributes
+    assert main(["agreement", cfg.results, "--against", str(tiny_sweep[1]), "--format", "json"]) == 0
+    agreement = json.loads(capsys.readouterr().out)
+    for key in ("top1_agreement", "recall", "recall_significant", "spearman", "pair_trials", "train_seconds"):
+        assert key in agreement, key
+    assert agreement["pair_trials"] == {"screened": len(confirmed), "exhaustive": 6}
+    assert 0 <= agreement["recall"] <= 1 and agreement["train_seconds"]["screened"] < agreement["train_seconds"]["exhaustive"]
+    # K >= M - 1 is the exhaustive protocol
+    full = load_config(screened_config(tiny_sweep, tmp_path, "full", estimator="label_correlation", confirm=3))
+    assert run_sweep(full) == 0
+    assert len(aal_sweep.open_results(full.results).screening()["confirmed"]) == 6
+    pd.testing.assert_frame_equal(aal_sweep.open_results(full.results).matrix(),
+                                  aal_sweep.open_results(str(tiny_sweep[1])).matrix())
+
+
+def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_sweep, tmp_path):
+    cfg_path = screened_config(tiny_sweep, tmp_path, "short", estimator="short", confirm=1)
+    cfg = load_config(cfg_path)
+    store = Store(cfg.results)
+    hold = Hold(tmp_path / "hold", "pair-", epoch=1)  # a confirmed pair, after its first epoch
+    proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], env=hold.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        held = hold.wait(proc)
+        done_before = store.done_ids()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert sum(t.startswith("short-") for t in done_before) == 6  # every estimate trained before any pair
+    estimates_before = aal_sweep.open_results(cfg.results).estimates()
+    resumed = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    check_no_redo(store, done_before)
+    starts = [e for e in store.journal(held["trial"]) if e["event"] == "start"]
+    assert len(starts) == 2 and starts[-1]["from_epoch"] == 1  # continued after its checkpointed epoch
+    res = aal_sweep.open_results(cfg.results)
+    pd.testing.assert_frame_equal(res.estimates(), estimates_before)  # the same confirmation, not made again
+    assert "screened by short" not in resumed.stdout
+    assert all(p is None or frozenset((a, p)) in {frozenset(x) for x in res.screening()["confirmed"]}
+               for a, p in zip(res.chosen_partners()["attribute"], res.chosen_partners()["partner"]))
