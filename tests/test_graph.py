@@ -212,3 +212,11 @@ def test_a_stored_confirmed_pair_is_done_and_a_failed_estimator_blocks_the_confi
     assert g.confirmation_ready() and g.estimators_failed() == [look.trial_id]
     g.confirm([pair.attributes])
     assert pair.trial_id in g.done and pair.trial_id not in g.row_open["A"]
+
+
+def test_without_pair_trials_no_row_settles_and_nothing_waits():
+    g = Graph.build(cfg(phases=("single",)), ATTRS)
+    ids = drain(g)
+    for tid in ids:
+        assert g.complete(tid, DONE) == []
+    assert g.finished() and g.nothing_to_do() and g.incomplete_rows() == {}

@@ -98,7 +98,7 @@ class Graph:
                 continue  # released by the confirmation
             # grouped by the row a pair completes first (its first attribute), then seed: rows fill in order
             g._add(t, (1, position[t.attributes[0]], t.kind != SINGLE, t.seed, position[t.attributes[-1]]))
-        for t in g.trials.values():
+        for t in g.trials.values() if g.has_rows else ():  # without a pair matrix no row settles
             if t.kind in ROW_KINDS:
                 for a in t.attributes:
                     g.row_open.setdefault(a, set()).add(t.trial_id)
