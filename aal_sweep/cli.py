@@ -161,8 +161,9 @@ def _cmd_run(args) -> int:
         # Ray's single-machine mode (its default on macOS and Windows): the node's address is 127.0.0.1,
         # so gcs, raylet, agents and workers listen on loopback only (ray._private.services.get_node_ip_address).
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from aal_sweep.orchestration.state import nothing_to_do_line, open_state
+    from aal_sweep.orchestration.state import nothing_to_do_line, open_state, parse_address
 
+    parse_address(args.address)  # a bad address is refused even when there is nothing to do
     # no Ray, no torch: a finished sweep answers at once
     state = open_state(cfg, args.results, args.restart, args.allow_partial)
     if state.nothing_to_do() and state.tidy(cfg, args.allow_partial):
@@ -179,8 +180,10 @@ def _cmd_run(args) -> int:
 
 
 def show(event) -> None:
-    """Print a driver event (orchestration/events.py): notes and progress on stdout, errors on stderr."""
-    print(event.text, file=sys.stderr if event.level == "error" else sys.stdout, flush=True)
+    """Print a driver event (orchestration/events.py): notes and progress on stdout, errors on stderr; a
+    job's log chunks as they come."""
+    end = "" if event.kind == "log" else "\n"
+    print(event.text, file=sys.stderr if event.level == "error" else sys.stdout, end=end, flush=True)
 
 
 def _cmd_submit(args) -> int:
@@ -194,7 +197,7 @@ def _cmd_submit(args) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from aal_sweep.orchestration.submit import cluster_config, submit
 
-    return submit(cluster_config(args.config, args.results, args.set), address, args.wait)
+    return submit(cluster_config(args.config, args.results, args.set), address, args.wait, on_event=show)
 
 
 def _cmd_plan(args) -> int:

@@ -637,6 +637,8 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
 def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Any:
     """The YAML file's mapping with `overrides` (--set KEY=VALUE) applied, not yet validated."""
     path = Path(path)
+    if path.is_dir():  # e.g. a dataset or results folder where the config belongs
+        raise ConfigError(str(path), ["is a folder; expected a sweep YAML file (e.g. jobs/demo.yaml)"])
     if not path.is_file():
         raise ConfigError(str(path), ["no such file (pass the path of a sweep YAML, e.g. jobs/demo.yaml)"])
     try:

@@ -150,6 +150,9 @@ def test_another_local_cluster_is_not_joined(quick, ray_tmpdir):
 def test_a_trial_larger_than_every_node_fails_at_once(quick):
     tmp, root = quick
     config = quick_config(tmp, root, "toolarge", resources={"cpus_per_trial": 64, "gpus_per_trial": 0})
+    raw = yaml.safe_load(config.read_text())
+    raw["dataset"]["cache"] = str(tmp / "toolarge-cache")
+    config.write_text(yaml.safe_dump(raw))
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], capture_output=True,
                          text=True, timeout=240)
@@ -157,7 +160,8 @@ def test_a_trial_larger_than_every_node_fails_at_once(quick):
     line = (r"aal-sweep: error: resources: a trial needs 64 CPU and 0 GPU on one node, but no node of the cluster "
             r"has that: the largest of its 1 node\(s\) has \d+ CPU and 0 GPU; lower resources.cpus_per_trial")
     assert re.search(line, out.stderr) and "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert not [p for p in (tmp / "toolarge").rglob("*") if p.is_file()]  # nothing written
+    # refused before anything is built or written: no decode cache, no results folder
+    assert not (tmp / "toolarge").exists() and not (tmp / "toolarge-cache").exists()
     assert time.monotonic() - t0 < 180
 
 

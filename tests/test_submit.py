@@ -193,3 +193,68 @@ def wait_for(condition, job: str, env: dict, address: str, timeout: float = 600)
         ok = time.monotonic() < deadline and status in ("PENDING", "RUNNING", "STOPPED")
         assert ok, f"job {job} {status}: " + ray_job(env, address, "logs", job).stdout[-3000:]
         time.sleep(0.5)
+
+
+# ---- a job server without its agent yet ----------------------------------------------------------------
+
+
+class _AgentLater(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Ray's job server as `ray start --head` leaves it for a while: its version answers, a submission gets
+    HTTP 500 "No available agent to submit job, please try again later" (the real text) `refusals` times."""
+
+    refusals = 2
+    seen: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self._reply(200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}) if self.path == "/api/version" \
+            else self._reply(200, [])
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append(body["submission_id"])
+        if len(type(self).seen) <= type(self).refusals:
+            self._reply(500, "No available agent to submit job, please try again later.")
+        else:
+            self._reply(200, {"submission_id": body["submission_id"], "job_id": None})
+
+    def _reply(self, code: int, doc) -> None:
+        data = (json.dumps(doc) if not isinstance(doc, str) else doc).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json" if not isinstance(doc, str) else "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("refusals,ok", [(2, True), (10**6, False)])
+def test_submit_waits_for_the_job_agent_of_a_new_head_then_gives_up_in_one_line(refusals, ok):
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from ray.job_submission import JobSubmissionClient
+
+    from aal_sweep.errors import AalError
+    from aal_sweep.orchestration.events import Events
+    from aal_sweep.orchestration.submit import _submit_when_the_agent_is_up
+
+    handler = type("Handler", (_AgentLater,), {"refusals": refusals, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    said = []
+    try:
+        client = JobSubmissionClient(address)
+        job = {"entrypoint": "true", "submission_id": "aal-x-1"}
+        if ok:
+            _submit_when_the_agent_is_up(address, client, Events(said.append), wait_s=30, **job)
+            assert handler.seen == ["aal-x-1"] * 3  # two refusals, then accepted
+            assert len(said) == 1 and "waiting for it" in said[0].text  # said once
+        else:
+            with pytest.raises(AalError, match="the job server had no job agent for 2 s") as e:
+                _submit_when_the_agent_is_up(address, client, Events(said.append), wait_s=2, **job)
+            assert "\n" not in str(e.value) and len(handler.seen) >= 2
+    finally:
+        server.shutdown()

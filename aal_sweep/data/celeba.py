@@ -120,6 +120,9 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
                check_images: bool = True) -> DatasetIndex:
     """Read and cross-check both list files; `attributes` picks and orders a subset by name."""
     root = Path(root)
+    if root.is_file():
+        raise DataError(f"{root}: is a file; expected the dataset folder holding {IMAGE_DIR}/ and the list files "
+                        f"(a sweep YAML goes to `aal-sweep run` or `plan`)")
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (pass the dataset root holding {IMAGE_DIR}/ and the list files)")
     names, files, labels = read_attributes(root / ATTR_FILE)

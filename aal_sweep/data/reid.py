@@ -232,6 +232,9 @@ def _per_image(folder: str, images: dict[str, list[str]], ids: list[str], labels
 def load(source: DatasetSource, attributes=None) -> DatasetIndex:
     """The per-image index: labels from the .mat file, images from the two folders, val carved from train."""
     root, layout = source.path, LAYOUTS[source.format]
+    if root.is_file():
+        raise DataError(f"{root}: is a file; expected the dataset folder holding {TRAIN_DIR}/, {TEST_DIR}/ and "
+                        f"{layout.mat_file} (a sweep YAML goes to `aal-sweep run` or `plan`)")
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (pass the dataset root holding {TRAIN_DIR}/, {TEST_DIR}/ "
                         f"and {layout.mat_file})")

@@ -31,7 +31,7 @@ from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # 
 from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
 from aal_sweep.orchestration.progress import Progress  # noqa: E402
-from aal_sweep.orchestration.ray_connect import check_fits, connect, slots  # noqa: E402
+from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
 from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
@@ -61,16 +61,21 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
     if state.nothing_to_do():
         return _nothing_to_do(state, cfg, allow_partial, events)
     store, attributes = state.store, state.attributes
-    prepare_data(cfg, attributes, progress)
+    store.lease().refuse_if_held()  # a second driver is refused before it starts anything
+    embedded = address is None and not ray.is_initialized()
+    recorder = Recorder(store.location) if embedded else None
     started_ray = False
-    recorder = Recorder(store.location) if address is None and not ray.is_initialized() else None
-    with store.lease():
-        try:
+    try:
+        # Ray first, writing nothing: a trial no node can host is refused before the decode cache is built
+        # or the results folder is created
+        started_ray = connect(address, verbose, events)
+        check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
+        prepare_data(cfg, attributes, progress,
+                     build=hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial))
+        with store.lease():
             stopped = stop_previous(store.location)
             if stopped:
                 events.info(f"stopped {stopped} process(es) of the embedded Ray a killed run left on this machine")
-            started_ray = connect(address, verbose, events)  # before anything is written: the size check needs Ray
-            check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
             if recorder is not None:
                 recorder.update()
             if restart:
@@ -84,16 +89,15 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
             _check_weights(graph, store)
             sweep = Sweep(cfg, store, graph, allow_partial, events)
             sweep.write_partners(force=True)
-            finished = sweep.run(verbose, recorder)
-            if not finished:
+            if not sweep.run(verbose, recorder):
                 return _interrupted_exit(store, events)
-        except KeyboardInterrupt:
-            return _interrupted_exit(store, events)
-        finally:
-            if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted half-way
-                ray.shutdown()
-            if recorder is not None:
-                recorder.stop_leftovers()
+    except KeyboardInterrupt:
+        return _interrupted_exit(store, events)
+    finally:
+        if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted half-way
+            ray.shutdown()
+        if recorder is not None:
+            recorder.stop_leftovers()
     return sweep.finish()
 
 
@@ -346,15 +350,18 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
     return 0
 
 
-def prepare_data(cfg: SweepConfig, attributes, progress=None) -> None:
-    """Check the dataset and build (or find) its decode cache on this node before anything is written and
-    before any trial starts: a broken image fails once, here, naming every bad file, instead of in every
-    attempt of every trial. Trials on this node then find the entry; other nodes build their own."""
+def prepare_data(cfg: SweepConfig, attributes, progress=None, build: bool = True) -> None:
+    """Check the dataset where the driver runs, before anything is written and before any trial starts;
+    where trials run here too (`build`), also build (or find) the decode cache: a broken image then fails
+    once, here, naming every bad file, instead of in every attempt of every trial. A driver on a node that
+    hosts no trial (a head with no GPU) checks the files only: a cache no trial reads would cost the head's
+    disk the whole decoded dataset (23.6 GB for CelebA at 218x178). Every other node builds its own."""
     from aal_sweep.data.cache import open_decoded
     from aal_sweep.data.index import load_index
 
     load_index(cfg.dataset.source(), attributes)
-    open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=progress)
+    if build:
+        open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=progress)
 
 
 def _interrupted_exit(store: Store, events: Events) -> int:

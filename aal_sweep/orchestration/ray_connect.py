@@ -12,6 +12,7 @@ import ray
 from aal_sweep.errors import AalError
 from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.ray_processes import children, stop_new_children
+from aal_sweep.orchestration.state import parse_address
 
 START_TRIES = 3
 
@@ -69,14 +70,12 @@ def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
-    if address in ("auto", "local"):
+    where = parse_address(address)
+    if where is None:
         return
-    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise AalError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    host, port = where
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:
         raise AalError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); check the "
                        f"address (`ray status` on the head), or leave --address out for an embedded Ray") from None
@@ -99,6 +98,13 @@ def check_fits(cpus: float, gpus: float) -> None:
     raise AalError(f"resources: a trial needs {cpus:g} CPU and {gpus:g} GPU on one node, but no node of the "
                    f"cluster has that: the largest of its {len(nodes)} node(s) has {largest}; lower "
                    f"resources.cpus_per_trial / resources.gpus_per_trial or add a larger node")
+
+
+def hosts_trials(cpus: float, gpus: float) -> bool:
+    """Whether this process's node can host a trial of (cpus, gpus): its total resources, as Ray knows them."""
+    here = ray.get_runtime_context().get_node_id()
+    node = next((n["Resources"] for n in ray.nodes() if n.get("NodeID") == here and n.get("Alive")), {})
+    return node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus
 
 
 def slots(cpus: float, gpus: float) -> int:

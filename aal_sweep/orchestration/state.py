@@ -52,3 +52,15 @@ def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = Fal
 def nothing_to_do_line(store: Store) -> str:
     return (f"nothing to do: every trial of {store.uri} is done "
             f"(see `aal-sweep matrix {store.uri}` and `aal-sweep partners {store.uri}`)")
+
+
+def parse_address(address: str | None) -> tuple[str, int] | None:
+    """--address as (host, port); None for the embedded Ray, auto or local. Checked on every run, a
+    finished one too: a typo is one line, not a silent "nothing to do"."""
+    if address is None or address in ("auto", "local"):
+        return None
+    hostport = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AalError(f"--address {address!r}: expected auto, ray://HOST:PORT or HOST:PORT")
+    return host, int(port)

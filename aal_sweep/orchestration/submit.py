@@ -17,6 +17,7 @@ import logging
 import re
 import socket
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 import aal_sweep
 from aal_sweep.config import SweepConfig, config_source, load_raw, parse_config
 from aal_sweep.errors import AalError, ConfigError
+from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.trainable import test_hooks
 
 CONFIG_NAME = "sweep.yaml"
@@ -36,6 +38,9 @@ DRIVER_CPUS = 1
 DRIVER_GPUS = 0
 ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 OUTCOME = {JobStatus.SUCCEEDED: 0, JobStatus.STOPPED: 130}  # FAILED: the driver's own exit code
+# Right after `ray start --head` the job server answers HTTP 500 with this until its agent registers.
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S, AGENT_POLL_S = 60.0, 1.0
 
 
 def cluster_config(config_path: str | Path, results: str | None, overrides: Sequence[str] = ()) -> SweepConfig:
@@ -73,9 +78,11 @@ def submission_prefix(cfg: SweepConfig) -> str:
     return f"aal-{re.sub(r'[^A-Za-z0-9_.]+', '_', cfg.name)[:40]}-{digest}"
 
 
-def submit(cfg: SweepConfig, address: str, wait: bool) -> int:
-    """Submit (or resume) the sweep as a Ray job; print how to follow it. With `wait`, follow its logs
-    and return the job's outcome: 0 succeeded, the driver's exit code when it failed, 130 stopped."""
+def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
+    """Submit (or resume) the sweep as a Ray job; say how to follow it. With `wait`, follow its logs (each
+    chunk an event of kind "log") and return the job's outcome: 0 succeeded, the driver's exit code when it
+    failed, 130 stopped."""
+    events = Events(on_event)
     # Ray's own logger says INFO about every package it uploads; it follows --log-level like ours
     logging.getLogger("ray").setLevel(logging.getLogger().getEffectiveLevel())
     client = _client(address)
@@ -97,33 +104,58 @@ def submit(cfg: SweepConfig, address: str, wait: bool) -> int:
             # progress lines reach `ray job logs` as they happen; the test hooks set here reach the job's driver
             "env_vars": {"PYTHONUNBUFFERED": "1", **{k: v for k, v in test_hooks().items() if v}},
         }
-        _call(address, client.submit_job, entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
-              submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=DRIVER_CPUS,
-              entrypoint_num_gpus=DRIVER_GPUS, metadata={"aal_sweep": cfg.name, "results": _shown(cfg.results)})
+        _submit_when_the_agent_is_up(
+            address, client, events, entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
+            submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=DRIVER_CPUS,
+            entrypoint_num_gpus=DRIVER_GPUS, metadata={"aal_sweep": cfg.name, "results": _shown(cfg.results)})
     if earlier:
-        print(f"resuming sweep {cfg.name!r}: earlier job {earlier[-1].submission_id} ended "
-              f"{earlier[-1].status.value}; the store keeps every finished trial")
-    print(f"submitted job {job_id} to {address}\n"
-          f"  logs:     ray job logs --follow {job_id} --address {address}\n"
-          f"  stop:     ray job stop {job_id} --address {address}\n"
-          f"  progress: aal-sweep status {_shown(cfg.results)}")
-    return _follow(client, address, job_id) if wait else 0
+        events.info(f"resuming sweep {cfg.name!r}: earlier job {earlier[-1].submission_id} ended "
+                    f"{earlier[-1].status.value}; the store keeps every finished trial")
+    events.info(f"submitted job {job_id} to {address}\n"
+                f"  logs:     ray job logs --follow {job_id} --address {address}\n"
+                f"  stop:     ray job stop {job_id} --address {address}\n"
+                f"  progress: aal-sweep status {_shown(cfg.results)}")
+    return _follow(client, address, job_id, events) if wait else 0
 
 
-def _follow(client: JobSubmissionClient, address: str, job_id: str) -> int:
+def _submit_when_the_agent_is_up(address: str, client: JobSubmissionClient, events: Events,
+                                 wait_s: float = AGENT_WAIT_S, **job) -> None:
+    """Submit; while the job server answers "No available agent" (a head just started: its nodes are up,
+    the job agent not yet), wait for it, saying so once, up to `wait_s`, then fail in one line."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            _call(address, client.submit_job, **job)
+            return
+        except AalError as e:
+            if NO_AGENT not in str(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise AalError(f"--address {address}: the job server had no job agent for {wait_s:.0f} s (\"{NO_AGENT}\"); "
+                               f"check the head's dashboard agent (`ray status`, its logs in "
+                               f"/tmp/ray/session_latest/logs/dashboard_agent.log) and submit again") from None
+            if not said:
+                events.info(f"the job server has no job agent yet (a head that just started); waiting for it, "
+                            f"up to {wait_s:.0f} s")
+                said = True
+            time.sleep(AGENT_POLL_S)
+
+
+def _follow(client: JobSubmissionClient, address: str, job_id: str, events: Events) -> int:
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
-            print(chunk, end="", flush=True)
+            events.info(chunk, kind="log")
 
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        print(f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {address}` "
-              f"stops it)")
+        events.info(f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {address}` "
+                    f"stops it)")
         return 130
     info = _call(address, client.get_job_info, job_id)
     code = OUTCOME.get(info.status, info.driver_exit_code or 1)
-    print(f"job {job_id} {info.status.value}" + (f" (exit code {code})" if code else ""))
+    events.info(f"job {job_id} {info.status.value}" + (f" (exit code {code})" if code else ""))
     return code
 
 

@@ -52,6 +52,13 @@ class Lease:
 
     # ---- taking and giving back ----------------------------------------------------------------------
 
+    def refuse_if_held(self) -> None:
+        """Raise LeaseHeld when a live driver holds the folder; writes nothing (a run asks this before it
+        starts anything, then takes the lease with `acquire` once its checks passed)."""
+        holder = self.read()
+        if holder is not None and holder.get("token") != self.token and vacancy(holder) is None:
+            raise self._held(holder)
+
     def acquire(self) -> None:
         holder = self.read()
         if holder is not None and holder.get("token") != self.token:
