@@ -341,3 +341,44 @@ def test_real_entry_point(work, case):
     p = subprocess.run([AAL, *argv], capture_output=True, text=True, timeout=600)
     assert p.returncode == 2 and p.stderr.startswith("aal-sweep: error: ") and p.stderr.count("\n") == 1, p.stderr
     assert snapshot(tmp, locks=True) == before and not (tmp / "results").exists()
+
+
+# ---- what a path is, and what was expected (issue 20 §2) ----------------------------------------------
+
+
+def test_a_config_given_as_the_dataset_and_a_folder_given_as_the_config(work, capsys):
+    tmp, root, config = work
+    refused(capsys, ["dataset", str(config)], tmp, f"{config}: is a file; expected the dataset folder",
+            "`aal-sweep run`")
+    refused(capsys, ["run", str(root)], tmp, f"{root}: is a folder; expected a sweep YAML file")
+    refused(capsys, ["plan", str(root)], tmp, "is a folder; expected a sweep YAML file")
+
+
+@pytest.mark.parametrize("pairs,message", [
+    ({"mode": "sometimes"}, "pairs.mode: 'sometimes' is not one of exhaustive, screened"),
+    ({"mode": "screened", "estimator": "oracle"}, "pairs.estimator: 'oracle' is not one of lookahead, short, "
+                                                  "label_correlation"),
+    ({"mode": "screened", "confirm": 0}, "pairs.confirm: 0 must be at least 1"),
+    ({"mode": "screened", "rule": "best"}, "pairs.rule: 'best' is not one of top_k, adaptive"),
+    ({"confirm_all": True}, "pairs.confirm_all: unknown key (valid: mode, estimator, confirm, rule"),
+])
+def test_bad_pairs_settings_are_one_line(work, capsys, pairs, message):
+    tmp, root, _ = work
+    config = write_config(tmp / "p.yaml", root, pairs=pairs)
+    refused(capsys, ["run", str(config)], tmp, message)
+
+
+def test_screened_pairs_need_the_pair_matrix(work, capsys):
+    tmp, root, _ = work
+    config = write_config(tmp / "p.yaml", root, phases=["single"], pairs={"mode": "screened"})
+    refused(capsys, ["run", str(config)], tmp, "pairs.mode: screened screens the pair matrix, which needs phases "
+                                               "single and pair")
+
+
+@pytest.mark.slow
+def test_a_bad_address_is_refused_even_with_nothing_to_do(tiny_sweep, capsys):
+    cfg, results = tiny_sweep
+    config = results.parent / "c.yaml"
+    assert main(["run", str(config)]) == 0 and "nothing to do" in capsys.readouterr().out
+    refused(capsys, ["run", str(config), "--address", "not an address"], results,
+            "--address 'not an address': expected auto, ray://HOST:PORT or HOST:PORT")

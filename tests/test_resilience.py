@@ -336,6 +336,11 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(small, moment):
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, (moment, out[-1500:], err[-3000:])
     assert "Run the same command to resume" in err and "Traceback" not in err + out, err[-3000:]
+    # aal_sweep's line only: not Tune's "Resume experiment with: Tuner.restore(...)" (the resume is the same
+    # command) nor its metrics warnings (they are shown with -v)
+    assert "Tuner.restore" not in err and "Failed to fetch metrics" not in err, err[-3000:]
+    if moment != "ray-starting":
+        assert err.strip().splitlines() == [ln for ln in err.strip().splitlines() if ln.startswith("aal-sweep: ")]
     assert seen and not still_running(seen), still_running(seen)  # ray.shutdown() and our own check
     assert not (results_of(config) / "tune" / "embedded_ray.json").exists()
 

@@ -11,6 +11,8 @@ failed trials' rows) and reports through events (orchestration/events.py); it pr
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 
@@ -143,7 +145,8 @@ class Sweep:
                 name=name, storage_path=storage_path, storage_filesystem=storage_fs, verbose=min(verbose, 2),
                 failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures), callbacks=callbacks),
         )
-        tuner.fit()
+        with _tune_quiet(verbose):
+            tuner.fit()
         if not searcher.is_finished or any(o == STOPPED for o in graph.outcome.values()):
             return False
         store.close_experiment(name)
@@ -288,6 +291,20 @@ class RecordRay(tune.Callback):
         if time.monotonic() - self.last >= self.every_s:
             self.last = time.monotonic()
             self.recorder.update()
+
+
+@contextlib.contextmanager
+def _tune_quiet(verbose: int):
+    """Tune's own warnings (on Ctrl-C: "Resume experiment with: Tuner.restore(...)", which contradicts this
+    tool's resume, the same command again) only at -v; this run's events say what happened. Errors stay."""
+    tune_log = logging.getLogger("ray.tune")
+    before = tune_log.level
+    if verbose < 1:
+        tune_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tune_log.setLevel(before)
 
 
 def _trial_name(trial) -> str:
