@@ -41,6 +41,41 @@ def tiny_sweep(ray_local, tiny_root, tmp_path_factory):
     return cfg, Path(cfg.results)
 
 
+# The sweep every kill / Ctrl-C test interrupts: 5 epochs, so a trial has epochs before and after a hold
+KILL_TRAIN = {"epochs": 5, "batch_size": 32, "lr": 3e-3, "lr_milestones": [3], "seed": 0}
+KILL_RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 1}
+
+
+class KillSweep:
+    """The interrupted tests' sweep: 3 attributes (Disc, Square, Triangle), 900 images of 16x16, 5 epochs,
+    one lambda: 3 single + 3 pair + adversarial trials. `ref` is its uninterrupted run's results."""
+
+    def __init__(self, tmp: Path, root: Path):
+        self.tmp, self.root = tmp, root
+        self.ref = Path(yaml.safe_load(self.config("reference").read_text())["results"])
+
+    def config(self, name: str, **overrides) -> Path:
+        """A config of this sweep whose results go to a folder of its own, `name`."""
+        path = write_config(self.tmp / f"{name}.yaml", self.root, **({"train": KILL_TRAIN, "resources": KILL_RESOURCES,
+                                                                       "adversarial": {"method": "grl", "lambdas": [0.5]}}
+                                                                      | overrides))
+        raw = yaml.safe_load(path.read_text())
+        raw["results"] = str(self.tmp / name)
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+
+@pytest.fixture(scope="session")
+def kill_sweep(ray_local, tmp_path_factory) -> KillSweep:
+    """The kill reference run, once for the suite (in process, on the shared local Ray)."""
+    from aal_sweep.config import load_config
+
+    tmp = tmp_path_factory.mktemp("kill")
+    sweep = KillSweep(tmp, make_synthetic(tmp / "data", n_attributes=3, n_images=900, size=(16, 16), seed=3))
+    assert run_sweep(load_config(sweep.config("reference"))) == 0
+    return sweep
+
+
 def write_config(path: Path, root: Path, **overrides) -> Path:
     """A sweep YAML for the tiny data; `overrides` replace whole top-level sections."""
     cfg = {

@@ -22,7 +22,7 @@ from aal_sweep.store import Store
 
 from conftest import Hold, write_config
 from ray_nodes import isolated_env, local_cluster, ray_temp_dir
-from test_sweep import assert_same_results, check_no_redo
+from helpers import assert_same_results, check_no_redo
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3  # a trial must be caught between two epochs, with a checkpoint behind it

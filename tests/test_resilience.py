@@ -27,87 +27,28 @@ import yaml
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
-from conftest import Hold, write_config
+from conftest import KILL_TRAIN, Hold
+from helpers import assert_same_results, check_no_redo, kill_group, run_to_end
+from helpers import start as start_cli
+from helpers import wait_until
 
 pytestmark = pytest.mark.slow
-# 5 epochs: enough work that 8 kills always land before a fast machine finishes the sweep (7-10 trials)
-TRAIN = {"epochs": 5, "batch_size": 32, "lr": 3e-3, "lr_milestones": [3], "seed": 0}
-RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 1}
-
-
-# ---- running the CLI ------------------------------------------------------------------------------
-
-
-def start(config: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
-
-
-def run_to_end(config: Path, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], capture_output=True,
-                         text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its process group, at once
-    proc.communicate()
-
-
-def config_for(tmp: Path, root: Path, name: str, **overrides) -> Path:
-    path = write_config(tmp / f"{name}.yaml", root, **({"train": TRAIN, "resources": RESOURCES} | overrides))
-    raw = yaml.safe_load(path.read_text())
-    raw["results"] = str(tmp / name)
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def results_of(config: Path) -> Path:
     return Path(yaml.safe_load(config.read_text())["results"])
 
 
-def wait_for(proc: subprocess.Popen, what, timeout: float = 240, poll_s: float = 0.05):
-    """Poll `what()` until it returns something truthy; the run must still be alive meanwhile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before the moment came:\n{out[-1500:]}\n{err[-3000:]}")
-        found = what()
-        if found:
-            return found
-        time.sleep(poll_s)
-    raise AssertionError("the moment never came")
+def start(config: Path, env: dict | None = None):
+    return start_cli("run", str(config), env=env)
+
+
+def wait_for(proc, what, timeout: float = 240, poll_s: float = 0.05):
+    return wait_until(proc, what, timeout=timeout, poll_s=poll_s)
 
 
 def finished_epochs(store: Store, trial: str) -> list[int]:
     return [e["epoch"] for e in store.journal(trial) if e["event"] == "epoch"]
-
-
-def assert_same_results(ref: Path, results: Path) -> None:
-    """Same trials, same accuracies, same per-epoch curves as the uninterrupted run."""
-    cols = ["trial_id", "attribute", "status", "val_acc", "test_acc", "best_epoch", "epochs_run"]
-    curves = ["val_acc_by_epoch", "val_loss_by_epoch", "test_acc_by_epoch"]
-    a = Store(ref).trials().sort_values(["trial_id", "attribute"]).reset_index(drop=True)
-    b = Store(results).trials().sort_values(["trial_id", "attribute"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a[cols], b[cols])
-    for c in curves:
-        assert a[c].map(list).tolist() == b[c].map(list).tolist(), c
-
-
-# ---- data and an uninterrupted reference ----------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """3 attributes, 5 epochs, 16x16 images: a sweep of 3 single + 3 pair + adversarial trials."""
-    tmp = tmp_path_factory.mktemp("resilience")
-    root = make_synthetic(tmp / "data", n_attributes=3, n_images=900, size=(16, 16), seed=3)
-    ref = config_for(tmp, root, "reference", adversarial={"method": "grl", "lambdas": [0.5]})
-    run_to_end(ref)
-    return tmp, root, ref
 
 
 # ---- §1: a missing checkpoint is never fatal ------------------------------------------------------
@@ -126,14 +67,14 @@ def newest_checkpoint(results: Path, trial: str) -> Path | None:
     return None
 
 
-def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(small):
+def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(kill_sweep):
     """Kill the driver, delete the newest checkpoint of a trial in flight: the rerun continues that trial
     from the newest checkpoint there is, says so in its journal, and ends equal to an uninterrupted run."""
-    tmp, root, ref = small
-    config = config_for(tmp, root, "missing", adversarial={"method": "grl", "lambdas": [0.5]})
+    ks = kill_sweep
+    config = ks.config("missing")
     results = results_of(config)
     store = Store(results)
-    hold = Hold(tmp / "hold-missing", "pair-Disc-Square", epoch=2)  # two epochs checkpointed, three to go
+    hold = Hold(ks.tmp / "hold-missing", "pair-Disc-Square", epoch=2)  # two epochs checkpointed, three to go
     proc = start(config, env=hold.env())
     victim = hold.wait(proc)["trial"]
     kill_group(proc)
@@ -141,7 +82,7 @@ def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(small):
     newest = newest_checkpoint(results, victim)
     shutil.rmtree(newest) if newest.is_dir() else newest.unlink()
     out = run_to_end(config)
-    assert_same_results(results_of(ref), results)
+    assert_same_results(ks.ref, results)
     events = store.journal(victim)
     fallback = [e for e in events if e["event"] == "checkpoint_missing"]
     assert fallback, events
@@ -213,7 +154,7 @@ def ray_started(proc: subprocess.Popen) -> bool:
     return False
 
 
-def test_random_kill_9s_cost_at_most_the_epoch_in_flight(small, capsys):
+def test_random_kill_9s_cost_at_most_the_epoch_in_flight(kill_sweep, capsys):
     """8 kill -9s of the driver's process group at random moments (during Ray's start, between and inside
     epochs, as rows complete), each followed by the same command: the store ends equal to an uninterrupted
     run's, and the journal proves that no kill cost more than the epoch in flight of each running trial.
@@ -221,12 +162,12 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(small, capsys):
     Each moment is reached by an event (Ray's first process, one more epoch finished) plus a random part of
     an epoch; one trial of the sweep is held before its last epoch during the stress (AAL_SWEEP_HOLD), so
     the sweep cannot end before a kill, however fast the machine. The last run, without the hold, finishes."""
-    tmp, root, ref = small
-    config = config_for(tmp, root, "stress", adversarial={"method": "grl", "lambdas": [0.5]})
+    ks = kill_sweep
+    config = ks.config("stress")
     store = Store(results_of(config))
     rng = random.Random(STRESS_SEED)
-    epoch_s = median_epoch_seconds(Store(results_of(ref)))
-    hold = Hold(tmp / "hold-stress", last_trial(results_of(ref)), epoch=TRAIN["epochs"] - 1)
+    epoch_s = median_epoch_seconds(Store(ks.ref))
+    hold = Hold(ks.tmp / "hold-stress", last_trial(ks.ref), epoch=KILL_TRAIN["epochs"] - 1)
     moments: list[str] = []
     while len(moments) < STRESS_KILLS:
         for held in hold.folder.glob("*.held"):
@@ -249,9 +190,11 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(small, capsys):
         assert proc.poll() is None, f"the run ended before kill {len(moments) + 1} (seed {STRESS_SEED}): {moments}"
         kill_group(proc)
         moments.append(moment)
-    run_to_end(config)
+    out = run_to_end(config)
+    # the held trial was killed between two epochs each time: the last run continues it from its checkpoint
+    assert "interrupted trial(s) continue from their last epoch checkpoint" in out.stdout, out.stdout[-2000:]
     context = f"seed {STRESS_SEED}, kills at: {moments}"
-    assert_same_results(results_of(ref), results_of(config))
+    assert_same_results(ks.ref, results_of(config))
     redone, lost_max, restarts = 0, 0, 0
     for trial in store.done_ids():
         for r in epochs_lost(store.journal(trial)):
@@ -322,13 +265,13 @@ def moment_reached(moment: str, proc: subprocess.Popen, store: Store):
 
 
 @pytest.mark.parametrize("moment", ["ray-starting", "before-any-report", "mid-trial"])
-def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(small, moment):
+def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(kill_sweep, moment):
     """Ctrl-C as a terminal sends it: SIGINT to the whole foreground process group."""
-    tmp, root, ref = small
-    config = config_for(tmp, root, f"sigint-{moment}", phases=["single", "pair"])
+    ks = kill_sweep
+    config = ks.config(f"sigint-{moment}", phases=["single", "pair"])
     store = Store(results_of(config))
     # every trial stops before its first (or second) epoch: the moment comes, and stays, however fast the machine
-    hold = Hold(tmp / f"hold-sigint-{moment}", "", epoch=1 if moment == "mid-trial" else 0)
+    hold = Hold(ks.tmp / f"hold-sigint-{moment}", "", epoch=1 if moment == "mid-trial" else 0)
     proc = start(config, env=hold.env() if moment != "ray-starting" else None)
     seen: dict[int, float] = {}
     watch_until(proc, seen, lambda: moment_reached(moment, proc, store), timeout=300)
@@ -343,14 +286,19 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(small, moment):
         assert err.strip().splitlines() == [ln for ln in err.strip().splitlines() if ln.startswith("aal-sweep: ")]
     assert seen and not still_running(seen), still_running(seen)  # ray.shutdown() and our own check
     assert not (results_of(config) / "tune" / "embedded_ray.json").exists()
+    if moment == "mid-trial":  # the same command resumes: nothing stored before Ctrl-C runs again
+        done_before = store.done_ids()
+        run_to_end(config)
+        check_no_redo(store, done_before)
+        assert_same_results(ks.ref, results_of(config), kinds=("single", "pair"))
 
 
-def test_kill_9_leaves_no_embedded_ray_behind(small):
+def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
     """kill -9 of the driver's group: Ray's processes share it and die with it; workers (own groups) end
     once their raylet is gone. kill -9 of the driver alone leaves Ray's agents running: the next run on the
     results folder stops them, from the record the killed driver kept."""
-    tmp, root, ref = small
-    config = config_for(tmp, root, "orphans", phases=["single", "pair"])
+    ks = kill_sweep
+    config = ks.config("orphans", phases=["single", "pair"])
     store = Store(results_of(config))
     record = results_of(config) / "tune" / "embedded_ray.json"
 
@@ -360,7 +308,7 @@ def test_kill_9_leaves_no_embedded_ray_behind(small):
         except (FileNotFoundError, ValueError):
             return False
 
-    hold = Hold(tmp / "hold-orphans", "", epoch=1)  # every trial waits after its first epoch: mid-trial stays
+    hold = Hold(ks.tmp / "hold-orphans", "", epoch=1)  # every trial waits after its first epoch: mid-trial stays
     proc = start(config, env=hold.env())
     seen: dict[int, float] = {}
     watch_until(proc, seen, mid_trial)

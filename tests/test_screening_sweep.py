@@ -21,7 +21,7 @@ from aal_sweep.config import load_config
 from aal_sweep.store import Store
 
 from conftest import Hold, run_sweep
-from test_sweep import check_no_redo
+from helpers import check_no_redo
 
 pytestmark = pytest.mark.slow
 

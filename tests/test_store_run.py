@@ -199,18 +199,22 @@ def test_read_only_results_queries_work_run_writes_nothing_or_fails_in_one_line(
 
 
 @pytest.mark.slow
-def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root):
+def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root, ray_local, monkeypatch, capsys):
+    from aal_sweep.cli import main
+
     cfg = write_config(tmp_path / "c.yaml", tiny_root, train=SINGLE_PAIR["train"],
                        dataset={"format": "celeba", "root": str(tiny_root), "image_size": [16, 16],
                                 "cache": str(tmp_path / "cache"), "attributes": ["Disc", "Square", "Triangle"]},
                        resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
                        adversarial={"method": "grl", "lambdas": [0.1]})
     results = tmp_path / "results"
-    env = dict(__import__("os").environ, AAL_SWEEP_INJECT_FAULT="pair-Disc-Square")
+    monkeypatch.setenv("AAL_SWEEP_INJECT_FAULT", "pair-Disc-Square")
 
     def run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg), *extra], env=env,
-                              capture_output=True, text=True, timeout=600)
+        """The CLI in this process, on the shared local Ray (it starts none of its own then)."""
+        code = main(["run", str(cfg), *extra])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess([], code, out.out, out.err)
 
     def adversarial_pairs() -> set[tuple[str, str]]:
         rows = Store(results).trials()
@@ -233,7 +237,7 @@ def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root
     chosen = {(a, p) for a, p in partners["partner"].items() if pd.notna(p)}
     assert adversarial_pairs() == chosen  # the adversarial phase follows the partial rows' partners
 
-    env.pop("AAL_SWEEP_INJECT_FAULT")
+    monkeypatch.delenv("AAL_SWEEP_INJECT_FAULT")
     out = run()  # the cause is gone: the rerun finishes the row
     assert out.returncode == 0, out.stderr
     assert pd.read_parquet(results / "partners.parquet")["missing"].isna().all()

@@ -19,7 +19,7 @@ from conftest import Hold, write_config
 from ray_nodes import BIN, RayStart, isolated_env, processes_of
 from s3_server import ENV as S3_ENV
 from s3_server import make_bucket, s3_server  # noqa: F401,F811  (a fixture)
-from test_sweep import check_no_redo
+from helpers import check_no_redo
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seed": 0}
 RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_failures": 1}

@@ -28,7 +28,7 @@ from aal_sweep.orchestration.trials import multitask_all_of
 from aal_sweep.store import Store
 
 from conftest import Hold, write_config
-from test_sweep import assert_same_results, check_no_redo, start
+from helpers import assert_same_results, check_no_redo, start
 
 pytestmark = pytest.mark.slow
 PHASES = ["single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared"]
@@ -166,7 +166,7 @@ def _kill_mid(path: Path, rd: Store, prefix: str) -> dict[str, int]:
     before its second (AAL_SWEEP_HOLD), kill -9 the driver's process group (the embedded Ray with it);
     return the trials done before, each with its number of starts (a done trial must never start again)."""
     hold = Hold(path.parent / f"hold-{prefix}", prefix, epoch=1)
-    proc = start(path, env=hold.env())
+    proc = start("run", str(path), env=hold.env())
     try:
         held = hold.wait(proc)
         assert held["trial"].startswith(prefix)
