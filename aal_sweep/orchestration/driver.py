@@ -62,7 +62,7 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
     prepare_data(cfg, attributes, progress)
     started_ray = False
     recorder = Recorder(store.location) if address is None and not ray.is_initialized() else None
-    with store.lease():
+    with store.lease() as lease:
         try:
             stopped = stop_previous(store.location)
             if stopped:
@@ -74,6 +74,8 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
             if restart:
                 store.discard()
             store.write_config(cfg, attributes, versions=aal_sweep.versions())
+            for repair in store.repair():  # missing or damaged segments: what was rebuilt, what trains again
+                events.info(repair.line())
             for path in store.quarantine():
                 events.info(f"moved damaged file aside to {path}: its trial runs again")
             store.cleanup()
@@ -83,6 +85,8 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
             sweep = Sweep(cfg, store, graph, allow_partial, events)
             sweep.write_partners(force=True)
             finished = sweep.run(verbose, recorder)
+            if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
+                raise lease.error()
             if not finished:
                 return _interrupted_exit(store, events)
         except KeyboardInterrupt:

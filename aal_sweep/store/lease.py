@@ -98,6 +98,14 @@ class Lease:
         if holder is not None and holder.get("token") == self.token:
             self.loc.delete(LEASE_FILE)
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks and searcher (which reach the store, so this lease) into its experiment
+        # state: a copy carries what we know, not the renewal thread
+        return {k: v for k, v in self.__dict__.items() if k not in ("_thread", "_stop")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _thread=None, _stop=threading.Event())
+
     def __enter__(self) -> Lease:
         self.acquire()
         return self
