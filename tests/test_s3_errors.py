@@ -12,13 +12,12 @@ import time
 
 import pytest
 import yaml
+from conftest import write_config
 from s3_server import ENV, free_port, make_bucket, s3_server, s3_uri  # noqa: F401 (fixtures)
+from test_store import rows
 
 from aal_sweep.store import Store
 from aal_sweep.store.location import CONNECT_TIMEOUT_S, Location
-
-from conftest import write_config
-from test_store import rows
 
 BOUND_S = 30  # generous: a loaded machine; the measured figure is in docs/robustness.md
 

@@ -296,7 +296,7 @@ def test_a_damaged_segment_is_skipped_then_rebuilt_from_merged(tmp_path, caplog)
         assert set(Store(tmp_path).trials()["trial_id"]) == {"single-B"}
     assert segment.name in caplog.text and "it holds 1 trial(s)" in caplog.text
     moved = store.quarantine()  # repairs the segment from trials/.merged/ first
-    assert len(moved) == 1 and f".quarantine/" in moved[0] and moved[0].endswith(segment.name)
+    assert len(moved) == 1 and ".quarantine/" in moved[0] and moved[0].endswith(segment.name)
     assert segment.name not in json.loads((tmp_path / "trials" / "_manifest.json").read_text())["segments"]
     assert store.done_ids() == {"single-A", "single-B"}
 

@@ -18,11 +18,10 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
+from test_store import assert_once, glob_rows, n_rows, rows
 
 from aal_sweep.store import LeaseLost, Store
 from aal_sweep.store.layout import MERGED, SEGMENT_IDS
-
-from test_store import assert_once, glob_rows, n_rows, rows
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -85,7 +84,8 @@ def test_a_missing_segment_is_named_with_its_trials_then_rebuilt_or_named_lost(u
     line = repairs[older].line()
     assert f"{older}: missing; it held 3 trial(s): nothing to recover" in line
     assert "3 trained again: pair-A-B, single-A, single-B" in line
-    assert "recovered 2 from trials/.merged/" in repairs[newer].line() and "none to train again" in repairs[newer].line()
+    assert "recovered 2 from trials/.merged/" in repairs[newer].line()
+    assert "none to train again" in repairs[newer].line()
     after = Store(uri)
     assert after.done_ids() == set(new) and after.problems() == []
     assert after.location.list(SEGMENT_IDS) and all(  # the lost segments' ids files went with them
