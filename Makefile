@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DATA := .cache/demo-data
 DEMO_RESULTS := results/demo
 
-.PHONY: demo test test-fast venv clean-demo
+.PHONY: demo test test-fast lint venv clean-demo
 
 venv: $(STAMP)
 
@@ -31,11 +31,15 @@ demo: $(STAMP) $(DEMO_DATA)/list_attr_celeba.txt
 	@echo
 	@$(BIN)/aal-sweep report $(DEMO_RESULTS) --out $(DEMO_RESULTS)/report
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q --durations=15
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_RESULTS)

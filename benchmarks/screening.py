@@ -60,6 +60,8 @@ PROJECT_TO = 40
 
 
 def make_data(name: str, tmp: Path, images: int) -> Path:
+    if (tmp / name / "list_attr_celeba.txt").is_file():  # kept from an earlier run (--work)
+        return tmp / name
     if name == "xor":  # 9 shapes + Xor = Disc XOR Square: a planted negative partner of Square
         from aal_sweep.data.synthetic import make_synthetic
 
@@ -96,7 +98,8 @@ def confirmed_outcome(exhaustive, rows: pd.DataFrame, estimates: pd.DataFrame, k
     attrs = exhaustive.attributes
     pairs = confirmation_pairs(candidates(estimates, attrs, k, rule), attrs)
     keep = {frozenset(p) for p in pairs}
-    cell = rows["partner"].isna() | [frozenset((a, b)) in keep for a, b in zip(rows["attribute"], rows["partner"])]
+    cell = rows["partner"].isna().to_numpy() | np.array(
+        [frozenset((a, b)) in keep for a, b in zip(rows["attribute"], rows["partner"])], dtype=bool)
     mine = rows[cell & rows["kind"].isin(["single", "pair"])]
     derived = derive_partners(pair_matrix(mine, attrs, "val_acc"), expected=expected_cells(attrs, pairs))
     chosen = partner_statistics(derived, mine, attrs, exhaustive.config.partners, intervals=False).chosen
@@ -206,12 +209,15 @@ def main() -> None:
     p.add_argument("--short-epochs", type=int, default=1)
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--out", help="every number as JSON")
+    p.add_argument("--work", help="keep datasets and results here (a rerun then trains nothing already stored)")
     p.add_argument("--figure", help="recall against cost, PNG")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in args.datasets.split(","):
-            rows += one_dataset(name, Path(tmp), args)
+            rows += one_dataset(name, work, args)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
     if args.figure:

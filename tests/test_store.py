@@ -18,6 +18,7 @@ import time
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from s3_server import s3_server, s3_uri  # noqa: F401 (fixtures)
@@ -56,7 +57,8 @@ def glob_rows(store: Store) -> pd.DataFrame:
 
 
 def trial_names(store: Store) -> list[str]:
-    return sorted(e.base_name for e in store.location.list("trials"))
+    """The files directly in trials/ (not .merged/, _ids/, .quarantine/)."""
+    return sorted(e.base_name for e in store.location.list("trials") if e.type == pafs.FileType.File)
 
 
 def assert_once(df: pd.DataFrame, expected: dict[str, int]) -> None:
@@ -283,7 +285,7 @@ def test_damaged_files_are_skipped_named_and_quarantined(uri, caplog):
     assert_once(glob_rows(store), {"single-A": 1, "pair-A-B": 2, "single-B": 1})  # quarantine is hidden
 
 
-def test_a_damaged_segment_is_skipped_then_quarantined(tmp_path, caplog):
+def test_a_damaged_segment_is_skipped_then_rebuilt_from_merged(tmp_path, caplog):
     store = Store(tmp_path)
     store.write_trial(rows("single-A"))
     store.compact()
@@ -292,10 +294,11 @@ def test_a_damaged_segment_is_skipped_then_quarantined(tmp_path, caplog):
     segment.write_bytes(segment.read_bytes()[:40])  # truncated
     with caplog.at_level(logging.WARNING, logger="aal_sweep.store"):
         assert set(Store(tmp_path).trials()["trial_id"]) == {"single-B"}
-    assert segment.name in caplog.text
-    store.quarantine()
-    assert json.loads((tmp_path / "trials" / "_manifest.json").read_text())["segments"] == []
-    assert store.done_ids() == {"single-B"}
+    assert segment.name in caplog.text and "it holds 1 trial(s)" in caplog.text
+    moved = store.quarantine()  # repairs the segment from trials/.merged/ first
+    assert len(moved) == 1 and ".quarantine/" in moved[0] and moved[0].endswith(segment.name)
+    assert segment.name not in json.loads((tmp_path / "trials" / "_manifest.json").read_text())["segments"]
+    assert store.done_ids() == {"single-A", "single-B"}
 
 
 def test_a_lost_manifest_is_rebuilt_from_the_segments(tmp_path):
@@ -398,7 +401,7 @@ def test_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 4
+    assert len(files) == 6  # journal entry, segment, its ids, manifest, the merged inbox file, partners
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}
 
 

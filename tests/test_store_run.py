@@ -109,7 +109,7 @@ def test_a_damaged_trial_file_is_moved_aside_and_only_its_trial_reruns(copy, cap
     pq.write_table(pa.table({"x": [1]}), results / "trials" / "notes.parquet")  # a foreign file
     assert main(["status", str(results)]) == 0
     out = capsys.readouterr().out
-    assert f"damaged files (2;" in out and f"{victim}.parquet: not a readable Parquet file" in out
+    assert "damaged or missing files (2;" in out and f"{victim}.parquet: not a readable Parquet file" in out
     assert main(["matrix", str(results), "--format", "csv"]) == 0  # queries skip it
     assert main(["run", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -241,3 +241,83 @@ def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root
     out = run()  # the cause is gone: the rerun finishes the row
     assert out.returncode == 0, out.stderr
     assert pd.read_parquet(results / "partners.parquet")["missing"].isna().all()
+
+
+# ---- missing and damaged segments (issue 20 §1) ----------------------------------------------------------------
+
+
+def stored_without_ray(tmp_path, tiny_root) -> tuple[Path, Path, list[str]]:
+    """A single+pair sweep's results written through the store (no training): sweep.yaml, every trial
+    stored ok, compacted into one segment."""
+    from aal_sweep.config import load_config, resolve_attributes
+    from aal_sweep.orchestration.graph import Graph
+
+    path = write_config(tmp_path / "c.yaml", tiny_root, **SINGLE_PAIR)
+    cfg = load_config(path)
+    attributes = tuple(resolve_attributes(cfg))
+    store = Store(cfg.results)
+    store.write_config(cfg, attributes)
+    ids = []
+    for trial in Graph.build(cfg, attributes).trials.values():
+        store.write_trial([{"trial_id": trial.trial_id, "kind": trial.kind, "attribute": a, "status": "ok",
+                            "val_acc": 0.9, "test_acc": 0.9, "seed": 0, "config_hash": cfg.training_hash(),
+                            "partner": next((b for b in trial.attributes if b != a), None)}
+                           for a in trial.attributes])
+        ids.append(trial.trial_id)
+    store.compact()
+    return path, Path(cfg.results), sorted(ids)
+
+
+def test_status_and_queries_name_a_missing_segment_and_its_trials(tmp_path, tiny_root, capsys, caplog):
+    _, results, ids = stored_without_ray(tmp_path, tiny_root)
+    [segment] = (results / "trials").glob("segment-*.parquet")
+    segment.unlink()
+    assert main(["status", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert f"damaged or missing files (1, {len(ids)} trial(s) in 1 segment(s) among them; counted as not done)" \
+        in captured.out
+    assert f"{segment} is missing (the manifest names it; it held {len(ids)} trial(s))" in captured.out
+    assert not caplog.records  # said once, in the status itself
+    for query in (["matrix"], ["partners"]):
+        caplog.clear()
+        assert main([*query, str(results)]) == 0
+        [record] = caplog.records  # the queries warn, once
+        assert f"{segment} is missing (the manifest names it; it held {len(ids)} trial(s))" in record.message
+
+
+@pytest.mark.slow
+def test_run_rebuilds_a_missing_segment_from_merged_and_trains_nothing_again(copy, capsys, caplog):
+    cfg, results = copy
+    ids = sorted(Store(results).done_ids())
+    [segment] = (results / "trials").glob("segment-*.parquet")
+    segment.unlink()
+    assert main(["run", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    assert (f"{segment}: missing; it held {len(ids)} trial(s): recovered {len(ids)} from trials/.merged/ into "
+            in captured.out) and "none to train again" in captured.out
+    assert not [r for r in caplog.records if r.name.startswith("aal_sweep")]  # that line only
+    fresh = Store(results)
+    assert sorted(fresh.done_ids()) == ids and all(fresh.attempts(t) == 1 for t in ids)
+
+
+@pytest.mark.slow
+def test_run_rebuilds_what_survives_of_a_damaged_segment_and_names_what_it_trains_again(copy, capsys, caplog):
+    cfg, results = copy
+    ids = sorted(Store(results).done_ids())
+    [segment] = (results / "trials").glob("segment-*.parquet")
+    segment.write_bytes(segment.read_bytes()[:100])  # truncated
+    [merged] = (results / "trials" / ".merged").iterdir()
+    lost = ids[:2]
+    for tid in lost:  # two of its copies are gone too
+        (merged / f"{tid}.parquet").unlink()
+    assert main(["run", str(cfg)]) == 0
+    captured = capsys.readouterr()
+    [line] = [ln for ln in captured.out.splitlines() if ln.startswith(str(segment))]
+    assert "damaged (not a readable Parquet file" in line and "moved aside to " in line
+    assert f"it held {len(ids)} trial(s): recovered {len(ids) - 2} from trials/.merged/" in line
+    assert line.endswith(f"2 trained again: {', '.join(lost)}")
+    assert not [r for r in caplog.records if r.name.startswith("aal_sweep")]  # one message: the line above
+    fresh = Store(results)
+    assert sorted(fresh.done_ids()) == ids
+    assert {t: fresh.attempts(t) for t in ids} == {t: 2 if t in lost else 1 for t in ids}
+    assert len(list((results / "trials" / ".quarantine").iterdir())) == 1

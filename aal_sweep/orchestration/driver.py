@@ -43,7 +43,7 @@ from aal_sweep.orchestration.trainable import DATA_ERROR, trainable_for  # noqa:
 from aal_sweep.orchestration.trials import multitask_all_of  # noqa: E402
 from aal_sweep.store import Store, failed_rows  # noqa: E402
 from aal_sweep.store.layout import weights_file  # noqa: E402
-from aal_sweep.store.lease import StoreNotWritable  # noqa: E402
+from aal_sweep.store.lease import LeaseLost, StoreNotWritable  # noqa: E402
 
 EXPERIMENT = "sweep"  # Tune experiments are RESULTS/tune/sweep-<k>, one per run
 PARTNERS_EVERY_S = 30.0  # partners.parquet is rewritten as rows are decided, at most this often (and at the end)
@@ -74,7 +74,7 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
         check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
         prepare_data(cfg, attributes, progress,
                      build=hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial))
-        with store.lease():
+        with store.lease() as lease:
             stopped = stop_previous(store.location)
             if stopped:
                 events.info(f"stopped {stopped} process(es) of the embedded Ray a killed run left on this machine")
@@ -83,15 +83,20 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
             if restart:
                 store.discard()
             store.write_config(cfg, attributes, versions=aal_sweep.versions())
+            for repair in store.repair():  # missing or damaged segments: what was rebuilt, what trains again
+                events.info(repair.line())
             for path in store.quarantine():
                 events.info(f"moved damaged file aside to {path}: its trial runs again")
             store.cleanup()
             store.compact()
             graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep
             _check_weights(graph, store)
-            sweep = Sweep(cfg, store, graph, allow_partial, events)
+            sweep = Sweep(cfg, store, graph, allow_partial, events, lease)
             sweep.write_partners(force=True)
-            if not sweep.run(verbose, recorder):
+            finished = sweep.run(verbose, recorder)
+            if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
+                raise lease.error()
+            if not finished:
                 return _interrupted_exit(store, events)
     except KeyboardInterrupt:
         return _interrupted_exit(store, events)
@@ -106,8 +111,10 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
 class Sweep:
     """One Tune run of the graph, and what the driver keeps up to date while it goes."""
 
-    def __init__(self, cfg: SweepConfig, store: Store, graph: Graph, allow_partial: bool, events: Events):
+    def __init__(self, cfg: SweepConfig, store: Store, graph: Graph, allow_partial: bool, events: Events,
+                 lease=None):
         self.cfg, self.store, self.graph, self.allow_partial, self.events = cfg, store, graph, allow_partial, events
+        self.lease = lease  # the folder's lease: lost, this run releases nothing more and stops its trials
         self.failed: list[str] = []
         self._partners_at = 0.0
         self._partners_due = False
@@ -126,7 +133,7 @@ class Sweep:
         if graph.finished():
             clear_done(store.location, graph.done)
             return True
-        searcher = GraphSearcher(graph, self._outcome, self.advance)
+        searcher = GraphSearcher(graph, self._outcome, self.advance, stop=self.lease_lost)
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
@@ -143,7 +150,8 @@ class Sweep:
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, storage_filesystem=storage_fs, verbose=min(verbose, 2),
-                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures), callbacks=callbacks),
+                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures), callbacks=callbacks,
+                stop=LeaseStopper(self.lease_lost)),
         )
         with _tune_quiet(verbose):
             tuner.fit()
@@ -164,9 +172,19 @@ class Sweep:
             return FAILED
         return DONE if self.store.is_done(trial_id) else STOPPED
 
+    def lease_lost(self) -> bool:
+        return self.lease is not None and self.lease.lost
+
     def advance(self) -> None:
         """Release what the last outcome made ready: a screened sweep's confirmed pairs, once its estimator
-        trials ended; the adversarial trials of the rows that settled, once decided."""
+        trials ended; the adversarial trials of the rows that settled, once decided. With the lease lost,
+        nothing (the shared files are another driver's now; the run ends after Tune stops)."""
+        try:
+            self._advance()
+        except LeaseLost:
+            return
+
+    def _advance(self) -> None:
         graph = self.graph
         if graph.confirmation_ready() and not graph.estimators_failed():
             estimates = make_estimates(self.store, self.cfg, graph.attributes)
@@ -201,6 +219,8 @@ class Sweep:
         self._partners_at, self._partners_due = time.monotonic(), False
 
     def store_failure(self, trial_id: str, error: BaseException | str | None) -> None:
+        if self.lease_lost():
+            return  # the shared store is another driver's now: it retries the trial
         trial = self.graph.trials[trial_id]
         self.store.write_trial(failed_rows(trial, self.cfg, _error_text(error), self.store.attempts(trial_id)))
         self.failed.append(trial_id)
@@ -275,7 +295,23 @@ class Compaction(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.count += 1
         if self.count % self.every == 0:
-            self.store.compact()
+            try:
+                self.store.compact()
+            except LeaseLost:  # another driver's store now: the run ends after Tune stops
+                return
+
+
+class LeaseStopper(tune.stopper.Stopper):
+    """Stop every trial once the lease is lost: another driver holds the folder and resumes them."""
+
+    def __init__(self, lost):
+        self.lost = lost
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.lost()
 
 
 class RecordRay(tune.Callback):

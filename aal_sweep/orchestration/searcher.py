@@ -30,15 +30,18 @@ log = logging.getLogger(__name__)
 
 class GraphSearcher(Searcher):
     def __init__(self, graph: Graph, outcome_of: Callable[[str, dict | None, bool], str],
-                 advance: Callable[[], None]):
+                 advance: Callable[[], None], stop: Callable[[], bool] = lambda: False):
         """`outcome_of(trial_id, last result, error)`: DONE, FAILED or STOPPED (graph.py), from what the
-        store holds; `advance()`: called after every outcome, to release what it made ready."""
+        store holds; `advance()`: called after every outcome, to release what it made ready; `stop()`:
+        true once nothing more may start (the results folder's lease was lost)."""
         super().__init__(metric=None, mode=None)
-        self.graph, self.outcome_of, self.advance = graph, outcome_of, advance
+        self.graph, self.outcome_of, self.advance, self.stop = graph, outcome_of, advance, stop
         self.tune_ids: dict[str, str] = {}  # Tune's trial id -> ours
         self.is_finished = False
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.stop():
+            return Searcher.FINISHED  # not `is_finished`: the sweep did not run to its end
         trial = self.graph.next_ready(take=True)
         if trial is None:
             if not self.graph.running:

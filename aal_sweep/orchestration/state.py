@@ -36,7 +36,7 @@ class SweepState:
 def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = False,
                allow_partial: bool = False) -> SweepState:
     """Open the results (writing nothing), refuse other training settings unless `restart`, build the graph."""
-    store = Store(results or cfg.results)
+    store = Store(results or cfg.results, warn=False)  # `run` says what it does about damaged files instead
     attributes = tuple(resolve_attributes(cfg))
     if restart:
         return SweepState(store, attributes, Graph.build(cfg, attributes), restart=True)

@@ -11,7 +11,7 @@ SHOWN = 20  # names listed per line before "… and N more": a 1,000-attribute s
 
 
 def sweep_status(results) -> str:
-    store = Store.open(results)
+    store = Store.open(results, warn=False)  # the problems are listed below, not warned about
     cfg, attributes = store.config, tuple(store.attributes)
     table = store.trials(["trial_id", "status"])
     failed_ids = set(table.loc[table["status"] != "ok", "trial_id"])
@@ -46,11 +46,13 @@ def sweep_status(results) -> str:
     if incomplete:
         lines.append(f"  incomplete rows ({len(incomplete)}; no partner until complete, or run --allow-partial): "
                      f"{_names(list(incomplete))}")
-    damaged = store.damaged()
-    if damaged:
-        lines.append(f"  damaged files ({len(damaged)}; `aal-sweep run` moves them to trials/.quarantine/ and "
-                     f"reruns their trials):")
-        lines += [f"    {path}: {why}" for path, why in damaged[:SHOWN]] + _more(damaged)
+    problems = store.problems()
+    if problems:
+        lost = [p.trials for p in problems if p.segment]
+        held = ("" if not lost else f", {sum(n or 0 for n in lost)}{'+' if None in lost else ''} trial(s) in "
+                f"{len(lost)} segment(s) among them")
+        lines.append(f"  damaged or missing files ({len(problems)}{held}; counted as not done):")
+        lines += [f"    {p.line()}" for p in problems[:SHOWN]] + _more(problems)
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ Every path below is defined once, in store/layout.py. The store stores; aal_swee
     RESULTS/trials/segment-*.parquet      compacted trials, sorted by trial_id (see store/trials.py)
     RESULTS/trials/_manifest.json         which segments count (hidden from dataset discovery)
     RESULTS/trials/.quarantine/           damaged files `run` moved aside
+    RESULTS/trials/.merged/<gen>/         what the newest compaction merged: rebuilds a damaged segment
+    RESULTS/trials/_ids/<segment>         each segment's trial ids: names what a lost segment held
     RESULTS/partners.parquet              per attribute: the chosen partner, single and pair accuracy, drop
     RESULTS/attempts/<trial_id>/*.json    one small file per event of a trial (start, epoch, ...)
     RESULTS/lease.json                    the driver holding the folder (host, pid, since, expires)
@@ -24,9 +26,11 @@ segments and the manifest (compaction), sweep.yaml, partners.parquet and the lea
 
 from aal_sweep.store.core import QUERY_COLUMNS, STATS_COLUMNS, Store
 from aal_sweep.store.layout import MANIFEST, PARTNERS_FILE, QUARANTINE, SWEEP_FILE, TRIALS_DIR
-from aal_sweep.store.lease import LeaseHeld, StoreNotWritable
+from aal_sweep.store.lease import LeaseHeld, LeaseLost, StoreNotWritable
+from aal_sweep.store.problems import Problem, Repair
 from aal_sweep.store.rows import failed_rows, result_rows
 from aal_sweep.store.schema import COLUMNS, SCHEMA
 
 __all__ = ["COLUMNS", "MANIFEST", "PARTNERS_FILE", "QUARANTINE", "QUERY_COLUMNS", "SCHEMA", "STATS_COLUMNS",
-           "SWEEP_FILE", "TRIALS_DIR", "LeaseHeld", "Store", "StoreNotWritable", "failed_rows", "result_rows"]
+           "SWEEP_FILE", "TRIALS_DIR", "LeaseHeld", "LeaseLost", "Problem", "Repair", "Store", "StoreNotWritable",
+           "failed_rows", "result_rows"]

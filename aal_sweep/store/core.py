@@ -28,6 +28,7 @@ from aal_sweep.store.layout import (
 )
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease
 from aal_sweep.store.location import Location, unreadable
+from aal_sweep.store.problems import Problem, Repair
 from aal_sweep.store.schema import decoded
 from aal_sweep.store.trials import TrialFiles, parquet_bytes
 
@@ -53,13 +54,21 @@ class Store:
     It stores and never computes statistics: aal_sweep.analysis.Results (aal_sweep.open_results) does.
     Every read re-reads what changed (the inbox; segments are cached), so it follows a running sweep.
     `Store(uri)` opens without reading anything (a trial writing its rows); `Store.open(uri)` also
-    requires RESULTS/sweep.yaml (queries).
+    requires RESULTS/sweep.yaml (queries). With `warn` (the queries) each damaged or missing file a read
+    skips is logged once; `status` and `run` say it themselves (`problems()`, `repair()`).
+
+    Once `lease()` was taken, every write of a shared file (segments, manifest, sweep.yaml,
+    partners.parquet, failed trials' rows, Tune's end marks) first checks it still holds the lease, and
+    raises LeaseLost otherwise (store/lease.py).
     """
 
-    def __init__(self, uri):
+    def __init__(self, uri, warn: bool = True):
         self.location = Location(uri)
         self.uri = self.location.uri
+        self.warn = warn
+        self._lease: Lease | None = None
         self._files = TrialFiles(self.location)
+        self._files.guard = self._guard
         self._journal = Journal(self.location)
         self._meta: dict | None = None
         self._config = None
@@ -67,8 +76,8 @@ class Store:
             raise AalError(f"results {self.uri}: is a file, not a results folder; pass a folder path")
 
     @classmethod
-    def open(cls, uri) -> Store:
-        store = cls(uri)
+    def open(cls, uri, warn: bool = True) -> Store:
+        store = cls(uri, warn=warn)
         store.meta  # noqa: B018 (a query needs sweep.yaml: say so now, in one line)
         return store
 
@@ -151,7 +160,7 @@ class Store:
     def check_settings(self, cfg) -> None:
         """Refuse a config whose training settings differ from the stored trials' (their config_hash), with
         or without a readable sweep.yaml. Writes nothing."""
-        table, _ = self._read(["config_hash"])
+        table, _ = self._read(["config_hash"], warn=False)
         stored = {h for h in pc.unique(table.column("config_hash")).to_pylist() if h is not None}
         meta = self._meta_or_none()
         if meta is not None and table.num_rows:
@@ -171,15 +180,18 @@ class Store:
                "config": recorded_config(cfg, attributes, self.uri)}
         if versions:
             doc["versions"] = dict(versions)
+        self._guard()
         self.location.write_bytes(SWEEP_FILE, yaml.safe_dump(doc, sort_keys=False).encode())
         self._meta, self._config = None, None
 
     def discard(self) -> None:
         """--restart: delete trials, journals, Tune's experiments, artifacts and partners (holding the lease)."""
+        self._guard()
         for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR, ESTIMATES_DIR):
             self.location.delete_dir(rel)
         self.location.delete(PARTNERS_FILE)
         self._files = TrialFiles(self.location)
+        self._files.guard = self._guard
 
     # ---- trials ----------------------------------------------------------------------------------------
 
@@ -187,19 +199,19 @@ class Store:
         """Every stored row once (a damaged file is skipped with a warning naming it), of this sweep's
         training hash unless `all_hashes`; `columns` narrows the read, e.g. trials(["trial_id", "status"])."""
         cols = columns if columns is None or all_hashes else list(dict.fromkeys([*columns, "config_hash"]))
-        table, _ = self._read(cols)
+        table, _ = self._read(cols, warn=self.warn)
         if not all_hashes:
             table = self._this_sweep(table)
         if columns is not None:
             table = table.select(columns)
         return decoded(table).to_pandas()
 
-    def _read(self, columns: list[str] | None):
+    def _read(self, columns: list[str] | None, warn: bool = False) -> tuple[pa.Table, list[Problem]]:
         """TrialFiles.read, with every narrow read inside QUERY_COLUMNS served by one (cached) read of them."""
         if columns is not None and set(columns) <= set(QUERY_COLUMNS):
-            table, damaged = self._files.read(QUERY_COLUMNS)
-            return table.select(list(dict.fromkeys(["trial_id", *columns]))), damaged
-        return self._files.read(columns)
+            table, problems = self._files.read(QUERY_COLUMNS, warn=warn)
+            return table.select(list(dict.fromkeys(["trial_id", *columns]))), problems
+        return self._files.read(columns, warn=warn)
 
     def _this_sweep(self, table: pa.Table) -> pa.Table:
         """Leave out rows of another training hash than sweep.yaml's, with a warning: the matrix never
@@ -222,7 +234,9 @@ class Store:
         return table
 
     def write_trial(self, rows: list[dict]) -> str:
-        """Store one trial's rows (missing columns become null) as its inbox file; returns its path."""
+        """Store one trial's rows (missing columns become null) as its inbox file; returns its path. (A
+        trial writes its own; the driver, holding the lease, a failed trial's.)"""
+        self._guard()
         return self.show(self._files.write(rows))
 
     def import_rows(self, table: pa.Table) -> str:
@@ -241,13 +255,31 @@ class Store:
         table = self._files.lookup(trial_id)
         return table is not None and table.num_rows > 0 and pc.all(pc.equal(table.column("status"), "ok")).as_py()
 
+    def problems(self) -> list[Problem]:
+        """What a read of trials/ skips: damaged files, and segments the manifest names that are gone, each
+        with the number of trials it held (store/problems.py; `.line()` says it for a user)."""
+        return self._read(["status"])[1]
+
+    def missing_segments(self) -> list[Problem]:
+        """Segments the manifest names that are gone (deleted, or lost in a copy)."""
+        return [p for p in self.problems() if p.missing]
+
     def damaged(self) -> list[tuple[str, str]]:
-        """Files under trials/ that cannot be read as trial rows: (path, what is wrong)."""
-        return [(self.show(rel), why) for rel, why in self._read(["status"])[1]]
+        """Files under trials/ that cannot be read as trial rows, and missing segments: (path, what is wrong)."""
+        return [(p.path, p.why) for p in self.problems()]
+
+    def repair(self) -> list[Repair]:
+        """The driver, holding the lease, before anything else: rebuild each missing or damaged segment from
+        what trials/.merged/ still holds, move the damaged ones aside; per segment, what was recovered and
+        what is trained again (`.line()`)."""
+        return self._files.repair()
 
     def quarantine(self) -> list[str]:
-        """Move damaged files to trials/.quarantine/ (their trials then run again); returns where to."""
-        return [self.show(p) for p in self._files.quarantine(self._read(["status"])[1])]
+        """Repair segments (`repair`), then move damaged inbox and foreign files to trials/.quarantine/
+        (their trials then run again); returns where the files went."""
+        repairs = self.repair()
+        moved = [r.moved_to for r in repairs if r.moved_to]
+        return moved + [self.show(p) for p in self._files.quarantine(self.problems())]
 
     def compact(self, progress=None) -> int:
         """Merge finished inbox files into a segment (the driver only); returns how many trials.
@@ -268,7 +300,7 @@ class Store:
     def query_rows(self) -> pd.DataFrame:
         """The narrow rows the matrix and the partners use, of this sweep's training hash only: rows
         of another hash (another config's trials) are left out with a warning."""
-        table, _ = self._read(QUERY_COLUMNS)
+        table, _ = self._read(QUERY_COLUMNS, warn=self.warn)
         table = self._this_sweep(table)
         # categories make the matrix's lookups a few small arrays (a 1,000-attribute store has 1M rows)
         table = table.drop_columns(["trial_id", "config_hash"])
@@ -283,7 +315,7 @@ class Store:
         and of `settings` (plain JSON values: what else a result computed on them depends on) and the
         training hash. The ids are hashed in the order the store reads them (no sort of half a million
         strings); a compaction that reorders them only costs one recomputation, never a stale answer."""
-        table, _ = self._read(QUERY_COLUMNS)
+        table, _ = self._read(QUERY_COLUMNS, warn=self.warn)
         table = self._this_sweep(table)
         cells = pc.and_(pc.is_in(table.column("kind"), pa.array(["single", "pair"])),
                         pc.equal(table.column("status"), "ok"))
@@ -303,6 +335,7 @@ class Store:
         if partners.attrs.get("fingerprint"):
             meta = dict(table.schema.metadata or {}) | {_FINGERPRINT: partners.attrs["fingerprint"].encode()}
             table = table.replace_schema_metadata(meta)
+        self._guard()
         self.location.write_bytes(PARTNERS_FILE, parquet_bytes(table))
 
     # ---- a screened pair phase's estimates (analysis/screening.py gives their schema) -----------------------
@@ -310,6 +343,7 @@ class Store:
     def write_estimates(self, key: str, table: pa.Table) -> str:
         """RESULTS/estimates/<key>.parquet, whole or absent; returns its path as a user reads it."""
         rel = estimates_file(key)
+        self._guard()
         self.location.write_bytes(rel, parquet_bytes(table))
         return self.show(rel)
 
@@ -366,8 +400,14 @@ class Store:
     # ---- one driver ----------------------------------------------------------------------------------
 
     def lease(self, ttl_s: float = TTL_S, settle_s: float = SETTLE_S) -> Lease:
-        """`with store.lease():` makes this process the folder's only driver, or raises LeaseHeld."""
-        return Lease(self.location, ttl_s=ttl_s, settle_s=settle_s)
+        """`with store.lease() as lease:` makes this process the folder's only driver, or raises LeaseHeld.
+        From then on this store's shared writes check it (LeaseLost); `lease.lost` is cheap to poll."""
+        self._lease = Lease(self.location, ttl_s=ttl_s, settle_s=settle_s)
+        return self._lease
+
+    def _guard(self) -> None:
+        if self._lease is not None:
+            self._lease.check()
 
     # ---- Tune's experiments, on the same storage ----------------------------------------------------
 
@@ -394,6 +434,7 @@ class Store:
 
     def close_experiment(self, name: str) -> None:
         """Mark an experiment finished and drop its checkpoints: every result it made is in the store."""
+        self._guard()
         for trial_dir in self.location.list(f"{TUNE_DIR}/{name}"):
             if trial_dir.type != pafs.FileType.Directory:
                 continue

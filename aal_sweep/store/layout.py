@@ -5,6 +5,8 @@
     RESULTS/trials/                            TRIALS_DIR: inbox files and compacted segments
     RESULTS/trials/_manifest.json              MANIFEST: which segments count
     RESULTS/trials/.quarantine/                QUARANTINE: damaged files `run` moved aside
+    RESULTS/trials/.merged/<generation>/       MERGED: what the newest compaction merged (see store/trials.py)
+    RESULTS/trials/_ids/<segment>              SEGMENT_IDS: each segment's trial ids (names what a lost one held)
     RESULTS/attempts/<trial_id>/               ATTEMPTS_DIR: one small file per event of a trial
     RESULTS/lease.json                         LEASE_FILE: the driver holding the folder
     RESULTS/tune/<phase>-<k>/                  TUNE_DIR: Tune's experiments (COMPLETE marks a finished one)
@@ -22,6 +24,8 @@ TRIALS_DIR = "trials"
 # names starting with "_" or "." are skipped by pyarrow's and pandas' dataset discovery
 MANIFEST = f"{TRIALS_DIR}/_manifest.json"
 QUARANTINE = f"{TRIALS_DIR}/.quarantine"
+MERGED = f"{TRIALS_DIR}/.merged"
+SEGMENT_IDS = f"{TRIALS_DIR}/_ids"
 ATTEMPTS_DIR = "attempts"
 LEASE_FILE = "lease.json"
 TUNE_DIR = "tune"

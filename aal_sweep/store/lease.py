@@ -10,6 +10,14 @@ and its write are further apart than the other's write plus `settle_s` (a pause 
 between), both can believe they hold it. Object stores give no atomic create through pyarrow, and local
 folders may be on NFS, so this check-then-verify is what works everywhere. Expiry compares the holder's
 clock with ours: hosts need clocks synchronised to well under `ttl_s`.
+
+Losing it. Another driver may take the folder over while this one runs (it saw the lease expired: this
+host was paused or cut off longer than `ttl_s`; or someone wrote lease.json by hand). The renewal thread
+notices within `ttl_s / 4` and sets `lost`, which the driver's searcher polls to stop releasing trials;
+and the store calls `check()` before every write of a shared file (segments, manifest, partners.parquet,
+sweep.yaml, ...), which re-reads lease.json and raises LeaseLost naming the new holder. A write that
+starts in the moment between that check and its own landing still lands: the same residual race as
+taking the lease, the price of working on object stores.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ class LeaseHeld(AalError):
     """Another live driver holds the results folder."""
 
 
+class LeaseLost(AalError):
+    """This driver no longer holds the results folder: another one took it over, or the lease expired."""
+
+
 class StoreNotWritable(AalError):
     """The results folder cannot be written (read-only, or no permission)."""
 
@@ -46,7 +58,10 @@ class Lease:
     def __init__(self, loc: Location, ttl_s: float = TTL_S, settle_s: float = SETTLE_S):
         self.loc, self.ttl_s, self.settle_s = loc, ttl_s, settle_s
         self.token = uuid.uuid4().hex
-        self.lost = False
+        self.acquired = False  # acquire() succeeded (stays True after release: the holder is then "lost")
+        self._lost_to: dict | None = None  # who holds it now, once we know we lost it
+        self._expires = 0.0  # the expiry of our last write that landed
+        self._released = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,16 +90,28 @@ class Lease:
         now = self.read()
         if now is None or now.get("token") != self.token:
             raise self._held(now or {})
+        self.acquired = True
         self._thread = threading.Thread(target=self._renew_loop, name="aal-sweep-lease", daemon=True)
         self._thread.start()
 
     def release(self) -> None:
         self._stop.set()
+        self._released = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._lost_to is not None:
+            return  # someone else's now: leave their lease.json alone
         holder = self.read()
         if holder is not None and holder.get("token") == self.token:
             self.loc.delete(LEASE_FILE)
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks and searcher (which reach the store, so this lease) into its experiment
+        # state: a copy carries what we know, not the renewal thread
+        return {k: v for k, v in self.__dict__.items() if k not in ("_thread", "_stop")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _thread=None, _stop=threading.Event())
 
     def __enter__(self) -> Lease:
         self.acquire()
@@ -92,6 +119,45 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+    # ---- still ours? ---------------------------------------------------------------------------------
+
+    @property
+    def lost(self) -> bool:
+        """Held once and no longer: taken over (seen by the renewal thread or a check), released, or past
+        the expiry of our last renewal that landed. No I/O: cheap enough to poll at every suggestion."""
+        return self.acquired and (self._lost_to is not None or self._released or time.time() > self._expires)
+
+    @property
+    def held(self) -> bool:
+        return self.acquired and not self.lost
+
+    def check(self) -> None:
+        """Before a shared write: raise LeaseLost unless lease.json still names us (one small read). When the
+        storage cannot be read, our own last renewal's expiry decides (nobody may take it before then)."""
+        if not self.acquired:
+            return
+        if not self.lost:
+            try:
+                holder = self.read()
+            except OSError:
+                holder = {"token": self.token}
+            if holder is None or holder.get("token") != self.token:
+                self._lost_to = holder or {}
+        if self.lost:
+            raise self.error()
+
+    def error(self) -> LeaseLost:
+        """The one line a driver that lost the folder stops with."""
+        if self._lost_to is not None:
+            how = (f"to another `aal-sweep run` ({_who(self._lost_to)})" if self._lost_to
+                   else "(its lease.json was deleted)")
+        elif self._released:
+            how = "(this run gave it back)"
+        else:
+            how = f"(its last renewal expired {_when(self._expires)}: the storage could not be written)"
+        return LeaseLost(f"lost the lease on {self.loc.show()} {how}; this run stopped releasing trials and "
+                         f"writes nothing more to the folder; its finished trials are stored")
 
     # ---- the file ------------------------------------------------------------------------------------
 
@@ -110,15 +176,16 @@ class Lease:
         doc = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _started(os.getpid()),
                "since": since, "renewed": now, "expires": now + self.ttl_s, "token": self.token}
         self.loc.write_bytes(LEASE_FILE, json.dumps(doc).encode())
+        self._expires = now + self.ttl_s
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
             try:
                 holder = self.read()
                 if holder is None or holder.get("token") != self.token:
-                    self.lost = True
-                    log.error("lost the lease on %s to %s; stop this run", self.loc.show(), _who(holder or {}))
-                    return
+                    self._lost_to = holder or {}
+                    log.debug("lost the lease on %s to %s", self.loc.show(), _who(holder or {}))
+                    return  # the driver says so, in one line (error())
                 self._write(self._since)
             except OSError as e:  # storage briefly unreachable: try again at the next tick
                 log.warning("could not renew the lease on %s: %s", self.loc.show(), e)
