@@ -321,3 +321,36 @@ def test_run_rebuilds_what_survives_of_a_damaged_segment_and_names_what_it_train
     assert sorted(fresh.done_ids()) == ids
     assert {t: fresh.attempts(t) for t in ids} == {t: 2 if t in lost else 1 for t in ids}
     assert len(list((results / "trials" / ".quarantine").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_a_driver_that_loses_its_lease_stops_releasing_writes_nothing_shared_and_exits_2(kill_sweep, tmp_path):
+    """Another driver takes the folder over mid-run (its lease.json replaces ours): this run releases no
+    more trials, writes no shared file from then on, and ends with exit 2 and one line naming the new holder."""
+    import json
+
+    from conftest import Hold
+    from helpers import start
+
+    config = kill_sweep.config("stolen")
+    results = Path(yaml.safe_load(config.read_text())["results"])
+    hold = Hold(tmp_path / "hold", "pair-Disc-Square", epoch=1)
+    proc = start("run", str(config), env=hold.env())
+    held = hold.wait(proc)
+    assert held
+    lease = json.loads((results / "lease.json").read_text())
+    thief = dict(lease, host="other-host", pid=4242, token="another-driver", since=lease["since"] + 1)
+    (results / "lease.json").write_text(json.dumps(thief))
+    shared = {p: p.stat().st_mtime_ns for p in [results / "sweep.yaml", results / "partners.parquet",
+                                                *(results / "trials").glob("segment-*"),
+                                                *(results / "trials").glob("_manifest.json")] if p.exists()}
+    hold.release()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, (out[-2000:], err[-3000:])
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("aal-sweep: error: ") and "other-host" in lines[-1], err[-3000:]
+    assert [ln for ln in lines if ln.startswith("aal-sweep")] == [lines[-1]] and "Traceback" not in err
+    for p, mtime in shared.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p.name} was written after the lease was lost"
+    assert set((results / "trials").glob("segment-*")) <= set(shared)  # no new segment either
+    assert json.loads((results / "lease.json").read_text())["token"] == "another-driver"  # theirs, left alone
