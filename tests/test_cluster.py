@@ -188,7 +188,8 @@ def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):
     env = isolated_env()
     config = sweep_config(tmp_path, data, "cache", cache=False)
     caches = [tmp_path / f"cache-node{i}" for i in range(2)]
-    env["AAL_SWEEP_CACHE"] = str(tmp_path / "cache-driver")  # the driver checks the data on its node first
+    # the driver checks the files where it runs (the head: no GPU, so no trial) and builds no cache there
+    env["AAL_SWEEP_CACHE"] = str(tmp_path / "cache-driver")
     with local_cluster(env, [GPU_NODE, GPU_NODE],
                        worker_env=[{"AAL_SWEEP_CACHE": str(c)} for c in caches]) as cluster:
         proc = start_driver(config, cluster.address, env, log_level="INFO", verbose=2)
@@ -203,3 +204,5 @@ def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):
         assert len(built) == 1, built
         assert "1200 images in" in built[0]
     assert rows["node_id"].nunique() == 2
+    driver_cache = tmp_path / "cache-driver"
+    assert not driver_cache.exists() or not [p for p in driver_cache.iterdir() if p.is_dir()], list(driver_cache.iterdir())

@@ -38,7 +38,10 @@ def setup(s3_server, tmp_path_factory):
     root = make_synthetic(tmp / "data", n_attributes=3, n_images=600, size=(16, 16), seed=3)
 
     def config(results: str) -> Path:
-        path = write_config(tmp / f"c{abs(hash(results))}.yaml", root, train=TRAIN, resources=RESOURCES)
+        # a screened pair phase (short estimates, K = M-1: every pair confirmed): its estimator trials, stored
+        # estimates and confirmation go through S3 too, and a resume confirms from the stored estimates
+        path = write_config(tmp / f"c{abs(hash(results))}.yaml", root, train=TRAIN, resources=RESOURCES,
+                            pairs={"mode": "screened", "estimator": "short", "confirm": 2})
         raw = yaml.safe_load(path.read_text())
         raw["results"] = results
         path.write_text(yaml.safe_dump(raw))
@@ -107,12 +110,13 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
     pafs.copy_files(store.location.root, local, source_filesystem=store.location.fs,
                     destination_filesystem=pafs.LocalFileSystem())
     for args in (["matrix", "--format", "csv"], ["matrix", "--metric", "test_acc", "--format", "json"],
-                 ["partners", "--format", "csv"]):
+                 ["partners", "--format", "csv"], ["matrix", "--estimated", "--format", "csv"]):
         on_s3, here = cli(args[0], uri, *args[1:]), cli(args[0], local, *args[1:])
         assert on_s3.returncode == 0, on_s3.stderr
         assert on_s3.stdout == here.stdout
     status = cli("status", uri)
-    assert status.returncode == 0 and "pair matrix complete" in status.stdout and uri in status.stdout
+    assert status.returncode == 0 and "every confirmed cell stored" in status.stdout and uri in status.stdout
+    assert "3 of 3 pairs confirmed" in status.stdout
     report = cli("report", uri, "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stderr
     assert "s3://" in (tmp_path / "report" / "index.html").read_text()

@@ -121,7 +121,9 @@ def test_submit_stop_resume_and_nothing_left(cluster, tmp_path, monkeypatch, whe
         monkeypatch.setenv(k, env[k])
     address = ray_start.address
     results = str(tmp_path / "results") if where == "path" else f"s3://{make_bucket(endpoint)}/sweep"
-    config = write_config(tmp_path / "c.yaml", data, train=TRAIN, resources=RESOURCES, phases=["single", "pair"])
+    # a screened pair phase whose label correlation the job's driver computes where the data is (K = M-1)
+    config = write_config(tmp_path / "c.yaml", data, train=TRAIN, resources=RESOURCES, phases=["single", "pair"],
+                          pairs={"mode": "screened", "estimator": "label_correlation", "confirm": 2})
     raw = yaml.safe_load(config.read_text())
     raw["dataset"]["cache"] = str(tmp_path / "cache")
     config.write_text(yaml.safe_dump(raw))

@@ -110,14 +110,26 @@ def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, 
 
 
 def test_kill_9_worker_is_retried_from_its_checkpoint(kill_sweep, tmp_path):
-    """The trial's worker dies between two epochs (held there, AAL_SWEEP_HOLD): Tune retries it, and it
-    continues after its checkpointed epochs; nothing else is redone, the results equal the reference's."""
+    """One pair trial's worker dies between two epochs (held there, AAL_SWEEP_HOLD): Tune retries it, and
+    it continues after its checkpointed epochs; nothing else is redone, the results equal the reference's.
+    Meanwhile the third attribute's row completes, is decided into partners.parquet, and its adversarial
+    trial starts while the held pair still trains: no barrier between kinds of trial."""
     config = kill_sweep.config("worker")
     store = Store(yaml.safe_load(config.read_text())["results"])
-    hold = Hold(tmp_path / "hold", "pair-Disc-Triangle", epoch=2)
+    reference = pd.read_parquet(kill_sweep.ref / "partners.parquet").set_index("attribute")["partner"]
+    free = next(a for a, p in reference.items() if isinstance(p, str))  # a row with a partner ...
+    held_pair = [a for a in reference.index if a != free]  # ... which the held pair is not in
+    hold = Hold(tmp_path / "hold", f"pair-{held_pair[0]}-{held_pair[1]}-", epoch=2)
     proc = start("run", str(config), env=hold.env())
     victim = hold.wait(proc)
-    wait_until(proc, lambda: len(store.done_ids()) >= 2)  # other trials go on beside the held one
+
+    def adversarial_started():
+        return any(t.startswith(f"adv-grl-{free}-vs-") and any(e["event"] == "start" for e in store.journal(t))
+                   for t in store.journaled())
+
+    wait_until(proc, adversarial_started)  # released by its row alone, while the held pair is unfinished
+    partners = pd.read_parquet(store.location.path("partners.parquet")).set_index("attribute")
+    assert partners.loc[free, "partner"] == reference[free] and victim["trial"] not in store.done_ids()
     os.kill(victim["pid"], signal.SIGKILL)  # the worker alone
     hold.release()  # its retry goes on past the hold
     _, err = proc.communicate(timeout=300)

@@ -46,7 +46,9 @@ from aal_sweep.store.layout import weights_file  # noqa: E402
 from aal_sweep.store.lease import LeaseLost, StoreNotWritable  # noqa: E402
 
 EXPERIMENT = "sweep"  # Tune experiments are RESULTS/tune/sweep-<k>, one per run
-PARTNERS_EVERY_S = 30.0  # partners.parquet is rewritten as rows are decided, at most this often (and at the end)
+# partners.parquet is rewritten as rows are decided (and at the end), spending at most this share of the
+# driver's time on it: a few ms at 4 attributes (every decision), seconds of statistics at 1,000 (rarely)
+PARTNERS_SHARE = 0.1
 COMPACT_EVERY = 500  # finished trials between compactions of the store's inbox
 
 
@@ -116,7 +118,8 @@ class Sweep:
         self.cfg, self.store, self.graph, self.allow_partial, self.events = cfg, store, graph, allow_partial, events
         self.lease = lease  # the folder's lease: lost, this run releases nothing more and stops its trials
         self.failed: list[str] = []
-        self._partners_at = 0.0
+        self._partners_at = 0.0  # when partners.parquet was last written, and how long that took
+        self._partners_took = 0.0
         self._partners_due = False
 
     def run(self, verbose: int, recorder: Recorder | None) -> bool:
@@ -196,6 +199,7 @@ class Sweep:
                              f"confirmed (pairs.confirm {p.confirm}, rule {p.rule})", kind="partners")
         settled = graph.settled_rows()
         if not settled:
+            self.write_partners()  # a write the budget held back earlier, if it is due now
             return
         decided = decisions(self.store, self.cfg, graph.attributes, self.allow_partial)
         graph.decide({a: decided[a] for a in settled})
@@ -208,15 +212,16 @@ class Sweep:
         self.write_partners()
 
     def write_partners(self, force: bool = False) -> None:
-        """partners.parquet with every row's statistics, as rows are decided (at most every PARTNERS_EVERY_S)."""
+        """partners.parquet with every row's statistics, as rows are decided (within PARTNERS_SHARE)."""
         if not self.graph.has_rows or not (force or self._partners_due):
             return
-        if not force and time.monotonic() - self._partners_at < PARTNERS_EVERY_S:
+        if not force and time.monotonic() - self._partners_at < self._partners_took / PARTNERS_SHARE:
             return
+        t0 = time.monotonic()
         partners = chosen_partners(self.store, self.allow_partial, self.graph.attributes, statistics=True, cfg=self.cfg,
                                               rule=self.cfg.partners)
         self.store.write_partners(partners)
-        self._partners_at, self._partners_due = time.monotonic(), False
+        self._partners_at, self._partners_took, self._partners_due = time.monotonic(), time.monotonic() - t0, False
 
     def store_failure(self, trial_id: str, error: BaseException | str | None) -> None:
         if self.lease_lost():
