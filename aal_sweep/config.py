@@ -116,8 +116,10 @@ class PairsConfig:
     cells only (docs/screening.md). Which trials run, not what a trial computes: not in the training hash."""
 
     mode: str = "exhaustive"
-    estimator: str = "lookahead"
-    confirm: int = 2  # K; K >= M-1 trains every pair, as exhaustive does
+    # label_correlation with K = 3: the best recall per cost of the three estimators on both benchmark sets
+    # (docs/benchmarks.md, "Screened pair phase"); none reached 90% recall at 30% of the pair phase
+    estimator: str = "label_correlation"
+    confirm: int = 3  # K; K >= M-1 trains every pair, as exhaustive does
     rule: str = "top_k"  # top_k: K candidates each; adaptive: fewer where one candidate stands out
     short_epochs: int = 1  # estimator short: the epochs each pair trains for its estimate
     every: int = 10  # estimator lookahead: a lookahead step every this many training steps
