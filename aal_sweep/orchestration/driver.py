@@ -32,7 +32,7 @@ from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
 from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
-from aal_sweep.orchestration.progress import Progress  # noqa: E402
+from aal_sweep.orchestration.callbacks import Compaction, LeaseStopper, Progress, RecordRay, StoreFailures  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
 from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
@@ -140,7 +140,8 @@ class Sweep:
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
-        callbacks = [progress, StoreFailures(self), Compaction(store), *([RecordRay(recorder)] if recorder else []),
+        callbacks = [progress, StoreFailures(self.store_failure), Compaction(store, COMPACT_EVERY),
+                     *([RecordRay(recorder)] if recorder else []),
                      *tune_callbacks(cfg)]  # MLflow / W&B, as the config's `tracking` says
         tuner = tune.Tuner(
             trainable_for(cfg, store, embedded=recorder is not None),
@@ -277,63 +278,6 @@ class Sweep:
         return True
 
 
-# ---- Tune callbacks ------------------------------------------------------------------------------------
-
-
-class StoreFailures(tune.Callback):
-    """A trial Tune gave up on (its retries spent) is stored with status=failed and its error."""
-
-    def __init__(self, sweep: Sweep):
-        self.sweep = sweep
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        ours = trial.config["trial"]["trial_id"]
-        self.sweep.store_failure(ours, _last_error(trial))
-
-
-class Compaction(tune.Callback):
-    """Compact the store's inbox every `every` finished trials, so a long sweep keeps few files."""
-
-    def __init__(self, store: Store, every: int = COMPACT_EVERY):
-        self.store, self.every, self.count = store, every, 0
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.count += 1
-        if self.count % self.every == 0:
-            try:
-                self.store.compact()
-            except LeaseLost:  # another driver's store now: the run ends after Tune stops
-                return
-
-
-class LeaseStopper(tune.stopper.Stopper):
-    """Stop every trial once the lease is lost: another driver holds the folder and resumes them."""
-
-    def __init__(self, lost):
-        self.lost = lost
-
-    def __call__(self, trial_id, result) -> bool:
-        return False
-
-    def stop_all(self) -> bool:
-        return self.lost()
-
-
-class RecordRay(tune.Callback):
-    """Keep the embedded Ray's process record current as workers start (orchestration/ray_processes.py)."""
-
-    def __init__(self, recorder: Recorder, every_s: float = 5.0):
-        self.recorder, self.every_s, self.last = recorder, every_s, 0.0
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.last = 0.0
-
-    def on_step_end(self, iteration, trials, **info):
-        if time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            self.recorder.update()
-
-
 @contextlib.contextmanager
 def _tune_quiet(verbose: int):
     """Tune's own warnings (on Ctrl-C: "Resume experiment with: Tuner.restore(...)", which contradicts this
@@ -355,16 +299,6 @@ def _trial_name(trial) -> str:
 def _trial_dirname(trial) -> str:
     # Tune's default names a folder after every parameter: too long for filesystems at 40 attributes.
     return f"{trial.config['trial']['kind']}_{trial.trial_id}"
-
-
-def _last_error(trial) -> str | None:
-    """The text of a trial's last error: Tune appends each to the trial's local error file before it tells
-    the callbacks (its copy in the experiment's storage is synced later)."""
-    path = trial.error_file
-    if not path or not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
 
 
 def _error_text(error: BaseException | str | None) -> str:

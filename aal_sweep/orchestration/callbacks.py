@@ -1,4 +1,7 @@
-"""The sweep's progress as events: one line per change (a trial starts, ends or fails) for the whole sweep.
+"""The driver's Tune callbacks: the progress line, failed trials stored, the store compacted, the embedded
+Ray's processes recorded, and every trial stopped once the results folder's lease is lost.
+
+The progress line, one per change (a trial starts, ends or fails) for the whole sweep:
 
     [sweep] 7/18 done, 2 running, 0 failed (single 4/4, pair 3/6, adversarial 0/8 at most); 41s, ~1m10s left
 
@@ -8,12 +11,16 @@ upper bound ("at most"). Time left: the epochs still to train at the rate epochs
 
 from __future__ import annotations
 
+import os
 import time
 
 from ray import tune
 
 from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.graph import Graph
+from aal_sweep.orchestration.ray_processes import Recorder
+from aal_sweep.store import Store
+from aal_sweep.store.lease import LeaseLost
 
 SHORT = {"multitask_all": "multitask_all", "adversarial_multiple": "adv_multiple", "adversarial_shared": "adv_shared"}
 
@@ -77,3 +84,66 @@ class Progress(tune.Callback):
 def _fmt_s(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class StoreFailures(tune.Callback):
+    """A trial Tune gave up on (its retries spent) is stored with status=failed and its error."""
+
+    def __init__(self, store_failure):
+        self.store_failure = store_failure  # (trial id, error text): the driver stores the failed rows
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.store_failure(trial.config["trial"]["trial_id"], _last_error(trial))
+
+
+class Compaction(tune.Callback):
+    """Compact the store's inbox every `every` finished trials, so a long sweep keeps few files."""
+
+    def __init__(self, store: Store, every: int):
+        self.store, self.every, self.count = store, every, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.count += 1
+        if self.count % self.every == 0:
+            try:
+                self.store.compact()
+            except LeaseLost:  # another driver's store now: the run ends after Tune stops
+                return
+
+
+class LeaseStopper(tune.stopper.Stopper):
+    """Stop every trial once the lease is lost: another driver holds the folder and resumes them."""
+
+    def __init__(self, lost):
+        self.lost = lost
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.lost()
+
+
+class RecordRay(tune.Callback):
+    """Keep the embedded Ray's process record current as workers start (orchestration/ray_processes.py)."""
+
+    def __init__(self, recorder: Recorder, every_s: float = 5.0):
+        self.recorder, self.every_s, self.last = recorder, every_s, 0.0
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.last = 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            self.recorder.update()
+
+
+def _last_error(trial) -> str | None:
+    """The text of a trial's last error: Tune appends each to the trial's local error file before it tells
+    the callbacks (its copy in the experiment's storage is synced later)."""
+    path = trial.error_file
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
