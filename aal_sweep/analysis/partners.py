@@ -137,12 +137,11 @@ class PartnerStatistics:
 
 
 def partner_statistics(derived: pd.DataFrame, rows: pd.DataFrame, attributes: list[str], rule,
-                       allow_partial: bool = False, intervals: bool = True) -> PartnerStatistics:
+                       allow_partial: bool = False) -> PartnerStatistics:
     """The partners of `rule` (a config.PartnersConfig: rule, alpha, correction) with their statistics,
-    from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows). intervals=False
-    skips the one-seed bootstrap: the p-values that choose partners do not depend on it."""
+    from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows)."""
     attributes = list(attributes)
-    pairs = pairs_table(rows, attributes, rule.alpha, rule.correction, intervals=intervals)
+    pairs = pairs_table(rows, attributes, rule.alpha, rule.correction)
     baseline = baseline_table(rows, attributes, rule.alpha)
     chosen = choose_partners(derived, pairs, baseline, rule.rule, rule.alpha, allow_partial=allow_partial)
     return PartnerStatistics(derived, pairs, baseline, chosen)

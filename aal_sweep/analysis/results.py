@@ -45,9 +45,7 @@ def chosen_partners(store: Store, allow_partial: bool = False, attributes=None, 
     derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial=allow_partial)
     if rule.rule == "argmin" and not statistics:
         return derived  # planning with the paper's rule needs no per-image bits
-    # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
-    chosen = partner_statistics(derived, store.stats_rows(), attributes, rule, allow_partial,
-                                intervals=statistics).chosen
+    chosen = partner_statistics(derived, store.stats_rows(), attributes, rule, allow_partial).chosen
     if fingerprint is not None:
         chosen.attrs["fingerprint"] = fingerprint
     return chosen
