@@ -93,6 +93,32 @@ class Packed:
             out[s:s + step] = self._count(x)
         return out
 
+    def scan(self, partner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For every row i of the column: (images right, images right in both row i and row partner[i]);
+        partner[i] = -1 (or a row without a vector): 0. One pass over the column in storage order, slices of
+        the Arrow buffer read in place: the way to count a whole matrix, where gathering rows would copy
+        every pair row once per count. The partners (the single rows, M of them) are gathered once."""
+        partner = np.asarray(partner, dtype=np.int64)
+        wanted = (partner >= 0) & self.has
+        wanted[wanted] &= self.has[partner[wanted]]
+        distinct, inverse = np.unique(np.where(wanted, partner, -1), return_inverse=True)
+        zero = distinct[0] == -1  # rows without a partner AND with a row of zeros
+        table = np.zeros((len(distinct), self.nbytes), dtype=np.uint8)
+        table[int(zero):] = self.rows(distinct[int(zero):])
+        ones = np.zeros(len(partner), dtype=np.int64)
+        both = np.zeros(len(partner), dtype=np.int64)
+        step = self._block_rows()
+        for j, chunk in enumerate(self._chunks):
+            rows = np.flatnonzero((self._chunk_of == j) & self.has)  # in storage order: rank 0, 1, ...
+            for s in range(0, len(rows), step):
+                block_rows = rows[s:s + step]
+                block = chunk[self._rank[block_rows[0]]:self._rank[block_rows[-1]] + 1]  # a view, no copy
+                ones[block_rows] = self._count(block)
+                if self._pad:  # padding bits never count (the partners' are cleared already)
+                    ones[block_rows] -= np.bitwise_count(block[:, -1] & self._pad)
+                both[block_rows] = self._count(np.bitwise_and(block, table[inverse[block_rows]]))
+        return ones, both
+
     def _count(self, block: np.ndarray) -> np.ndarray:
         if block.shape[1] == 0:
             return np.zeros(len(block), dtype=np.int64)

@@ -180,12 +180,19 @@ def _from_bits(cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, 
     """Cells whose every seed has vectors; bp, op: (K, S) row positions, seeds paired by column."""
     s = bp.shape[1]
     ones_b = _ones(bits, bp)
-    ones_o = _ones(bits, op)
+    if s == 1 and 4 * len(op) > len(bits.has) and len(np.unique(op)) == len(op):
+        # a whole matrix: each pair row is the other side of one cell; count it in one pass over the bits
+        partner = np.full(len(bits.has), -1, dtype=np.int64)
+        partner[op[:, 0]] = bp[:, 0]
+        ones_all, both_all = bits.scan(partner)
+        ones_o, right_both = ones_all[op], both_all[op[:, 0]]
+    else:
+        ones_o, right_both = _ones(bits, op), None
     acc_base, acc_other = ones_b / n, ones_o / n  # (K, S): each seed's accuracy
     per_seed = acc_other - acc_base
     res["base"][cells], res["other"][cells] = acc_base.mean(axis=1), acc_other.mean(axis=1)
     if s == 1:
-        right_both = bits.both(bp[:, 0], op[:, 0])
+        right_both = bits.both(bp[:, 0], op[:, 0]) if right_both is None else right_both
         b = ones_b[:, 0] - right_both  # only the base is right
         c = ones_o[:, 0] - right_both  # only the other is right
         res["difference"][cells] = per_seed[:, 0]

@@ -97,7 +97,7 @@ def bootstrap_interval(b: np.ndarray, c: np.ndarray, n: int, level: float = 0.95
         x = n * mu + np.sqrt(n * k2) * w
         # the smallest lattice point d with P[D <= d] >= q, P[D <= d] read as the smooth law at d + 1/2
         d = np.where(spread, np.ceil(x - 0.5 - 1e-9), np.round(n * mu))
-        ends.append(d / n)
+        ends.append(d / n + 0.0)  # + 0.0: no "-0.00" where the end is zero
     return ends[0], ends[1]
 
 
