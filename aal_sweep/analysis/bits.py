@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 _BLOCK_BYTES = 32 << 20  # bytes of bits gathered at once per side: bounds the temporary memory
+_CACHE_BYTES = 1 << 20  # bytes of bits per step of a scan: its temporaries stay in the CPU's cache
 
 
 class Packed:
@@ -90,7 +91,7 @@ class Packed:
         for s in range(0, len(a), step):
             x, y = self.rows(a[s:s + step]), other.rows(b[s:s + step])
             np.bitwise_and(x, y, out=x)
-            out[s:s + step] = self._count(x)
+            out[s:s + step] = self._count(x, scratch=True)
         return out
 
     def scan(self, partner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ class Packed:
         table[int(zero):] = self.rows(distinct[int(zero):])
         ones = np.zeros(len(partner), dtype=np.int64)
         both = np.zeros(len(partner), dtype=np.int64)
-        step = self._block_rows()
+        step = max(1, _CACHE_BYTES // max(self.nbytes, 1))  # blocks that stay in cache: one read of the bits
         for j, chunk in enumerate(self._chunks):
             rows = np.flatnonzero((self._chunk_of == j) & self.has)  # in storage order: rank 0, 1, ...
             for s in range(0, len(rows), step):
@@ -116,13 +117,18 @@ class Packed:
                 ones[block_rows] = self._count(block)
                 if self._pad:  # padding bits never count (the partners' are cleared already)
                     ones[block_rows] -= np.bitwise_count(block[:, -1] & self._pad)
-                both[block_rows] = self._count(np.bitwise_and(block, table[inverse[block_rows]]))
+                pair = table[inverse[block_rows]]
+                np.bitwise_and(pair, block, out=pair)
+                both[block_rows] = self._count(pair, scratch=True)
         return ones, both
 
-    def _count(self, block: np.ndarray) -> np.ndarray:
+    def _count(self, block: np.ndarray, scratch: bool = False) -> np.ndarray:
+        """Set bits per row; scratch=True: `block` is a temporary, counted in place."""
         if block.shape[1] == 0:
             return np.zeros(len(block), dtype=np.int64)
-        return np.bitwise_count(block.view(self._word)).sum(axis=1, dtype=np.int64)
+        words = block.view(self._word)
+        counts = np.bitwise_count(words, out=words) if scratch else np.bitwise_count(words)
+        return counts.sum(axis=1, dtype=np.int64)
 
     def _block_rows(self) -> int:
         return max(1, _BLOCK_BYTES // max(self.nbytes, 1))

@@ -180,7 +180,7 @@ def _from_bits(cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, 
     """Cells whose every seed has vectors; bp, op: (K, S) row positions, seeds paired by column."""
     s = bp.shape[1]
     ones_b = _ones(bits, bp)
-    if s == 1 and 4 * len(op) > len(bits.has) and len(np.unique(op)) == len(op):
+    if s == 1 and 4 * len(op) > len(bits.has) and np.bincount(op[:, 0], minlength=1).max() == 1:
         # a whole matrix: each pair row is the other side of one cell; count it in one pass over the bits
         partner = np.full(len(bits.has), -1, dtype=np.int64)
         partner[op[:, 0]] = bp[:, 0]
