@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aal_sweep.analysis.pairs import GAIN_COLUMNS, UNAVAILABLE, baseline_table, pairs_table
+from aal_sweep.analysis.pairs import BIT_COLUMNS, GAIN_COLUMNS, UNAVAILABLE, baseline_table, pairs_table
 from aal_sweep.config import PARTNER_RULES
 from aal_sweep.kinds import PARTNER_SEPARATOR
 
@@ -86,6 +86,7 @@ def incomplete_rows(partners: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def _ok(trials: pd.DataFrame, kind: str) -> pd.DataFrame:
+    trials = trials.drop(columns=[c for c in BIT_COLUMNS if c in trials])  # a filter would copy GBs of bits
     return trials[(trials["kind"] == kind) & (trials["status"] == "ok")]
 
 
