@@ -19,7 +19,7 @@ writes partners.parquet (pairs.pairs_table, about M^2 cells); queries then reuse
 --cli-stats times `aal-sweep pairs RESULTS` (default table format, to /dev/null), `aal-sweep partners
 RESULTS` with partners.parquet current (reused) and removed (recomputed: what every query does while it is
 outdated), and `aal-sweep report RESULTS --out DIR`: each a fresh process, one warm-up, the median of
---repeats, and its peak RSS (the child's ru_maxrss from wait4).
+--repeats, and its peak RSS (GNU time's %M, so /usr/bin/time must exist).
 
 Each measurement runs in a fresh process (a new `aal-sweep` command would), warm OS cache: one warm-up, then
 the median of --repeats. matrix / partners / status open a new Store each time (no in-process cache).
@@ -267,15 +267,16 @@ def cli_stats(config: Path, results: Path, out: Path, repeats: int) -> dict:
             partners_file.unlink()  # what a query finds while the sweep has moved on: recompute
         times, rss = [], []
         for _ in range(repeats + 1):
+            # GNU time's %M: the command's own peak RSS (a child's ru_maxrss would start at this process's,
+            # inherited over fork, which is large after a build)
+            peak = out / "peak_rss_kb"
             t0 = time.perf_counter()
             with open(os.devnull, "w") as sink:
-                proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.PIPE)
-                _, status, usage = os.wait4(proc.pid, 0)
-                err = proc.stderr.read().decode()
-                proc.stderr.close()
+                done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], stdout=sink,
+                                      stderr=subprocess.PIPE, text=True)
             times.append(time.perf_counter() - t0)
-            rss.append(usage.ru_maxrss / 1024)
-            assert os.waitstatus_to_exitcode(status) == 0, err
+            assert done.returncode == 0, done.stderr
+            rss.append(int(peak.read_text().split()[-1]) / 1024)
         got[name] = (statistics.median(times[1:]), max(rss[1:]))
         if name == "partners (stale)":
             shutil.copyfile(kept, partners_file)
