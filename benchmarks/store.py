@@ -1,14 +1,25 @@
-"""How the results store scales with the number of attributes M (issue 7): complete stores built with the
-store's own writer, then `matrix`, `partners`, `status` and a nothing-to-do resume, timed, with peak RSS.
+"""How the results store scales with the number of attributes M (issues 7, 20): complete stores built with
+the store's own writer, then `matrix`, `partners`, `status` and a nothing-to-do resume, timed, with peak RSS;
+and with --cli-stats the statistics commands `pairs`, `partners` and `report` as whole CLI processes.
 
     .venv/bin/python benchmarks/store.py --m 40 200 1000          # writes the table (markdown) to stdout
+    nice -n 10 .venv/bin/python benchmarks/store.py --m 200 1000 --images 19867 --cli-stats
 
 A store of M attributes holds M single, M(M-1)/2 pair and 5M adversarial trials (5 lambdas, every attribute
 with a partner): 505,500 trials and ~1M rows at M = 1,000. It is built fast, as one compacted segment per
 phase through `Store.import_rows` (the compaction's own segment writer), not as 505k inbox files. Each row
 carries 6-epoch curves and, unless --bits 0, 125 bytes of packed per-image correctness per split (1,000
-images). With those bits the build also computes every pair's statistics once, as the driver does when it
-writes partners.parquet (pairs.pairs_table: a bootstrap per cell, about M^2); queries then reuse them.
+random images). --images N instead gives every row realistic bits: N validation images (CelebA's 19,867;
+its 19,962 test images), single models right on 75-97% of them, every pair and adversarial model its
+single model with 0.5-6% of the images flipped (so the drops, discordant counts and p-values look like a
+sweep's), val_acc / test_acc counted from the bits; at M = 1,000 that is 5 GB of bits, written in 8
+segments. With bits the build also computes every pair's statistics once, as the driver does when it
+writes partners.parquet (pairs.pairs_table, about M^2 cells); queries then reuse them.
+
+--cli-stats times `aal-sweep pairs RESULTS` (default table format, to /dev/null), `aal-sweep partners
+RESULTS` with partners.parquet current (reused) and removed (recomputed: what every query does while it is
+outdated), and `aal-sweep report RESULTS --out DIR`: each a fresh process, one warm-up, the median of
+--repeats, and its peak RSS (GNU time's %M, so /usr/bin/time must exist).
 
 Each measurement runs in a fresh process (a new `aal-sweep` command would), warm OS cache: one warm-up, then
 the median of --repeats. matrix / partners / status open a new Store each time (no in-process cache).
@@ -33,6 +44,7 @@ import pyarrow as pa
 LAMBDAS = [0.01, 0.03, 0.1, 0.3, 1.0]
 EPOCHS = 6
 BITS = 125  # bytes of packed correctness per split (1,000 images); --bits 0 leaves the columns null
+TEST_IMAGES = {19867: 19962}  # CelebA: its test split beside its validation split
 
 
 def config_file(out: Path, m: int) -> Path:
@@ -89,8 +101,53 @@ def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
     return pa.table({f.name: cols[f.name].cast(f.type) if f.name in cols else pa.nulls(n, f.type) for f in SCHEMA})
 
 
-def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
-    """Write the complete store for M attributes; return (seconds, trials, rows)."""
+class RealisticBits:
+    """Per-image bits like a sweep's: one vector per single model, every other model its head's single
+    vector with a few percent of the images flipped (a pool of flip masks, each row a random rotation of
+    one, so 1M rows cost a gather, not 2e10 random draws)."""
+
+    POOL = 97
+
+    def __init__(self, m: int, n: int, rng):
+        self.n, self.nbytes = n, (n + 7) // 8
+        self.keep = np.uint8(0xFF ^ ((0xFF >> (n % 8)) if n % 8 else 0))  # the last byte's real bits
+        acc = rng.uniform(0.75, 0.97, m)
+        self.single = np.packbits(rng.random((m, n)) < acc[:, None], axis=1)
+        flips = np.packbits(rng.random((self.POOL, n)) < rng.uniform(0.005, 0.06, (self.POOL, 1)), axis=1)
+        self.windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([flips, flips], axis=1), self.nbytes,
+                                                                axis=1)
+        self.rng = rng
+
+    def rows(self, head: np.ndarray, single: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(packed bits, accuracy) per row: head = attribute index, single = row of a single model."""
+        out = self.single[head].copy()
+        flip = ~single
+        k = int(flip.sum())
+        out[flip] ^= self.windows[self.rng.integers(0, self.POOL, k), self.rng.integers(0, self.nbytes, k)]
+        out[:, -1] &= self.keep
+        return out, np.bitwise_count(out).sum(axis=1) / self.n
+
+
+def _with_bits(table: pa.Table, splits: dict, index: dict) -> pa.Table:
+    """`table` with val/test bits and accuracies from `splits` ({"val": RealisticBits, "test": ...})."""
+    attr = table.column("attribute").to_numpy(zero_copy_only=False)
+    head = np.array([index[a] for a in attr])
+    single = table.column("kind").to_numpy(zero_copy_only=False) == "single"
+    for split, bits in splits.items():
+        packed, acc = bits.rows(head, single)
+        blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(bits.nbytes), len(packed),
+                                                    [None, pa.py_buffer(packed)]).cast(pa.binary())
+        for name, col in ((f"{split}_correct", blob), (f"{split}_acc", pa.array(acc)),
+                          (f"n_{split}", pa.array(np.full(len(acc), bits.n, np.int64)))):
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, table.schema.field(i), col.cast(table.schema.field(i).type))
+    i = table.schema.get_field_index("val_majority")  # a majority-class rate below every model's accuracy
+    return table.set_column(i, table.schema.field(i), pa.array(np.full(table.num_rows, 0.6)))
+
+
+def build(out: Path, m: int, bits: int, images: int = 0) -> tuple[float, int, int]:
+    """Write the complete store for M attributes; return (seconds, trials, rows). images > 0: realistic
+    bits of that many validation images (RealisticBits), written in chunks of trials."""
     from aal_sweep.analysis.results import chosen_partners
     from aal_sweep.config import load_config
     from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
@@ -101,24 +158,39 @@ def build(out: Path, m: int, bits: int) -> tuple[float, int, int]:
     attributes = tuple(cfg.dataset.attributes or __import__("aal_sweep.config").config.resolve_attributes(cfg))
     store = Store(cfg.results)
     rng = np.random.default_rng(m)
+    index = {a: i for i, a in enumerate(attributes)}
+    splits = {"val": RealisticBits(m, images, rng), "test": RealisticBits(m, TEST_IMAGES.get(images, images), rng)} \
+        if images else {}
     with store.lease(settle_s=0.0):
         store.write_config(cfg, attributes)
         initial = plan_initial(cfg, attributes)
-        table = rows_table(initial, cfg, rng, bits)
-        single = dict(zip(table.column("attribute").to_pylist()[:m], table.column("val_acc").to_pylist()[:m]))
-        # every attribute gets a negative partner: its pair cells sit just above, one just below, its single
-        attr = table.column("attribute").to_numpy(zero_copy_only=False)
-        base = np.array([single[a] for a in attr])
-        val = np.where(table.column("kind").to_numpy(zero_copy_only=False) == "single", base,
-                       base + rng.uniform(-0.004, 0.02, len(attr)))
-        table = table.set_column(table.schema.get_field_index("val_acc"), "val_acc", pa.array(val))
-        store.import_rows(table)
+        rows = 0
+        if splits:
+            chunk = -(-len(initial) // (8 if m >= 500 else 1))
+            for start in range(0, len(initial), chunk):
+                table = _with_bits(rows_table(initial[start:start + chunk], cfg, rng, 0), splits, index)
+                store.import_rows(table)
+                rows += table.num_rows
+                del table
+        else:
+            table = rows_table(initial, cfg, rng, bits)
+            single = dict(zip(table.column("attribute").to_pylist()[:m], table.column("val_acc").to_pylist()[:m]))
+            # every attribute gets a negative partner: its pair cells sit just above, one just below, its single
+            attr = table.column("attribute").to_numpy(zero_copy_only=False)
+            base = np.array([single[a] for a in attr])
+            val = np.where(table.column("kind").to_numpy(zero_copy_only=False) == "single", base,
+                           base + rng.uniform(-0.004, 0.02, len(attr)))
+            table = table.set_column(table.schema.get_field_index("val_acc"), "val_acc", pa.array(val))
+            store.import_rows(table)
+            rows = table.num_rows
         partners = chosen_partners(store, rule=cfg.partners)
         adversarial = plan_adversarial(cfg, partners)
-        adv = rows_table(adversarial, cfg, rng, bits)
+        adv = rows_table(adversarial, cfg, rng, 0 if splits else bits)
+        if splits:
+            adv = _with_bits(adv, splits, index)
         store.import_rows(adv)
         store.write_partners(chosen_partners(store, statistics=True, rule=cfg.partners))
-    return time.perf_counter() - t0, len(initial) + len(adversarial), table.num_rows + adv.num_rows
+    return time.perf_counter() - t0, len(initial) + len(adversarial), rows + adv.num_rows
 
 
 def measure(what: str, config: str, repeats: int) -> dict:
@@ -176,6 +248,41 @@ def cli_run(config: Path, repeats: int) -> float:
     return statistics.median(times[1:])
 
 
+def cli_stats(config: Path, results: Path, out: Path, repeats: int) -> dict:
+    """`pairs`, `partners` (partners.parquet current, then removed) and `report` as whole CLI processes:
+    {name: (median seconds, peak RSS MB)}, one warm-up each."""
+    import os
+    import shutil
+
+    aal = str(Path(sys.executable).with_name("aal-sweep"))
+    commands = {"pairs": [aal, "pairs", str(results)], "partners": [aal, "partners", str(results)],
+                "partners (stale)": [aal, "partners", str(results)],
+                "report": [aal, "report", str(results), "--out", str(out / "report")]}
+    partners_file = results / "partners.parquet"
+    kept = out / "partners.parquet.kept"
+    shutil.copyfile(partners_file, kept)
+    got = {}
+    for name, cmd in commands.items():
+        if name == "partners (stale)":
+            partners_file.unlink()  # what a query finds while the sweep has moved on: recompute
+        times, rss = [], []
+        for _ in range(repeats + 1):
+            # GNU time's %M: the command's own peak RSS (a child's ru_maxrss would start at this process's,
+            # inherited over fork, which is large after a build)
+            peak = out / "peak_rss_kb"
+            t0 = time.perf_counter()
+            with open(os.devnull, "w") as sink:
+                done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], stdout=sink,
+                                      stderr=subprocess.PIPE, text=True)
+            times.append(time.perf_counter() - t0)
+            assert done.returncode == 0, done.stderr
+            rss.append(int(peak.read_text().split()[-1]) / 1024)
+        got[name] = (statistics.median(times[1:]), max(rss[1:]))
+        if name == "partners (stale)":
+            shutil.copyfile(kept, partners_file)
+    return got
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--m", type=int, nargs="+", default=[40, 200, 1000])
@@ -183,6 +290,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--bits", type=int, default=BITS, help=f"bytes of val_correct / test_correct per row "
                    f"(default {BITS}; 0: none, so no per-cell bootstrap at build time)")
+    p.add_argument("--images", type=int, default=0, help="realistic bits of this many validation images per row "
+                   "(19867: CelebA's), instead of --bits random bytes")
+    p.add_argument("--cli-stats", action="store_true", help="time pairs / partners / report as CLI processes "
+                   "instead of the store queries")
     p.add_argument("--reuse", action="store_true", help="measure the stores already in --out (build column: -)")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -191,9 +302,14 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.config, args.repeats)))
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
-          "| peak RSS |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    if args.cli_stats:
+        print("| M | images | trials | rows | store size | build | pairs | partners | partners (stale) | report "
+              "| peak RSS pairs / partners (stale) / report |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
+              "| peak RSS |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.m:
         config = config_file(args.out, m)
         results = args.out / f"results-{m}"
@@ -205,18 +321,24 @@ def main() -> None:
         else:
             if results.exists():
                 subprocess.run(["rm", "-rf", str(results)], check=True)
-            seconds, trials, rows = build(args.out, m, args.bits)
+            seconds, trials, rows = build(args.out, m, args.bits, args.images)
         size = sum(f.stat().st_size for f in results.rglob("*") if f.is_file()) / 2**20
+        built = "-" if seconds != seconds else f"{seconds:.1f} s"  # NaN: measured a store built before
+        if args.cli_stats:
+            got = cli_stats(config, results, args.out, args.repeats)
+            cells = " | ".join(f"{got[w][0]:.2f} s" for w in ("pairs", "partners", "partners (stale)", "report"))
+            rss = " / ".join(f"{got[w][1]:,.0f}" for w in ("pairs", "partners (stale)", "report"))
+            print(f"| {m} | {args.images or 8 * args.bits:,} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | "
+                  f"{cells} | {rss} MB |", flush=True)
+            continue
         got = {w: child(w, config, args.repeats) for w in ("matrix", "partners", "status", "resume")}
         run_s = cli_run(config, args.repeats)
         rss = max(g["rss_mb"] for g in got.values())
         cells = [f"{got[w]['seconds']:.2f} s" for w in ("matrix", "partners", "status", "resume")]
-        built = "-" if seconds != seconds else f"{seconds:.1f} s"  # NaN: measured a store built before
         print(f"| {m} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | " + " | ".join(cells)
               + f" | {run_s:.2f} s | {rss:,.0f} MB |", flush=True)
         print("  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
               file=sys.stderr, flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -163,3 +163,79 @@ def test_cli_report(tmp_path, capsys):
     assert "index.html" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out2")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def _large_store(results, m, n=200, seed=3):
+    """A complete store of m attributes with per-image bits (both splits) and adversarial runs, imported as
+    one segment; attribute A007's partner lowers it most, by construction."""
+    import pyarrow as pa
+
+    from aal_sweep.analysis.stats import pack
+    from aal_sweep.store import SCHEMA
+
+    names = [f"A{i:03d}" for i in range(m)]
+    cfg = parse_config({"name": "big", "results": str(results), "model": {"backbone": "small_cnn"},
+                        "dataset": {"root": "/nonexistent", "attributes": names}}, check_files=False)
+    store = Store(results)
+    store.write_config(cfg, names)
+    rng = np.random.default_rng(seed)
+    single = [rng.random(n) < rng.uniform(0.75, 0.95) for _ in names]
+    rows = []
+
+    def add(tid, kind, a, b, correct, lam=None):
+        rows.append({"trial_id": tid, "kind": kind, "attribute": names[a], "partner": None if b is None else names[b],
+                     "lambda": lam, "method": "grl" if lam else None, "seed": 0, "status": "ok",
+                     "val_acc": correct.mean(), "test_acc": correct.mean(), "n_val": n, "n_test": n,
+                     "val_correct": pack(correct), "test_correct": pack(correct), "val_majority": 0.5,
+                     "train_seconds": 1.0, "config_hash": cfg.training_hash()})
+
+    for a in range(m):
+        add(f"single-{a}", "single", a, None, single[a])
+    for a, b in itertools.combinations(range(m), 2):
+        for x, y in ((a, b), (b, a)):
+            hurt = 0.25 if (x, y) == (7, 8) else 0.03
+            add(f"pair-{a}-{b}", "pair", x, y, single[x] & ~(rng.random(n) < rng.uniform(0, hurt)))
+    for a in range(m):
+        for lam in (0.1, 1.0):
+            add(f"adv-{a}-{lam}", "adversarial", a, (a + 1) % m, single[a] | (rng.random(n) < 0.02), lam)
+    store.import_rows(pa.table({f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in SCHEMA}))
+    return names
+
+
+def test_fig2_above_the_threshold_shows_the_strongest_effects_and_says_so(tmp_path):
+    from aal_sweep.report.figures import LARGE_M, TOP_EFFECTS, accuracy_bars
+
+    m = LARGE_M + 10
+    _large_store(tmp_path / "res", m)
+    page = write_report(open_results(tmp_path / "res"), tmp_path / "out")
+    _assert_png(tmp_path / "out" / "accuracy_bars.png")
+    image = matplotlib.image.imread(tmp_path / "out" / "accuracy_bars.png")
+    assert image.shape[0] <= 1000 and image.shape[1] <= 1400  # a fixed size, not 0.32 in per attribute
+    text = page.read_text()
+    assert f"for {m} attributes" in text and f"the {TOP_EFFECTS} attributes whose partner lowers them most" in text
+    res = open_results(tmp_path / "res")
+    table = res.partners()
+    fig = accuracy_bars(table, res.matrix())
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == TOP_EFFECTS and labels[0] == "A007 (with A008)"  # the strongest effect on top
+    drops = table[table["attribute"] != "mean"].set_index("attribute")["multi_minus_single"]
+    shown = [label.split(" (with ")[0] for label in labels]
+    assert list(drops.loc[shown]) == sorted(drops.dropna())[:TOP_EFFECTS]
+
+
+def test_fig2_at_the_threshold_keeps_three_bars_per_attribute():
+    import pandas as pd
+
+    from aal_sweep.report.figures import LARGE_M, accuracy_bars
+
+    names = [f"A{i:03d}" for i in range(LARGE_M)]
+    rng = np.random.default_rng(0)
+    single = rng.uniform(0.8, 0.9, LARGE_M)
+    table = pd.DataFrame({"attribute": names + ["mean"], "partner": names[1:] + names[:1] + [None],
+                          "single": [*single, single.mean()], "multi": [*(single - 0.01), 0],
+                          "adversarial": [*(single + 0.005), 0], "multi_minus_single": -0.01,
+                          "adv_minus_single": 0.005})
+    matrix = pd.DataFrame(0.85, index=names, columns=names)
+    fig = accuracy_bars(table, matrix)
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == names
+    assert len(fig.axes[0].patches) == 3 * LARGE_M

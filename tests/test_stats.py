@@ -85,23 +85,23 @@ def test_bootstrap_interval_agrees_with_scipy_percentile_bootstrap():
     rng = np.random.default_rng(2)
     base = rng.random(600) < 0.8
     other = base ^ (rng.random(600) < 0.1)
-    d, lo, hi = stats.bootstrap_ci(base[None], other[None], 0.95, n_boot=4000)
+    d, lo, hi = stats.bootstrap_ci(base[None], other[None], 0.95)
     ref = sp.bootstrap((other.astype(float) - base.astype(float),), np.mean, method="percentile",
                        n_resamples=4000, confidence_level=0.95, random_state=3).confidence_interval
     assert d[0] == pytest.approx(other.mean() - base.mean())
-    # two Monte Carlo estimates of the same percentiles: equal within their resampling error
-    assert lo[0] == pytest.approx(ref.low, abs=0.004) and hi[0] == pytest.approx(ref.high, abs=0.004)
+    # the exact percentiles and scipy's 4,000-resample estimate of them: equal within its resampling error
+    assert lo[0] == pytest.approx(ref.low, abs=0.003) and hi[0] == pytest.approx(ref.high, abs=0.003)
 
 
 def test_count_bootstrap_is_the_image_bootstrap():
-    # the interval is drawn from discordant counts; resampling the images themselves gives the same law
+    # the interval comes from discordant counts; resampling the images themselves gives the same law
     rng = np.random.default_rng(7)
     base = rng.random((3, 2000)) < 0.85
     other = base ^ (rng.random((3, 2000)) < np.array([[0.02], [0.06], [0.1]]))
-    _, lo, hi = stats.bootstrap_ci(base, other, 0.9, n_boot=4000)
+    _, lo, hi = stats.bootstrap_ci(base, other, 0.9)
     reps = image_bootstrap(other.astype(np.float32) - base.astype(np.float32), 4000, seed=11)
     ref_lo, ref_hi = np.quantile(reps, [0.05, 0.95], axis=0)
-    np.testing.assert_allclose(lo, ref_lo, atol=0.002)  # Monte Carlo error of two 4,000-resample estimates
+    np.testing.assert_allclose(lo, ref_lo, atol=0.002)  # the Monte Carlo error of a 4,000-resample estimate
     np.testing.assert_allclose(hi, ref_hi, atol=0.002)
 
 
@@ -209,7 +209,7 @@ def _derived(trials):
 
 def test_pairs_table_one_seed_mcnemar_and_holm_within_rows():
     trials = _store(hurt=0.05)
-    t = pairs_table(trials, list("ABC"), n_boot=500)
+    t = pairs_table(trials, list("ABC"))
     assert list(t.columns) == PAIR_COLUMNS and len(t) == 6
     ab = t[(t.attribute == "A") & (t.partner == "B")].iloc[0]
     single = stats.unpack(trials[(trials.kind == "single") & (trials.attribute == "A")].val_correct.iloc[0], N)
@@ -227,7 +227,7 @@ def test_pairs_table_one_seed_mcnemar_and_holm_within_rows():
 def test_significant_rule_finds_the_real_partner_and_argmin_names_one_everywhere():
     for hurt, expect_ab in ((0.05, True), (0.0, False)):
         trials = _store(seeds=(0, 1), hurt=hurt)
-        pairs = pairs_table(trials, list("ABC"), n_boot=500)
+        pairs = pairs_table(trials, list("ABC"))
         base = baseline_table(trials, list("ABC"))
         argmin = choose_partners(_derived(trials), pairs, base, "argmin")
         significant = choose_partners(_derived(trials), pairs, base, "significant")
@@ -247,7 +247,7 @@ def test_statistics_unavailable_without_correctness_vectors():
     trials = _store(hurt=0.05)
     trials["val_correct"] = None  # a results folder written before the vectors were stored
     trials = trials.drop(columns=["val_majority"])
-    pairs = pairs_table(trials, list("ABC"), n_boot=100)
+    pairs = pairs_table(trials, list("ABC"))
     assert (pairs.test == UNAVAILABLE).all() and pairs.p_value.isna().all() and pairs.significant.isna().all()
     assert pairs["drop"].notna().all()  # the accuracy difference is still known
     assert pairs.at_baseline.isna().all() and pairs.majority.isna().all()
@@ -266,7 +266,7 @@ def test_majority_baseline_flags_a_one_class_model():
     trials.at[idx, "val_acc"] = one_class.mean()
     base = baseline_table(trials, list("ABC"))
     assert not base.loc["C", "single_above_majority"] and base.loc["A", "single_above_majority"]
-    pairs = pairs_table(trials, list("ABC"), n_boot=100)
+    pairs = pairs_table(trials, list("ABC"))
     assert pairs[pairs.attribute == "C"].at_baseline.all()
     assert not pairs[pairs.attribute == "A"].at_baseline.any()
 
@@ -279,7 +279,7 @@ def test_adversarial_gains_on_the_test_split():
     rows = [_row("single", "A", None, 0, single), _row("pair", "A", "B", 0, multi),
             _row("adversarial", "A", "B", 0, adv, lam=0.1)]
     chosen = pd.DataFrame({"attribute": ["A"], "partner": ["B"], "lambda": [0.1]})
-    g = adversarial_gains(pd.DataFrame(rows), chosen, n_boot=300)
+    g = adversarial_gains(pd.DataFrame(rows), chosen)
     assert list(g.columns) == GAIN_COLUMNS and list(g.versus) == ["single", "multi"]
     assert g.gain.iloc[0] == pytest.approx(adv.mean() - single.mean())
     assert g.holds.all() and (g.split == "test").all()
@@ -351,7 +351,7 @@ def test_partner_settings_round_trip_through_sweep_yaml():
 def test_significant_rule_skips_cells_at_the_majority_baseline():
     trials = _store(hurt=0.05)
     trials.loc[trials.attribute == "A", "val_majority"] = 0.9  # A's models (85%) do no better than one class
-    pairs = pairs_table(trials, list("ABC"), n_boot=100)
+    pairs = pairs_table(trials, list("ABC"))
     ab = pairs.set_index(["attribute", "partner"]).loc[("A", "B")]
     assert ab["significant"] and ab["at_baseline"]
     chosen = choose_partners(_derived(trials), pairs, baseline_table(trials, list("ABC")), "significant")
@@ -362,3 +362,128 @@ def test_significant_rule_skips_cells_at_the_majority_baseline():
 def test_image_variance_of_integer_differences_is_exact():
     d = np.random.default_rng(8).integers(-3, 4, size=(5, 1001)).astype(np.int16)
     np.testing.assert_allclose(stats.image_variance(d), d.astype(float).var(axis=1) / 1001, rtol=1e-12)
+
+
+# ---- the exact bootstrap interval and the vectorised tables ------------------------------------------
+
+
+def monte_carlo_bootstrap(b, c, n, level=0.95, n_boot=2000, seed=0):
+    """The reference: the interval as computed before it was exact (2,000 resamples drawn as the two
+    discordant counts, seed 0), i.e. a Monte Carlo estimate of the quantiles bootstrap_interval computes."""
+    b, c = np.asarray(b, dtype=np.int64), np.asarray(c, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    b_star = rng.binomial(n, b / n, size=(n_boot, len(b)))
+    rest = n - b
+    c_star = rng.binomial(n - b_star, np.divide(c, rest, out=np.zeros(len(c)), where=rest > 0))
+    return np.quantile((c_star - b_star) / n, [(1 - level) / 2, (1 + level) / 2], axis=0)
+
+
+def enumerated_quantiles(b, c, n, level):
+    """The bootstrap distribution of D = C* - B* enumerated exactly (B* ~ Bin(n, b/n), C* | B* ~
+    Bin(n - B*, c / (n - b))): the smallest d with P[D <= d] >= q, for both ends."""
+    k = np.arange(int(min(n, b + 12 * np.sqrt(b) + 30)) + 1)
+    j = np.arange(int(min(n, c + 12 * np.sqrt(c) + 30)) + 1)
+    joint = sp.binom.pmf(k, n, b / n)[:, None] * sp.binom.pmf(j[None, :], (n - k)[:, None], c / (n - b) if n > b else 0)
+    d = j[None, :] - k[:, None] + k[-1]
+    cdf = np.cumsum(np.bincount(d.ravel(), weights=joint.ravel(), minlength=len(k) + len(j)))
+    return [(np.searchsorted(cdf, q - 1e-12) - k[-1]) / n for q in ((1 - level) / 2, (1 + level) / 2)]
+
+
+def test_exact_bootstrap_interval_is_the_enumerated_distribution_quantile():
+    rng = np.random.default_rng(12)
+    cases = [(n, b, c) for n in (3, 10, 40) for b in range(0, 6) for c in range(0, 6) if 0 < b + c <= n]
+    for _ in range(250):
+        n = int(rng.choice([400, 1003, 19867]))
+        total = int(np.exp(rng.uniform(np.log(6), np.log(min(n, 3000)))))
+        c = int(rng.integers(0, total + 1))
+        cases.append((n, total - c, c))
+    off = []
+    for n, b, c in cases:
+        for level in (0.9, 0.95, 0.99):
+            lo, hi = stats.bootstrap_interval(np.array([b]), np.array([c]), n, level)
+            ref = enumerated_quantiles(b, c, n, level)
+            off += [abs(lo[0] - ref[0]) * n, abs(hi[0] - ref[1]) * n]
+    off = np.round(off)
+    assert off.max() <= 1  # never more than one lattice step (1/n) from the exact quantile
+    assert (off == 0).mean() > 0.95
+    lo, hi = stats.bootstrap_interval(np.array([0, 9, 0]), np.array([0, 0, 9]), 9)  # no spread: a point
+    np.testing.assert_array_equal(lo, [0, -1, 1])
+    np.testing.assert_array_equal(hi, lo)
+
+
+def test_exact_interval_differs_from_the_monte_carlo_one_by_its_noise_only():
+    rng = np.random.default_rng(13)
+    n = 19867
+    b, c = rng.integers(20, 900, 400), rng.integers(20, 900, 400)
+    lo, hi = stats.bootstrap_interval(b, c, n)
+    mc_lo, mc_hi = monte_carlo_bootstrap(b, c, n)
+    # the Monte Carlo sd of a 2.5% percentile of 2,000 resamples: sqrt(q (1 - q) / 2000) / density
+    sd_boot = np.sqrt(((b + c) / n - ((c - b) / n) ** 2) / n)
+    mc_sd = sd_boot * np.sqrt(0.025 * 0.975 / 2000) / sp.norm.pdf(sp.norm.ppf(0.025))
+    for new, old in ((lo, mc_lo), (hi, mc_hi)):
+        z = (new - old) / mc_sd
+        assert np.abs(new - old).max() <= 4.5 * mc_sd.max() + 1 / n
+        assert abs(z.mean()) < 0.2 and 0.7 < z.std() < 1.3  # unbiased, and the spread is the noise's
+
+
+def test_vectorised_tables_match_the_stored_reference():
+    """tests/data/*_reference_*.csv: the tables of a random store by the per-cell implementation before
+    vectorisation. Identical, but for the one-seed interval ends, which were its Monte Carlo estimates."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_pairs_reference import NAMES, N_IMAGES, chosen, reference_store
+
+    for label, seeds in (("1seed", (0,)), ("3seeds", (0, 1, 2))):
+        trials = reference_store(seeds)
+        pairs = pairs_table(trials, NAMES)
+        gains = pd.concat([adversarial_gains(trials, chosen(trials), split=s) for s in ("val", "test")])
+        for new, ref in ((pairs, pd.read_csv(Path(__file__).parent / "data" / f"pairs_reference_{label}.csv")),
+                         (gains.reset_index(drop=True),
+                          pd.read_csv(Path(__file__).parent / "data" / f"gains_reference_{label}.csv"))):
+            assert list(new.columns) == list(ref.columns) and len(new) == len(ref)
+            one_seed = (new["test"] == "mcnemar").to_numpy()
+            for col in new.columns:
+                got, want = new[col], ref[col]
+                if col in ("ci_low", "ci_high"):
+                    got, want = got.to_numpy(float), want.to_numpy(float)
+                    np.testing.assert_array_equal(got[~one_seed], want[~one_seed])
+                    assert np.all(np.abs(got[one_seed] - want[one_seed]) <= 3 / N_IMAGES)  # Monte Carlo noise
+                elif got.dtype == object or str(got.dtype) in ("str", "string"):
+                    assert [None if pd.isna(x) else str(x) for x in got] == \
+                        [None if pd.isna(x) else str(x) for x in want], col
+                else:  # p-values, drops, accuracies, spreads, seeds, flags: the same numbers
+                    np.testing.assert_array_equal(got.astype(float).to_numpy(), want.astype(float).to_numpy(),
+                                                  err_msg=col)
+
+
+def test_arrow_backed_bits_give_the_same_table_as_bytes():
+    # what Store.stats_rows hands over: the bit column in Arrow memory, several chunks, nulls between
+    import pyarrow as pa
+
+    from aal_sweep.analysis.bits import Packed
+
+    trials = _store(seeds=(0, 1), hurt=0.05)
+    trials.loc[3, "val_correct"] = None
+    blobs = trials["val_correct"].tolist()
+    arrow = pa.chunked_array([pa.array(blobs[:5], pa.binary()), pa.array(blobs[5:], pa.binary())])
+    frame = trials.assign(val_correct=pd.Series(pd.arrays.ArrowExtensionArray(arrow), index=trials.index))
+    pd.testing.assert_frame_equal(pairs_table(frame, list("ABC")), pairs_table(trials, list("ABC")))
+    bits = Packed.of(frame["val_correct"], N)
+    assert not bits.has[3] and bits.has[[0, 4, 5, 10]].all()
+    rows = [0, 4, 5, 10]
+    want = np.stack([stats.unpack(blobs[i], N) for i in rows])
+    np.testing.assert_array_equal(bits.ones(rows), want.sum(axis=1))
+    np.testing.assert_array_equal(bits.both(rows, rows[::-1]), (want & want[::-1]).sum(axis=1))
+
+
+def test_padding_bits_and_odd_blobs_are_ignored():
+    from aal_sweep.analysis.bits import Packed
+
+    v = np.random.default_rng(14).random(13) < 0.5  # 2 bytes, 3 padding bits
+    blob = bytearray(stats.pack(v))
+    blob[-1] |= 0b111  # garbage in the padding: unpackbits(count=13) ignores it, so must the counts
+    bits = Packed.of(pd.Series([bytes(blob), b"\x00", None, float("nan")], dtype=object), 13)
+    assert list(bits.has) == [True, False, False, False]
+    assert bits.ones([0])[0] == v.sum() and bits.both([0], [0])[0] == v.sum()

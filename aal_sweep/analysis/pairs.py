@@ -12,6 +12,9 @@ pair trial is paired with seed s of a's single trial; a cell uses the seeds both
 Statistics need the rows' `val_correct` / `test_correct` vectors: where a cell lacks one (results written
 before they were stored) its drop is still the accuracy difference but `test` says "unavailable" and
 ci_low, ci_high, p_value, p_adjusted and significant are empty.
+
+Every statistic is computed for all cells at once, from counts: popcounts of the packed bits
+(analysis.bits), never one Python step per cell, so a 1,000-attribute matrix (999,000 cells) takes seconds.
 """
 
 from __future__ import annotations
@@ -20,39 +23,50 @@ import numpy as np
 import pandas as pd
 
 from aal_sweep.analysis import stats
+from aal_sweep.analysis.bits import Packed
 
 PAIR_COLUMNS = ["attribute", "partner", "single", "multi", "drop", "ci_low", "ci_high", "p_value", "p_adjusted",
                 "significant", "n_seeds", "single_sd", "multi_sd", "drop_sd", "test", "majority", "at_baseline"]
 GAIN_COLUMNS = ["attribute", "partner", "lambda", "versus", "split", "adversarial", "reference", "gain", "ci_low",
                 "ci_high", "p_value", "p_adjusted", "holds", "n_seeds", "test"]
 UNAVAILABLE = "unavailable"
-_CELLS_PER_BLOCK = 512  # cells compared at once: bounds memory at 512 x seeds x n bools per side
-Vectors = dict[int, tuple[np.ndarray | None, float]]  # seed -> (bool correctness vector or None, accuracy)
+BIT_COLUMNS = ["val_correct", "test_correct"]  # the wide columns: never copied by a filter here
 
 
-def pairs_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05, correction: str = "holm",
-                n_boot: int = stats.N_BOOT, intervals: bool = True) -> pd.DataFrame:
+def pairs_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05,
+                correction: str = "holm") -> pd.DataFrame:
     """One row per ordered pair (a, b), a != b, in the sweep's order, with every statistic (PAIR_COLUMNS).
 
     p_adjusted is adjusted within each attribute's row over the candidates that have a p-value; the
-    interval's level is 1 - alpha. A missing cell (no single or no pair result) has NaN everywhere.
-    intervals=False skips the one-seed bootstrap (ci_low / ci_high NaN there): choosing partners needs only
-    the p-values, and planning should not pay for resampling."""
-    ok = trials[trials["status"] == "ok"]
-    single = _vectors(ok[ok["kind"] == "single"], "val", ["attribute"])
-    pair = _vectors(ok[ok["kind"] == "pair"], "val", ["attribute", "partner"])
-    cells = [(a, b) for a in attributes for b in attributes if a != b]
-    comparisons = [(single.get((a,)), pair.get((a, b))) for a, b in cells]
-    out = compare(comparisons, 1 - alpha, n_boot if intervals else 0)
-    out.insert(0, "attribute", [a for a, _ in cells])
-    out.insert(1, "partner", [b for _, b in cells])
+    interval's level is 1 - alpha. A missing cell (no single or no pair result) has NaN everywhere."""
+    attributes = list(attributes)
+    rows = _narrow(trials)
+    m = len(attributes)
+    ok = (rows["status"] == "ok").to_numpy()
+    kind = rows["kind"].to_numpy(dtype=object)
+    a_code = _codes(rows["attribute"], attributes)
+    b_code = _codes(rows["partner"], attributes)
+    seeds, s_code = _seed_codes(rows["seed"])
+    # dense (attribute[, partner], seed) -> row position tables: a 1,000-attribute sweep is 8 MB per seed
+    single_at = np.full((m, len(seeds)), -1, dtype=np.int64)
+    pair_at = np.full((m, m, len(seeds)), -1, dtype=np.int64)
+    pos = np.arange(len(rows))
+    sel = ok & (kind == "single") & (a_code >= 0)
+    single_at[a_code[sel], s_code[sel]] = pos[sel]  # a repeated key keeps its last row, as before
+    sel = ok & (kind == "pair") & (a_code >= 0) & (b_code >= 0)
+    pair_at[a_code[sel], b_code[sel], s_code[sel]] = pos[sel]
+    ia, ib = np.nonzero(~np.eye(m, dtype=bool))  # the ordered pairs in the sweep's (row-major) order
+    out = compare(trials, "val", single_at[ia], pair_at[ia, ib], 1 - alpha)
+    names = np.array(attributes, dtype=object)
+    out.insert(0, "attribute", names[ia])
+    out.insert(1, "partner", names[ib])
     out = out.rename(columns={"base": "single", "other": "multi", "difference": "drop", "base_sd": "single_sd",
                               "other_sd": "multi_sd"})
     out["p_adjusted"] = _adjust_within(out, "attribute", correction)
     out["significant"] = _below(out["p_adjusted"], alpha)
-    base = baseline_table(trials, attributes, alpha)
+    base = baseline_table(rows, attributes, alpha)
     out["majority"] = out["attribute"].map(base["majority"]).astype(float)
-    multi_above = _above(out["multi"], out["n_seeds"], _split_size(ok, "val"), out["majority"], alpha)
+    multi_above = _above(out["multi"], out["n_seeds"], _split_size(rows[ok], "val"), out["majority"], alpha)
     single_above = out["attribute"].map(base["single_above_majority"]).astype("boolean")
     out["at_baseline"] = (~single_above | ~multi_above).where(out["majority"].notna() & out["multi"].notna())
     return out[PAIR_COLUMNS]
@@ -63,9 +77,11 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
     `val_majority`), single (mean single-task accuracy over seeds), n_seeds, p_above (one-sided exact
     binomial: single accuracy above the majority rate, seeds pooled) and single_above_majority (p_above
     < alpha). NaN / NA where the store lacks the rate (results written before it was recorded)."""
+    trials = _narrow(trials)
     ok = trials[trials["status"] == "ok"]
-    rates = ok.groupby("attribute")["val_majority"].first() if "val_majority" in ok else pd.Series(dtype=float)
-    single = ok[ok["kind"] == "single"].groupby("attribute")["val_acc"].agg(["mean", "count"])
+    rates = ok.groupby("attribute", observed=True)["val_majority"].first() if "val_majority" in ok \
+        else pd.Series(dtype=float)
+    single = ok[ok["kind"] == "single"].groupby("attribute", observed=True)["val_acc"].agg(["mean", "count"])
     out = pd.DataFrame(index=pd.Index(list(attributes), name="attribute"))
     out["majority"] = rates.reindex(out.index).astype(float)
     out["single"] = single["mean"].reindex(out.index).astype(float)
@@ -78,7 +94,7 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
 
 
 def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float = 0.05, correction: str = "holm",
-                      split: str = "test", n_boot: int = stats.N_BOOT) -> pd.DataFrame:
+                      split: str = "test") -> pd.DataFrame:
     """Does each chosen adversarial run beat a's single-task model, and the pair model it replaces?
 
     `chosen`: partners.select_adversarial (attribute, partner, lambda). Two rows per attribute (versus
@@ -86,107 +102,158 @@ def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float =
     default: lambda was chosen on validation accuracy, so the validation gain of the chosen lambda is
     biased upwards. p-values are adjusted across attributes (one family per `versus`); `holds` is a
     positive gain whose adjusted p-value is below alpha."""
-    ok = trials[trials["status"] == "ok"]
-    single = _vectors(ok[ok["kind"] == "single"], split, ["attribute"])
-    pair = _vectors(ok[ok["kind"] == "pair"], split, ["attribute", "partner"])
-    adv = _vectors(ok[ok["kind"] == "adversarial"], split, ["attribute", "partner", "lambda"])
-    rows, comparisons = [], []
-    for versus in ("single", "multi"):
-        for a, b, lam in zip(chosen["attribute"], chosen["partner"], chosen["lambda"]):
-            reference = single.get((a,)) if versus == "single" else pair.get((a, b))
-            comparisons.append((reference, adv.get((a, b, lam))))
-            rows.append({"attribute": a, "partner": b, "lambda": lam, "versus": versus, "split": split})
-    if not rows:
+    if not len(chosen):
         return pd.DataFrame(columns=GAIN_COLUMNS)
-    out = pd.concat([pd.DataFrame(rows), compare(comparisons, 1 - alpha, n_boot)], axis=1)
+    rows = _narrow(trials)
+    ok = rows["status"].to_numpy() == "ok"
+    seeds, s_code = _seed_codes(rows["seed"])
+    a, b, lam = (chosen[c].tolist() for c in ("attribute", "partner", "lambda"))
+    single = _lookup(rows, ok, "single", ["attribute"], s_code, len(seeds), [(x,) for x in a])
+    pair = _lookup(rows, ok, "pair", ["attribute", "partner"], s_code, len(seeds), list(zip(a, b)))
+    adv = _lookup(rows, ok, "adversarial", ["attribute", "partner", "lambda"], s_code, len(seeds),
+                  list(zip(a, b, lam)))
+    k = len(a)
+    table = pd.DataFrame({"attribute": a * 2, "partner": b * 2, "lambda": lam * 2,
+                          "versus": ["single"] * k + ["multi"] * k, "split": split})
+    stat = compare(trials, split, np.vstack([single, pair]), np.vstack([adv, adv]), 1 - alpha)
+    out = pd.concat([table, stat], axis=1)
     out = out.rename(columns={"base": "reference", "other": "adversarial", "difference": "gain"})
     out["p_adjusted"] = _adjust_within(out, "versus", correction)
     out["holds"] = (_below(out["p_adjusted"], alpha) & (out["gain"] > 0)).astype("boolean")
     return out[GAIN_COLUMNS]
 
 
-def compare(comparisons: list[tuple[Vectors | None, Vectors | None]], level: float = 0.95,
-            n_boot: int = stats.N_BOOT) -> pd.DataFrame:
-    """Per (base, other) pair of per-seed vectors: base, other (mean accuracy over seeds), difference
-    other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads across seeds, NaN
-    with one), test. Seeds are paired by number; cells are batched.
-    n_boot=0: no bootstrap, so one-seed cells get no interval."""
-    k = len(comparisons)
+def compare(trials: pd.DataFrame, split: str, base_at: np.ndarray, other_at: np.ndarray,
+            level: float = 0.95) -> pd.DataFrame:
+    """Per cell k: the rows base_at[k, s] and other_at[k, s] of `trials` (positions; -1: none) are the
+    base and the other model of seed s. Returns base, other (mean accuracy over the seeds both have),
+    difference other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads
+    across seeds, NaN with one) and test, from `<split>_correct` where every row of the cell has a vector
+    of the split's size, else from `<split>_acc` (test "unavailable": no interval, no p-value)."""
+    k = len(base_at)
     res = {c: np.full(k, np.nan) for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd",
                                            "other_sd", "drop_sd")}
-    res["n_seeds"] = np.zeros(k, dtype=np.int64)
     test = np.full(k, None, dtype=object)
-    groups: dict[int, list[int]] = {}
-    for i, (base, other) in enumerate(comparisons):
-        if not base or not other:
-            continue
-        seeds = sorted(set(base) & set(other))
-        if not seeds:
-            continue
-        res["n_seeds"][i] = len(seeds)
-        b = [base[s][0] for s in seeds]
-        o = [other[s][0] for s in seeds]
-        if any(v is None for v in b + o) or len({len(v) for v in b + o}) != 1:
-            # no vectors: the accuracies still give the difference, but nothing to test it with
-            test[i] = UNAVAILABLE
-            acc_b, acc_o = (np.array([m[s][1] for s in seeds], dtype=float) for m in (base, other))
-            res["base"][i], res["other"][i], res["difference"][i] = acc_b.mean(), acc_o.mean(), (acc_o - acc_b).mean()
-            if len(seeds) > 1:  # the spread across seeds of each accuracy and of the drop
-                res["base_sd"][i], res["other_sd"][i] = acc_b.std(ddof=1), acc_o.std(ddof=1)
-                res["drop_sd"][i] = (acc_o - acc_b).std(ddof=1)
-            continue
-        groups.setdefault(len(seeds), []).append(i)
-    for s, idx in groups.items():
-        for start in range(0, len(idx), _CELLS_PER_BLOCK):
-            block = idx[start:start + _CELLS_PER_BLOCK]
-            _compare_block(comparisons, block, s, level, n_boot, res)
-            test[block] = "mcnemar" if s == 1 else "seeds-t"
+    both = (base_at >= 0) & (other_at >= 0)
+    n_seeds = both.sum(axis=1)
+    # the seeds both have, moved to the front in seed order: cell k uses columns [0, n_seeds[k])
+    order = np.argsort(~both, axis=1, kind="stable")
+    base_at, other_at = np.take_along_axis(base_at, order, 1), np.take_along_axis(other_at, order, 1)
+    rows = _narrow(trials)
+    acc = rows[f"{split}_acc"].to_numpy(dtype=np.float64)
+    n = _split_size(rows, split)
+    col = f"{split}_correct"
+    if col in trials and n == n and n > 0:
+        bits = Packed.of(trials[col], int(n))
+        has = bits.has & (rows[f"n_{split}"].to_numpy(dtype=np.float64) == n)
+    else:
+        bits, has = None, np.zeros(len(rows), dtype=bool)
+    for s in np.unique(n_seeds[n_seeds > 0]):
+        cells = np.flatnonzero(n_seeds == s)
+        bp, op = base_at[cells, :s], other_at[cells, :s]
+        with_bits = has[bp].all(axis=1) & has[op].all(axis=1)
+        _from_accuracies(cells[~with_bits], acc[bp[~with_bits]], acc[op[~with_bits]], res)
+        test[cells[~with_bits]] = UNAVAILABLE
+        if with_bits.any():
+            _from_bits(cells[with_bits], bits, bp[with_bits], op[with_bits], int(n), level, res)
+            test[cells[with_bits]] = "mcnemar" if s == 1 else "seeds-t"
     out = pd.DataFrame(res)
+    out["n_seeds"] = pd.array(np.where(n_seeds > 0, n_seeds, 0), dtype="Int64")
+    out["n_seeds"] = out["n_seeds"].where(n_seeds > 0)
     out["test"] = test
-    out["n_seeds"] = out["n_seeds"].astype("Int64").where(out["n_seeds"] > 0)
     return out
 
 
-def _compare_block(comparisons, block: list[int], n_seeds: int, level: float, n_boot: int, res: dict) -> None:
-    """Fill `res` at `block`: cells that all have `n_seeds` paired seeds and correctness vectors."""
-    def stacked(side: int) -> np.ndarray:  # (K, S, n), seeds paired by number
-        return np.stack([np.stack([comparisons[i][side][s][0]
-                                   for s in sorted(set(comparisons[i][0]) & set(comparisons[i][1]))])
-                         for i in block])
-
-    base, other = stacked(0), stacked(1)
-    n = base.shape[2]
-    acc_base, acc_other = base.sum(axis=2) / n, other.sum(axis=2) / n  # (K, S): each seed's accuracy
-    per_seed = acc_other - acc_base
-    res["base"][block], res["other"][block] = acc_base.mean(axis=1), acc_other.mean(axis=1)
-    if n_seeds == 1:
-        b = (base[:, 0] & ~other[:, 0]).sum(axis=1)  # discordant counts: all the one-seed statistics need
-        c = (~base[:, 0] & other[:, 0]).sum(axis=1)
-        res["difference"][block] = per_seed[:, 0]
-        if n_boot:
-            _, res["ci_low"][block], res["ci_high"][block] = stats.bootstrap_ci_counts(b, c, n, level, n_boot)
-        res["p_value"][block] = stats.mcnemar_counts(b, c)
+def _from_accuracies(cells: np.ndarray, acc_b: np.ndarray, acc_o: np.ndarray, res: dict) -> None:
+    """Cells without vectors: the accuracies still give the difference, but nothing to test it with."""
+    if not len(cells):
         return
-    # S x the seed-averaged per-image difference, in small integers: no float copy of (K, S, n)
-    diff = other.sum(axis=1, dtype=np.int16) - base.sum(axis=1, dtype=np.int16)
-    image_var = stats.image_variance(diff) / n_seeds ** 2
+    res["base"][cells], res["other"][cells] = acc_b.mean(axis=1), acc_o.mean(axis=1)
+    res["difference"][cells] = (acc_o - acc_b).mean(axis=1)
+    if acc_b.shape[1] > 1:  # the spread across seeds of each accuracy and of the drop
+        res["base_sd"][cells], res["other_sd"][cells] = acc_b.std(axis=1, ddof=1), acc_o.std(axis=1, ddof=1)
+        res["drop_sd"][cells] = (acc_o - acc_b).std(axis=1, ddof=1)
+
+
+def _from_bits(cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, n: int, level: float,
+               res: dict) -> None:
+    """Cells whose every seed has vectors; bp, op: (K, S) row positions, seeds paired by column."""
+    s = bp.shape[1]
+    ones_b = _ones(bits, bp)
+    if s == 1 and 4 * len(op) > len(bits.has) and np.bincount(op[:, 0], minlength=1).max() == 1:
+        # a whole matrix: each pair row is the other side of one cell; count it in one pass over the bits
+        partner = np.full(len(bits.has), -1, dtype=np.int64)
+        partner[op[:, 0]] = bp[:, 0]
+        ones_all, both_all = bits.scan(partner)
+        ones_o, right_both = ones_all[op], both_all[op[:, 0]]
+    else:
+        ones_o, right_both = _ones(bits, op), None
+    acc_base, acc_other = ones_b / n, ones_o / n  # (K, S): each seed's accuracy
+    per_seed = acc_other - acc_base
+    res["base"][cells], res["other"][cells] = acc_base.mean(axis=1), acc_other.mean(axis=1)
+    if s == 1:
+        right_both = bits.both(bp[:, 0], op[:, 0]) if right_both is None else right_both
+        b = ones_b[:, 0] - right_both  # only the base is right
+        c = ones_o[:, 0] - right_both  # only the other is right
+        res["difference"][cells] = per_seed[:, 0]
+        res["ci_low"][cells], res["ci_high"][cells] = stats.bootstrap_interval(b, c, n, level)
+        res["p_value"][cells] = stats.mcnemar_counts(b, c)
+        return
+    # D_i = sum over seeds of (other right - base right) on image i; sum_i D_i and sum_i D_i^2 from
+    # popcounts: sum_i x_s x_t for x = other - base expands into four ANDs of two rows
+    total = (ones_o - ones_b).sum(axis=1)
+    squares = np.zeros(len(cells), dtype=np.int64)
+    for i in range(s):
+        squares += ones_o[:, i] + ones_b[:, i] - 2 * bits.both(op[:, i], bp[:, i])
+        for j in range(i + 1, s):
+            cross = (bits.both(op[:, i], op[:, j]) - bits.both(op[:, i], bp[:, j])
+                     - bits.both(bp[:, i], op[:, j]) + bits.both(bp[:, i], bp[:, j]))
+            squares += 2 * cross
+    image_var = stats.image_variance_of_sums(total, squares, n) / s ** 2
     mean, lo, hi, p, _ = stats.seed_test(per_seed, image_var, level)
-    res["difference"][block], res["ci_low"][block], res["ci_high"][block], res["p_value"][block] = mean, lo, hi, p
-    res["drop_sd"][block] = per_seed.std(axis=1, ddof=1)
-    res["base_sd"][block] = acc_base.std(axis=1, ddof=1)
-    res["other_sd"][block] = acc_other.std(axis=1, ddof=1)
+    res["difference"][cells], res["ci_low"][cells], res["ci_high"][cells], res["p_value"][cells] = mean, lo, hi, p
+    res["drop_sd"][cells] = per_seed.std(axis=1, ddof=1)
+    res["base_sd"][cells] = acc_base.std(axis=1, ddof=1)
+    res["other_sd"][cells] = acc_other.std(axis=1, ddof=1)
 
 
-def _vectors(rows: pd.DataFrame, split: str, keys: list[str]) -> dict[tuple, Vectors]:
-    """{key: {seed: (bool vector or None, accuracy)}} from the rows' packed `<split>_correct` and
-    `<split>_acc` (None: no vector recorded)."""
-    col, n_col = f"{split}_correct", f"n_{split}"
-    out: dict[tuple, Vectors] = {}
-    blobs = rows[col] if col in rows else pd.Series([None] * len(rows), index=rows.index)
-    for key, seed, blob, n, acc in zip(zip(*(rows[k] for k in keys)), rows["seed"], blobs, rows[n_col],
-                                       rows[f"{split}_acc"]):
-        vec = stats.unpack(blob, int(n)) if isinstance(blob, (bytes, bytearray)) and not pd.isna(n) else None
-        out.setdefault(tuple(key), {})[int(seed)] = (vec, float(acc))
+def _ones(bits: Packed, at: np.ndarray) -> np.ndarray:
+    """Images right per row of `at` (K, S), each distinct row counted once (a single row serves M - 1 cells)."""
+    unique, inverse = np.unique(at, return_inverse=True)
+    return bits.ones(unique)[inverse].reshape(at.shape)
+
+
+def _narrow(trials: pd.DataFrame) -> pd.DataFrame:
+    """`trials` without the bit columns: filtering it then never copies the bits (copy-on-write)."""
+    return trials.drop(columns=[c for c in BIT_COLUMNS if c in trials])
+
+
+def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
+    """Each value's position in `names`; -1 for anything else (None, a name of another sweep)."""
+    return pd.Index(names).get_indexer(values.astype(object).where(values.notna(), None))
+
+
+def _seed_codes(seeds: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct seeds, sorted; each row's position among them)."""
+    values = seeds.to_numpy(dtype=np.int64)
+    distinct, code = np.unique(values, return_inverse=True)
+    return distinct, code.reshape(-1)
+
+
+def _lookup(rows: pd.DataFrame, ok: np.ndarray, kind: str, keys: list[str], s_code: np.ndarray, n_seeds: int,
+            wanted: list[tuple]) -> np.ndarray:
+    """(len(wanted), n_seeds) row positions of the ok `kind` rows with key `wanted[k]` and seed s; -1: none."""
+    out = np.full((len(wanted), n_seeds), -1, dtype=np.int64)
+    sel = np.flatnonzero(ok & (rows["kind"].to_numpy(dtype=object) == kind))
+    if not len(sel) or not len(wanted):
+        return out
+    have = pd.MultiIndex.from_arrays([rows[k].to_numpy(dtype=object)[sel] for k in keys] + [s_code[sel]])
+    last = ~have.duplicated(keep="last")  # a repeated key keeps its last row, as before
+    have, sel = have[last], sel[last]
+    for s in range(n_seeds):
+        probe = pd.MultiIndex.from_tuples([(*w, s) for w in wanted])
+        at = have.get_indexer(probe)
+        out[:, s] = np.where(at >= 0, sel[np.maximum(at, 0)], -1)
     return out
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aal_sweep.analysis.pairs import GAIN_COLUMNS, UNAVAILABLE, baseline_table, pairs_table
+from aal_sweep.analysis.pairs import BIT_COLUMNS, GAIN_COLUMNS, UNAVAILABLE, baseline_table, pairs_table
 from aal_sweep.config import PARTNER_RULES
 from aal_sweep.kinds import PARTNER_SEPARATOR
 
@@ -94,6 +94,7 @@ def incomplete_rows(partners: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def _ok(trials: pd.DataFrame, kind: str) -> pd.DataFrame:
+    trials = trials.drop(columns=[c for c in BIT_COLUMNS if c in trials])  # a filter would copy GBs of bits
     return trials[(trials["kind"] == kind) & (trials["status"] == "ok")]
 
 
@@ -145,12 +146,11 @@ class PartnerStatistics:
 
 
 def partner_statistics(derived: pd.DataFrame, rows: pd.DataFrame, attributes: list[str], rule,
-                       allow_partial: bool = False, intervals: bool = True) -> PartnerStatistics:
+                       allow_partial: bool = False) -> PartnerStatistics:
     """The partners of `rule` (a config.PartnersConfig: rule, alpha, correction) with their statistics,
-    from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows). intervals=False
-    skips the one-seed bootstrap: the p-values that choose partners do not depend on it."""
+    from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows)."""
     attributes = list(attributes)
-    pairs = pairs_table(rows, attributes, rule.alpha, rule.correction, intervals=intervals)
+    pairs = pairs_table(rows, attributes, rule.alpha, rule.correction)
     baseline = baseline_table(rows, attributes, rule.alpha)
     chosen = choose_partners(derived, pairs, baseline, rule.rule, rule.alpha, allow_partial=allow_partial)
     return PartnerStatistics(derived, pairs, baseline, chosen)

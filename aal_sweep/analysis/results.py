@@ -52,9 +52,7 @@ def chosen_partners(store: Store, allow_partial: bool = False, attributes=None, 
     derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial, expected)
     if rule.rule == "argmin" and not statistics:
         return derived  # planning with the paper's rule needs no per-image bits
-    # the p-values do not depend on the bootstrap: planning skips it, partners.parquet pays it once
-    chosen = partner_statistics(derived, store.stats_rows(), attributes, rule, allow_partial,
-                                intervals=statistics).chosen
+    chosen = partner_statistics(derived, store.stats_rows(("val",)), attributes, rule, allow_partial).chosen
     if fingerprint is not None:
         chosen.attrs["fingerprint"] = fingerprint
     return chosen
@@ -216,12 +214,12 @@ class Results:
         """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
         significance, seeds and majority baseline (pairs.PAIR_COLUMNS)."""
         rule = self.config.partners
-        return pairs_table(self.store.stats_rows(), self.attributes, rule.alpha, rule.correction)
+        return pairs_table(self.store.stats_rows(("val",)), self.attributes, rule.alpha, rule.correction)
 
     def adversarial_gains(self, allow_partial: bool = False) -> pd.DataFrame:
         """Per attribute with a chosen adversarial run: its gain over single and over the pair model on
         the test split, with interval, p-values adjusted across attributes and `holds` (pairs.GAIN_COLUMNS)."""
-        rows = self.store.stats_rows()
+        rows = self.store.stats_rows(("test",))  # the gains are measured on the test split
         chosen = select_adversarial(rows, self.chosen_partners(allow_partial),
                                     self.config.adversarial.lambda_selection)
         rule = self.config.partners

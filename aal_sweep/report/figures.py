@@ -3,7 +3,8 @@
 Figures follow the paper: the drop matrix (from Table 4), per-attribute bars (Fig. 2) and label
 correlation against accuracy change (Fig. 3). Above LARGE_M attributes a labelled cell grid stops being
 readable (a figure 0.32 in per attribute grows to 7,500 px at 200 attributes): the drop matrix becomes an
-overview in clustered order, without labels.
+overview in clustered order, without labels, and Fig. 2's three bars per attribute become the
+TOP_EFFECTS strongest effects beside the distributions of the changes (accuracy_overview).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 LARGE_M = 60  # above this many attributes: overview + top pairs instead of the labelled grid
+TOP_EFFECTS = 30  # Fig. 2 above LARGE_M: the attributes with the most negative partner effect, by name
 COLOURS = {"single": "#8c8c8c", "multi": "#d6604d", "adversarial": "#2166ac"}
 _DIAGONAL, _MISSING_CELL = "#4d4d4d", "#e0e0e0"
 _FADE = 0.7  # white over a cell that is not significant: its colour keeps 30% of its strength
@@ -91,12 +93,15 @@ def _mark_cells(ax, matrix: pd.DataFrame, partners: pd.DataFrame, drop: np.ndarr
 def accuracy_bars(table: pd.DataFrame, matrix: pd.DataFrame, gains: pd.DataFrame | None = None) -> Figure:
     """Fig. 2: per attribute single / multi-with-partner / adversarial, and their change from single.
     The changes carry their paired confidence intervals as whiskers where known: the drop's (the table's
-    ci_low / ci_high) and the adversarial gain over single (`gains`, validation split)."""
+    ci_low / ci_high) and the adversarial gain over single (`gains`, validation split).
+    Above LARGE_M attributes: the strongest effects and the distributions instead (accuracy_overview)."""
     rows = table[table["attribute"] != "mean"].reset_index(drop=True)
     m = len(rows)
+    if m > LARGE_M:
+        return accuracy_overview(table, gains)
     x = np.arange(m)
     # 0.32 in per attribute, capped: past LARGE_M the names go (unreadable) and the bars stay
-    fig = Figure(figsize=(min(max(7.0, 0.32 * m + 3), 0.32 * LARGE_M + 3), 7.5), layout="constrained")
+    fig = Figure(figsize=(max(7.0, 0.32 * m + 3), 7.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     width = 0.27
     for k, col in enumerate(("single", "multi", "adversarial")):
@@ -116,15 +121,64 @@ def accuracy_bars(table: pd.DataFrame, matrix: pd.DataFrame, gains: pd.DataFrame
                     transform=bottom.get_xaxis_transform())
     # one legend outside the axes: inside it would hide bars, which fill the zoomed panel
     fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncol=3, frameon=False, fontsize=9)
-    fs = _fontsize(m)
-    if m > LARGE_M:
-        bottom.set_xticks([])
-        bottom.set_xlabel(f"{m} attributes in the sweep's order")
-    else:
-        bottom.set_xticks(x, list(rows["attribute"]), rotation=90 if m > 6 else 0, fontsize=fs)
+    bottom.set_xticks(x, list(rows["attribute"]), rotation=90 if m > 6 else 0, fontsize=_fontsize(m))
     bottom.set_xlim(-0.6, m - 0.4)
     for ax in (top, bottom):
         ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def accuracy_overview(table: pd.DataFrame, gains: pd.DataFrame | None = None, top: int = TOP_EFFECTS) -> Figure:
+    """Fig. 2 above LARGE_M attributes, where three bars per attribute cannot be read: left, the `top`
+    attributes whose partner lowers them most, each with its drop (interval whiskers) and its adversarial
+    model's change from single; right, the distributions of both changes over every attribute with a
+    partner, and of the single-task accuracies."""
+    rows = table[table["attribute"] != "mean"].reset_index(drop=True)
+    has = rows[rows["partner"].notna() & rows["multi_minus_single"].notna()]
+    strongest = has.nsmallest(top, "multi_minus_single", keep="first").reset_index(drop=True)
+    fig = Figure(figsize=(12.0, 8.0), layout="constrained")
+    grid = fig.add_gridspec(2, 2, width_ratios=[3, 2])
+    bars, changes, singles = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1])
+    y = np.arange(len(strongest))
+    height = 0.38
+    for k, col in enumerate(("multi_minus_single", "adv_minus_single")):
+        colour = COLOURS["multi" if k == 0 else "adversarial"]
+        label = "multi-task with partner − single" if k == 0 else "adversarial − single"
+        err = _whiskers(strongest, col, gains)
+        bars.barh(y + (k - 0.5) * height, strongest[col] * 100, height, color=colour, label=label,
+                  xerr=err, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "black"})
+    bars.set_yticks(y, [f"{a} (with {b})" for a, b in zip(strongest["attribute"], strongest["partner"])],
+                    fontsize=_fontsize(len(strongest)))
+    bars.invert_yaxis()  # the strongest effect on top
+    bars.axvline(0, color="black", linewidth=0.8)
+    bars.set_xlabel("change from single (percentage points)")
+    bars.set_title(f"The {len(strongest)} attributes their partner lowers most (of {len(rows)})", fontsize=10)
+    bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
+    bars.grid(axis="x", alpha=0.3)
+    for col, colour, label in (("multi_minus_single", COLOURS["multi"], "multi-task with partner − single"),
+                               ("adv_minus_single", COLOURS["adversarial"], "adversarial − single")):
+        values = has[col].to_numpy(float) * 100
+        values = values[np.isfinite(values)]
+        if values.size:
+            changes.hist(values, bins=40, histtype="step", linewidth=1.5, color=colour,
+                         label=f"{label} ({values.size})")
+    changes.axvline(0, color="black", linewidth=0.8)
+    changes.set_xlabel("change from single (percentage points)")
+    changes.set_ylabel("attributes")
+    changes.set_title(f"All {len(has)} attributes with a partner", fontsize=10)
+    if changes.get_legend_handles_labels()[0]:
+        changes.legend(fontsize=8)
+    single = rows["single"].to_numpy(float) * 100
+    single = single[np.isfinite(single)]
+    if single.size:
+        singles.hist(single, bins=40, color=COLOURS["single"])
+    singles.set_xlabel("single-task validation accuracy (%)")
+    singles.set_ylabel("attributes")
+    singles.set_title(f"Single task, {single.size} attributes", fontsize=10)
+    for ax in (changes, singles):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Single task, multi-task with the most negative partner, adversarial: "
+                 f"{len(rows)} attributes, strongest effects and distributions")
     return fig
 
 

@@ -156,26 +156,37 @@ def stats_display(t: pd.DataFrame) -> pd.DataFrame:
     for col in t.columns:
         v = t[col]
         if col in _PERCENT or col in ("majority", "reference"):
-            out[col] = v.map(percent)
+            shown = each_distinct(v, percent)
         elif col in _POINTS or col in ("drop", "gain", "ci_low", "ci_high"):
-            out[col] = v.map(lambda x: percent(x, signed=True))
+            shown = each_distinct(v, lambda x: percent(x, signed=True))
         elif col in ("drop_sd", "single_sd", "multi_sd"):  # a spread, not a change: no sign
-            out[col] = v.map(percent)
+            shown = each_distinct(v, percent)
         elif col in ("p_value", "p_adjusted"):
-            out[col] = v.map(lambda x: MISSING if is_missing(x) else f"{float(x):.3g}")
+            shown = each_distinct(v, lambda x: f"{float(x):.3g}")
         elif col == "lambda":
-            out[col] = v.map(lambda x: MISSING if is_missing(x) else f"{float(x):g}")
+            shown = each_distinct(v, lambda x: f"{float(x):g}")
         elif str(v.dtype) in ("bool", "boolean"):
-            out[col] = v.map(lambda x: MISSING if is_missing(x) else ("yes" if x else "no"))
+            shown = each_distinct(v, lambda x: "yes" if x else "no")
         else:
-            out[col] = v.map(lambda x: MISSING if is_missing(x) else str(x))
+            shown = each_distinct(v, str)
+        out[col] = pd.Series(shown, index=t.index, dtype=object)  # object: no conversion to a string dtype
     if "ci_low" in out and "ci_high" in out:  # one column: the interval reads as one thing
-        joined = [MISSING if lo == MISSING else f"[{lo}, {hi}]" for lo, hi in zip(out["ci_low"], out["ci_high"])]
-        out.insert(out.columns.get_loc("ci_low"), "ci", joined)
+        lo, hi = out["ci_low"].to_numpy(dtype=object), out["ci_high"].to_numpy(dtype=object)
+        joined = np.where(lo == MISSING, MISSING, "[" + lo + ", " + hi + "]")
+        out.insert(out.columns.get_loc("ci_low"), "ci", pd.Series(joined, index=t.index, dtype=object))
         out = out.drop(columns=["ci_low", "ci_high"])
     if "attribute" in out and len(out) and t["attribute"].iloc[-1] == "mean":
         out.iloc[-1] = out.iloc[-1].where(out.iloc[-1] != MISSING, "")  # no "—" clutter on the mean row
     return out.rename(columns=PARTNER_HEADERS).reset_index(drop=True)
+
+
+def each_distinct(values, fn, missing: str = MISSING) -> np.ndarray:
+    """fn(value) for every value that is not missing, `missing` for the rest, calling fn once per
+    distinct value: a 1,000-attribute pairs table has 17M cells but far fewer distinct values per column."""
+    codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=True)
+    uniques = uniques.tolist() if hasattr(uniques, "tolist") else list(uniques)
+    strings = np.array([*(fn(u) for u in uniques), missing], dtype=object)  # uniques hold no missing value
+    return strings[codes]  # code -1 (missing) takes the last
 
 
 def machine(t: pd.DataFrame, fmt: str) -> str:
@@ -189,12 +200,29 @@ def machine(t: pd.DataFrame, fmt: str) -> str:
             return int(v)
         return v if isinstance(v, str) else float(v)
 
-    records = [[value(v) for v in row] for row in t.itertuples(index=False)]
     if fmt == "json":
+        records = [[value(v) for v in row] for row in t.itertuples(index=False)]
         return json.dumps([dict(zip(map(str, t.columns), r)) for r in records], indent=2)
     text = lambda v: "" if v is None else ("true" if v is True else "false" if v is False else  # noqa: E731
                                           str(v) if isinstance(v, (str, int)) else repr(v))
-    return csv_text(list(map(str, t.columns)), [[text(v) for v in r] for r in records])
+    columns = [each_distinct(t[c].astype(object), lambda v: _csv_field(text(value(v))), "") for c in t.columns]
+    return "\n".join([csv_text(list(map(str, t.columns)), []), *_joined(columns, ",")])
+
+
+def _csv_field(s: str) -> str:
+    """One csv field as csv.writer (QUOTE_MINIMAL) writes it inside a row."""
+    return f'"{s.replace(chr(34), chr(34) * 2)}"' if any(ch in s for ch in ',"\n\r') else s
+
+
+def _joined(columns: list[np.ndarray], sep: str) -> list[str]:
+    """Row i: the i-th strings of `columns` joined by `sep` (pyarrow's string kernels, no per-row Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not columns or not len(columns[0]):
+        return []
+    arrays = [pa.array(c, pa.large_string()) for c in columns]
+    return pc.binary_join_element_wise(*arrays, pa.scalar(sep, pa.large_string())).to_pylist()
 
 
 def _true(v) -> bool:
@@ -246,17 +274,37 @@ def _is_text_column(col: pd.Series) -> bool:
         except ValueError:
             return s in ("", MISSING)
 
-    return not all(numeric(s) for s in col)
+    return not all(numeric(str(s)) for s in pd.unique(col.to_numpy(dtype=object)))
 
 
 def text_table(df: pd.DataFrame) -> str:
-    widths = [max(len(str(c)), *(len(s) for s in df[c])) if len(df) else len(str(c)) for c in df.columns]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cells = [_strings(df[c]) for c in df.columns]
+    widths = [max(len(str(c)), pc.max(pc.utf8_length(a)).as_py() or 0) if len(df) else len(str(c))
+              for c, a in zip(df.columns, cells)]
     left = [_is_text_column(df[c]) for c in df.columns]
 
     def line(cells) -> str:
         return "  ".join(s.ljust(w) if is_left else s.rjust(w) for s, w, is_left in zip(cells, widths, left)).rstrip()
 
-    return "\n".join([line(map(str, df.columns)), *(line(r) for r in df.itertuples(index=False))])
+    if not len(df):
+        return line(map(str, df.columns))
+    padded = [(pc.utf8_rpad if is_left else pc.utf8_lpad)(a, width=w, padding=" ")
+              for a, w, is_left in zip(cells, widths, left)]
+    rows = pc.utf8_rtrim_whitespace(pc.binary_join_element_wise(*padded, pa.scalar("  ", pa.large_string())))
+    return "\n".join([line(map(str, df.columns)), *rows.to_pylist()])
+
+
+def _strings(column: pd.Series):
+    """A column as a pyarrow large_string array: directly where it holds strings (display tables)."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(column.to_numpy(dtype=object), pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array(each_distinct(column, str, "nan"), pa.large_string())
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -306,9 +306,14 @@ class Store:
         table = table.drop_columns(["trial_id", "config_hash"])
         return table.to_pandas()  # dictionary columns become categoricals
 
-    def stats_rows(self) -> pd.DataFrame:
-        """The rows the statistics read (STATS_COLUMNS), of this sweep's training hash."""
-        return self.trials(columns=STATS_COLUMNS)
+    def stats_rows(self, splits: tuple[str, ...] = ("val", "test")) -> pd.DataFrame:
+        """The rows the statistics read (STATS_COLUMNS), of this sweep's training hash, with the per-image
+        bits of `splits` only. The bit columns stay in Arrow memory (pandas.ArrowDtype(binary)): at 1,000
+        attributes they are 2.5 GB per split, which a column of Python bytes objects would copy."""
+        cols = [c for c in STATS_COLUMNS if not c.endswith("_correct") or c.split("_")[0] in splits]
+        table, _ = self._read([*cols, "config_hash"])
+        table = self._this_sweep(table).select(cols)
+        return table.to_pandas(types_mapper=_arrow_binary)
 
     def cells_fingerprint(self, settings: list) -> str:
         """A digest of the ok single and pair trials of this sweep (a trial's rows never change once stored)
@@ -456,3 +461,8 @@ def _changed_keys(old_config, cfg) -> list[str]:
         return []
     new = cfg.training_settings()
     return [k for k in new if old.get(k) != new[k]]
+
+
+def _arrow_binary(kind: pa.DataType):
+    """pandas types for Table.to_pandas: binary columns stay Arrow-backed (no copy), the rest as usual."""
+    return pd.ArrowDtype(kind) if pa.types.is_binary(kind) else None
