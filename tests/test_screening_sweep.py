@@ -74,6 +74,10 @@ def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confi
     assert main(["partners", cfg.results]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("screened pairs: estimator label_correlation, confirm 1 (top_k);") and "candidates" in shown
+    assert main(["report", cfg.results, "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Screened pair phase" in page and "screened pairs: estimator label_correlation" in page
+    capsys.readouterr()
     assert main(["matrix", cfg.results, "--estimated", "--format", "json"]) == 0
     estimated = json.loads(capsys.readouterr().out)
     assert estimated["attributes"] == res.attributes

@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from aal_sweep.analysis.matrix import pair_matrix, strongest_negative_pairs
 from aal_sweep.analysis.pairs import UNAVAILABLE, adversarial_gains
 from aal_sweep.analysis.partners import derive_partners, partner_statistics, select_adversarial, significance_summary
-from aal_sweep.analysis.results import Results
+from aal_sweep.analysis.results import Results, confirmed_pairs_of
+from aal_sweep.analysis.screening import expected_cells
 from aal_sweep.analysis.summary import partners_table, with_statistics
 from aal_sweep.analysis.variants import variants_table
 from aal_sweep.errors import AalError
@@ -63,6 +64,9 @@ def write_report(results: Results, out: str | Path, compare: str | None = None) 
              _variants_section(results, trials, sig["chosen"], compare),
              _figures_section(images, label_note, captions), _significance_section(sig, results.config.partners),
              _section("Partners (Table 3)", _partners_caption(selection), _html_table(partners_display(table)))]
+    screening = results.screening()
+    if screening is not None:
+        parts.append(_screening_section(screening))
     if compare:
         parts.append(_compare_section(compare, table, matrix))
     parts += [_matrix_section(matrix, out),
@@ -81,7 +85,9 @@ def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -
     adversarial gains (test split, for the table; validation, for Fig. 2's whiskers) and the summary."""
     rule, attrs = results.config.partners, results.attributes
     selection = results.config.adversarial.lambda_selection
-    choice = partner_statistics(derive_partners(matrix), trials, attrs, rule)
+    confirmed = confirmed_pairs_of(results.store, attrs)  # a screened sweep decides from its confirmed cells
+    expected = None if confirmed is None else expected_cells(attrs, confirmed)
+    choice = partner_statistics(derive_partners(matrix, expected=expected), trials, attrs, rule)
     pairs, chosen = choice.pairs, choice.chosen
     adversarial = select_adversarial(trials, chosen, selection)
     gains = adversarial_gains(trials, adversarial, rule.alpha, rule.correction)
@@ -268,6 +274,18 @@ def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> st
             f"paper, none). The mean row "
             f"averages the matched rows only, on both sides.")
     return _section(f"Compared with {title}", note, _html_table(cmp))
+
+
+def _screening_section(screening: dict) -> str:
+    """A screened pair phase: how it screened, what it trained, each attribute's candidates and scores."""
+    c = screening["candidates"]
+    rows = pd.DataFrame({"attribute": c["attribute"], "rank": c["rank"], "candidate": c["partner"],
+                         "score": [f"{v:+.4g}" for v in c["score"]]})
+    note = (html.escape(screening["summary"]) + ". Scores are the estimator's (negative = the candidate is "
+            "estimated to hurt the attribute); partners come from the confirmed pairs only, and the matrix's "
+            "unconfirmed cells are blank. See docs/screening.md; <code>aal-sweep agreement</code> measures it "
+            "against an exhaustive sweep.")
+    return _section("Screened pair phase", note, _html_table(rows, mean_last=False))
 
 
 def _section(title: str, caption: str, body: str) -> str:
