@@ -1,8 +1,8 @@
 """aal_sweep: the Adversarial Attribute Learning protocol as Ray Tune sweeps.
 
-    import aal_sweep
-    res = aal_sweep.open_results("results/demo")   # or "s3://bucket/sweeps/demo"
-    res.matrix("val_acc")   # M x M pair matrix, diagonal = single-task accuracy
+import aal_sweep
+res = aal_sweep.open_results("results/demo")   # or "s3://bucket/sweeps/demo"
+res.matrix("val_acc")   # M x M pair matrix, diagonal = single-task accuracy
 """
 
 from importlib import metadata as _metadata

@@ -44,8 +44,11 @@ def _cmd_train(args) -> int:
         data = open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=bar.update)
 
     def on_epoch(_state, m):
-        print(f"epoch {m['epoch']}: train loss {m['train_loss']:.4f} "
-              + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("val_acc/")), flush=True)
+        print(
+            f"epoch {m['epoch']}: train loss {m['train_loss']:.4f} "
+            + " ".join(f"{k} {v:.4f}" for k, v in m.items() if k.startswith("val_acc/")),
+            flush=True,
+        )
 
     result = fit(spec, data, on_epoch)
     if args.json:
@@ -53,8 +56,10 @@ def _cmd_train(args) -> int:
         return 0
     for h in result.heads:
         print(f"{h.attribute}: val_acc {h.val_acc:.4f} test_acc {h.test_acc:.4f} (best epoch {h.best_epoch})")
-    print(f"{result.epochs_run} epochs, {result.train_seconds:.1f}s training, "
-          f"{result.train_images_per_second:.0f} img/s on {result.device}")
+    print(
+        f"{result.epochs_run} epochs, {result.train_seconds:.1f}s training, "
+        f"{result.train_images_per_second:.0f} img/s on {result.device}"
+    )
     return 0
 
 
@@ -65,8 +70,10 @@ def _check_train_args(args, attrs: tuple[str, ...]) -> None:
     """What argparse cannot say about `train`'s arguments, before any file is read."""
     twice = sorted({a for a in attrs if attrs.count(a) > 1})
     if twice:
-        raise AalError(f"--attributes: {', '.join(twice)} given twice (a pair or adversarial training needs two "
-                       f"different attributes, e.g. --attributes Smiling,Male)")
+        raise AalError(
+            f"--attributes: {', '.join(twice)} given twice (a pair or adversarial training needs two "
+            f"different attributes, e.g. --attributes Smiling,Male)"
+        )
     if args.lam is not None and args.kind != "adversarial":
         raise AalError(f"--lambda applies to --kind adversarial only (this is --kind {args.kind}; drop --lambda)")
     if args.lam is not None and not (math.isfinite(args.lam) and args.lam > 0):
@@ -95,8 +102,9 @@ def _cmd_dataset(args) -> int:
     info = describe(index)
     bad = _verify(index) if args.verify else None
     if args.verify:
-        info["bad_images"] = [{"file": os.path.relpath(p, index.root), "problem": why}
-                              for p, why in (bad.bad if bad else [])]
+        info["bad_images"] = [
+            {"file": os.path.relpath(p, index.root), "problem": why} for p, why in (bad.bad if bad else [])
+        ]
     if args.format == "json":
         print(json.dumps(info, indent=2))
         if bad:
@@ -111,8 +119,10 @@ def _cmd_dataset(args) -> int:
         print(f"{a:<{width}}  " + " ".join(rates))
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
-        print(f"identities: train {n['train']}, val {n['val']}, test {n['test']}; validation identities "
-              f"(val_fraction {args.val_fraction}, split_seed {args.split_seed}): {' '.join(info['val_identities'])}")
+        print(
+            f"identities: train {n['train']}, val {n['val']}, test {n['test']}; validation identities "
+            f"(val_fraction {args.val_fraction}, split_seed {args.split_seed}): {' '.join(info['val_identities'])}"
+        )
         for identity, why in info["excluded"].items():
             print(f"excluded: identity {identity}, {why}")
     if args.verify:
@@ -129,8 +139,15 @@ def _cmd_make_synthetic(args) -> int:
 
     require_folder(args.out, "OUT")
     try:
-        root = make_synthetic(args.out, args.attributes, args.images, tuple(args.size), args.seed,
-                              random_attributes=args.random_attributes, xor=args.xor)
+        root = make_synthetic(
+            args.out,
+            args.attributes,
+            args.images,
+            tuple(args.size),
+            args.seed,
+            random_attributes=args.random_attributes,
+            xor=args.xor,
+        )
     except ValueError as e:
         raise AalError(str(e)) from None
     print(f"wrote {args.images} images with {args.attributes} attributes to {root}")
@@ -173,8 +190,16 @@ def _cmd_run(args) -> int:
 
     bar = Progress("decoding images into the cache", sys.stderr, delay_s=5.0)  # silent when the cache is there
     try:
-        return driver.run(cfg, results=args.results, address=args.address, verbose=args.verbose,
-                          restart=args.restart, allow_partial=args.allow_partial, on_event=show, progress=bar.update)
+        return driver.run(
+            cfg,
+            results=args.results,
+            address=args.address,
+            verbose=args.verbose,
+            restart=args.restart,
+            allow_partial=args.allow_partial,
+            on_event=show,
+            progress=bar.update,
+        )
     finally:
         bar.close()
 
@@ -190,8 +215,11 @@ def _cmd_submit(args) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not address:
         raise AalError("submit: no job server named; pass --address http://HEAD:8265 (or set RAY_ADDRESS)")
-    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-        (Path.home() / ".ray" / "auth_token").is_file()
+    token = (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    )
     if token:
         # Ray sends its token only in token mode, which it reads once, at import: say so before importing it.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -251,8 +279,10 @@ def _cmd_config(args) -> int:
 
     cfg = load_config(args.config, overrides=args.set)
     d = recorded_config(cfg, resolve_attributes(cfg), shown_uri(cfg.results))
-    print(f"# {config_source(args.config, args.set)}, resolved and validated: the config sweep.yaml records "
-          f"(training hash {cfg.training_hash()})")
+    print(
+        f"# {config_source(args.config, args.set)}, resolved and validated: the config sweep.yaml records "
+        f"(training hash {cfg.training_hash()})"
+    )
     print(yaml.safe_dump(d, sort_keys=False), end="")
     return 0
 
@@ -356,7 +386,9 @@ class _Version(argparse.Action):
         from aal_sweep import versions
 
         v = versions()
-        print(f"aal-sweep {v.pop('aal_sweep')} (" + ", ".join(f"{k} {x or 'not installed'}" for k, x in v.items()) + ")")
+        print(
+            f"aal-sweep {v.pop('aal_sweep')} (" + ", ".join(f"{k} {x or 'not installed'}" for k, x in v.items()) + ")"
+        )
         parser.exit(0)
 
 
@@ -375,23 +407,35 @@ def build_parser() -> argparse.ArgumentParser:
     from aal_sweep.report.tables import COMPARE
 
     p = _Parser(prog="aal-sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
-                   help="Python logging level (default WARNING)")
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="Python logging level (default WARNING)",
+    )
     p.add_argument("--version", action=_Version, help="print the versions of aal_sweep, Ray, torch and pyarrow")
     sub = p.add_subparsers(dest="command", required=True)
-    overrides = dict(action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key (dotted, YAML value; repeatable): --set train.lr=0.01 "
-                          "--set dataset.attributes=[Smiling,Male]")
+    overrides = dict(
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted, YAML value; repeatable): --set train.lr=0.01 "
+        "--set dataset.attributes=[Smiling,Male]",
+    )
 
     s = sub.add_parser("run", help="run (or resume) a whole sweep on Ray Tune")
     s.add_argument("config")
     s.add_argument("--results", help="results folder or s3://bucket/prefix (default: the config's `results`)")
     s.add_argument("--address", help="join a Ray cluster: auto, ray://host:10001 or host:port (default: embedded)")
     s.add_argument("--restart", action="store_true", help="discard the results folder's trials and start over")
-    s.add_argument("--allow-partial", action="store_true",
-                   help="derive partners (and plan adversarial trials) from incomplete rows of the pair matrix "
-                        "too, skipping their missing cells (default: only complete rows decide; run exits 1 "
-                        "naming the others)")
+    s.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="derive partners (and plan adversarial trials) from incomplete rows of the pair matrix "
+        "too, skipping their missing cells (default: only complete rows decide; run exits 1 "
+        "naming the others)",
+    )
     s.add_argument("-v", "--verbose", action="count", default=0, help="-v: Tune's status table, -vv: trial logs")
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_run)
@@ -399,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit (or resume) a sweep as a job to a Ray cluster's job server")
     s.add_argument("config")
     s.add_argument("--address", help="the job server, http://HEAD:8265 (default: $RAY_ADDRESS)")
-    s.add_argument("--results", help="where the cluster writes results: s3://BUCKET/PREFIX or an absolute path "
-                                      "every node sees (default: the config's `results`)")
+    s.add_argument(
+        "--results",
+        help="where the cluster writes results: s3://BUCKET/PREFIX or an absolute path "
+        "every node sees (default: the config's `results`)",
+    )
     s.add_argument("--wait", action="store_true", help="follow the job's logs; exit with its outcome")
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_submit)
@@ -408,12 +455,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="trials per phase and their GPU-hours (from benchmarks/gpu.py), before a run")
     s.add_argument("config")
     s.add_argument("--format", choices=("table", "json"), default="table")
-    s.add_argument("--throughput", help="a file benchmarks/gpu.py wrote (default: $AAL_SWEEP_THROUGHPUT, else "
-                                        "throughput.json in the default cache folder)")
+    s.add_argument(
+        "--throughput",
+        help="a file benchmarks/gpu.py wrote (default: $AAL_SWEEP_THROUGHPUT, else "
+        "throughput.json in the default cache folder)",
+    )
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_plan)
 
-    s = sub.add_parser("config", help="print the resolved, validated config (with --set applied) as sweep.yaml records it")
+    s = sub.add_parser(
+        "config", help="print the resolved, validated config (with --set applied) as sweep.yaml records it"
+    )
     s.add_argument("config")
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_config)
@@ -424,11 +476,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("matrix", help="the pair matrix (row: measured attribute, column: partner)")
     s.add_argument("results")
-    s.add_argument("--metric", choices=(*METRICS, "drop"), default="val_acc",
-                   help="drop: P[a][b] - P[a][a], '*' where significant after adjustment")
+    s.add_argument(
+        "--metric",
+        choices=(*METRICS, "drop"),
+        default="val_acc",
+        help="drop: P[a][b] - P[a][a], '*' where significant after adjustment",
+    )
     s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
-    s.add_argument("--estimated", action="store_true",
-                   help="a screened sweep's estimates (estimated effect of the column on the row), not accuracies")
+    s.add_argument(
+        "--estimated",
+        action="store_true",
+        help="a screened sweep's estimates (estimated effect of the column on the row), not accuracies",
+    )
     s.add_argument("--format", choices=FORMATS, default="table")
     s.set_defaults(fn=_cmd_matrix)
 
@@ -451,8 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("table", help="mean validation and test accuracy of every variant (the paper's Table 1)")
     s.add_argument("results")
     s.add_argument("--format", choices=FORMATS, default="table")
-    s.add_argument("--compare", choices=tuple(COMPARE),
-                   help="the paper's numbers beside ours (Tables 1, 2, 3 and 5; Table 6 for DukeMTMC)")
+    s.add_argument(
+        "--compare",
+        choices=tuple(COMPARE),
+        help="the paper's numbers beside ours (Tables 1, 2, 3 and 5; Table 6 for DukeMTMC)",
+    )
     s.set_defaults(fn=_cmd_table)
 
     s = sub.add_parser("report", help="figures and one self-contained index.html")
@@ -474,13 +536,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("root")
     s.add_argument("--attributes", help="A,B,... (default: all)")
     s.add_argument("--format", choices=("table", "json"), default="table")
-    s.add_argument("--verify", action="store_true",
-                   help="decode every image (in parallel) and list the ones that cannot be decoded (exit 2)")
+    s.add_argument(
+        "--verify",
+        action="store_true",
+        help="decode every image (in parallel) and list the ones that cannot be decoded (exit 2)",
+    )
     s.add_argument("--layout", choices=LAYOUTS, default="celeba", help="the on-disk format (default celeba)")
-    s.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                   help=f"duke/market: share of training identities held out for validation (default {VAL_FRACTION})")
-    s.add_argument("--split-seed", type=int, default=SPLIT_SEED,
-                   help=f"duke/market: seed of the validation identities (default {SPLIT_SEED})")
+    s.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        help=f"duke/market: share of training identities held out for validation (default {VAL_FRACTION})",
+    )
+    s.add_argument(
+        "--split-seed",
+        type=int,
+        default=SPLIT_SEED,
+        help=f"duke/market: seed of the validation identities (default {SPLIT_SEED})",
+    )
     s.set_defaults(fn=_cmd_dataset)
 
     s = sub.add_parser("make-synthetic", help="write a synthetic dataset in the CelebA layout")
@@ -489,10 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, default=2000)
     s.add_argument("--size", type=int, nargs=2, default=(32, 32), metavar=("H", "W"))
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--random-attributes", type=int, default=0,
-                   help="also N attributes with coin-flip labels no image predicts")
-    s.add_argument("--xor", action="store_true",
-                   help="also an attribute Xor = first XOR second (a constructed negative partner of the second)")
+    s.add_argument(
+        "--random-attributes", type=int, default=0, help="also N attributes with coin-flip labels no image predicts"
+    )
+    s.add_argument(
+        "--xor",
+        action="store_true",
+        help="also an attribute Xor = first XOR second (a constructed negative partner of the second)",
+    )
     s.set_defaults(fn=_cmd_make_synthetic)
 
     from aal_sweep.data import mnist  # numpy and PIL only: the defaults, written once there
@@ -502,9 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", type=int, default=mnist.N_TEST)
     s.add_argument("--size", type=int, nargs=2, default=(mnist.SIDE, mnist.SIDE), metavar=("H", "W"))
     s.add_argument("--seed", type=int, default=mnist.SEED)
-    s.add_argument("--source", default=mnist.DEFAULT_SOURCE,
-                   help="the folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
-                        "(default: ../shared/data/mnist beside the repository)")
+    s.add_argument(
+        "--source",
+        default=mnist.DEFAULT_SOURCE,
+        help="the folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+        "(default: ../shared/data/mnist beside the repository)",
+    )
     s.set_defaults(fn=_cmd_make_mnist)
     return p
 

@@ -26,10 +26,16 @@ METHODS = ("grl", "gan", "wgan")
 PHASES = ("single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
 DEFAULT_PHASES = PHASES[:3]  # the paper's method; Table 1's other variants (aal_sweep.kinds) are asked for by name
 # what each phase plans from: its trials are planned only once these phases' trials are done
-PHASE_NEEDS = {"adversarial": ("single", "pair"), "adversarial_multiple": ("single", "pair"),
-               "adversarial_shared": ("multitask_all", "single", "pair")}
-_NEEDS_WHY = {"adversarial": "its partners come from them", "adversarial_multiple": "its partners come from them",
-              "adversarial_shared": "it starts from the multitask_all model, against the partners of single and pair"}
+PHASE_NEEDS = {
+    "adversarial": ("single", "pair"),
+    "adversarial_multiple": ("single", "pair"),
+    "adversarial_shared": ("multitask_all", "single", "pair"),
+}
+_NEEDS_WHY = {
+    "adversarial": "its partners come from them",
+    "adversarial_multiple": "its partners come from them",
+    "adversarial_shared": "it starts from the multitask_all model, against the partners of single and pair",
+}
 LAMBDA_SELECTION = ("per_attribute", "global")
 DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
@@ -181,8 +187,10 @@ class SweepConfig:
         d = self.to_dict()
         settings = {"dataset.format": self.dataset.format, "dataset.image_size": list(self.dataset.image_size)}
         if self.dataset.format != "celeba":  # the carved validation split; CelebA's hash stays as it was
-            settings |= {"dataset.val_fraction": self.dataset.val_fraction,
-                         "dataset.split_seed": self.dataset.split_seed}
+            settings |= {
+                "dataset.val_fraction": self.dataset.val_fraction,
+                "dataset.split_seed": self.dataset.split_seed,
+            }
         settings |= {f"model.{k}": v for k, v in d["model"].items()}
         # train.seeds is not a setting of a trial (its seed is in its id); train.seed, the first seed, stays
         # in, so the hash of every config written before seeds existed is unchanged
@@ -228,8 +236,18 @@ class _Checker:
             if key not in names:
                 self.problems.append(f"{prefix}{key}: unknown key (valid: {', '.join(names)})")
 
-    def value(self, raw: dict, key: str, kind: str, default: Any, prefix: str, choices=None,
-              minimum=None, nullable=False, above=None) -> Any:
+    def value(
+        self,
+        raw: dict,
+        key: str,
+        kind: str,
+        default: Any,
+        prefix: str,
+        choices=None,
+        minimum=None,
+        nullable=False,
+        above=None,
+    ) -> Any:
         if key not in raw:
             return default
         v, name = raw[key], prefix + key
@@ -265,9 +283,13 @@ class _Checker:
             at_least = f" with at least {min_len} items" if min_len else ""
             self.problems.append(f"{name}: expected a list of {kind}s{at_least}, got {v!r}")
             return default
-        good = all(isinstance(x, int) and not isinstance(x, bool) for x in v) if kind == "int" else \
-            all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) if kind == "float" else \
-            all(isinstance(x, str) for x in v)
+        good = (
+            all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            if kind == "int"
+            else all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            if kind == "float"
+            else all(isinstance(x, str) for x in v)
+        )
         if not good:
             self.problems.append(f"{name}: expected a list of {kind}s, got {v!r}")
             return default
@@ -284,8 +306,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     problems: list[str] = []
     c = _Checker(problems)
     if not isinstance(raw, dict):
-        raise ConfigError(source, [f"expected a mapping of keys (name, results, dataset, ...), "
-                                   f"got {type(raw).__name__}"])
+        raise ConfigError(
+            source, [f"expected a mapping of keys (name, results, dataset, ...), got {type(raw).__name__}"]
+        )
     c.unknown(raw, SweepConfig, "")
 
     name = c.value(raw, "name", "str", "sweep", "")
@@ -294,8 +317,10 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     d = c.section(raw, "dataset")
     c.unknown(d, DatasetConfig, "dataset.")
     if "root" not in d:
-        problems.append("dataset.root: missing (the dataset folder: for celeba the one holding img_align_celeba/ "
-                        "and the list files; for duke / market bounding_box_train/, bounding_box_test/ and the .mat)")
+        problems.append(
+            "dataset.root: missing (the dataset folder: for celeba the one holding img_align_celeba/ "
+            "and the list files; for duke / market bounding_box_train/, bounding_box_test/ and the .mat)"
+        )
     root = c.value(d, "root", "str", "", "dataset.")
     fmt = c.value(d, "format", "str", DatasetConfig.format, "dataset.", choices=FORMATS)
     attributes = c.listof(d, "attributes", "str", None, "dataset.") if d.get("attributes") is not None else None
@@ -317,7 +342,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         pretrained=c.value(m, "pretrained", "str", ModelConfig.pretrained, "model.", nullable=True),
     )
     if model.pretrained not in (None, "imagenet") and check_files is True and not Path(model.pretrained).is_file():
-        problems.append(f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)")
+        problems.append(
+            f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)"
+        )
     if model.backbone == "small_cnn" and model.pretrained is not None:
         problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
 
@@ -332,8 +359,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         lr_milestones=c.listof(t, "lr_milestones", "int", TrainConfig.lr_milestones, "train."),
         lr_gamma=c.value(t, "lr_gamma", "float", TrainConfig.lr_gamma, "train.", minimum=0),
         # train.seed is the first seed: `seeds: [3, 4]` alone means seed 3
-        seed=(seeds[0] if seeds and "seed" not in t
-              else c.value(t, "seed", "int", TrainConfig.seed, "train.", minimum=0)),
+        seed=(
+            seeds[0] if seeds and "seed" not in t else c.value(t, "seed", "int", TrainConfig.seed, "train.", minimum=0)
+        ),
         seeds=seeds,
         device=c.value(t, "device", "str", TrainConfig.device, "train.", choices=DEVICES),
         num_threads=c.value(t, "num_threads", "int", TrainConfig.num_threads, "train.", minimum=1, nullable=True),
@@ -345,8 +373,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     adversarial = AdversarialConfig(
         method=c.value(a, "method", "str", AdversarialConfig.method, "adversarial.", choices=METHODS),
         lambdas=c.listof(a, "lambdas", "float", AdversarialConfig.lambdas, "adversarial.", min_len=1),
-        lambda_selection=c.value(a, "lambda_selection", "str", AdversarialConfig.lambda_selection, "adversarial.",
-                                 choices=LAMBDA_SELECTION),
+        lambda_selection=c.value(
+            a, "lambda_selection", "str", AdversarialConfig.lambda_selection, "adversarial.", choices=LAMBDA_SELECTION
+        ),
         critic_hidden=c.value(a, "critic_hidden", "int", AdversarialConfig.critic_hidden, "adversarial.", minimum=1),
         gp_weight=c.value(a, "gp_weight", "float", AdversarialConfig.gp_weight, "adversarial.", minimum=0),
     )
@@ -364,8 +393,10 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     for p, needs in PHASE_NEEDS.items():
         lacking = [n for n in needs if n not in phases]
         if p in phases and lacking:
-            problems.append(f"phases: {p} needs {' and '.join(needs)} ({_NEEDS_WHY[p]}); add "
-                            f"{', '.join(lacking)} to phases or drop {p}")
+            problems.append(
+                f"phases: {p} needs {' and '.join(needs)} ({_NEEDS_WHY[p]}); add "
+                f"{', '.join(lacking)} to phases or drop {p}"
+            )
 
     pr = c.section(raw, "partners")
     c.unknown(pr, PartnersConfig, "partners.")
@@ -388,8 +419,10 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
     )
     if pairs.mode == "screened" and not {"single", "pair"} <= set(phases):
-        problems.append("pairs.mode: screened screens the pair matrix, which needs phases single and pair; add "
-                        "them to phases or set pairs.mode: exhaustive")
+        problems.append(
+            "pairs.mode: screened screens the pair matrix, which needs phases single and pair; add "
+            "them to phases or set pairs.mode: exhaustive"
+        )
 
     r = c.section(raw, "resources")
     c.unknown(r, ResourcesConfig, "resources.")
@@ -397,8 +430,9 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         cpus_per_trial=c.value(r, "cpus_per_trial", "float", ResourcesConfig.cpus_per_trial, "resources.", above=0),
         gpus_per_trial=c.value(r, "gpus_per_trial", "float", ResourcesConfig.gpus_per_trial, "resources.", minimum=0),
         max_failures=c.value(r, "max_failures", "int", ResourcesConfig.max_failures, "resources.", minimum=0),
-        max_concurrent=c.value(r, "max_concurrent", "int", ResourcesConfig.max_concurrent, "resources.", minimum=1,
-                               nullable=True),
+        max_concurrent=c.value(
+            r, "max_concurrent", "int", ResourcesConfig.max_concurrent, "resources.", minimum=1, nullable=True
+        ),
     )
     if resources.gpus_per_trial > 1 and resources.gpus_per_trial != int(resources.gpus_per_trial):
         problems.append(f"resources.gpus_per_trial: fractions must be below 1, got {resources.gpus_per_trial}")
@@ -416,11 +450,25 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     if problems:
         raise ConfigError(source, problems)
     return SweepConfig(
-        name=name, results=results,
-        dataset=DatasetConfig(root=root, format=fmt, attributes=attributes, image_size=tuple(size), cache=cache,
-                              val_fraction=val_fraction, split_seed=split_seed),
-        model=model, train=train, adversarial=adversarial, phases=tuple(phases), resources=resources,
-        partners=partners, pairs=pairs, tracking=tracking,
+        name=name,
+        results=results,
+        dataset=DatasetConfig(
+            root=root,
+            format=fmt,
+            attributes=attributes,
+            image_size=tuple(size),
+            cache=cache,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+        ),
+        model=model,
+        train=train,
+        adversarial=adversarial,
+        phases=tuple(phases),
+        resources=resources,
+        partners=partners,
+        pairs=pairs,
+        tracking=tracking,
     )
 
 
@@ -434,8 +482,9 @@ def _tracking(c: _Checker, raw: dict, problems: list[str]) -> TrackingConfig:
             continue
         if not isinstance(t[key], dict):
             fields = ", ".join(f.name for f in dataclasses.fields(kind))
-            problems.append(f"tracking.{key}: expected a mapping ({fields}; {{}} for the defaults) or null "
-                            f"(off), got {t[key]!r}")
+            problems.append(
+                f"tracking.{key}: expected a mapping ({fields}; {{}} for the defaults) or null (off), got {t[key]!r}"
+            )
             continue
         c.unknown(t[key], kind, f"tracking.{key}.")
         on[key] = t[key]
@@ -443,13 +492,17 @@ def _tracking(c: _Checker, raw: dict, problems: list[str]) -> TrackingConfig:
     if "mlflow" in on:
         m, default = on["mlflow"], MlflowConfig()
         mlflow = MlflowConfig(
-            tracking_uri=c.value(m, "tracking_uri", "str", default.tracking_uri, prefix.format("mlflow"), nullable=True),
-            experiment=c.value(m, "experiment", "str", default.experiment, prefix.format("mlflow"), nullable=True))
+            tracking_uri=c.value(
+                m, "tracking_uri", "str", default.tracking_uri, prefix.format("mlflow"), nullable=True
+            ),
+            experiment=c.value(m, "experiment", "str", default.experiment, prefix.format("mlflow"), nullable=True),
+        )
     if "wandb" in on:
         w, default = on["wandb"], WandbConfig()
         wandb = WandbConfig(
             project=c.value(w, "project", "str", default.project, prefix.format("wandb"), nullable=True),
-            mode=c.value(w, "mode", "str", default.mode, prefix.format("wandb"), choices=WANDB_MODES))
+            mode=c.value(w, "mode", "str", default.mode, prefix.format("wandb"), choices=WANDB_MODES),
+        )
     return TrackingConfig(mlflow=mlflow, wandb=wandb)
 
 
@@ -469,8 +522,10 @@ def _seeds(c: _Checker, t: dict, problems: list[str]) -> tuple[int, ...] | None:
         problems.append(f"train.seeds: expected distinct integers >= 0, got {list(seeds)}")
         return None
     if "seed" in t and t["seed"] != seeds[0]:
-        problems.append(f"train.seed: {t['seed']!r} is not the first of train.seeds {list(seeds)} "
-                        f"(drop train.seed, or list it first)")
+        problems.append(
+            f"train.seed: {t['seed']!r} is not the first of train.seeds {list(seeds)} "
+            f"(drop train.seed, or list it first)"
+        )
     return seeds
 
 
@@ -482,24 +537,28 @@ def _check_dataset(fmt: str, root: Path, attributes, problems: list[str], images
     if fmt != "celeba" and root.is_dir():
         _check_reid(fmt, root, attributes, problems, images)
         return
-    plan_hint = ("; or list dataset.attributes (e.g. --set dataset.attributes=[Smiling,Male]) to plan before "
-                 "the data is there")
+    plan_hint = (
+        "; or list dataset.attributes (e.g. --set dataset.attributes=[Smiling,Male]) to plan before the data is there"
+    )
     if not root.is_dir():
         if images or attributes is None:
-            problems.append(f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder"
-                            f"{plan_hint if not images else ''})")
+            problems.append(
+                f"dataset.root: folder {str(root)!r} does not exist (point it at the dataset folder"
+                f"{plan_hint if not images else ''})"
+            )
         return
     if not images:
         if (root / ATTR_FILE).is_file():
             _check_names(lambda: read_attribute_names(root / ATTR_FILE), ATTR_FILE, attributes, problems)
         elif attributes is None:
-            problems.append(f"dataset.root: {str(root)!r} lacks {ATTR_FILE}, which names the attributes"
-                            f"{plan_hint}")
+            problems.append(f"dataset.root: {str(root)!r} lacks {ATTR_FILE}, which names the attributes{plan_hint}")
         return
     missing = [n for n in (IMAGE_DIR, ATTR_FILE, PARTITION_FILE) if not (root / n).exists()]
     if missing:
-        problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the CelebA layout needs "
-                        f"{IMAGE_DIR}/, {ATTR_FILE} and {PARTITION_FILE})")
+        problems.append(
+            f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the CelebA layout needs "
+            f"{IMAGE_DIR}/, {ATTR_FILE} and {PARTITION_FILE})"
+        )
         return
     _check_names(lambda: read_attribute_names(root / ATTR_FILE), ATTR_FILE, attributes, problems)
 
@@ -526,8 +585,10 @@ def _check_reid(fmt: str, root: Path, attributes, problems: list[str], images: b
 
     missing = [n for n in (TRAIN_DIR, TEST_DIR) if not (root / n).is_dir()]
     if missing and images:
-        problems.append(f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the {fmt} layout needs "
-                        f"{TRAIN_DIR}/, {TEST_DIR}/ and {LAYOUTS[fmt].mat_file})")
+        problems.append(
+            f"dataset.root: {str(root)!r} lacks {', '.join(missing)} (the {fmt} layout needs "
+            f"{TRAIN_DIR}/, {TEST_DIR}/ and {LAYOUTS[fmt].mat_file})"
+        )
         return
     if not images:
         try:
@@ -563,6 +624,7 @@ def unchecked_files(cfg: SweepConfig) -> list[str]:
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
     """PyYAML's error as one line with the line and column (1-based) where it found the problem."""
+
     def at(mark) -> str:
         return f"line {mark.line + 1}, column {mark.column + 1}"
 
@@ -588,8 +650,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # an unhashable key: SafeLoader's own error names it
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice (first at line {seen[key].line + 1}); keep one",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} given twice (first at line {seen[key].line + 1}); keep one",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
 
@@ -628,9 +693,11 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
             if node.get(part) is None:  # absent, or an empty section (`train:`)
                 node[part] = {}
             if not isinstance(node[part], dict):
-                above = ".".join(path[:depth + 1])
-                raise AalError(f"--set {text!r}: {above} is {node[part]!r}, not a mapping, so it has no key "
-                               f"{path[depth + 1]!r} (set {above} itself, e.g. --set {above}=VALUE)")
+                above = ".".join(path[: depth + 1])
+                raise AalError(
+                    f"--set {text!r}: {above} is {node[part]!r}, not a mapping, so it has no key "
+                    f"{path[depth + 1]!r} (set {above} itself, e.g. --set {above}=VALUE)"
+                )
             node = node[part]
         node[path[-1]] = value
     return raw
@@ -646,8 +713,9 @@ def load_raw(path: str | Path, overrides: Sequence[str] = ()) -> Any:
     try:
         raw = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as e:
-        raise ConfigError(str(path), [f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                                      f"save the file as UTF-8"]) from None
+        raise ConfigError(
+            str(path), [f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); save the file as UTF-8"]
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(str(path), [_yaml_problem(e)]) from None
     return apply_overrides(raw, overrides)
@@ -668,10 +736,16 @@ def load_config(path: str | Path, check_files: bool | str = True, overrides: Seq
     if mlflow is not None and mlflow.tracking_uri and ":" not in mlflow.tracking_uri:  # a plain folder
         mlflow = dataclasses.replace(mlflow, tracking_uri=absolute(mlflow.tracking_uri))
     return dataclasses.replace(
-        cfg, results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
-        dataset=dataclasses.replace(cfg.dataset, root=absolute(cfg.dataset.root),
-                                    cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None),
-        model=dataclasses.replace(cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)),
+        cfg,
+        results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
+        dataset=dataclasses.replace(
+            cfg.dataset,
+            root=absolute(cfg.dataset.root),
+            cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None,
+        ),
+        model=dataclasses.replace(
+            cfg.model, pretrained=pretrained if pretrained in (None, "imagenet") else absolute(pretrained)
+        ),
         tracking=dataclasses.replace(cfg.tracking, mlflow=mlflow),
     )
 

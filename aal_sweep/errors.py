@@ -26,8 +26,10 @@ class BadImagesError(DataError):
     def __init__(self, root: str, bad: list[tuple[str, str]], total: int):
         self.root, self.bad, self.total = root, bad, total
         named = ", ".join(f"{_relative(p, root)} ({problem})" for p, problem in bad)
-        super().__init__(f"{root}: {len(bad)} of {total} image(s) cannot be decoded: {named}; replace them with "
-                         f"the original files (`aal-sweep dataset {root} --verify` checks every image)")
+        super().__init__(
+            f"{root}: {len(bad)} of {total} image(s) cannot be decoded: {named}; replace them with "
+            f"the original files (`aal-sweep dataset {root} --verify` checks every image)"
+        )
 
     def __reduce__(self):
         return type(self), (self.root, self.bad, self.total)
@@ -35,4 +37,4 @@ class BadImagesError(DataError):
 
 def _relative(path: str, root: str) -> str:
     prefix = root.rstrip("/") + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path

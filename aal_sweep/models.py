@@ -42,8 +42,12 @@ class SmallCNN(nn.Module):
         super().__init__()
         layers, c_in = [], 3
         for c_out in (width, 2 * width, 4 * width, 8 * width):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out_dim = c_in
@@ -76,23 +80,29 @@ def build_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module,
     if pretrained == "imagenet":
         path = _imagenet_weights_file()
         if not path.is_file():
-            raise AalError(f"ImageNet weights for resnet18 not found at {path} (copy resnet18-f37072fd.pth there, "
-                           f"set TORCH_HOME, or set model.pretrained to a state_dict path)")
+            raise AalError(
+                f"ImageNet weights for resnet18 not found at {path} (copy resnet18-f37072fd.pth there, "
+                f"set TORCH_HOME, or set model.pretrained to a state_dict path)"
+            )
         pretrained = str(path)
     if pretrained is not None:
         try:
             state = torch.load(pretrained, map_location="cpu", weights_only=True)
         except Exception as e:  # a corrupt file, a pickle of a whole model, ...
-            raise AalError(f"model.pretrained: cannot load {pretrained!r} as a state_dict ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120]})") from None
+            raise AalError(
+                f"model.pretrained: cannot load {pretrained!r} as a state_dict ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:120]})"
+            ) from None
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         try:
             missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError:  # shape mismatches
             missing, unexpected = ["(shapes differ)"], []
         if [k for k in missing if not k.startswith("fc.")] or unexpected:
-            raise AalError(f"model.pretrained: {pretrained!r} is not a resnet18 state_dict "
-                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise AalError(
+                f"model.pretrained: {pretrained!r} is not a resnet18 state_dict "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     width = net.fc.in_features
     net.fc = nn.Identity()
     return net, width

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 BAR_WIDTH = 24
 
@@ -33,9 +34,18 @@ def duration(seconds: float) -> str:
 class Progress:
     """Counts `done` of `total` for one named step and renders it to `out` (a text stream or a logger)."""
 
-    def __init__(self, label: str, out: TextIO | logging.Logger, *, unit: str = "images", every_s: float = 10.0,
-                 every_pct: float = 10.0, delay_s: float = 0.0, level: int = logging.INFO,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        label: str,
+        out: TextIO | logging.Logger,
+        *,
+        unit: str = "images",
+        every_s: float = 10.0,
+        every_pct: float = 10.0,
+        delay_s: float = 0.0,
+        level: int = logging.INFO,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.label, self.out, self.unit, self.level, self.clock = label, out, unit, level, clock
         self.every_s, self.every_pct, self.delay_s = every_s, every_pct, delay_s
         self.terminal = not isinstance(out, logging.Logger) and bool(getattr(out, "isatty", lambda: False)())

@@ -32,15 +32,27 @@ from aal_sweep.store import Store  # noqa: E402
 def sweep(tmp: Path, root: Path, name: str, address: str, env: dict) -> tuple[float, int, float, int]:
     """Wall time, trials, summed training seconds and distinct nodes of one sweep run to the end."""
     config = tmp / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": name, "results": str(tmp / name),
-        "dataset": {"root": str(root), "image_size": [8, 8], "cache": str(tmp / "cache")},
-        "model": {"backbone": "small_cnn"}, "train": {"epochs": 1, "batch_size": 16},
-        "phases": ["single", "pair"], "resources": {"cpus_per_trial": 1},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "results": str(tmp / name),
+                "dataset": {"root": str(root), "image_size": [8, 8], "cache": str(tmp / "cache")},
+                "model": {"backbone": "small_cnn"},
+                "train": {"epochs": 1, "batch_size": 16},
+                "phases": ["single", "pair"],
+                "resources": {"cpus_per_trial": 1},
+            }
+        )
+    )
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config), "--address", address], env=env,
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(config), "--address", address],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     rows = Store(str(tmp / name)).trials().drop_duplicates("trial_id")
     return wall, len(rows), float(rows["train_seconds"].sum()), rows["node_id"].nunique()
@@ -66,8 +78,11 @@ def main() -> None:
             with local_cluster(env, workers, head=head) as cluster:
                 started = time.perf_counter() - t0
                 wall, n, train, nodes = sweep(tmp, root, name.replace(" ", "_"), cluster.address, env)
-            print(f"| {name} | {started:.1f} s | {n} | {wall:.1f} s | {train:.2f} s | {nodes} | "
-                  f"**{(wall - train / a.slots) / n:.2f} s** |", flush=True)
+            print(
+                f"| {name} | {started:.1f} s | {n} | {wall:.1f} s | {train:.2f} s | {nodes} | "
+                f"**{(wall - train / a.slots) / n:.2f} s** |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

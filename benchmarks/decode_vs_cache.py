@@ -34,8 +34,14 @@ class JpegFolder(Dataset):
     def __init__(self, index, size):
         self.paths = [str(index.image_path(f)) for f in index.files["train"]]
         self.labels = torch.as_tensor(index.labels["train"][:, :2], dtype=torch.float32)
-        self.tf = v2.Compose([v2.Resize(size, antialias=True), v2.RandomHorizontalFlip(),
-                              v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.tf = v2.Compose(
+            [
+                v2.Resize(size, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self):
         return len(self.paths)
@@ -61,15 +67,24 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
-        root = make_synthetic(Path(tmp) / "d", 4, a.images, tuple(a.size), seed=0, splits=(0.98, 0.01))  # val and test may not be empty
+        root = make_synthetic(
+            Path(tmp) / "d", 4, a.images, tuple(a.size), seed=0, splits=(0.98, 0.01)
+        )  # val and test may not be empty
         t0 = time.perf_counter()
         data = open_decoded(root, tuple(a.size), Path(tmp) / "cache", workers=a.workers)
         build = time.perf_counter() - t0
-        model = build_model(TrainSpec(kind="pair", attributes=("a", "b"), backbone=a.backbone, lr=1e-3,
-                                      device="cpu"), torch.device("cpu"))
+        model = build_model(
+            TrainSpec(kind="pair", attributes=("a", "b"), backbone=a.backbone, lr=1e-3, device="cpu"),
+            torch.device("cpu"),
+        )
         cached = SplitTensors(data.images["train"], data.labels["train"][:, :2], torch.device("cpu"))
-        loader = DataLoader(JpegFolder(load_index(root), tuple(a.size)), batch_size=a.batch_size, shuffle=True,
-                            num_workers=a.workers, persistent_workers=True)
+        loader = DataLoader(
+            JpegFolder(load_index(root), tuple(a.size)),
+            batch_size=a.batch_size,
+            shuffle=True,
+            num_workers=a.workers,
+            persistent_workers=True,
+        )
         runs = {"cache": [], "jpeg": []}
         for r in range(a.repeats + 1):  # the first round is warm-up
             c = epoch(model, cached.batches(a.batch_size, _epoch_generator(0, r), augment=True))
@@ -78,22 +93,32 @@ def main() -> None:
                 runs["cache"].append(c)
                 runs["jpeg"].append(j)
         # the input pipeline alone: the same epochs without the train step
-        only = {"cache": statistics.median(
-            epoch_inputs(cached.batches(a.batch_size, _epoch_generator(0, r), augment=True)) for r in range(a.repeats)),
-            "jpeg": statistics.median(epoch_inputs(loader) for _ in range(a.repeats))}
+        only = {
+            "cache": statistics.median(
+                epoch_inputs(cached.batches(a.batch_size, _epoch_generator(0, r), augment=True))
+                for r in range(a.repeats)
+            ),
+            "jpeg": statistics.median(epoch_inputs(loader) for _ in range(a.repeats)),
+        }
     c, j = statistics.median(runs["cache"]), statistics.median(runs["jpeg"])
     n = a.images
-    print(f"{n} images {a.size[0]}x{a.size[1]}, batch {a.batch_size}, {a.backbone}, {a.workers} loader workers, "
-          f"{torch.get_num_threads()} torch threads; cache build {build:.2f}s (once)")
-    print(f"epoch with train step: cache {c:.2f}s ({n / c:.0f} img/s), jpeg DataLoader {j:.2f}s ({n / j:.0f} img/s), "
-          f"ratio {j / c:.2f}x")
-    print(f"input pipeline only:   cache {only['cache']:.2f}s ({n / only['cache']:.0f} img/s), "
-          f"jpeg DataLoader {only['jpeg']:.2f}s ({n / only['jpeg']:.0f} img/s), ratio {only['jpeg'] / only['cache']:.1f}x")
+    print(
+        f"{n} images {a.size[0]}x{a.size[1]}, batch {a.batch_size}, {a.backbone}, {a.workers} loader workers, "
+        f"{torch.get_num_threads()} torch threads; cache build {build:.2f}s (once)"
+    )
+    print(
+        f"epoch with train step: cache {c:.2f}s ({n / c:.0f} img/s), jpeg DataLoader {j:.2f}s ({n / j:.0f} img/s), "
+        f"ratio {j / c:.2f}x"
+    )
+    print(
+        f"input pipeline only:   cache {only['cache']:.2f}s ({n / only['cache']:.0f} img/s), "
+        f"jpeg DataLoader {only['jpeg']:.2f}s ({n / only['jpeg']:.0f} img/s), ratio {only['jpeg'] / only['cache']:.1f}x"
+    )
 
 
 def epoch_inputs(batches) -> float:
     t0 = time.perf_counter()
-    for x, y in batches:
+    for _batch in batches:
         pass
     return time.perf_counter() - t0
 

@@ -35,7 +35,8 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def write_config(out: Path, root: Path, a: argparse.Namespace) -> Path:
     config = {
-        "name": "duke-scale", "results": str(out / "results"),
+        "name": "duke-scale",
+        "results": str(out / "results"),
         "dataset": {"format": "duke", "root": str(root), "image_size": list(a.size), "cache": str(out / "cache")},
         "model": {"backbone": "small_cnn", "pretrained": None},
         "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": 3e-3, "lr_milestones": [], "seed": 0},
@@ -79,8 +80,10 @@ def main() -> None:
     data_seconds = time.perf_counter() - t0
     config = write_config(a.out, root, a)
     facts = json.loads(cli("dataset", str(root), "--layout", "duke", "--format", "json").stdout)
-    print(f"dataset: {facts['splits']} images, {facts['identities']} identities ({data_seconds:.0f} s to write)",
-          flush=True)
+    print(
+        f"dataset: {facts['splits']} images, {facts['identities']} identities ({data_seconds:.0f} s to write)",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     run = cli("run", str(config), check=False)
@@ -88,17 +91,26 @@ def main() -> None:
     (a.out / "run.log").write_text(run.stdout + run.stderr)
     status = cli("status", str(a.out / "results"), check=False).stdout
     print(f"run: exit {run.returncode}, {wall:.0f} s wall\n{status}", flush=True)
-    summary = {"wall_seconds": round(wall, 1), "exit": run.returncode, "status": status,
-               "images": facts["splits"], "identities": facts["identities"], "excluded": facts["excluded"],
-               "val_identities": facts["val_identities"], "size": list(a.size),
-               "images_per_identity": a.images_per_identity, "epochs": a.epochs}
+    summary = {
+        "wall_seconds": round(wall, 1),
+        "exit": run.returncode,
+        "status": status,
+        "images": facts["splits"],
+        "identities": facts["identities"],
+        "excluded": facts["excluded"],
+        "val_identities": facts["val_identities"],
+        "size": list(a.size),
+        "images_per_identity": a.images_per_identity,
+        "epochs": a.epochs,
+    }
     (a.out / "summary.json").write_text(json.dumps(summary, indent=2))
     partners = cli("partners", str(a.out / "results"), "--format", "markdown", check=False)
     (a.out / "partners.md").write_text(partners.stdout + partners.stderr)
     table = comparison_markdown(str(a.out / "results"))
     (a.out / "comparison.md").write_text(table + "\n")
-    report = cli("report", str(a.out / "results"), "--out", str(a.out / "report"), "--compare", "paper-duke",
-                 check=False)
+    report = cli(
+        "report", str(a.out / "results"), "--out", str(a.out / "report"), "--compare", "paper-duke", check=False
+    )
     print(table, report.stdout, report.stderr, sep="\n", flush=True)
 
 

@@ -35,19 +35,36 @@ import numpy as np
 import torch
 
 from aal_sweep.data.cache import DecodedDataset
-from aal_sweep.orchestration.estimate import default_throughput_path
 from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
+from aal_sweep.orchestration.estimate import default_throughput_path
 from aal_sweep.train.loop import TrainSpec, build_model, fit, pick_device, train_epoch
 
 SPLITS = ("train", "val", "test")
 ATTRIBUTES = ("a0", "a1", "a2", "a3")
-KINDS = {"single": ("single", None), "pair": ("pair", None), "adversarial-grl": ("adversarial", "grl"),
-         "adversarial-gan": ("adversarial", "gan"), "adversarial-wgan": ("adversarial", "wgan")}
+KINDS = {
+    "single": ("single", None),
+    "pair": ("pair", None),
+    "adversarial-grl": ("adversarial", "grl"),
+    "adversarial-gan": ("adversarial", "gan"),
+    "adversarial-wgan": ("adversarial", "wgan"),
+}
 SIZES = {  # the full size is CelebA's; the toy fits a 2-core CPU in about a minute
-    "full": {"image_size": (218, 178), "splits": {"train": 162_770, "val": 19_867, "test": 19_962},
-             "backbone": "resnet18", "batch_size": 256, "steps": 60, "jpeg_images": 6144},
-    "toy": {"image_size": (16, 16), "splits": {"train": 1024, "val": 256, "test": 256},
-            "backbone": "small_cnn", "batch_size": 64, "steps": None, "jpeg_images": 1024},
+    "full": {
+        "image_size": (218, 178),
+        "splits": {"train": 162_770, "val": 19_867, "test": 19_962},
+        "backbone": "resnet18",
+        "batch_size": 256,
+        "steps": 60,
+        "jpeg_images": 6144,
+    },
+    "toy": {
+        "image_size": (16, 16),
+        "splits": {"train": 1024, "val": 256, "test": 256},
+        "backbone": "small_cnn",
+        "batch_size": 64,
+        "steps": None,
+        "jpeg_images": 1024,
+    },
 }
 
 
@@ -62,7 +79,7 @@ def fabricate(folder: Path, image_size: tuple[int, int], splits: dict[str, int],
     for split, n in splits.items():
         out = np.memmap(folder / f"{split}.u8", dtype=np.uint8, mode="w+", shape=(n, *image_size, 3))
         for start in range(0, n, len(block)):
-            out[start:start + len(block)] = block[:n - start]
+            out[start : start + len(block)] = block[: n - start]
         out.flush()
         np.save(folder / f"{split}.labels.npy", (rng.random((n, len(ATTRIBUTES))) < 0.5).astype(np.uint8))
     meta = {"attributes": list(ATTRIBUTES), "image_size": list(image_size), "splits": splits}
@@ -74,8 +91,10 @@ def read_cache(folder: Path) -> DecodedDataset:
     """The fabricated entry as a DecodedDataset: read-only memmaps, as open_decoded returns them."""
     meta = json.loads((folder / "meta.json").read_text())
     h, w = meta["image_size"]
-    images = {s: np.memmap(folder / f"{s}.u8", dtype=np.uint8, mode="r", shape=(n, h, w, 3))
-              for s, n in meta["splits"].items()}
+    images = {
+        s: np.memmap(folder / f"{s}.u8", dtype=np.uint8, mode="r", shape=(n, h, w, 3))
+        for s, n in meta["splits"].items()
+    }
     labels = {s: np.load(folder / f"{s}.labels.npy") for s in meta["splits"]}
     return DecodedDataset(tuple(meta["attributes"]), images, labels, folder)
 
@@ -87,14 +106,26 @@ def make_spec(kind: str, mode: str, size: dict, threads: int | None, resident: s
     base_kind, method = KINDS[kind]
     n = 1 if base_kind == "single" else 2
     compile_mode = mode.split(":", 1)[1] if ":" in mode else None
-    return TrainSpec(kind=base_kind, attributes=ATTRIBUTES[:n], method=method, lam=0.1 if method else None,
-                     backbone=size["backbone"], epochs=2, batch_size=size["batch_size"], lr_milestones=(),
-                     num_threads=threads, compile=mode != "eager", compile_mode=compile_mode, resident=resident,
-                     max_steps_per_epoch=size["steps"])
+    return TrainSpec(
+        kind=base_kind,
+        attributes=ATTRIBUTES[:n],
+        method=method,
+        lam=0.1 if method else None,
+        backbone=size["backbone"],
+        epochs=2,
+        batch_size=size["batch_size"],
+        lr_milestones=(),
+        num_threads=threads,
+        compile=mode != "eager",
+        compile_mode=compile_mode,
+        resident=resident,
+        max_steps_per_epoch=size["steps"],
+    )
 
 
-def measure(folder: Path, kind: str, mode: str, size: dict, threads: int | None, resident: str = "auto",
-            barrier=None) -> dict:
+def measure(
+    folder: Path, kind: str, mode: str, size: dict, threads: int | None, resident: str = "auto", barrier=None
+) -> dict:
     """Two epochs of `fit`; the second is the measurement. `barrier`: wait for the others after epoch one."""
     data = read_cache(folder)
     device = pick_device("auto")
@@ -112,13 +143,17 @@ def measure(folder: Path, kind: str, mode: str, size: dict, threads: int | None,
     if device.type == "cuda":  # hand the resident copies back, or the next run's 0.4-of-free rule sees less
         gc.collect()
         torch.cuda.empty_cache()
-    return {"images_per_second_per_trial": h["train_images"][1] / h["train_epoch_seconds"][1],
-            "eval_seconds_per_epoch": h["eval_seconds"][1],
-            "eval_images_per_second_per_trial": (r.n_val + r.n_test) / h["eval_seconds"][1],
-            "first_step_seconds": h["first_step_seconds"],
-            "first_epoch_extra_seconds": h["train_epoch_seconds"][0] - h["train_epoch_seconds"][1],
-            "peak_memory_bytes": peak,
-            "resident_bytes": resident_bytes, "resident": h["resident"], "train_images": h["train_images"][1]}
+    return {
+        "images_per_second_per_trial": h["train_images"][1] / h["train_epoch_seconds"][1],
+        "eval_seconds_per_epoch": h["eval_seconds"][1],
+        "eval_images_per_second_per_trial": (r.n_val + r.n_test) / h["eval_seconds"][1],
+        "first_step_seconds": h["first_step_seconds"],
+        "first_epoch_extra_seconds": h["train_epoch_seconds"][0] - h["train_epoch_seconds"][1],
+        "peak_memory_bytes": peak,
+        "resident_bytes": resident_bytes,
+        "resident": h["resident"],
+        "train_images": h["train_images"][1],
+    }
 
 
 def _worker(args) -> None:
@@ -126,14 +161,17 @@ def _worker(args) -> None:
     queue.put(measure(folder, kind, mode, size, threads, resident, barrier))
 
 
-def measure_concurrent(folder: Path, kind: str, mode: str, size: dict, concurrency: int, threads: int | None,
-                       resident: str = "auto") -> dict:
+def measure_concurrent(
+    folder: Path, kind: str, mode: str, size: dict, concurrency: int, threads: int | None, resident: str = "auto"
+) -> dict:
     """`concurrency` trainings in their own processes on one device; images/s summed over them. Compiled
     runs always get a fresh process: torch.compile's caches and recompile limits are per process."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(concurrency, timeout=900), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=((folder, kind, mode, size, threads, resident, barrier, queue),))
-             for _ in range(concurrency)]
+    procs = [
+        ctx.Process(target=_worker, args=((folder, kind, mode, size, threads, resident, barrier, queue),))
+        for _ in range(concurrency)
+    ]
     for p in procs:
         p.start()
     parts = []
@@ -148,15 +186,18 @@ def measure_concurrent(folder: Path, kind: str, mode: str, size: dict, concurren
                 raise RuntimeError(f"a benchmark worker exited with code {failed[0]}") from None
     for p in procs:
         p.join()
-    return {"images_per_second": sum(p["images_per_second_per_trial"] for p in parts),
-            "images_per_second_per_trial": float(np.mean([p["images_per_second_per_trial"] for p in parts])),
-            "eval_seconds_per_epoch": float(np.mean([p["eval_seconds_per_epoch"] for p in parts])),
-            "eval_images_per_second_per_trial": float(np.mean([p["eval_images_per_second_per_trial"] for p in parts])),
-            "first_step_seconds": max(p["first_step_seconds"] for p in parts),
-            "first_epoch_extra_seconds": max(p["first_epoch_extra_seconds"] for p in parts),
-            "peak_memory_bytes": max((p["peak_memory_bytes"] or 0) for p in parts) or None,
-            "resident_bytes": max(p["resident_bytes"] for p in parts),
-            "resident": [p["resident"] for p in parts], "train_images": parts[0]["train_images"]}
+    return {
+        "images_per_second": sum(p["images_per_second_per_trial"] for p in parts),
+        "images_per_second_per_trial": float(np.mean([p["images_per_second_per_trial"] for p in parts])),
+        "eval_seconds_per_epoch": float(np.mean([p["eval_seconds_per_epoch"] for p in parts])),
+        "eval_images_per_second_per_trial": float(np.mean([p["eval_images_per_second_per_trial"] for p in parts])),
+        "first_step_seconds": max(p["first_step_seconds"] for p in parts),
+        "first_epoch_extra_seconds": max(p["first_epoch_extra_seconds"] for p in parts),
+        "peak_memory_bytes": max((p["peak_memory_bytes"] or 0) for p in parts) or None,
+        "resident_bytes": max(p["resident_bytes"] for p in parts),
+        "resident": [p["resident"] for p in parts],
+        "train_images": parts[0]["train_images"],
+    }
 
 
 # ---- the same step fed by JPEGs ------------------------------------------------------------------------
@@ -169,8 +210,14 @@ class JpegFolder(torch.utils.data.Dataset):
         from torchvision.transforms import v2
 
         self.paths, self.labels = paths, torch.as_tensor(labels, dtype=torch.float32)
-        self.transform = v2.Compose([v2.PILToTensor(), v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
-                                     v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -193,8 +240,9 @@ def write_jpegs(data: DecodedDataset, folder: Path, n: int) -> JpegFolder:
     return JpegFolder(paths, data.labels["train"][:n])
 
 
-def measure_jpeg(data: DecodedDataset, jpegs: JpegFolder, kind: str, mode: str, size: dict, threads: int | None,
-                 workers: int) -> dict:
+def measure_jpeg(
+    data: DecodedDataset, jpegs: JpegFolder, kind: str, mode: str, size: dict, threads: int | None, workers: int
+) -> dict:
     """The real training step (train_epoch) fed by a DataLoader over JPEGs; the second epoch is measured."""
     spec = make_spec(kind, mode, size, threads)
     device = pick_device("auto")
@@ -202,8 +250,14 @@ def measure_jpeg(data: DecodedDataset, jpegs: JpegFolder, kind: str, mode: str, 
         torch.set_num_threads(threads)
     model = build_model(spec, device)
     cols = data.columns(spec.attributes)
-    loader = torch.utils.data.DataLoader(jpegs, batch_size=spec.batch_size, shuffle=True, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=True)
+    loader = torch.utils.data.DataLoader(
+        jpegs,
+        batch_size=spec.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     def batches():
@@ -217,8 +271,11 @@ def measure_jpeg(data: DecodedDataset, jpegs: JpegFolder, kind: str, mode: str, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - t0)
-    return {"images_per_second_per_trial": n_images / seconds[1], "train_images": n_images,
-            "first_epoch_extra_seconds": seconds[0] - seconds[1]}
+    return {
+        "images_per_second_per_trial": n_images / seconds[1],
+        "train_images": n_images,
+        "first_epoch_extra_seconds": seconds[0] - seconds[1],
+    }
 
 
 # ---- the grid ------------------------------------------------------------------------------------------
@@ -237,17 +294,25 @@ def _cpu_name() -> str:
 def machine() -> dict:
     cuda = torch.cuda.is_available()
     props = torch.cuda.get_device_properties(0) if cuda else None
-    return {"gpu": props.name if cuda else None, "gpu_memory_bytes": props.total_memory if cuda else None,
-            "device": "cuda" if cuda else "cpu", "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "gpu": props.name if cuda else None,
+        "gpu_memory_bytes": props.total_memory if cuda else None,
+        "device": "cuda" if cuda else "cpu",
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def grid(args) -> list[tuple[str, str, int, str]]:
     """(kind, mode, concurrency, data) to measure, in order."""
     cuda = torch.cuda.is_available()
     # compiling on a CPU takes about a minute per graph: there only the concurrency kinds are compiled
-    runs = [(k, m, 1, "auto") for m in args.modes for k in (args.kinds if m == "eager" or cuda else args.concurrency_kinds)]
+    runs = [
+        (k, m, 1, "auto") for m in args.modes for k in (args.kinds if m == "eager" or cuda else args.concurrency_kinds)
+    ]
     runs += [(k, args.default_mode, c, "auto") for c in args.concurrency if c > 1 for k in args.concurrency_kinds]
     if cuda:  # on a CPU every batch comes from the host anyway
         runs += [(k, args.default_mode, 1, "never") for k in args.concurrency_kinds]
@@ -263,8 +328,11 @@ def run(args) -> list[dict]:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         t0 = time.perf_counter()
         folder = fabricate(Path(tmp) / "cache", size["image_size"], size["splits"])
-        print(f"fabricated a decoded cache of {sum(size['splits'].values())} images at {size['image_size']} "
-              f"in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        print(
+            f"fabricated a decoded cache of {sum(size['splits'].values())} images at {size['image_size']} "
+            f"in {time.perf_counter() - t0:.1f}s",
+            file=sys.stderr,
+        )
         records, jpegs = [], None
         for kind, mode, conc, data_path in grid(args):
             t0 = time.perf_counter()
@@ -279,11 +347,24 @@ def run(args) -> list[dict]:
                 m["images_per_second"] = m["images_per_second_per_trial"]
             else:
                 m = measure_concurrent(folder, kind, mode, size, conc, threads, data_path)
-            records.append({"kind": kind, "mode": mode, "concurrency": conc, "data": data_path,
-                            "backbone": size["backbone"], "image_size": list(size["image_size"]),
-                            "batch_size": size["batch_size"], **m, "wall_seconds": time.perf_counter() - t0})
-            print(f"  {kind} {mode} x{conc} {data_path}: {m['images_per_second']:.0f} img/s "
-                  f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+            records.append(
+                {
+                    "kind": kind,
+                    "mode": mode,
+                    "concurrency": conc,
+                    "data": data_path,
+                    "backbone": size["backbone"],
+                    "image_size": list(size["image_size"]),
+                    "batch_size": size["batch_size"],
+                    **m,
+                    "wall_seconds": time.perf_counter() - t0,
+                }
+            )
+            print(
+                f"  {kind} {mode} x{conc} {data_path}: {m['images_per_second']:.0f} img/s "
+                f"({time.perf_counter() - t0:.1f}s)",
+                file=sys.stderr,
+            )
     return records
 
 
@@ -303,21 +384,32 @@ def speedups(records: list[dict]) -> list[str]:
     for r in records:
         ref = base.get((r["kind"], r["mode"]))
         if r["data"] in ("jpeg", "never") and ref:
-            out.append(f"{r['kind']} {r['mode']}: decoded cache {ref['images_per_second']:.0f} img/s = "
-                       f"{ref['images_per_second'] / r['images_per_second']:.1f}x the "
-                       f"{'JPEG DataLoader' if r['data'] == 'jpeg' else 'pinned-memory path'}")
+            out.append(
+                f"{r['kind']} {r['mode']}: decoded cache {ref['images_per_second']:.0f} img/s = "
+                f"{ref['images_per_second'] / r['images_per_second']:.1f}x the "
+                f"{'JPEG DataLoader' if r['data'] == 'jpeg' else 'pinned-memory path'}"
+            )
     return out
 
 
 def table(records: list[dict]) -> str:
     gib = lambda b: "-" if not b else f"{b / 2**30:.1f}"  # noqa: E731
-    head = ("kind", "mode", "conc", "data", "img/s", "img/s/trial", "eval s/epoch", "1st step s", "peak GiB",
-            "on GPU")
-    rows = [head] + [(r["kind"], r["mode"], str(r["concurrency"]), r["data"], f"{r['images_per_second']:.0f}",
-                      f"{r['images_per_second_per_trial']:.0f}",
-                      "-" if r.get("eval_seconds_per_epoch") is None else f"{r['eval_seconds_per_epoch']:.2f}",
-                      "-" if r.get("first_step_seconds") is None else f"{r['first_step_seconds']:.2f}",
-                      gib(r.get("peak_memory_bytes")), _on_gpu(r.get("resident"))) for r in records]
+    head = ("kind", "mode", "conc", "data", "img/s", "img/s/trial", "eval s/epoch", "1st step s", "peak GiB", "on GPU")
+    rows = [head] + [
+        (
+            r["kind"],
+            r["mode"],
+            str(r["concurrency"]),
+            r["data"],
+            f"{r['images_per_second']:.0f}",
+            f"{r['images_per_second_per_trial']:.0f}",
+            "-" if r.get("eval_seconds_per_epoch") is None else f"{r['eval_seconds_per_epoch']:.2f}",
+            "-" if r.get("first_step_seconds") is None else f"{r['first_step_seconds']:.2f}",
+            gib(r.get("peak_memory_bytes")),
+            _on_gpu(r.get("resident")),
+        )
+        for r in records
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -328,15 +420,27 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--toy", action="store_true", help="CPU-sized: small_cnn at 32x32, a few thousand images")
     p.add_argument("--out", help="write the records as JSON here")
-    p.add_argument("--throughput-out", help="also write them where `aal-sweep plan` reads them (default on a "
-                                            "GPU at full size: estimate.default_throughput_path())")
+    p.add_argument(
+        "--throughput-out",
+        help="also write them where `aal-sweep plan` reads them (default on a "
+        "GPU at full size: estimate.default_throughput_path())",
+    )
     p.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
-    p.add_argument("--modes", nargs="+", default=None,
-                   help="eager, compiled, compiled:reduce-overhead (CUDA graphs), compiled:max-autotune "
-                        "(default: eager compiled; on a CPU compiled only for --concurrency-kinds)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        help="eager, compiled, compiled:reduce-overhead (CUDA graphs), compiled:max-autotune "
+        "(default: eager compiled; on a CPU compiled only for --concurrency-kinds)",
+    )
     p.add_argument("--concurrency", nargs="+", type=int, default=[2, 4], help="concurrent trainings besides 1")
-    p.add_argument("--concurrency-kinds", nargs="+", choices=tuple(KINDS), default=["pair"],
-                   help="kinds measured concurrently, with the pinned-memory path and the JPEG DataLoader")
+    p.add_argument(
+        "--concurrency-kinds",
+        nargs="+",
+        choices=tuple(KINDS),
+        default=["pair"],
+        help="kinds measured concurrently, with the pinned-memory path and the JPEG DataLoader",
+    )
     p.add_argument("--steps", type=int, help="training steps per epoch (default: 60 at full size, all in the toy)")
     p.add_argument("--workers", type=int, help="JPEG DataLoader workers (default: every CPU)")
     p.add_argument("--tmp", help="where to write the fabricated cache (full size: 23 GB)")
@@ -349,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     for line in speedups(records):
         print(line)
-    for path in filter(None, [args.out, args.throughput_out or (default_throughput_path() if cuda and not args.toy else None)]):
+    for path in filter(
+        None, [args.out, args.throughput_out or (default_throughput_path() if cuda and not args.toy else None)]
+    ):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(result, indent=1))
         print(f"wrote {path}", file=sys.stderr)

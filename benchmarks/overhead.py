@@ -30,12 +30,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic(Path(tmp) / "d", a.attributes, 40, (8, 8))
-        cfg = parse_config({
-            "results": str(Path(tmp) / "r"),
-            "dataset": {"root": str(root), "image_size": [8, 8], "cache": str(Path(tmp) / "c")},
-            "model": {"backbone": "small_cnn"}, "train": {"epochs": 1, "batch_size": 16},
-            "phases": ["single", "pair"], "resources": {"cpus_per_trial": a.cpus_per_trial},
-        })
+        cfg = parse_config(
+            {
+                "results": str(Path(tmp) / "r"),
+                "dataset": {"root": str(root), "image_size": [8, 8], "cache": str(Path(tmp) / "c")},
+                "model": {"backbone": "small_cnn"},
+                "train": {"epochs": 1, "batch_size": 16},
+                "phases": ["single", "pair"],
+                "resources": {"cpus_per_trial": a.cpus_per_trial},
+            }
+        )
         t0 = time.perf_counter()
         assert run_sweep(cfg) == 0
         wall = time.perf_counter() - t0
@@ -43,8 +47,10 @@ def main() -> None:
     n = len(df)
     slots = max(1, int((os.cpu_count() or 1) // a.cpus_per_trial))
     train = df["train_seconds"].sum()
-    print(f"{n} trials, {slots} concurrent: wall {wall:.1f}s, training {train:.2f}s in all; "
-          f"overhead {(wall - train / slots) / n:.2f}s per trial (wall - training / {slots}) / {n}")
+    print(
+        f"{n} trials, {slots} concurrent: wall {wall:.1f}s, training {train:.2f}s in all; "
+        f"overhead {(wall - train / slots) / n:.2f}s per trial (wall - training / {slots}) / {n}"
+    )
 
 
 if __name__ == "__main__":

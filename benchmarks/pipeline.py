@@ -38,15 +38,20 @@ from aal_sweep.store import Store  # noqa: E402
 
 def config(tmp: Path, root: Path, name: str, args) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name, "results": str(tmp / name),
-        "dataset": {"root": str(root), "image_size": [args.size, args.size], "cache": str(tmp / "cache")},
-        "model": {"backbone": "small_cnn"},
-        "train": {"epochs": args.epochs, "batch_size": 32, "lr": 3e-3, "lr_milestones": [args.epochs]},
-        "adversarial": {"method": "grl", "lambdas": [0.1, 0.5]},
-        "phases": ["single", "pair", "multitask_all", "adversarial"],
-        "resources": {"cpus_per_trial": 1, "max_concurrent": args.slots},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "results": str(tmp / name),
+                "dataset": {"root": str(root), "image_size": [args.size, args.size], "cache": str(tmp / "cache")},
+                "model": {"backbone": "small_cnn"},
+                "train": {"epochs": args.epochs, "batch_size": 32, "lr": 3e-3, "lr_milestones": [args.epochs]},
+                "adversarial": {"method": "grl", "lambdas": [0.1, 0.5]},
+                "phases": ["single", "pair", "multitask_all", "adversarial"],
+                "resources": {"cpus_per_trial": 1, "max_concurrent": args.slots},
+            }
+        )
+    )
     return path
 
 
@@ -54,8 +59,9 @@ def run(code: Path, path: Path) -> float:
     """`aal-sweep run` of `code` (a checkout) to the end; its wall time."""
     env = dict(os.environ, PYTHONPATH=str(code), RAY_AUTH_MODE="token")
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], env=env, cwd=code,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(path)], env=env, cwd=code, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{code}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
@@ -94,9 +100,16 @@ def measure(spans: list[tuple[float, float]], slots: int, wall: float) -> dict:
         t_prev = t
     if gap_from is not None:
         longest = max(longest, last_start - gap_from)
-    return {"wall": wall, "span": last_end - first, "busy": busy_s, "utilization": busy_s / (slots * wall),
-            "span_utilization": busy_s / (slots * (last_end - first)), "idle": idle, "longest_gap": longest,
-            "attempts": len(spans)}
+    return {
+        "wall": wall,
+        "span": last_end - first,
+        "busy": busy_s,
+        "utilization": busy_s / (slots * wall),
+        "span_utilization": busy_s / (slots * (last_end - first)),
+        "idle": idle,
+        "longest_gap": longest,
+        "attempts": len(spans),
+    }
 
 
 def main() -> None:
@@ -117,7 +130,7 @@ def main() -> None:
         root = make_synthetic(tmp / "data", a.attributes, a.images, (a.size, a.size), seed=0)
         open_decoded(DatasetSource(root), (a.size, a.size), str(tmp / "cache"))  # built once, before any run
         for k in range(a.repeats):
-            for d, code in (designs.items() if k % 2 == 0 else reversed(designs.items())):
+            for d, code in designs.items() if k % 2 == 0 else reversed(designs.items()):
                 name = f"{'graph' if code == ROOT else 'phases'}-{k}"
                 path = config(tmp, root, name, a)
                 wall = run(code, path)
@@ -125,13 +138,17 @@ def main() -> None:
                 rows[d].append(m)
                 print(f"{d} run {k + 1}: " + ", ".join(f"{key} {v:.2f}" for key, v in m.items()), flush=True)
     print(f"\n{a.attributes} attributes, {a.slots} slots, median of {a.repeats} runs each (alternated)\n")
-    print("| design | trials | wall | utilization (wall) | utilization (first start to last end) | idle slot-s | "
-          "longest gap |")
+    print(
+        "| design | trials | wall | utilization (wall) | utilization (first start to last end) | idle slot-s | "
+        "longest gap |"
+    )
     print("|---|---|---|---|---|---|---|")
     for d, ms in rows.items():
         med = {key: statistics.median(m[key] for m in ms) for key in ms[0]}
-        print(f"| {d} | {int(med['attempts'])} | {med['wall']:.1f} s | {100 * med['utilization']:.0f}% | "
-              f"{100 * med['span_utilization']:.0f}% | {med['idle']:.1f} | {med['longest_gap']:.1f} s |")
+        print(
+            f"| {d} | {int(med['attempts'])} | {med['wall']:.1f} s | {100 * med['utilization']:.0f}% | "
+            f"{100 * med['span_utilization']:.0f}% | {med['idle']:.1f} | {med['longest_gap']:.1f} s |"
+        )
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
 

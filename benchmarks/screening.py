@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,15 @@ sys.path.insert(0, str(ROOT))
 from aal_sweep import open_results  # noqa: E402
 from aal_sweep.analysis.matrix import pair_matrix  # noqa: E402
 from aal_sweep.analysis.partners import derive_partners, partner_statistics  # noqa: E402
-from aal_sweep.analysis.screening import (agreement, candidates, confirmation_pairs, expected_cells,  # noqa: E402
-                                          label_correlation, matrix_drops, short_scores)
+from aal_sweep.analysis.screening import (  # noqa: E402
+    agreement,
+    candidates,
+    confirmation_pairs,
+    expected_cells,
+    label_correlation,
+    matrix_drops,
+    short_scores,
+)
 from aal_sweep.config import load_config  # noqa: E402
 from aal_sweep.data.cache import open_decoded  # noqa: E402
 from aal_sweep.data.index import load_index  # noqa: E402
@@ -72,21 +80,31 @@ def make_data(name: str, tmp: Path, images: int) -> Path:
 
 def write_config(tmp: Path, name: str, root: Path, epochs: int, **pairs) -> Path:
     path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name, "results": str(tmp / name),
-        "dataset": {"root": str(root), "image_size": [16, 16], "cache": str(tmp / "cache")},
-        "model": {"backbone": "small_cnn"},
-        "train": {"epochs": epochs, "batch_size": 64, "lr": 3e-3, "lr_milestones": [epochs]},
-        "phases": ["single", "pair"], "resources": {"cpus_per_trial": 1},
-        **({"pairs": {"mode": "screened", **pairs}} if pairs else {}),
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "results": str(tmp / name),
+                "dataset": {"root": str(root), "image_size": [16, 16], "cache": str(tmp / "cache")},
+                "model": {"backbone": "small_cnn"},
+                "train": {"epochs": epochs, "batch_size": 64, "lr": 3e-3, "lr_milestones": [epochs]},
+                "phases": ["single", "pair"],
+                "resources": {"cpus_per_trial": 1},
+                **({"pairs": {"mode": "screened", **pairs}} if pairs else {}),
+            }
+        )
+    )
     return path
 
 
 def run(path: Path) -> float:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     if out.returncode != 0:
         raise SystemExit(f"{path}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -98,7 +116,8 @@ def confirmed_outcome(exhaustive, rows: pd.DataFrame, estimates: pd.DataFrame, k
     pairs = confirmation_pairs(candidates(estimates, attrs, k, rule), attrs)
     keep = {frozenset(p) for p in pairs}
     cell = rows["partner"].isna().to_numpy() | np.array(
-        [frozenset((a, b)) in keep for a, b in zip(rows["attribute"], rows["partner"])], dtype=bool)
+        [frozenset((a, b)) in keep for a, b in zip(rows["attribute"], rows["partner"])], dtype=bool
+    )
     mine = rows[cell & rows["kind"].isin(["single", "pair"])]
     derived = derive_partners(pair_matrix(mine, attrs, "val_acc"), expected=expected_cells(attrs, pairs))
     chosen = partner_statistics(derived, mine, attrs, exhaustive.config.partners, intervals=False).chosen
@@ -113,16 +132,23 @@ def one_dataset(name: str, tmp: Path, args) -> list[dict]:
     attrs = ex.attributes
     rows = ex.trials(STATS_COLUMNS + ["val_acc_by_epoch", "train_seconds", "epochs_run"])
     per_trial = ex.trials(["trial_id", "kind", "attribute", "partner", "train_seconds"]).drop_duplicates("trial_id")
-    pair_cells = {frozenset((a, b)): sec for kind, a, b, sec in zip(per_trial["kind"], per_trial["attribute"],
-                                                                   per_trial["partner"], per_trial["train_seconds"])
-                  if kind == "pair"}
+    pair_cells = {
+        frozenset((a, b)): sec
+        for kind, a, b, sec in zip(
+            per_trial["kind"], per_trial["attribute"], per_trial["partner"], per_trial["train_seconds"]
+        )
+        if kind == "pair"
+    }
     pair_seconds = float(per_trial.loc[per_trial["kind"] == "pair", "train_seconds"].sum())
     n_pairs = int((per_trial["kind"] == "pair").sum())
     truth = ex.chosen_partners(statistics=True)
     drops = matrix_drops(ex.matrix("val_acc"))
-    print(f"{name}: {len(attrs)} attributes, exhaustive sweep {wall:.0f} s wall, {n_pairs} pair trials, "
-          f"{pair_seconds:.1f} s pair training; partners {int(truth['partner'].notna().sum())}, significant "
-          f"{int(truth['significant'].fillna(False).astype(bool).sum())}", flush=True)
+    print(
+        f"{name}: {len(attrs)} attributes, exhaustive sweep {wall:.0f} s wall, {n_pairs} pair trials, "
+        f"{pair_seconds:.1f} s pair training; partners {int(truth['partner'].notna().sum())}, significant "
+        f"{int(truth['significant'].fillna(False).astype(bool).sum())}",
+        flush=True,
+    )
 
     cfg = load_config(ex_path)
     labels = load_index(cfg.dataset.source(), attrs, check_images=False).labels["train"]
@@ -143,31 +169,69 @@ def one_dataset(name: str, tmp: Path, args) -> list[dict]:
             for k in KS:
                 pairs, chosen = confirmed_outcome(ex, rows, est, k, rule)
                 pair_cost = float(sum(pair_cells[frozenset(p)] for p in pairs))
-                a = agreement(chosen, truth, pairs, est, drops, (len(pairs), n_pairs),
-                              (est_seconds[estimator] + pair_cost, pair_seconds))
+                a = agreement(
+                    chosen,
+                    truth,
+                    pairs,
+                    est,
+                    drops,
+                    (len(pairs), n_pairs),
+                    (est_seconds[estimator] + pair_cost, pair_seconds),
+                )
                 m = len(attrs)
                 t_pair = pair_seconds / n_pairs
-                est40 = {"label_correlation": 0.0, "short": est_seconds["short"] / n_pairs * PROJECT_TO * (PROJECT_TO - 1) / 2,
-                         "lookahead": est_seconds["lookahead"] - look_extra + look_extra * PROJECT_TO / m}[estimator]
+                est40 = {
+                    "label_correlation": 0.0,
+                    "short": est_seconds["short"] / n_pairs * PROJECT_TO * (PROJECT_TO - 1) / 2,
+                    "lookahead": est_seconds["lookahead"] - look_extra + look_extra * PROJECT_TO / m,
+                }[estimator]
                 n40 = len(pairs) / m * PROJECT_TO
                 projected = (est40 + n40 * t_pair) / (PROJECT_TO * (PROJECT_TO - 1) / 2 * t_pair)
-                row = {"dataset": name, "estimator": estimator, "rule": rule, "k": k, **a,
-                       "projected_cost_40": projected, "confirmed_pairs": len(pairs)}
+                row = {
+                    "dataset": name,
+                    "estimator": estimator,
+                    "rule": rule,
+                    "k": k,
+                    **a,
+                    "projected_cost_40": projected,
+                    "confirmed_pairs": len(pairs),
+                }
                 out.append(row)
-                print(f"  {estimator:<17} {rule:<8} K={k}: recall {a['recall']}, significant {a['recall_significant']}, "
-                      f"top1 {a['top1_agreement']}, spearman {a['spearman']}, cost {a['cost']:.2f}, "
-                      f"projected at 40: {projected:.2f}", flush=True)
+                print(
+                    f"  {estimator:<17} {rule:<8} K={k}: recall {a['recall']}, significant {a['recall_significant']}, "
+                    f"top1 {a['top1_agreement']}, spearman {a['spearman']}, cost {a['cost']:.2f}, "
+                    f"projected at 40: {projected:.2f}",
+                    flush=True,
+                )
 
     # the real screened sweep must agree with the offline derivation of the same choice
-    scr_path = write_config(tmp, f"{name}-screened", root, args.epochs, estimator="lookahead", confirm=2,
-                            every=args.every)
+    scr_path = write_config(
+        tmp, f"{name}-screened", root, args.epochs, estimator="lookahead", confirm=2, every=args.every
+    )
     run(scr_path)
-    got = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "agreement", str(tmp / f"{name}-screened"),
-                          "--against", str(tmp / f"{name}-exhaustive"), "--format", "json"], capture_output=True,
-                         text=True, check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    got = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aal_sweep.cli",
+            "agreement",
+            str(tmp / f"{name}-screened"),
+            "--against",
+            str(tmp / f"{name}-exhaustive"),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     real = json.loads(got.stdout)
-    print(f"  real screened sweep (lookahead, K=2, top_k): recall {real['recall']}, significant "
-          f"{real['recall_significant']}, cost {real['cost']:.2f} ({real['pair_trials']})", flush=True)
+    print(
+        f"  real screened sweep (lookahead, K=2, top_k): recall {real['recall']}, significant "
+        f"{real['recall_significant']}, cost {real['cost']:.2f} ({real['pair_trials']})",
+        flush=True,
+    )
     out.append({"dataset": name, "estimator": "lookahead", "rule": "top_k", "k": 2, "real_sweep": True, **real})
     return out
 
@@ -182,10 +246,16 @@ def figure(rows: list[dict], path: Path) -> None:
     for r in rows:
         if r.get("real_sweep") or r["rule"] != "top_k" or r["recall_significant"] is None:
             continue
-        ax.scatter(r["cost"], r["recall_significant"], marker=markers[r["dataset"]], color=colours[r["estimator"]],
-                   s=30 + 20 * r["k"])
-        ax.annotate(f"K={r['k']}", (r["cost"], r["recall_significant"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
+        ax.scatter(
+            r["cost"],
+            r["recall_significant"],
+            marker=markers[r["dataset"]],
+            color=colours[r["estimator"]],
+            s=30 + 20 * r["k"],
+        )
+        ax.annotate(
+            f"K={r['k']}", (r["cost"], r["recall_significant"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
     for e, c in colours.items():
         ax.scatter([], [], color=c, label=e)
     for d, mk in markers.items():
@@ -233,8 +303,18 @@ def main() -> None:
 
 def markdown_table(rows: list[dict]) -> str:
     """The docs' table: per dataset, estimator, rule and K, what was found and what it cost."""
-    cols = ["dataset", "estimator", "rule", "k", "recall", "recall_significant", "top1_agreement", "spearman", "cost",
-            "projected_cost_40"]
+    cols = [
+        "dataset",
+        "estimator",
+        "rule",
+        "k",
+        "recall",
+        "recall_significant",
+        "top1_agreement",
+        "spearman",
+        "cost",
+        "projected_cost_40",
+    ]
     cell = lambda v: "—" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows if not r.get("real_sweep")]

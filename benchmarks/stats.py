@@ -33,11 +33,19 @@ def rows(m: int, n: int, seeds: int) -> pd.DataFrame:
             for b in names:
                 if b != a:
                     out.append(("pair", a, b, s, single[a] ^ (rng.random(n) < 0.03)))
-    return pd.DataFrame({
-        "kind": [r[0] for r in out], "attribute": [r[1] for r in out], "partner": [r[2] for r in out],
-        "seed": [r[3] for r in out], "status": "ok", "val_acc": [r[4].mean() for r in out],
-        "val_correct": [stats.pack(r[4]) for r in out], "n_val": n, "val_majority": 0.8,
-    }), names
+    return pd.DataFrame(
+        {
+            "kind": [r[0] for r in out],
+            "attribute": [r[1] for r in out],
+            "partner": [r[2] for r in out],
+            "seed": [r[3] for r in out],
+            "status": "ok",
+            "val_acc": [r[4].mean() for r in out],
+            "val_correct": [stats.pack(r[4]) for r in out],
+            "n_val": n,
+            "val_majority": 0.8,
+        }
+    ), names
 
 
 def main() -> None:
@@ -53,8 +61,10 @@ def main() -> None:
         t0 = time.perf_counter()
         table = pairs_table(trials, names)
         times.append(time.perf_counter() - t0)
-    print(f"pairs_table: M={args.attributes}, {len(table)} cells, {args.images} images, {args.seeds} seed(s): "
-          f"median {statistics.median(times):.2f} s over {args.repeats} (min {min(times):.2f} s)")
+    print(
+        f"pairs_table: M={args.attributes}, {len(table)} cells, {args.images} images, {args.seeds} seed(s): "
+        f"median {statistics.median(times):.2f} s over {args.repeats} (min {min(times):.2f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -57,11 +57,18 @@ def config_file(out: Path, m: int) -> Path:
     if not (root / "list_attr_celeba.txt").is_file():
         make_synthetic(root, n_attributes=4, n_images=40, size=(16, 16), seed=0, random_attributes=m - 4)
     path = out / f"sweep-{m}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": f"bench-{m}", "results": str(out / f"results-{m}"),
-        "dataset": {"root": str(root), "image_size": [16, 16]},
-        "model": {"backbone": "small_cnn", "pretrained": None},
-        "train": {"epochs": EPOCHS}, "adversarial": {"lambdas": LAMBDAS}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"bench-{m}",
+                "results": str(out / f"results-{m}"),
+                "dataset": {"root": str(root), "image_size": [16, 16]},
+                "model": {"backbone": "small_cnn", "pretrained": None},
+                "train": {"epochs": EPOCHS},
+                "adversarial": {"lambdas": LAMBDAS},
+            }
+        )
+    )
     return path
 
 
@@ -80,23 +87,43 @@ def rows_table(trials, cfg, rng, bits: int) -> pa.Table:
             lams.append(t.lam)
             methods.append(t.method)
     n = len(ids)
-    curves = lambda: pa.ListArray.from_arrays(np.arange(0, (n + 1) * EPOCHS, EPOCHS, dtype=np.int32),  # noqa: E731
-                                              rng.uniform(0.7, 0.95, n * EPOCHS))
-    packed = lambda: (pa.FixedSizeBinaryArray.from_buffers(  # noqa: E731
-        pa.binary(bits), n, [None, pa.py_buffer(rng.integers(0, 256, n * bits, dtype=np.uint8).tobytes())]
-    ).cast(pa.binary()) if bits else pa.nulls(n, pa.binary()))
+
+    def curves():
+        return pa.ListArray.from_arrays(
+            np.arange(0, (n + 1) * EPOCHS, EPOCHS, dtype=np.int32), rng.uniform(0.7, 0.95, n * EPOCHS)
+        )
+
+    def packed():
+        if not bits:
+            return pa.nulls(n, pa.binary())
+        data = pa.py_buffer(rng.integers(0, 256, n * bits, dtype=np.uint8).tobytes())
+        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(bits), n, [None, data]).cast(pa.binary())
+
     val = rng.uniform(0.8, 0.95, n)
     cols = {
-        "trial_id": pa.array(ids), "kind": pa.array(kinds), "attribute": pa.array(attrs),
-        "partner": pa.array(partners, pa.string()), "lambda": pa.array(lams, pa.float64()),
-        "method": pa.array(methods, pa.string()), "seed": pa.array(np.zeros(n, np.int64)),
-        "status": pa.array(["ok"] * n), "best_epoch": pa.array(rng.integers(0, EPOCHS, n)),
-        "val_acc": pa.array(val), "test_acc": pa.array(val - 0.01), "val_acc_by_epoch": curves(),
-        "val_loss_by_epoch": curves(), "test_acc_by_epoch": curves(), "epochs_run": pa.array(np.full(n, EPOCHS)),
-        "attempts": pa.array(np.ones(n, np.int64)), "train_seconds": pa.array(rng.uniform(50, 200, n)),
-        "n_val": pa.array(np.full(n, 8 * max(bits, BITS))), "n_test": pa.array(np.full(n, 8 * max(bits, BITS))),
-        "backbone": pa.array(["small_cnn"] * n), "config_hash": pa.array([cfg.training_hash()] * n),
-        "val_correct": packed(), "test_correct": packed(),
+        "trial_id": pa.array(ids),
+        "kind": pa.array(kinds),
+        "attribute": pa.array(attrs),
+        "partner": pa.array(partners, pa.string()),
+        "lambda": pa.array(lams, pa.float64()),
+        "method": pa.array(methods, pa.string()),
+        "seed": pa.array(np.zeros(n, np.int64)),
+        "status": pa.array(["ok"] * n),
+        "best_epoch": pa.array(rng.integers(0, EPOCHS, n)),
+        "val_acc": pa.array(val),
+        "test_acc": pa.array(val - 0.01),
+        "val_acc_by_epoch": curves(),
+        "val_loss_by_epoch": curves(),
+        "test_acc_by_epoch": curves(),
+        "epochs_run": pa.array(np.full(n, EPOCHS)),
+        "attempts": pa.array(np.ones(n, np.int64)),
+        "train_seconds": pa.array(rng.uniform(50, 200, n)),
+        "n_val": pa.array(np.full(n, 8 * max(bits, BITS))),
+        "n_test": pa.array(np.full(n, 8 * max(bits, BITS))),
+        "backbone": pa.array(["small_cnn"] * n),
+        "config_hash": pa.array([cfg.training_hash()] * n),
+        "val_correct": packed(),
+        "test_correct": packed(),
     }
     return pa.table({f.name: cols[f.name].cast(f.type) if f.name in cols else pa.nulls(n, f.type) for f in SCHEMA})
 
@@ -114,8 +141,9 @@ class RealisticBits:
         acc = rng.uniform(0.75, 0.97, m)
         self.single = np.packbits(rng.random((m, n)) < acc[:, None], axis=1)
         flips = np.packbits(rng.random((self.POOL, n)) < rng.uniform(0.005, 0.06, (self.POOL, 1)), axis=1)
-        self.windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([flips, flips], axis=1), self.nbytes,
-                                                                axis=1)
+        self.windows = np.lib.stride_tricks.sliding_window_view(
+            np.concatenate([flips, flips], axis=1), self.nbytes, axis=1
+        )
         self.rng = rng
 
     def rows(self, head: np.ndarray, single: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,10 +163,14 @@ def _with_bits(table: pa.Table, splits: dict, index: dict) -> pa.Table:
     single = table.column("kind").to_numpy(zero_copy_only=False) == "single"
     for split, bits in splits.items():
         packed, acc = bits.rows(head, single)
-        blob = pa.FixedSizeBinaryArray.from_buffers(pa.binary(bits.nbytes), len(packed),
-                                                    [None, pa.py_buffer(packed)]).cast(pa.binary())
-        for name, col in ((f"{split}_correct", blob), (f"{split}_acc", pa.array(acc)),
-                          (f"n_{split}", pa.array(np.full(len(acc), bits.n, np.int64)))):
+        blob = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(bits.nbytes), len(packed), [None, pa.py_buffer(packed)]
+        ).cast(pa.binary())
+        for name, col in (
+            (f"{split}_correct", blob),
+            (f"{split}_acc", pa.array(acc)),
+            (f"n_{split}", pa.array(np.full(len(acc), bits.n, np.int64))),
+        ):
             i = table.schema.get_field_index(name)
             table = table.set_column(i, table.schema.field(i), col.cast(table.schema.field(i).type))
     i = table.schema.get_field_index("val_majority")  # a majority-class rate below every model's accuracy
@@ -159,8 +191,11 @@ def build(out: Path, m: int, bits: int, images: int = 0) -> tuple[float, int, in
     store = Store(cfg.results)
     rng = np.random.default_rng(m)
     index = {a: i for i, a in enumerate(attributes)}
-    splits = {"val": RealisticBits(m, images, rng), "test": RealisticBits(m, TEST_IMAGES.get(images, images), rng)} \
-        if images else {}
+    splits = (
+        {"val": RealisticBits(m, images, rng), "test": RealisticBits(m, TEST_IMAGES.get(images, images), rng)}
+        if images
+        else {}
+    )
     with store.lease(settle_s=0.0):
         store.write_config(cfg, attributes)
         initial = plan_initial(cfg, attributes)
@@ -168,7 +203,7 @@ def build(out: Path, m: int, bits: int, images: int = 0) -> tuple[float, int, in
         if splits:
             chunk = -(-len(initial) // (8 if m >= 500 else 1))
             for start in range(0, len(initial), chunk):
-                table = _with_bits(rows_table(initial[start:start + chunk], cfg, rng, 0), splits, index)
+                table = _with_bits(rows_table(initial[start : start + chunk], cfg, rng, 0), splits, index)
                 store.import_rows(table)
                 rows += table.num_rows
                 del table
@@ -178,8 +213,11 @@ def build(out: Path, m: int, bits: int, images: int = 0) -> tuple[float, int, in
             # every attribute gets a negative partner: its pair cells sit just above, one just below, its single
             attr = table.column("attribute").to_numpy(zero_copy_only=False)
             base = np.array([single[a] for a in attr])
-            val = np.where(table.column("kind").to_numpy(zero_copy_only=False) == "single", base,
-                           base + rng.uniform(-0.004, 0.02, len(attr)))
+            val = np.where(
+                table.column("kind").to_numpy(zero_copy_only=False) == "single",
+                base,
+                base + rng.uniform(-0.004, 0.02, len(attr)),
+            )
             table = table.set_column(table.schema.get_field_index("val_acc"), "val_acc", pa.array(val))
             store.import_rows(table)
             rows = table.num_rows
@@ -202,15 +240,19 @@ def measure(what: str, config: str, repeats: int) -> dict:
     def once():
         if what == "matrix":
             from aal_sweep import open_results
+
             open_results(cfg.results).matrix()
         elif what == "partners":
             from aal_sweep import open_results
+
             open_results(cfg.results).partners()
         elif what == "status":
             from aal_sweep.orchestration.status import sweep_status
+
             sweep_status(cfg.results)
         elif what == "resume":
             from aal_sweep.orchestration.pending import plan_work
+
             work = plan_work(cfg)
             assert work.nothing_to_do(cfg, False) and work.tidy(cfg)
         else:
@@ -232,8 +274,12 @@ def peak_rss_mb() -> float:
 
 
 def child(what: str, config: Path, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--measure", what, "--config", str(config),
-                          "--repeats", str(repeats)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", what, "--config", str(config), "--repeats", str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -255,9 +301,12 @@ def cli_stats(config: Path, results: Path, out: Path, repeats: int) -> dict:
     import shutil
 
     aal = str(Path(sys.executable).with_name("aal-sweep"))
-    commands = {"pairs": [aal, "pairs", str(results)], "partners": [aal, "partners", str(results)],
-                "partners (stale)": [aal, "partners", str(results)],
-                "report": [aal, "report", str(results), "--out", str(out / "report")]}
+    commands = {
+        "pairs": [aal, "pairs", str(results)],
+        "partners": [aal, "partners", str(results)],
+        "partners (stale)": [aal, "partners", str(results)],
+        "report": [aal, "report", str(results), "--out", str(out / "report")],
+    }
     partners_file = results / "partners.parquet"
     kept = out / "partners.parquet.kept"
     shutil.copyfile(partners_file, kept)
@@ -272,8 +321,9 @@ def cli_stats(config: Path, results: Path, out: Path, repeats: int) -> dict:
             peak = out / "peak_rss_kb"
             t0 = time.perf_counter()
             with open(os.devnull, "w") as sink:
-                done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], stdout=sink,
-                                      stderr=subprocess.PIPE, text=True)
+                done = subprocess.run(
+                    ["/usr/bin/time", "-f", "%M", "-o", str(peak), *cmd], stdout=sink, stderr=subprocess.PIPE, text=True
+                )
             times.append(time.perf_counter() - t0)
             assert done.returncode == 0, done.stderr
             rss.append(int(peak.read_text().split()[-1]) / 1024)
@@ -288,12 +338,24 @@ def main() -> None:
     p.add_argument("--m", type=int, nargs="+", default=[40, 200, 1000])
     p.add_argument("--out", type=Path, default=Path("/tmp/aal-bench-store"))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--bits", type=int, default=BITS, help=f"bytes of val_correct / test_correct per row "
-                   f"(default {BITS}; 0: none, so no per-cell bootstrap at build time)")
-    p.add_argument("--images", type=int, default=0, help="realistic bits of this many validation images per row "
-                   "(19867: CelebA's), instead of --bits random bytes")
-    p.add_argument("--cli-stats", action="store_true", help="time pairs / partners / report as CLI processes "
-                   "instead of the store queries")
+    p.add_argument(
+        "--bits",
+        type=int,
+        default=BITS,
+        help=f"bytes of val_correct / test_correct per row "
+        f"(default {BITS}; 0: none, so no per-cell bootstrap at build time)",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        help="realistic bits of this many validation images per row (19867: CelebA's), instead of --bits random bytes",
+    )
+    p.add_argument(
+        "--cli-stats",
+        action="store_true",
+        help="time pairs / partners / report as CLI processes instead of the store queries",
+    )
     p.add_argument("--reuse", action="store_true", help="measure the stores already in --out (build column: -)")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -303,12 +365,16 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cli_stats:
-        print("| M | images | trials | rows | store size | build | pairs | partners | partners (stale) | report "
-              "| peak RSS pairs / partners (stale) / report |")
+        print(
+            "| M | images | trials | rows | store size | build | pairs | partners | partners (stale) | report "
+            "| peak RSS pairs / partners (stale) / report |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:
-        print("| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
-              "| peak RSS |")
+        print(
+            "| M | trials | rows | store size | build | matrix | partners | status | resume-noop | run (CLI) "
+            "| peak RSS |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in args.m:
         config = config_file(args.out, m)
@@ -328,17 +394,28 @@ def main() -> None:
             got = cli_stats(config, results, args.out, args.repeats)
             cells = " | ".join(f"{got[w][0]:.2f} s" for w in ("pairs", "partners", "partners (stale)", "report"))
             rss = " / ".join(f"{got[w][1]:,.0f}" for w in ("pairs", "partners (stale)", "report"))
-            print(f"| {m} | {args.images or 8 * args.bits:,} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | "
-                  f"{cells} | {rss} MB |", flush=True)
+            print(
+                f"| {m} | {args.images or 8 * args.bits:,} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | "
+                f"{cells} | {rss} MB |",
+                flush=True,
+            )
             continue
         got = {w: child(w, config, args.repeats) for w in ("matrix", "partners", "status", "resume")}
         run_s = cli_run(config, args.repeats)
         rss = max(g["rss_mb"] for g in got.values())
         cells = [f"{got[w]['seconds']:.2f} s" for w in ("matrix", "partners", "status", "resume")]
-        print(f"| {m} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | " + " | ".join(cells)
-              + f" | {run_s:.2f} s | {rss:,.0f} MB |", flush=True)
-        print("  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
-              file=sys.stderr, flush=True)
+        print(
+            f"| {m} | {trials:,} | {rows:,} | {size:,.0f} MB | {built} | "
+            + " | ".join(cells)
+            + f" | {run_s:.2f} s | {rss:,.0f} MB |",
+            flush=True,
+        )
+        print(
+            "  per query peak RSS (MB): " + ", ".join(f"{w} {g['rss_mb']:.0f}" for w, g in got.items()),
+            file=sys.stderr,
+            flush=True,
+        )
+
 
 if __name__ == "__main__":
     main()

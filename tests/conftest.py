@@ -56,9 +56,14 @@ class KillSweep:
 
     def config(self, name: str, **overrides) -> Path:
         """A config of this sweep whose results go to a folder of its own, `name`."""
-        path = write_config(self.tmp / f"{name}.yaml", self.root, **({"train": KILL_TRAIN, "resources": KILL_RESOURCES,
-                                                                       "adversarial": {"method": "grl", "lambdas": [0.5]}}
-                                                                      | overrides))
+        path = write_config(
+            self.tmp / f"{name}.yaml",
+            self.root,
+            **(
+                {"train": KILL_TRAIN, "resources": KILL_RESOURCES, "adversarial": {"method": "grl", "lambdas": [0.5]}}
+                | overrides
+            ),
+        )
         raw = yaml.safe_load(path.read_text())
         raw["results"] = str(self.tmp / name)
         path.write_text(yaml.safe_dump(raw))
@@ -108,11 +113,11 @@ def run_sweep(cfg, **kwargs) -> int:
 class Hold:
     """AAL_SWEEP_HOLD: trials whose id contains `substring` stop before `epoch` until released.
 
-        hold = Hold(tmp_path, "pair-Disc", epoch=1)
-        proc = subprocess.Popen(cmd, env=hold.env())   # or monkeypatch the variables for an in-process run
-        held = hold.wait(proc)                         # {"trial", "pid", "node_id", "epoch", "attempt", ...}
-        ... kill something ...
-        hold.release()                                 # every held trial goes on
+    hold = Hold(tmp_path, "pair-Disc", epoch=1)
+    proc = subprocess.Popen(cmd, env=hold.env())   # or monkeypatch the variables for an in-process run
+    held = hold.wait(proc)                         # {"trial", "pid", "node_id", "epoch", "attempt", ...}
+    ... kill something ...
+    hold.release()                                 # every held trial goes on
     """
 
     def __init__(self, folder: Path, substring: str, epoch: int):
@@ -121,8 +126,11 @@ class Hold:
         self.substring, self.epoch = substring, epoch
 
     def env(self, base: dict | None = None) -> dict:
-        return {**(os.environ if base is None else base), "AAL_SWEEP_HOLD": f"{self.substring}@{self.epoch}",
-                "AAL_SWEEP_HOLD_DIR": str(self.folder)}
+        return {
+            **(os.environ if base is None else base),
+            "AAL_SWEEP_HOLD": f"{self.substring}@{self.epoch}",
+            "AAL_SWEEP_HOLD_DIR": str(self.folder),
+        }
 
     def held(self) -> list[dict]:
         import json
@@ -143,8 +151,10 @@ class Hold:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 out, err = proc.communicate()
-                raise AssertionError(f"the run ended (rc {proc.returncode}) before a trial was held:\n"
-                                     f"{(out or '')[-1500:]}\n{(err or '')[-3000:]}")
+                raise AssertionError(
+                    f"the run ended (rc {proc.returncode}) before a trial was held:\n"
+                    f"{(out or '')[-1500:]}\n{(err or '')[-3000:]}"
+                )
             if alive is not None:
                 assert alive(), "the run ended before a trial was held"
             held = self.held()

@@ -20,16 +20,26 @@ BIN = Path(sys.executable).parent  # aal-sweep, ray of this virtual environment
 
 def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`aal-sweep ARGS` in a subprocess, to its end; `env` adds to (and overrides) this process's."""
-    return subprocess.run([sys.executable, "-m", "aal_sweep.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`aal-sweep ARGS` started in a session of its own (as a terminal starts it): kill_group stops the
     driver and the embedded Ray it started, and nothing else."""
-    return subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "aal_sweep.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_to_end(config: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -51,8 +61,9 @@ def wait_until(proc: subprocess.Popen, condition, timeout: float = 600, poll_s: 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before the moment came:\n{out[-1500:]}\n"
-                                 f"{err[-3000:]}")
+            raise AssertionError(
+                f"the run ended (rc {proc.returncode}) before the moment came:\n{out[-1500:]}\n{err[-3000:]}"
+            )
         found = condition()
         if found:
             return found

@@ -46,8 +46,13 @@ def isolated_env(loopback_only: bool = True) -> dict[str, str]:
     # short: Ray's unix sockets live below it and their paths are limited to 107 characters
     tmp = tempfile.mkdtemp(prefix="aalray-", dir="/tmp")
     (Path(tmp) / "ray").mkdir()
-    env = dict(os.environ, RAY_TMPDIR=tmp, RAY_AUTH_MODE="token", PYTHONUNBUFFERED="1",
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        RAY_TMPDIR=tmp,
+        RAY_AUTH_MODE="token",
+        PYTHONUNBUFFERED="1",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     if loopback_only:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
@@ -71,8 +76,9 @@ def patched_environ(env: dict[str, str]):
 
 
 @contextlib.contextmanager
-def local_cluster(env: dict[str, str], workers: list[dict], head: dict | None = None,
-                  worker_env: list[dict[str, str]] | None = None):
+def local_cluster(
+    env: dict[str, str], workers: list[dict], head: dict | None = None, worker_env: list[dict[str, str]] | None = None
+):
     """A ray.cluster_utils.Cluster: a head (by default no GPU, one CPU: the driver's) and `workers`, each
     node's processes started with `env` (plus its own `worker_env[i]`). Yields the Cluster; its
     `worker_nodes_in_order` lists the worker nodes as added."""
@@ -80,9 +86,16 @@ def local_cluster(env: dict[str, str], workers: list[dict], head: dict | None = 
 
     head = {"num_cpus": 1, "num_gpus": 0, **(head or {})}
     with patched_environ(env):
-        cluster = Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args={
-            **head, "node_ip_address": "127.0.0.1", "temp_dir": str(ray_temp_dir(env)),
-            "include_dashboard": False})
+        cluster = Cluster(
+            initialize_head=True,
+            shutdown_at_exit=False,
+            head_node_args={
+                **head,
+                "node_ip_address": "127.0.0.1",
+                "temp_dir": str(ray_temp_dir(env)),
+                "include_dashboard": False,
+            },
+        )
     cluster.worker_nodes_in_order = []
     try:
         for i, args in enumerate(workers):
@@ -118,15 +131,33 @@ class RayStart:
 
     def head(self, num_cpus: float = 1, num_gpus: float = 0, timeout: float = 120) -> str:
         self.gcs_port, self.dashboard_port = free_port(self.IP), free_port(self.IP)
-        self._start("head", ["--head", "--port", str(self.gcs_port), "--dashboard-host", self.IP,
-                             "--dashboard-port", str(self.dashboard_port),
-                             "--ray-client-server-port", str(free_port(self.IP)),
-                             "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)])
+        self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(self.gcs_port),
+                "--dashboard-host",
+                self.IP,
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--ray-client-server-port",
+                str(free_port(self.IP)),
+                "--num-cpus",
+                str(num_cpus),
+                "--num-gpus",
+                str(num_gpus),
+            ],
+        )
         _wait_listening(self.IP, self.dashboard_port, timeout, self.procs[-1], self.logs / "head.log")
         deadline = time.monotonic() + timeout
         while True:  # the job server answers before its agent takes jobs ("No available agent ...")
-            out = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.address, "--", "true"],
-                                 env=self.env, capture_output=True, text=True)
+            out = subprocess.run(
+                [str(BIN / "ray"), "job", "submit", "--address", self.address, "--", "true"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+            )
             if out.returncode == 0:
                 return self.address
             assert time.monotonic() < deadline, out.stdout + out.stderr
@@ -134,8 +165,11 @@ class RayStart:
 
     def join(self, num_cpus: float, num_gpus: float, env: dict[str, str] | None = None, timeout: float = 120) -> None:
         before = self.node_count()
-        self._start(f"node{len(self.procs)}", ["--address", f"{self.IP}:{self.gcs_port}", "--num-cpus",
-                                               str(num_cpus), "--num-gpus", str(num_gpus)], env)
+        self._start(
+            f"node{len(self.procs)}",
+            ["--address", f"{self.IP}:{self.gcs_port}", "--num-cpus", str(num_cpus), "--num-gpus", str(num_gpus)],
+            env,
+        )
         deadline = time.monotonic() + timeout
         while self.node_count() <= before:
             assert self.procs[-1].poll() is None, (self.logs / f"node{len(self.procs) - 1}.log").read_text()[-3000:]
@@ -143,8 +177,22 @@ class RayStart:
             time.sleep(1)
 
     def node_count(self) -> int:
-        out = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", self.address, "--filter",
-                              "state=ALIVE", "--format", "json"], env=self.env, capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                str(BIN / "ray"),
+                "list",
+                "nodes",
+                "--address",
+                self.address,
+                "--filter",
+                "state=ALIVE",
+                "--format",
+                "json",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
         try:
             return len(json.loads(out.stdout))
         except ValueError:  # "No resource in the cluster", or the state API not up yet
@@ -156,10 +204,23 @@ class RayStart:
         # files (the job's working_dir and py_modules) when they clean up.
         temp_dir = ray_temp_dir(self.env) if name == "head" else Path(self.env["RAY_TMPDIR"]) / name
         # the agent's HTTP port is fixed (52365) unless given: another Ray on the machine may hold it
-        cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address", self.IP,
-               "--temp-dir", str(temp_dir), "--dashboard-agent-listen-port", str(free_port(self.IP)), *args]
-        self.procs.append(subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True))
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            "--node-ip-address",
+            self.IP,
+            "--temp-dir",
+            str(temp_dir),
+            "--dashboard-agent-listen-port",
+            str(free_port(self.IP)),
+            *args,
+        ]
+        self.procs.append(
+            subprocess.Popen(
+                cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
 
     def stop(self, grace_s: float = 10) -> None:
         """SIGTERM to each node's process group, SIGKILL to what is left after `grace_s`
@@ -177,7 +238,7 @@ class RayStart:
             p.wait()
         shutil.rmtree(self.env["RAY_TMPDIR"], ignore_errors=True)
 
-    def __enter__(self) -> "RayStart":
+    def __enter__(self) -> RayStart:
         return self
 
     def __exit__(self, *exc) -> None:

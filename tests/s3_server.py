@@ -1,6 +1,6 @@
 """A real S3 endpoint for the tests: moto in server mode on 127.0.0.1 at a free port, stopped afterwards.
 
-    from s3_server import s3_server, s3_uri   # fixtures (import them into the test module)
+from s3_server import s3_server, s3_uri   # fixtures (import them into the test module)
 """
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ def make_bucket(endpoint: str) -> str:
     import boto3
 
     bucket = f"aal-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in ENV.items() if k != "AWS_DEFAULT_REGION"},
-                 region_name=ENV["AWS_DEFAULT_REGION"]).create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        **{k.lower(): v for k, v in ENV.items() if k != "AWS_DEFAULT_REGION"},
+        region_name=ENV["AWS_DEFAULT_REGION"],
+    ).create_bucket(Bucket=bucket)
     return bucket
 
 

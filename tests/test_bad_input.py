@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from aal_sweep.cli import main
-
 from conftest import write_config
 from test_cache import break_images
+
+from aal_sweep.cli import main
 
 AAL = str(Path(sys.executable).with_name("aal-sweep"))
 
@@ -27,8 +26,11 @@ def snapshot(root: Path, locks: bool = False) -> dict[str, tuple[int, int]]:
     """Every path under root with its size and mtime: 'nothing written' means this does not change.
     `locks`: leave out the decode cache's folder, its (empty) lock files, which a build attempt creates and
     must not delete (another process may be waiting on one), and the record of a failed build (no data)."""
-    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in root.rglob("*")
-            if not (locks and (p.name == "cache" or p.suffix == ".lock" or p.name.endswith(".bad.json")))}
+    return {
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in root.rglob("*")
+        if not (locks and (p.name == "cache" or p.suffix == ".lock" or p.name.endswith(".bad.json")))
+    }
 
 
 @pytest.fixture
@@ -74,8 +76,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("section,values,message", BAD_VALUES,
-                         ids=[m.split(":")[0] + str(i) for i, (_, _, m) in enumerate(BAD_VALUES)])
+@pytest.mark.parametrize(
+    "section,values,message", BAD_VALUES, ids=[m.split(":")[0] + str(i) for i, (_, _, m) in enumerate(BAD_VALUES)]
+)
 def test_bad_config_value(work, capsys, section, values, message):
     tmp, root, _ = work
     cfg = _config(tmp / "bad.yaml", root, section, **values)
@@ -129,9 +132,11 @@ BAD_DATA = [
 def test_bad_dataset_files(work, capsys, damage, message, command):
     tmp, root, cfg = work
     damage(root)
-    argv = {"run": ["run", str(cfg)],
-            "train": ["train", str(cfg), "--kind", "single", "--attributes", "Disc"],
-            "dataset": ["dataset", str(root)]}[command]
+    argv = {
+        "run": ["run", str(cfg)],
+        "train": ["train", str(cfg), "--kind", "single", "--attributes", "Disc"],
+        "dataset": ["dataset", str(root)],
+    }[command]
     refused(capsys, argv, tmp, message)
     assert not (tmp / "results").exists() and not (tmp / "cache").exists()
 
@@ -139,10 +144,21 @@ def test_bad_dataset_files(work, capsys, damage, message, command):
 # ---- broken images (section 2) --------------------------------------------------------------------------
 
 
-def test_broken_images_run_names_every_file_writes_nothing(work, capsys):
+@pytest.mark.slow
+def test_broken_images_run_names_every_file_writes_nothing(work):
+    """Found where the driver builds its decode cache, after Ray started (a trial too large for every node
+    is refused before that): the CLI in a process of its own, as a user runs it."""
+    from helpers import cli
+
     tmp, root, cfg = work
     bad = break_images(root)
-    err = refused(capsys, ["run", str(cfg)], tmp, "5 of 400 image(s) cannot be decoded", *bad, locks=True)
+    before = snapshot(tmp, locks=True)
+    out = cli("run", str(cfg))
+    err = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2 and err.startswith("aal-sweep: error: ") and "Traceback" not in out.stderr, out.stderr
+    assert snapshot(tmp, locks=True) == before
+    for text in ("5 of 400 image(s) cannot be decoded", *bad):
+        assert text in err, (text, err)
     for name, words in bad.items():
         assert words in err.split(name, 1)[1].split(")", 1)[0], (name, err)
     assert not (tmp / "results").exists()  # no sweep.yaml, no stub folder
@@ -153,8 +169,13 @@ def test_truncated_jpeg_in_train_names_the_file(work, capsys):
     tmp, root, cfg = work
     image = root / "img_align_celeba" / "000007.jpg"
     image.write_bytes(image.read_bytes()[:-2])
-    refused(capsys, ["train", str(cfg), "--kind", "single", "--attributes", "Disc"], tmp,
-            "img_align_celeba/000007.jpg (truncated: image file is truncated", locks=True)
+    refused(
+        capsys,
+        ["train", str(cfg), "--kind", "single", "--attributes", "Disc"],
+        tmp,
+        "img_align_celeba/000007.jpg (truncated: image file is truncated",
+        locks=True,
+    )
 
 
 def test_dataset_verify_lists_bad_images(work, capsys):
@@ -179,8 +200,9 @@ def test_results_path_is_a_file(work, capsys, sub):
     tmp, _, cfg = work
     (tmp / "taken").write_text("x")
     target = tmp / "taken" / sub if sub else tmp / "taken"
-    refused(capsys, ["run", str(cfg), "--results", str(target)], tmp,
-            f"--results: {tmp / 'taken'} is a file, not a folder")
+    refused(
+        capsys, ["run", str(cfg), "--results", str(target)], tmp, f"--results: {tmp / 'taken'} is a file, not a folder"
+    )
 
 
 def test_results_key_is_a_file(work, capsys):
@@ -193,16 +215,24 @@ def test_results_key_is_a_file(work, capsys):
 def test_report_out_is_a_file(work, capsys):
     tmp, _, _ = work
     (tmp / "page").write_text("x")
-    refused(capsys, ["report", str(tmp / "results"), "--out", str(tmp / "page")], tmp,
-            f"--out: {tmp / 'page'} is a file, not a folder")
+    refused(
+        capsys,
+        ["report", str(tmp / "results"), "--out", str(tmp / "page")],
+        tmp,
+        f"--out: {tmp / 'page'} is a file, not a folder",
+    )
 
 
 @pytest.mark.parametrize("sub", ["", "below"])
 def test_make_synthetic_into_a_file(tmp_path, capsys, sub):
     (tmp_path / "taken").write_text("x")
     target = tmp_path / "taken" / sub if sub else tmp_path / "taken"
-    refused(capsys, ["make-synthetic", str(target), "--images", "10"], tmp_path,
-            f"{tmp_path / 'taken'} is a file, not a folder")
+    refused(
+        capsys,
+        ["make-synthetic", str(target), "--images", "10"],
+        tmp_path,
+        f"{tmp_path / 'taken'} is a file, not a folder",
+    )
 
 
 def test_cache_folder_is_a_file(work, capsys):
@@ -212,8 +242,12 @@ def test_cache_folder_is_a_file(work, capsys):
     raw = yaml.safe_load(cfg.read_text())
     raw["dataset"]["cache"] = str(tmp / "cachefile")
     cfg.write_text(yaml.safe_dump(raw))
-    refused(capsys, ["train", str(cfg), "--kind", "single", "--attributes", "Disc"], tmp,
-            f"dataset.cache: {tmp / 'cachefile'} is a file, not a folder")
+    refused(
+        capsys,
+        ["train", str(cfg), "--kind", "single", "--attributes", "Disc"],
+        tmp,
+        f"dataset.cache: {tmp / 'cachefile'} is a file, not a folder",
+    )
 
 
 def test_user_errors_survive_pickling():
@@ -223,8 +257,12 @@ def test_user_errors_survive_pickling():
 
     from aal_sweep.errors import AalError, BadImagesError, ConfigError, DataError
 
-    for e in (BadImagesError("/d", [("/d/img/1.jpg", "zero bytes")], 3), ConfigError("c.yaml", ["train.lr: bad"]),
-              DataError("d"), AalError("a")):
+    for e in (
+        BadImagesError("/d", [("/d/img/1.jpg", "zero bytes")], 3),
+        ConfigError("c.yaml", ["train.lr: bad"]),
+        DataError("d"),
+        AalError("a"),
+    ):
         for clone in (pickle.loads(pickle.dumps(e)), copy.copy(e)):
             assert type(clone) is type(e) and str(clone) == str(e)
     bad = [("/d/1.jpg", "zero bytes")]
@@ -234,16 +272,25 @@ def test_user_errors_survive_pickling():
 # ---- command-line arguments -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--kind", "adversarial", "--attributes", "Disc,Square", "--lambda", "-1"],
-     "--lambda: -1.0 must be a finite number greater than 0"),
-    (["--kind", "adversarial", "--attributes", "Disc,Square", "--lambda", "nan"],
-     "--lambda: nan must be a finite number greater than 0"),
-    (["--kind", "pair", "--attributes", "Disc,Square", "--lambda", "0.1"],
-     "--lambda applies to --kind adversarial only"),
-    (["--kind", "pair", "--attributes", "Disc,Disc"], "--attributes: Disc given twice"),
-    (["--kind", "adversarial", "--attributes", "Disc,Disc", "--lambda", "0.1"], "--attributes: Disc given twice"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--kind", "adversarial", "--attributes", "Disc,Square", "--lambda", "-1"],
+            "--lambda: -1.0 must be a finite number greater than 0",
+        ),
+        (
+            ["--kind", "adversarial", "--attributes", "Disc,Square", "--lambda", "nan"],
+            "--lambda: nan must be a finite number greater than 0",
+        ),
+        (
+            ["--kind", "pair", "--attributes", "Disc,Square", "--lambda", "0.1"],
+            "--lambda applies to --kind adversarial only",
+        ),
+        (["--kind", "pair", "--attributes", "Disc,Disc"], "--attributes: Disc given twice"),
+        (["--kind", "adversarial", "--attributes", "Disc,Disc", "--lambda", "0.1"], "--attributes: Disc given twice"),
+    ],
+)
 def test_train_arguments(work, capsys, args, message):
     tmp, _, cfg = work
     refused(capsys, ["train", str(cfg), *args], tmp, message)
@@ -251,8 +298,9 @@ def test_train_arguments(work, capsys, args, message):
 
 def test_log_level_loud_is_one_line(tmp_path):
     """The parser itself: run the installed entry point, as a user would."""
-    p = subprocess.run([AAL, "--log-level", "LOUD", "status", str(tmp_path)], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [AAL, "--log-level", "LOUD", "status", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert p.stderr.startswith("aal-sweep: error: argument --log-level: invalid choice: 'LOUD'")
@@ -270,7 +318,7 @@ def test_log_level_lower_case_still_works(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work, capsys):
-    """A node whose cache is not prebuilt (here: the Tune run starts without the driver's prepare_data, as
+    """A node whose cache is not prebuilt (here: the Tune run starts without the driver's build_cache, as
     on another node of a cluster) meets a truncated JPEG: each trial fails at its first attempt, without
     Tune's retries, and the store's error names the file."""
     from aal_sweep.cli import show
@@ -283,8 +331,9 @@ def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work,
     tmp, root, _ = work
     image = root / "img_align_celeba" / "000007.jpg"
     image.write_bytes(image.read_bytes()[:-2])
-    path = write_config(tmp / "w.yaml", root, phases=["single"],
-                        resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2})
+    path = write_config(
+        tmp / "w.yaml", root, phases=["single"], resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 2}
+    )
     cfg = load_config(path)
     store = Store(cfg.results)
     store.write_config(cfg, ["Disc", "Square"])
@@ -300,12 +349,18 @@ def test_worker_data_error_fails_the_trial_once_naming_the_file(ray_local, work,
     assert all(store.attempts(t) == 1 for t in rows.trial_id)  # one start each in the journal: no retry
 
 
-@pytest.mark.parametrize("argv,message", [
-    ([], "the following arguments are required: command (see `aal-sweep --help`)"),
-    (["train", "c.yaml"], "the following arguments are required: --kind, --attributes (see `aal-sweep train --help`)"),
-    (["train", "c.yaml", "--kind", "x", "--attributes", "A"], "argument --kind: invalid choice: 'x'"),
-    (["run", "c.yaml", "--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        ([], "the following arguments are required: command (see `aal-sweep --help`)"),
+        (
+            ["train", "c.yaml"],
+            "the following arguments are required: --kind, --attributes (see `aal-sweep train --help`)",
+        ),
+        (["train", "c.yaml", "--kind", "x", "--attributes", "A"], "argument --kind: invalid choice: 'x'"),
+        (["run", "c.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_argument_errors_are_one_line(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -348,20 +403,26 @@ def test_real_entry_point(work, case):
 
 def test_a_config_given_as_the_dataset_and_a_folder_given_as_the_config(work, capsys):
     tmp, root, config = work
-    refused(capsys, ["dataset", str(config)], tmp, f"{config}: is a file; expected the dataset folder",
-            "`aal-sweep run`")
+    refused(
+        capsys, ["dataset", str(config)], tmp, f"{config}: is a file; expected the dataset folder", "`aal-sweep run`"
+    )
     refused(capsys, ["run", str(root)], tmp, f"{root}: is a folder; expected a sweep YAML file")
     refused(capsys, ["plan", str(root)], tmp, "is a folder; expected a sweep YAML file")
 
 
-@pytest.mark.parametrize("pairs,message", [
-    ({"mode": "sometimes"}, "pairs.mode: 'sometimes' is not one of exhaustive, screened"),
-    ({"mode": "screened", "estimator": "oracle"}, "pairs.estimator: 'oracle' is not one of lookahead, short, "
-                                                  "label_correlation"),
-    ({"mode": "screened", "confirm": 0}, "pairs.confirm: 0 must be at least 1"),
-    ({"mode": "screened", "rule": "best"}, "pairs.rule: 'best' is not one of top_k, adaptive"),
-    ({"confirm_all": True}, "pairs.confirm_all: unknown key (valid: mode, estimator, confirm, rule"),
-])
+@pytest.mark.parametrize(
+    "pairs,message",
+    [
+        ({"mode": "sometimes"}, "pairs.mode: 'sometimes' is not one of exhaustive, screened"),
+        (
+            {"mode": "screened", "estimator": "oracle"},
+            "pairs.estimator: 'oracle' is not one of lookahead, short, label_correlation",
+        ),
+        ({"mode": "screened", "confirm": 0}, "pairs.confirm: 0 must be at least 1"),
+        ({"mode": "screened", "rule": "best"}, "pairs.rule: 'best' is not one of top_k, adaptive"),
+        ({"confirm_all": True}, "pairs.confirm_all: unknown key (valid: mode, estimator, confirm, rule"),
+    ],
+)
 def test_bad_pairs_settings_are_one_line(work, capsys, pairs, message):
     tmp, root, _ = work
     config = write_config(tmp / "p.yaml", root, pairs=pairs)
@@ -371,8 +432,12 @@ def test_bad_pairs_settings_are_one_line(work, capsys, pairs, message):
 def test_screened_pairs_need_the_pair_matrix(work, capsys):
     tmp, root, _ = work
     config = write_config(tmp / "p.yaml", root, phases=["single"], pairs={"mode": "screened"})
-    refused(capsys, ["run", str(config)], tmp, "pairs.mode: screened screens the pair matrix, which needs phases "
-                                               "single and pair")
+    refused(
+        capsys,
+        ["run", str(config)],
+        tmp,
+        "pairs.mode: screened screens the pair matrix, which needs phases single and pair",
+    )
 
 
 @pytest.mark.slow
@@ -380,5 +445,9 @@ def test_a_bad_address_is_refused_even_with_nothing_to_do(tiny_sweep, capsys):
     cfg, results = tiny_sweep
     config = results.parent / "c.yaml"
     assert main(["run", str(config)]) == 0 and "nothing to do" in capsys.readouterr().out
-    refused(capsys, ["run", str(config), "--address", "not an address"], results,
-            "--address 'not an address': expected auto, ray://HOST:PORT or HOST:PORT")
+    refused(
+        capsys,
+        ["run", str(config), "--address", "not an address"],
+        results,
+        "--address 'not an address': expected auto, ray://HOST:PORT or HOST:PORT",
+    )

@@ -74,8 +74,13 @@ def break_images(root: Path) -> dict[str, str]:
     (images / "000005.jpg").mkdir()
     (images / "000006.jpg").unlink()
     (images / "000006.jpg").symlink_to(images / "gone.jpg")
-    return {"000002.jpg": "zero bytes", "000003.jpg": "truncated", "000004.jpg": "not an image",
-            "000005.jpg": "a folder", "000006.jpg": "dangling link"}
+    return {
+        "000002.jpg": "zero bytes",
+        "000003.jpg": "truncated",
+        "000004.jpg": "not an image",
+        "000005.jpg": "a folder",
+        "000006.jpg": "dangling link",
+    }
 
 
 @pytest.fixture
@@ -153,8 +158,10 @@ def test_build_killed_midway_is_cleaned_by_the_next(tmp_path):
 
     root = make_synthetic(tmp_path / "d", 2, 1500, (24, 24))
     cache = tmp_path / "c"
-    code = (f"from aal_sweep.data.cache import open_decoded; "
-            f"open_decoded({str(root)!r}, (24, 24), {str(cache)!r}, workers=1)")
+    code = (
+        f"from aal_sweep.data.cache import open_decoded; "
+        f"open_decoded({str(root)!r}, (24, 24), {str(cache)!r}, workers=1)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 120

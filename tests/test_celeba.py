@@ -17,8 +17,12 @@ from aal_sweep.data.celeba import load_index, read_attributes
 from aal_sweep.data.types import describe
 from aal_sweep.errors import DataError
 
-ROWS = [("000001.jpg", [-1, 1, 1], 0), ("000002.jpg", [1, -1, 1], 0), ("000003.jpg", [1, 1, -1], 1),
-        ("000004.jpg", [-1, -1, -1], 2)]
+ROWS = [
+    ("000001.jpg", [-1, 1, 1], 0),
+    ("000002.jpg", [1, -1, 1], 0),
+    ("000003.jpg", [1, 1, -1], 1),
+    ("000004.jpg", [-1, -1, -1], 2),
+]
 
 
 def fake_tree(root: Path, newline: str = "\r\n", rows=ROWS, count: int | None = None, images=True) -> Path:
@@ -26,8 +30,7 @@ def fake_tree(root: Path, newline: str = "\r\n", rows=ROWS, count: int | None = 
     lines = [str(len(rows) if count is None else count), "Smiling Male  Young "]
     lines += [f"{name}  " + "  ".join(f"{v:2d}" if isinstance(v, int) else v for v in vals) for name, vals, _ in rows]
     (root / "list_attr_celeba.txt").write_bytes((newline.join(lines) + newline).encode())
-    (root / "list_eval_partition.txt").write_bytes(
-        (newline.join(f"{n} {p}" for n, _, p in rows) + newline).encode())
+    (root / "list_eval_partition.txt").write_bytes((newline.join(f"{n} {p}" for n, _, p in rows) + newline).encode())
     if images:
         for name, _, _ in rows:
             Image.new("RGB", (8, 10), (10, 20, 30)).save(root / "img_align_celeba" / name)
@@ -49,14 +52,25 @@ def test_subset_in_given_order(tmp_path):
     np.testing.assert_array_equal(index.labels["train"], [[1, 0], [1, 1]])
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (dict(count=7), "the count line says 7 images but the file has 4 rows"),
-    (dict(rows=ROWS[:1] + [("000002.jpg", [1, 0, 1], 0)] + ROWS[2:]), ":4: value 0 for 'Male'; values must be 1 or -1"),
-    (dict(rows=ROWS[:1] + [("000002.jpg", [1, 1], 0)] + ROWS[2:]),
-     ":4: expected an image name and 3 values, got 3 fields"),
-    (dict(rows=ROWS[:2] + [("000003.jpg", [1, "yes", 1], 1)] + ROWS[3:]), ":5: values must be 1 or -1, got '1 yes 1'"),
-    (dict(images=False), "4 image(s) listed in list_attr_celeba.txt are missing (first: 000001.jpg)"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (dict(count=7), "the count line says 7 images but the file has 4 rows"),
+        (
+            dict(rows=ROWS[:1] + [("000002.jpg", [1, 0, 1], 0)] + ROWS[2:]),
+            ":4: value 0 for 'Male'; values must be 1 or -1",
+        ),
+        (
+            dict(rows=ROWS[:1] + [("000002.jpg", [1, 1], 0)] + ROWS[2:]),
+            ":4: expected an image name and 3 values, got 3 fields",
+        ),
+        (
+            dict(rows=ROWS[:2] + [("000003.jpg", [1, "yes", 1], 1)] + ROWS[3:]),
+            ":5: values must be 1 or -1, got '1 yes 1'",
+        ),
+        (dict(images=False), "4 image(s) listed in list_attr_celeba.txt are missing (first: 000001.jpg)"),
+    ],
+)
 def test_bad_dataset_errors_name_file_and_line(tmp_path, mutate, message):
     root = fake_tree(tmp_path / "d", **mutate)
     with pytest.raises(DataError) as e:
@@ -129,8 +143,11 @@ def test_duplicate_attribute_names(tmp_path):
     root = fake_tree(tmp_path / "d")
     path = root / "list_attr_celeba.txt"
     path.write_bytes(path.read_bytes().replace(b"Smiling Male  Young", b"Smiling Male  Smiling"))
-    with pytest.raises(DataError, match=r"list_attr_celeba.txt:2: attribute name\(s\) \['Smiling'\] appear more "
-                                        r"than once on the names line"):
+    with pytest.raises(
+        DataError,
+        match=r"list_attr_celeba.txt:2: attribute name\(s\) \['Smiling'\] appear more "
+        r"than once on the names line",
+    ):
         load_index(root)
 
 
@@ -164,8 +181,11 @@ def test_non_utf8_file_name_names_the_line(tmp_path, file, line):
 @pytest.mark.parametrize("split,code", [("val", 1), ("test", 2), ("train", 0)])
 def test_empty_split_is_refused(tmp_path, split, code):
     rows = [(n, v, p) for n, v, p in ROWS if p != code]
-    with pytest.raises(DataError, match=rf"list_eval_partition.txt: the {split} split is empty \(no image has "
-                                        rf"split {code}\)"):
+    with pytest.raises(
+        DataError,
+        match=rf"list_eval_partition.txt: the {split} split is empty \(no image has "
+        rf"split {code}\)",
+    ):
         load_index(fake_tree(tmp_path / "d", rows=rows))
 
 

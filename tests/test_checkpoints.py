@@ -9,7 +9,11 @@ from aal_sweep.store.location import Location
 
 
 def state(epoch: int) -> dict:
-    return {"epoch": epoch, "model": {"w": torch.full((3,), float(epoch))}, "history": {"val_acc": [[0.5] * (epoch + 1)]}}
+    return {
+        "epoch": epoch,
+        "model": {"w": torch.full((3,), float(epoch))},
+        "history": {"val_acc": [[0.5] * (epoch + 1)]},
+    }
 
 
 def test_keeps_the_newest_two_and_resumes_from_the_newest(tmp_path):
@@ -39,7 +43,8 @@ def test_a_file_holding_another_epoch_is_not_trusted(tmp_path):
     ckpts = TrialCheckpoints(Location(tmp_path), "t")
     ckpts.save(0, state(0))
     (tmp_path / "tune" / "checkpoints" / "t" / "epoch-00005.pt").write_bytes(
-        (tmp_path / "tune" / "checkpoints" / "t" / "epoch-00000.pt").read_bytes())
+        (tmp_path / "tune" / "checkpoints" / "t" / "epoch-00000.pt").read_bytes()
+    )
     resume = ckpts.load_newest()
     assert resume.epoch == 0 and resume.skipped == ["epoch-00005.pt: ValueError: holds epoch 0"]
 

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import Hold, write_config
+from helpers import assert_same_results, check_no_redo
+from ray_nodes import isolated_env, local_cluster, ray_temp_dir
 
 from aal_sweep.config import load_config, resolve_attributes
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
-
-from conftest import Hold, write_config
-from ray_nodes import isolated_env, local_cluster, ray_temp_dir
-from helpers import assert_same_results, check_no_redo
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3  # a trial must be caught between two epochs, with a checkpoint behind it
@@ -35,8 +33,9 @@ GPU_NODE = {"num_cpus": 4, "num_gpus": 1}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """3 attributes (3 single + 3 pair trials), epochs long enough to remove a node between two of them."""
-    return make_synthetic(tmp_path_factory.mktemp("cluster") / "data", n_attributes=3, n_images=1200,
-                          size=(16, 16), seed=3)
+    return make_synthetic(
+        tmp_path_factory.mktemp("cluster") / "data", n_attributes=3, n_images=1200, size=(16, 16), seed=3
+    )
 
 
 def sweep_config(tmp: Path, data: Path, name: str, cache: bool = True) -> Path:
@@ -49,11 +48,19 @@ def sweep_config(tmp: Path, data: Path, name: str, cache: bool = True) -> Path:
     return path
 
 
-def start_driver(config: Path, address: str, env: dict, log_level: str = "WARNING", verbose: int = 0) -> subprocess.Popen:
+def start_driver(
+    config: Path, address: str, env: dict, log_level: str = "WARNING", verbose: int = 0
+) -> subprocess.Popen:
     """`aal-sweep run CONFIG --address`, as on the head node of a real cluster."""
     cmd = [sys.executable, "-m", "aal_sweep.cli", "--log-level", log_level, "run", str(config), "--address", address]
-    return subprocess.Popen(cmd + ["-v"] * verbose, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd + ["-v"] * verbose,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def attempts(store: Store, trial_ids) -> list[dict]:
@@ -65,8 +72,14 @@ def attempts(store: Store, trial_ids) -> list[dict]:
         for k, i in enumerate(starts):
             end = starts[k + 1] if k + 1 < len(starts) else len(events)
             epochs = [e for e in events[i:end] if e["event"] == "epoch"]
-            out.append({"trial": t, "node": events[i]["node_id"], "start": events[i]["time"],
-                        "end": epochs[-1]["time"] if epochs else events[i]["time"]})
+            out.append(
+                {
+                    "trial": t,
+                    "node": events[i]["node_id"],
+                    "start": events[i]["time"],
+                    "end": epochs[-1]["time"] if epochs else events[i]["time"],
+                }
+            )
     return out
 
 
@@ -130,8 +143,8 @@ def read_events(path: Path) -> tuple[set[str], dict[str, str]]:
 
     data, i, tags, hparams = path.read_bytes(), 0, set(), {}
     while i < len(data):
-        (n,) = struct.unpack("<Q", data[i:i + 8])
-        event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+        (n,) = struct.unpack("<Q", data[i : i + 8])
+        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
         i += 12 + n + 4  # length, its crc, the record, its crc
         for v in event.summary.value:
             tags.add(v.tag)
@@ -157,8 +170,11 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
         held = hold.wait(proc)
         victim = {"trial": held["trial"], "node": held["node_id"]}
         done_before = store.done_ids()
-        in_flight = {a["trial"] for a in attempts(store, store.journaled()) if a["node"] == victim["node"]
-                     and a["trial"] not in done_before and is_last_attempt(store, a)}
+        in_flight = {
+            a["trial"]
+            for a in attempts(store, store.journaled())
+            if a["node"] == victim["node"] and a["trial"] not in done_before and is_last_attempt(store, a)
+        }
         cluster.remove_node(nodes[victim["node"]], allow_graceful=False)  # as a machine that dies
         hold.release()  # its retry, elsewhere, goes on
         out, err = proc.communicate(timeout=900)
@@ -190,11 +206,12 @@ def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):
     caches = [tmp_path / f"cache-node{i}" for i in range(2)]
     # the driver checks the files where it runs (the head: no GPU, so no trial) and builds no cache there
     env["AAL_SWEEP_CACHE"] = str(tmp_path / "cache-driver")
-    with local_cluster(env, [GPU_NODE, GPU_NODE],
-                       worker_env=[{"AAL_SWEEP_CACHE": str(c)} for c in caches]) as cluster:
+    with local_cluster(env, [GPU_NODE, GPU_NODE], worker_env=[{"AAL_SWEEP_CACHE": str(c)} for c in caches]) as cluster:
         proc = start_driver(config, cluster.address, env, log_level="INFO", verbose=2)
         out, err = proc.communicate(timeout=900)
-        logs = "".join(p.read_text(errors="replace") for p in ray_temp_dir(env).glob("session_2*/logs/worker-*"))  # not session_latest
+        logs = "".join(
+            p.read_text(errors="replace") for p in ray_temp_dir(env).glob("session_2*/logs/worker-*")
+        )  # not session_latest
     assert proc.returncode == 0, out + err
     rows = Store(load_config(config).results).trials()
     for cache in caches:  # one complete entry per node, built once, named in one log line
@@ -205,4 +222,6 @@ def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):
         assert "1200 images in" in built[0]
     assert rows["node_id"].nunique() == 2
     driver_cache = tmp_path / "cache-driver"
-    assert not driver_cache.exists() or not [p for p in driver_cache.iterdir() if p.is_dir()], list(driver_cache.iterdir())
+    assert not driver_cache.exists() or not [p for p in driver_cache.iterdir() if p.is_dir()], list(
+        driver_cache.iterdir()
+    )

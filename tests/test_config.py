@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import write_config
 
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config
 from aal_sweep.errors import ConfigError
-
-from conftest import write_config
 
 
 def _raw(root, **overrides):
@@ -31,12 +30,18 @@ BAD = [
     ({"model__backbone": "vgg"}, "model.backbone: 'vgg' is not one of resnet18, small_cnn"),
     ({"adversarial__method": "mmd"}, "adversarial.method: 'mmd' is not one of grl, gan, wgan"),
     ({"adversarial__lambdas": [0.1, 0.1]}, "adversarial.lambdas: duplicates in [0.1, 0.1]"),
-    ({"phases": ["single", "triple"]}, "phases: 'triple' is not a phase (valid: single, pair, adversarial, multitask_all, "
-                                        "adversarial_multiple, adversarial_shared)"),
+    (
+        {"phases": ["single", "triple"]},
+        "phases: 'triple' is not a phase (valid: single, pair, adversarial, multitask_all, "
+        "adversarial_multiple, adversarial_shared)",
+    ),
     ({"phases": ["adversarial"]}, "phases: adversarial needs single and pair"),
     ({"dataset__attributes": ["Disc"]}, "dataset.attributes: needs at least two attributes"),
     ({"dataset__attributes": ["Disc", "Disc", "Ring"]}, "dataset.attributes: duplicates ['Disc']"),
-    ({"dataset__attributes": ["Disc", "Smiling"]}, "dataset.attributes: unknown attribute 'Smiling' (valid: Disc, Square, Triangle, Cross)"),
+    (
+        {"dataset__attributes": ["Disc", "Smiling"]},
+        "dataset.attributes: unknown attribute 'Smiling' (valid: Disc, Square, Triangle, Cross)",
+    ),
     ({"dataset__image_size": [16]}, "dataset.image_size: expected [height, width]"),
     ({"dataset__format": "coco"}, "dataset.format: 'coco' is not one of celeba"),
     ({"model__pretrained": "/nowhere/w.pth"}, "model.pretrained: '/nowhere/w.pth' is not a file"),
@@ -50,7 +55,10 @@ BAD = [
     ({"train__weight_decay": float("nan")}, "train.weight_decay: expected a finite number, got nan"),
     ({"train__lr_gamma": float("-inf")}, "train.lr_gamma: expected a finite number, got -inf"),
     ({"adversarial__gp_weight": float("nan")}, "adversarial.gp_weight: expected a finite number, got nan"),
-    ({"adversarial__lambdas": [0.1, float("nan")]}, "adversarial.lambdas: expected a list of finite numbers, got [0.1, nan]"),
+    (
+        {"adversarial__lambdas": [0.1, float("nan")]},
+        "adversarial.lambdas: expected a list of finite numbers, got [0.1, nan]",
+    ),
     ({"adversarial__lambdas": [float("inf")]}, "adversarial.lambdas: expected a list of finite numbers, got [inf]"),
     ({"resources__cpus_per_trial": 0}, "resources.cpus_per_trial: 0 must be greater than 0"),
     ({"resources__gpus_per_trial": float("inf")}, "resources.gpus_per_trial: expected a finite number, got inf"),
@@ -72,10 +80,13 @@ def test_all_problems_reported_together(tiny_root):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("make_root,message", [
-    (lambda p: p / "absent", "does not exist"),
-    (lambda p: p, "lacks img_align_celeba, list_attr_celeba.txt, list_eval_partition.txt"),
-])
+@pytest.mark.parametrize(
+    "make_root,message",
+    [
+        (lambda p: p / "absent", "does not exist"),
+        (lambda p: p, "lacks img_align_celeba, list_attr_celeba.txt, list_eval_partition.txt"),
+    ],
+)
 def test_missing_dataset_folder(tmp_path, make_root, message):
     with pytest.raises(ConfigError) as e:
         parse_config(_raw(make_root(tmp_path)), "c.yaml")
@@ -90,7 +101,14 @@ def test_missing_root_key():
 def test_defaults_are_the_papers_recipe(tiny_root):
     cfg = parse_config({"dataset": {"root": str(tiny_root)}})
     t = cfg.train
-    assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.lr_milestones, t.lr_gamma) == (6, 256, 1e-4, 5e-4, (4,), 0.1)
+    assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.lr_milestones, t.lr_gamma) == (
+        6,
+        256,
+        1e-4,
+        5e-4,
+        (4,),
+        0.1,
+    )
     assert cfg.adversarial.lambdas == (0.01, 0.1, 0.3, 0.5, 1.0) and cfg.adversarial.method == "grl"
     assert cfg.model.backbone == "resnet18" and cfg.phases == ("single", "pair", "adversarial")
 
@@ -130,11 +148,14 @@ def test_cli_missing_and_invalid_yaml(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text,where", [
-    ("name: t\ndataset: {root: [unclosed\n", "line 3, column 1"),
-    ("name: t\ndataset:\n  root: x\n   bad: 1\n", "line 4, column 7"),
-    ("name: t\n\tdataset: x\n", "line 2, column 1"),
-])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ("name: t\ndataset: {root: [unclosed\n", "line 3, column 1"),
+        ("name: t\ndataset:\n  root: x\n   bad: 1\n", "line 4, column 7"),
+        ("name: t\n\tdataset: x\n", "line 2, column 1"),
+    ],
+)
 def test_yaml_syntax_error_gives_line_and_column(tmp_path, text, where):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -164,8 +185,11 @@ def test_duplicate_names_in_the_attribute_file_are_a_config_problem(tmp_path, ti
 def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("name: t\ntrain:\n  lr: 0.1\n  epochs: 2\n  lr: 1.0\n")
-    with pytest.raises(ConfigError, match=r"not valid YAML at line 5, column 3: key 'lr' given twice \(first at "
-                                          r"line 3\); keep one$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"not valid YAML at line 5, column 3: key 'lr' given twice \(first at "
+        r"line 3\); keep one$",
+    ):
         load_config(path)
 
 
@@ -208,14 +232,20 @@ def _annotations_only(tmp_path, tiny_root):
 def test_planning_takes_listed_attributes_without_any_data(tmp_path):
     from aal_sweep.config import unchecked_files
 
-    raw = _raw(tmp_path / "absent", dataset__attributes=["Smiling", "Male"], model__pretrained="/nowhere/w.pth",
-               model__backbone="resnet18")
+    raw = _raw(
+        tmp_path / "absent",
+        dataset__attributes=["Smiling", "Male"],
+        model__pretrained="/nowhere/w.pth",
+        model__backbone="resnet18",
+    )
     with pytest.raises(ConfigError, match="does not exist"):
         parse_config(raw)  # a run still needs the folder
     cfg = parse_config(raw, check_files="annotations")
     assert cfg.dataset.attributes == ("Smiling", "Male")
-    assert unchecked_files(cfg) == [f"dataset not checked: {tmp_path / 'absent'} missing (attributes taken as listed)",
-                                    "model.pretrained not checked: /nowhere/w.pth missing"]
+    assert unchecked_files(cfg) == [
+        f"dataset not checked: {tmp_path / 'absent'} missing (attributes taken as listed)",
+        "model.pretrained not checked: /nowhere/w.pth missing",
+    ]
 
 
 def test_planning_without_attributes_needs_the_annotation_file(tmp_path):
@@ -245,11 +275,17 @@ def test_planning_a_reid_dataset_from_its_attribute_file(tmp_path):
     from aal_sweep.data.synthetic_reid import write_attribute_mat
 
     root = tmp_path / "duke"
-    write_attribute_mat(root / "duke_attribute.mat", "duke_attribute",
-                        {"train": (["0001", "0002"], {"backpack": [1, 2], "gender": [2, 1]}),
-                         "test": (["0003", "0004"], {"backpack": [2, 1], "gender": [1, 2]})})
+    write_attribute_mat(
+        root / "duke_attribute.mat",
+        "duke_attribute",
+        {
+            "train": (["0001", "0002"], {"backpack": [1, 2], "gender": [2, 1]}),
+            "test": (["0003", "0004"], {"backpack": [2, 1], "gender": [1, 2]}),
+        },
+    )
     cfg = parse_config(_raw(root, dataset__format="duke"), check_files="annotations")
     assert [x.split(":")[0] for x in unchecked_files(cfg)] == ["images not checked"] * 2
     with pytest.raises(ConfigError, match=r"unknown attribute 'hat' \(valid: backpack, gender\)"):
-        parse_config(_raw(root, dataset__format="duke", dataset__attributes=["backpack", "hat"]),
-                     check_files="annotations")
+        parse_config(
+            _raw(root, dataset__format="duke", dataset__attributes=["backpack", "hat"]), check_files="annotations"
+        )

@@ -40,7 +40,9 @@ def test_dockerfile_is_the_official_ray_gpu_image_of_the_pinned_versions():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = next(x for x in deps if x.startswith("ray[")).split("==")[1]
     assert pinned == RAY
-    python = "py" + tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"].strip(">=").replace(".", "")
+    python = "py" + tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"].strip(
+        ">="
+    ).replace(".", "")
     assert tag == f"{pinned}-{python}-gpu"
     assert d["users"] and d["users"][-1] == "ray"  # the image's non-root user, to the end
     assert d["workdir"] == IMAGE_HOME
@@ -51,7 +53,7 @@ def test_dockerfile_installs_dependencies_in_a_layer_before_the_code():
     first = lambda pattern: next(i for i, ln in enumerate(lines) if re.search(pattern, ln))  # noqa: E731
     assert first(r"^COPY .*pyproject\.toml") < first(r"pip install .*-r ") < first(r"^COPY .*aal_sweep")
     # the dependency layer sees pyproject.toml only, so a code change does not rebuild it
-    assert not any(re.search(r"^COPY .*(aal_sweep|\s\.\s)", ln) for ln in lines[:first(r"pip install .*-r ")])
+    assert not any(re.search(r"^COPY .*(aal_sweep|\s\.\s)", ln) for ln in lines[: first(r"pip install .*-r ")])
 
 
 def entrypoints(manifest: dict) -> list[str]:
@@ -74,7 +76,7 @@ def test_manifest(path):
     assert spec["entrypointNumGpus"] == 0 and spec["entrypointNumCpus"] >= 1  # the driver takes no GPU
     base_tag = dockerfile()["base"].split(":")[1]
     assert spec["rayClusterSpec"]["rayVersion"] == RAY
-    for group, params, c in containers(manifest):
+    for group, _params, c in containers(manifest):
         assert c["image"].endswith(f"/aal-sweep:{base_tag}") or c["image"] == f"aal-sweep:{base_tag}", c["image"]
         assert any(e.get("secretRef") for e in c.get("envFrom", [])), f"{group}: S3 credentials from a Secret"
         assert any(m["mountPath"] == "/data" for m in c.get("volumeMounts", [])), f"{group}: the dataset volume"
@@ -102,8 +104,9 @@ def check_entrypoint(entry: str, manifest: dict) -> None:
         assert gpus == float(c["resources"]["limits"]["nvidia.com/gpu"])
         assert 0 < share <= gpus, f"gpus_per_trial {share} does not fit a worker's {gpus} GPU(s)"
         per_node = int(gpus / share) if share < 1 else int(gpus)  # Ray packs fractions on one GPU
-        assert per_node * cfg.resources.cpus_per_trial <= float(c["resources"]["limits"]["cpu"]), \
+        assert per_node * cfg.resources.cpus_per_trial <= float(c["resources"]["limits"]["cpu"]), (
             f"{per_node} trials x {cfg.resources.cpus_per_trial} CPUs exceed the worker's CPUs"
+        )
 
 
 def test_every_yaml_under_jobs_is_a_manifest_or_a_valid_sweep():

@@ -21,16 +21,14 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import write_config
 
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
-from conftest import write_config
-
 pytestmark = pytest.mark.slow
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
-QUICK = {"train": {"epochs": 1, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seed": 0},
-         "phases": ["single"]}
+QUICK = {"train": {"epochs": 1, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seed": 0}, "phases": ["single"]}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +63,14 @@ def free_port() -> int:
 
 def run_watching_ports(config: Path, env: dict, timeout: float = 300) -> tuple[subprocess.CompletedProcess, set]:
     """Run the CLI; meanwhile collect the address of every socket its processes listen on."""
-    proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **env},
+    )
     listening: set[tuple[str, str, int]] = set()
     deadline = time.monotonic() + timeout
     try:
@@ -77,8 +81,11 @@ def run_watching_ports(config: Path, env: dict, timeout: float = 300) -> tuple[s
                 break
             for p in family:
                 try:
-                    listening |= {(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections("inet")
-                                  if c.status == psutil.CONN_LISTEN}
+                    listening |= {
+                        (p.name(), c.laddr.ip, c.laddr.port)
+                        for c in p.net_connections("inet")
+                        if c.status == psutil.CONN_LISTEN
+                    }
                 except psutil.Error:
                     continue
             time.sleep(0.5)
@@ -86,7 +93,9 @@ def run_watching_ports(config: Path, env: dict, timeout: float = 300) -> tuple[s
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"the run did not end in {timeout}s (joined another cluster?):\n{out[-2000:]}\n{err[-2000:]}")
+        raise AssertionError(
+            f"the run did not end in {timeout}s (joined another cluster?):\n{out[-2000:]}\n{err[-2000:]}"
+        ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), listening
 
 
@@ -111,20 +120,40 @@ def test_another_local_cluster_is_not_joined(quick, ray_tmpdir):
     tmp, root = quick
     port = free_port()
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmpdir), "RAY_AUTH_MODE": "token"}
-    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
-                             "--num-cpus=1", "--include-dashboard=false", "--block"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=1",
+            "--include-dashboard=false",
+            "--block",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (ray_tmpdir / "ray" / "ray_current_cluster").is_file():
             assert head.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
             time.sleep(0.5)
         head_node = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(f"""
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
                 import ray
                 ray.init(address="127.0.0.1:{port}", logging_level="ERROR")
-                print(ray.get_runtime_context().get_node_id())""")],
-            capture_output=True, text=True, env=env, timeout=120).stdout.split()[-1]
+                print(ray.get_runtime_context().get_node_id())"""),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        ).stdout.split()[-1]
         config = quick_config(tmp, root, "beside")
         out, _ = run_watching_ports(config, {"RAY_TMPDIR": str(ray_tmpdir)}, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -154,11 +183,14 @@ def test_a_trial_larger_than_every_node_fails_at_once(quick):
     raw["dataset"]["cache"] = str(tmp / "toolarge-cache")
     config.write_text(yaml.safe_dump(raw))
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(config)], capture_output=True,
-                         text=True, timeout=240)
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(config)], capture_output=True, text=True, timeout=240
+    )
     assert out.returncode == 2, out.stderr[-2000:]
-    line = (r"aal-sweep: error: resources: a trial needs 64 CPU and 0 GPU on one node, but no node of the cluster "
-            r"has that: the largest of its 1 node\(s\) has \d+ CPU and 0 GPU; lower resources.cpus_per_trial")
+    line = (
+        r"aal-sweep: error: resources: a trial needs 64 CPU and 0 GPU on one node, but no node of the cluster "
+        r"has that: the largest of its 1 node\(s\) has \d+ CPU and 0 GPU; lower resources.cpus_per_trial"
+    )
     assert re.search(line, out.stderr) and "Traceback" not in out.stderr, out.stderr[-2000:]
     # refused before anything is built or written: no decode cache, no results folder
     assert not (tmp / "toolarge").exists() and not (tmp / "toolarge-cache").exists()
@@ -191,8 +223,13 @@ def test_the_size_check_reads_every_node_of_a_cluster(tmp_path):
             ray.shutdown()
             cluster.shutdown()
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="aalc-", dir="/tmp")})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="aalc-", dir="/tmp")},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     errors = [ln for ln in out.stdout.splitlines() if ln.startswith(("ERROR", "FITS"))]
     largest = "the largest of its 3 node(s) has 4 CPU and 0 GPU (the node with most GPUs: 2 CPU and 1 GPU)"

@@ -7,36 +7,53 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_config
 
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
-from aal_sweep.orchestration.estimate import count_trials, estimate, read_throughput, render_plan, trial_gpu_seconds
 from aal_sweep.errors import AalError
-
-from conftest import write_config
+from aal_sweep.orchestration.estimate import count_trials, estimate, read_throughput, render_plan, trial_gpu_seconds
 
 ATTRS = ("Disc", "Square", "Stripes", "Bright")
 CELEBA = {"train": 162_770, "val": 19_867, "test": 19_962}
 
 
 def config(tmp_path, tiny_root, name="c.yaml", **sections):
-    base = {"train": {"epochs": 6, "batch_size": 256, "seeds": [0, 1]},
-            "adversarial": {"method": "grl", "lambdas": [0.1, 0.5, 1.0]},
-            "model": {"backbone": "resnet18", "pretrained": None},
-            "resources": {"cpus_per_trial": 4, "gpus_per_trial": 1}}
+    base = {
+        "train": {"epochs": 6, "batch_size": 256, "seeds": [0, 1]},
+        "adversarial": {"method": "grl", "lambdas": [0.1, 0.5, 1.0]},
+        "model": {"backbone": "resnet18", "pretrained": None},
+        "resources": {"cpus_per_trial": 4, "gpus_per_trial": 1},
+    }
     return load_config(write_config(tmp_path / name, tiny_root, **(base | sections)))
 
 
 def record(kind, mode="compiled", concurrency=1, ips=14000.0, **kw):
-    return {"kind": kind, "mode": mode, "concurrency": concurrency, "data": "auto", "backbone": "resnet18",
-            "image_size": [16, 16], "batch_size": 256, "images_per_second": ips * concurrency,
-            "images_per_second_per_trial": ips, "eval_images_per_second_per_trial": 40000.0,
-            "first_step_seconds": 30.0, "peak_memory_bytes": 30 * 2**30, "resident_bytes": 22 * 2**30} | kw
+    return {
+        "kind": kind,
+        "mode": mode,
+        "concurrency": concurrency,
+        "data": "auto",
+        "backbone": "resnet18",
+        "image_size": [16, 16],
+        "batch_size": 256,
+        "images_per_second": ips * concurrency,
+        "images_per_second_per_trial": ips,
+        "eval_images_per_second_per_trial": 40000.0,
+        "first_step_seconds": 30.0,
+        "peak_memory_bytes": 30 * 2**30,
+        "resident_bytes": 22 * 2**30,
+    } | kw
 
 
 def throughput(records, memory=80 * 2**30):
-    return {"gpu": "NVIDIA H100 80GB HBM3", "gpu_memory_bytes": memory, "date": "2026-11-28", "torch": "2.14.1",
-            "records": records}
+    return {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "gpu_memory_bytes": memory,
+        "date": "2026-11-28",
+        "torch": "2.14.1",
+        "records": records,
+    }
 
 
 def test_counts_come_from_the_plan_with_seeds_and_the_adversarial_upper_bound(tmp_path, tiny_root):
@@ -52,8 +69,12 @@ def test_counts_come_from_the_plan_with_seeds_and_the_adversarial_upper_bound(tm
 
 def test_gpu_hours_from_the_measured_records(tmp_path, tiny_root):
     cfg = config(tmp_path, tiny_root)
-    records = [record("single", ips=16000.0), record("pair"), record("adversarial-grl", ips=12000.0),
-               record("pair", mode="eager", ips=1.0)]  # eager: not what auto compiles to on CUDA
+    records = [
+        record("single", ips=16000.0),
+        record("pair"),
+        record("adversarial-grl", ips=12000.0),
+        record("pair", mode="eager", ips=1.0),
+    ]  # eager: not what auto compiles to on CUDA
     plan = estimate(cfg, ATTRS, CELEBA, throughput(records), "t.json")
     pair_seconds = 6 * (162_770 / 14000 + (19_867 + 19_962) / 40000) + 30
     assert trial_gpu_seconds(records[1], 6, CELEBA) == pytest.approx(pair_seconds)
@@ -68,7 +89,9 @@ def test_unmeasured_kinds_give_no_total(tmp_path, tiny_root):
     plan = estimate(cfg, ATTRS, CELEBA, throughput([record("single"), record("pair")]), "t.json")
     assert plan["gpu_hours"] is None and plan["gpu_hours_by_phase"]["adversarial"] is None
     assert plan["gpu_hours_by_phase"]["single"] > 0
-    assert any("not measured on NVIDIA H100 80GB HBM3: adversarial-wgan compiled at 1 per GPU" in n for n in plan["notes"])
+    assert any(
+        "not measured on NVIDIA H100 80GB HBM3: adversarial-wgan compiled at 1 per GPU" in n for n in plan["notes"]
+    )
 
 
 def test_fractional_gpus_warn_when_resident_data_does_not_fit(tmp_path, tiny_root):
@@ -83,7 +106,9 @@ def test_fractional_gpus_warn_when_resident_data_does_not_fit(tmp_path, tiny_roo
     # the fourth's val and test and working memory still overflow 80 GiB
     assert any("stay on the host" in w and "trial 3: train, trial 4: train" in w for w in plan["warnings"])
     assert any("puts 4 trials on one NVIDIA H100 80GB HBM3" in w for w in plan["warnings"])
-    plan_small = estimate(quarter, ATTRS, {"train": 100, "val": 10, "test": 10}, throughput(records, 16 * 2**30), "t.json")
+    plan_small = estimate(
+        quarter, ATTRS, {"train": 100, "val": 10, "test": 10}, throughput(records, 16 * 2**30), "t.json"
+    )
     assert any("need" in w and "raise gpus_per_trial" in w for w in plan_small["warnings"])  # 4 x 8 GiB > 16 GiB
     roomy = estimate(quarter, ATTRS, CELEBA, throughput(records, 141 * 2**30), "t.json")
     assert not any("raise gpus_per_trial" in w for w in roomy["warnings"])
@@ -114,21 +139,37 @@ def test_plan_cli(tmp_path, tiny_root, capsys):
 
 def test_plan_imports_neither_torch_nor_ray(tmp_path, tiny_root):
     cfg = write_config(tmp_path / "c.yaml", tiny_root)
-    code = ("import sys; from aal_sweep.cli import main; main(['plan', sys.argv[1]]); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')))")
-    done = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120,
-                          env={"AAL_SWEEP_THROUGHPUT": str(tmp_path / "none.json"), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; from aal_sweep.cli import main; main(['plan', sys.argv[1]]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"AAL_SWEEP_THROUGHPUT": str(tmp_path / "none.json"), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]" and "phase" in done.stdout
 
 
 def test_table_1_variants_are_counted_too(tmp_path, tiny_root):
-    cfg = config(tmp_path, tiny_root, phases=["single", "pair", "adversarial", "multitask_all", "adversarial_multiple",
-                                              "adversarial_shared"])
+    cfg = config(
+        tmp_path,
+        tiny_root,
+        phases=["single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared"],
+    )
     plan = estimate(cfg, ATTRS, CELEBA, None)
     # 2 seeds; 3 lambdas; every attribute given a partner (all the others for adversarial_multiple)
-    assert plan["phases"] == {"single": 8, "pair": 12, "multitask_all": 2, "adversarial": 24,
-                              "adversarial_shared": 24, "adversarial_multiple": 24}
+    assert plan["phases"] == {
+        "single": 8,
+        "pair": 12,
+        "multitask_all": 2,
+        "adversarial": 24,
+        "adversarial_shared": 24,
+        "adversarial_multiple": 24,
+    }
     assert set(plan["upper_bound_phases"]) == {"adversarial", "adversarial_shared", "adversarial_multiple"}
     assert render_plan(plan).count("upper bound") == 3
 
@@ -138,8 +179,11 @@ def test_table_1_variants_are_counted_too(tmp_path, tiny_root):
 
 def test_plan_with_attributes_listed_and_no_data_counts_and_says_what_it_did_not_check(tmp_path, tiny_root, capsys):
     cfg = write_config(tmp_path / "c.yaml", tiny_root, resources={"gpus_per_trial": 1})
-    (tmp_path / "t.json").write_text(json.dumps(throughput([record(k, backbone="small_cnn", batch_size=32)
-                                                            for k in ("single", "pair", "adversarial-grl")])))
+    (tmp_path / "t.json").write_text(
+        json.dumps(
+            throughput([record(k, backbone="small_cnn", batch_size=32) for k in ("single", "pair", "adversarial-grl")])
+        )
+    )
     argv = ["plan", str(cfg), "--throughput", str(tmp_path / "t.json"), "--set", "dataset.root=/data/celeba"]
     assert main(argv) == 2  # nothing names the attributes
     err = capsys.readouterr().err
@@ -163,8 +207,11 @@ def test_plan_from_the_annotation_files_alone_counts_the_hours(tmp_path, tiny_ro
     for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
         shutil.copy(tiny_root / name, root / name)
     cfg = write_config(tmp_path / "c.yaml", root, resources={"gpus_per_trial": 1})
-    (tmp_path / "t.json").write_text(json.dumps(throughput([record(k, backbone="small_cnn", batch_size=32)
-                                                            for k in ("single", "pair", "adversarial-grl")])))
+    (tmp_path / "t.json").write_text(
+        json.dumps(
+            throughput([record(k, backbone="small_cnn", batch_size=32) for k in ("single", "pair", "adversarial-grl")])
+        )
+    )
     assert main(["plan", str(cfg), "--throughput", str(tmp_path / "t.json"), "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["phases"] == {"single": 4, "pair": 6, "adversarial": 8} and sum(plan["images"].values()) == 400

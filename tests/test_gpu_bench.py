@@ -32,9 +32,24 @@ def test_fabricated_cache_has_the_layout_of_the_decode_cache(tmp_path, tiny_root
 def test_toy_benchmark_writes_a_record_per_measurement(tmp_path):
     out = tmp_path / "toy.json"
     # eager only: the compiled row is checked by test_train's compiled test (a cold compile takes a minute)
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--toy", "--modes", "eager",
-                           "--concurrency", "2", "--out", str(out), "--tmp", str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu.py"),
+            "--toy",
+            "--modes",
+            "eager",
+            "--concurrency",
+            "2",
+            "--out",
+            str(out),
+            "--tmp",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["toy"] is True and result["device"] == "cpu" and result["gpu"] is None
@@ -51,5 +66,7 @@ def test_toy_benchmark_writes_a_record_per_measurement(tmp_path):
     assert single["eval_seconds_per_epoch"] > 0 and single["first_step_seconds"] > 0
     assert single["peak_memory_bytes"] is None  # no GPU: no GPU memory to report
     assert "| kind" in done.stdout and "adversarial-wgan" in done.stdout
-    ratio = got[("pair", "eager", 1, "auto")]["images_per_second"] / got[("pair", "eager", 1, "jpeg")]["images_per_second"]
+    ratio = (
+        got[("pair", "eager", 1, "auto")]["images_per_second"] / got[("pair", "eager", 1, "jpeg")]["images_per_second"]
+    )
     assert f"= {ratio:.1f}x the JPEG DataLoader" in done.stdout

@@ -15,9 +15,16 @@ ATTRS = ("A", "B", "C", "D")
 
 
 def cfg(phases=("single", "pair", "adversarial"), seeds=(0,), lambdas=(0.1, 0.5)):
-    return parse_config({"dataset": {"root": "/nowhere", "image_size": [16, 16]}, "model": {"backbone": "small_cnn"},
-                         "train": {"seeds": list(seeds)}, "adversarial": {"lambdas": list(lambdas)},
-                         "phases": list(phases)}, check_files=False)
+    return parse_config(
+        {
+            "dataset": {"root": "/nowhere", "image_size": [16, 16]},
+            "model": {"backbone": "small_cnn"},
+            "train": {"seeds": list(seeds)},
+            "adversarial": {"lambdas": list(lambdas)},
+            "phases": list(phases),
+        },
+        check_files=False,
+    )
 
 
 def drain(graph: Graph) -> list[str]:
@@ -64,8 +71,14 @@ def test_no_partner_releases_nothing_and_failures_make_rows_incomplete():
     for tid in static:
         g.complete(tid, FAILED if tid == failed else DONE)
     assert set(g.settled_rows()) == set(ATTRS)  # a failed cell still settles its rows (for this run)
-    g.decide({"A": Decision(None, missing=("B",)), "B": Decision(None, missing=("A",)), "C": Decision(None),
-              "D": Decision("C")})
+    g.decide(
+        {
+            "A": Decision(None, missing=("B",)),
+            "B": Decision(None, missing=("A",)),
+            "C": Decision(None),
+            "D": Decision("C"),
+        }
+    )
     assert g.incomplete_rows() == {"A": ("B",), "B": ("A",)}
     assert [t.split("-l")[0] for t in drain(g)] == ["adv-grl-D-vs-C"] * 2
     counts = g.counts()
@@ -132,8 +145,10 @@ def test_summary_says_what_waits_on_what():
 
 
 def test_the_graph_imports_neither_torch_nor_ray():
-    code = ("import sys; import aal_sweep.orchestration.graph, aal_sweep.orchestration.state, "
-            "aal_sweep.orchestration.status; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    code = (
+        "import sys; import aal_sweep.orchestration.graph, aal_sweep.orchestration.state, "
+        "aal_sweep.orchestration.status; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -147,9 +162,20 @@ def test_from_store_decides_settled_rows(tmp_path, allow_partial):
     store = Store(tmp_path)
     acc = {"A": 0.9, "B": 0.8}
     for t in plan_initial(c, ("A", "B")):
-        rows = [{"trial_id": t.trial_id, "kind": t.kind, "attribute": a, "partner": next((b for b in t.attributes
-                 if b != a), None), "seed": 0, "status": "ok", "val_acc": acc[a] - (0.05 if t.kind == "pair" else 0),
-                 "test_acc": 0.5, "config_hash": c.training_hash()} for a in t.attributes]
+        rows = [
+            {
+                "trial_id": t.trial_id,
+                "kind": t.kind,
+                "attribute": a,
+                "partner": next((b for b in t.attributes if b != a), None),
+                "seed": 0,
+                "status": "ok",
+                "val_acc": acc[a] - (0.05 if t.kind == "pair" else 0),
+                "test_acc": 0.5,
+                "config_hash": c.training_hash(),
+            }
+            for a in t.attributes
+        ]
         store.write_trial(rows)
     g = from_store(store, c, ("A", "B"), allow_partial)
     assert g.decisions == {"A": Decision("B", ("B",)), "B": Decision("A", ("A",))}
@@ -160,11 +186,16 @@ def test_from_store_decides_settled_rows(tmp_path, allow_partial):
 
 
 def screened(estimator="lookahead", confirm=1, seeds=(0,)):
-    return parse_config({"dataset": {"root": "/nowhere", "image_size": [16, 16]}, "model": {"backbone": "small_cnn"},
-                         "train": {"seeds": list(seeds), "epochs": 3},
-                         "adversarial": {"lambdas": [0.1]}, "pairs": {"mode": "screened", "estimator": estimator,
-                                                                      "confirm": confirm, "short_epochs": 1}},
-                        check_files=False)
+    return parse_config(
+        {
+            "dataset": {"root": "/nowhere", "image_size": [16, 16]},
+            "model": {"backbone": "small_cnn"},
+            "train": {"seeds": list(seeds), "epochs": 3},
+            "adversarial": {"lambdas": [0.1]},
+            "pairs": {"mode": "screened", "estimator": estimator, "confirm": confirm, "short_epochs": 1},
+        },
+        check_files=False,
+    )
 
 
 def test_screened_pairs_wait_for_the_estimator_and_rows_for_the_confirmation():

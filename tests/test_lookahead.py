@@ -29,8 +29,19 @@ def data(tmp_path_factory) -> DecodedDataset:
 
 
 def _spec(data: DecodedDataset, **kw) -> TrainSpec:
-    base = dict(kind="multitask_all", attributes=data.attributes, backbone="small_cnn", pretrained=None, epochs=2,
-                batch_size=32, lr=3e-3, lr_milestones=(1,), device="cpu", seed=0, num_threads=1)
+    base = dict(
+        kind="multitask_all",
+        attributes=data.attributes,
+        backbone="small_cnn",
+        pretrained=None,
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        lr_milestones=(1,),
+        device="cpu",
+        seed=0,
+        num_threads=1,
+    )
     return TrainSpec(**(base | kw))
 
 

@@ -7,6 +7,7 @@ import gzip
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from PIL import Image
 
 from aal_sweep.cli import main
@@ -14,11 +15,10 @@ from aal_sweep.data.index import load_index
 from aal_sweep.data.mnist import ATTRIBUTES, make_mnist_attributes
 from aal_sweep.errors import DataError
 
-from conftest import SHARED
-
 MNIST = SHARED / "mnist"
-needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
-                                 reason=f"the MNIST test files are not in {MNIST}")
+needs_mnist = pytest.mark.skipif(
+    not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"the MNIST test files are not in {MNIST}"
+)
 
 
 def _raw():
@@ -39,9 +39,20 @@ def _definitions(img: np.ndarray, d: int) -> list[float]:
     up = 27 - rows
     ru, cm = (x * up).sum() / ink, (x * cols).sum() / ink
     slant = (x * (up - ru) * (cols - cm)).sum() / (x * (up - ru) ** 2).sum()
-    return [d == 0, d % 2 == 0, d >= 5, d in (2, 3, 5, 7), d in (0, 6, 8, 9), d in (1, 4, 7),
-            ink, ink / ((r1 - r0 + 1) * (c1 - c0 + 1)), (c1 - c0 + 1) / (r1 - r0 + 1),
-            x[:, :14].sum() / ink, x[:14].sum() / ink, slant]
+    return [
+        d == 0,
+        d % 2 == 0,
+        d >= 5,
+        d in (2, 3, 5, 7),
+        d in (0, 6, 8, 9),
+        d in (1, 4, 7),
+        ink,
+        ink / ((r1 - r0 + 1) * (c1 - c0 + 1)),
+        (c1 - c0 + 1) / (r1 - r0 + 1),
+        x[:, :14].sum() / ink,
+        x[:14].sum() / ink,
+        slant,
+    ]
 
 
 @needs_mnist
@@ -53,7 +64,7 @@ def test_written_tree_reads_back_with_labels_by_definition(tmp_path):
     files = [f for s in ("train", "val", "test") for f in index.files[s]]
     labels = np.concatenate([index.labels[s] for s in ("train", "val", "test")])
     images, digits = _raw()
-    source = [int(f[len("t10k_"):-len(".png")]) for f in files]
+    source = [int(f[len("t10k_") : -len(".png")]) for f in files]
     assert len(set(source)) == 300
     for f, k in zip(files[:20], source):  # lossless PNGs of the original pixels
         assert np.array_equal(np.asarray(Image.open(index.image_path(f))), images[k])

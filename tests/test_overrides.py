@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import write_config
 
 import aal_sweep
 from aal_sweep.cli import main
@@ -19,15 +20,18 @@ from aal_sweep.config import apply_overrides, load_config, parse_override, resol
 from aal_sweep.errors import AalError
 from aal_sweep.store import Store
 
-from conftest import write_config
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_override_is_the_same_edit_in_the_file(tmp_path, tiny_root):
     path = write_config(tmp_path / "c.yaml", tiny_root)
-    sets = ["train.lr=0.01", "dataset.attributes=[Disc,Square]", "train.seeds=[0, 1]", "model.backbone=resnet18",
-            "partners.rule=significant"]  # partners is not in the file: the section is created
+    sets = [
+        "train.lr=0.01",
+        "dataset.attributes=[Disc,Square]",
+        "train.seeds=[0, 1]",
+        "model.backbone=resnet18",
+        "partners.rule=significant",
+    ]  # partners is not in the file: the section is created
     overridden = load_config(path, overrides=sets)
     raw = yaml.safe_load(path.read_text())
     raw["train"]["lr"] = 0.01
@@ -71,10 +75,17 @@ def test_a_bad_override_is_one_line_and_exit_2(tmp_path, tiny_root, capsys, bad,
     assert err.startswith("aal-sweep: error: ") and message in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "{c}"], ["submit", "{c}", "--address", "http://127.0.0.1:9"], ["plan", "{c}"], ["config", "{c}"],
-    ["train", "{c}", "--kind", "single", "--attributes", "Disc"],
-], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "{c}"],
+        ["submit", "{c}", "--address", "http://127.0.0.1:9"],
+        ["plan", "{c}"],
+        ["config", "{c}"],
+        ["train", "{c}", "--kind", "single", "--attributes", "Disc"],
+    ],
+    ids=lambda a: a[0],
+)
 def test_every_command_takes_set(tmp_path, tiny_root, capsys, argv):
     """Each command reads its config through --set: an unknown key is refused before anything runs."""
     path = write_config(tmp_path / "c.yaml", tiny_root)
@@ -106,7 +117,9 @@ def test_config_prints_what_sweep_yaml_records(tmp_path, tiny_root, capsys):
     store.write_config(cfg, resolve_attributes(cfg))
     recorded = yaml.safe_load((Path(cfg.results) / "sweep.yaml").read_text())
     assert printed == recorded["config"]
-    assert printed["dataset"]["attributes"] == ["Disc", "Square", "Triangle", "Cross"] and printed["train"]["lr"] == 0.01
+    assert (
+        printed["dataset"]["attributes"] == ["Disc", "Square", "Triangle", "Cross"] and printed["train"]["lr"] == 0.01
+    )
     # what it prints is itself a config: it loads back as the same one
     (tmp_path / "printed.yaml").write_text(out)
     assert load_config(tmp_path / "printed.yaml").training_hash() == cfg.training_hash()
@@ -115,8 +128,10 @@ def test_config_prints_what_sweep_yaml_records(tmp_path, tiny_root, capsys):
 def test_version_is_pyproject_s_and_names_ray_torch_pyarrow_without_importing_them():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert aal_sweep.__version__ == pyproject
-    code = ("import sys\nfrom aal_sweep.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
-            "    print(e.code, sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch'}))")
+    code = (
+        "import sys\nfrom aal_sweep.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+        "    print(e.code, sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'torch'}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
     v = aal_sweep.versions()

@@ -58,8 +58,10 @@ def test_small_matrices_keep_the_labelled_grid():
 def test_report_above_the_threshold_has_an_overview_and_the_top_pairs(tmp_path):
     m = LARGE_M + 10
     names = [f"A{i:03d}" for i in range(m)]
-    cfg = parse_config({"name": "big", "dataset": {"root": "/nonexistent", "attributes": names},
-                        "model": {"backbone": "small_cnn"}}, check_files=False)
+    cfg = parse_config(
+        {"name": "big", "dataset": {"root": "/nonexistent", "attributes": names}, "model": {"backbone": "small_cnn"}},
+        check_files=False,
+    )
     store = Store(tmp_path / "res")
     store.write_config(cfg, names)
     p = random_matrix(m).to_numpy()
@@ -72,10 +74,20 @@ def test_report_above_the_threshold_has_an_overview_and_the_top_pairs(tmp_path):
             ids.append(f"pair-{a}-{b}"), attrs.append(names[x]), partners.append(names[y]), vals.append(p[x, y])
             kinds.append("pair")
     n = len(ids)
-    cols = {"trial_id": ids, "kind": kinds, "attribute": attrs, "partner": partners, "val_acc": vals,
-            "test_acc": vals, "status": ["ok"] * n, "seed": [0] * n, "config_hash": [cfg.training_hash()] * n}
-    store.import_rows(pa.table({f.name: pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type)
-                                for f in SCHEMA}))
+    cols = {
+        "trial_id": ids,
+        "kind": kinds,
+        "attribute": attrs,
+        "partner": partners,
+        "val_acc": vals,
+        "test_acc": vals,
+        "status": ["ok"] * n,
+        "seed": [0] * n,
+        "config_hash": [cfg.training_hash()] * n,
+    }
+    store.import_rows(
+        pa.table({f.name: pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type) for f in SCHEMA})
+    )
     page = write_report(open_results(tmp_path / "res"), tmp_path / "report")
     text = page.read_text()
     assert "Strongest negative pairs" in text and "pair_matrix.csv" in text

@@ -16,9 +16,14 @@ from aal_sweep.store import Store
 
 
 def cfg(tiny_root, **train):
-    return parse_config({"dataset": {"root": str(tiny_root), "image_size": [16, 16]},
-                         "model": {"backbone": "small_cnn"}, "train": {"epochs": 2, **train},
-                         "adversarial": {"lambdas": [0.1, 1.0]}})
+    return parse_config(
+        {
+            "dataset": {"root": str(tiny_root), "image_size": [16, 16]},
+            "model": {"backbone": "small_cnn"},
+            "train": {"epochs": 2, **train},
+            "adversarial": {"lambdas": [0.1, 1.0]},
+        }
+    )
 
 
 def test_plan_counts_and_stable_ids(tiny_root):
@@ -39,8 +44,17 @@ def test_ids_are_filename_safe_and_distinct():
 
 
 def _rows(kind, a, b, acc, tid=None, lam=None):
-    return {"trial_id": tid or f"{kind}-{a}-{b}-{lam}", "kind": kind, "attribute": a, "partner": b,
-            "lambda": lam, "status": "ok", "val_acc": acc, "test_acc": acc - 0.01, "seed": 0}
+    return {
+        "trial_id": tid or f"{kind}-{a}-{b}-{lam}",
+        "kind": kind,
+        "attribute": a,
+        "partner": b,
+        "lambda": lam,
+        "status": "ok",
+        "val_acc": acc,
+        "test_acc": acc - 0.01,
+        "seed": 0,
+    }
 
 
 def write_trial(results, rows):
@@ -53,13 +67,24 @@ def read_trials(results):
 
 @pytest.fixture
 def store(tmp_path):
-    accs = {("A", "A"): .90, ("B", "B"): .80, ("C", "C"): .70,
-            ("A", "B"): .88, ("B", "A"): .81, ("A", "C"): .88, ("C", "A"): .69, ("B", "C"): .82, ("C", "B"): .71}
+    accs = {
+        ("A", "A"): 0.90,
+        ("B", "B"): 0.80,
+        ("C", "C"): 0.70,
+        ("A", "B"): 0.88,
+        ("B", "A"): 0.81,
+        ("A", "C"): 0.88,
+        ("C", "A"): 0.69,
+        ("B", "C"): 0.82,
+        ("C", "B"): 0.71,
+    }
     for a in "ABC":
         write_trial(tmp_path, [_rows("single", a, None, accs[a, a], f"single-{a}")])
     for a, b in (("A", "B"), ("A", "C"), ("B", "C")):
-        write_trial(tmp_path, [_rows("pair", a, b, accs[a, b], f"pair-{a}-{b}"),
-                               _rows("pair", b, a, accs[b, a], f"pair-{a}-{b}")])
+        write_trial(
+            tmp_path,
+            [_rows("pair", a, b, accs[a, b], f"pair-{a}-{b}"), _rows("pair", b, a, accs[b, a], f"pair-{a}-{b}")],
+        )
     return tmp_path
 
 
@@ -73,12 +98,12 @@ def test_store_round_trip_and_outside_readers(store):
 
 def test_store_rejects_mixed_trials(tmp_path):
     with pytest.raises(ValueError):
-        write_trial(tmp_path, [_rows("single", "A", None, .9, "x"), _rows("single", "B", None, .9, "y")])
+        write_trial(tmp_path, [_rows("single", "A", None, 0.9, "x"), _rows("single", "B", None, 0.9, "y")])
 
 
 def test_matrix_and_partner_rule(store):
     m = pair_matrix(read_trials(store), ["A", "B", "C"])
-    assert m.loc["A", "A"] == .90 and m.loc["B", "A"] == .81 and m.loc["A", "B"] == .88
+    assert m.loc["A", "A"] == 0.90 and m.loc["B", "A"] == 0.81 and m.loc["A", "B"] == 0.88
     p = derive_partners(m).set_index("attribute")
     assert p.loc["A", "partner"] == "B"  # tie (.88, .88): first in the sweep's order
     assert pd.isna(p.loc["B", "partner"])  # nothing lowers B
@@ -102,9 +127,13 @@ def test_adversarial_plan_and_lambda_selection(store, tiny_root):
     c = cfg(tiny_root)
     partners = derive_partners(pair_matrix(read_trials(store), ["A", "B", "C"]))
     adv = plan_adversarial(c, partners)
-    assert [(t.attributes, t.lam) for t in adv] == [(("A", "B"), 0.1), (("A", "B"), 1.0), (("C", "A"), 0.1),
-                                                    (("C", "A"), 1.0)]
-    for t, acc in zip(adv, (.91, .92, .72, .70)):
+    assert [(t.attributes, t.lam) for t in adv] == [
+        (("A", "B"), 0.1),
+        (("A", "B"), 1.0),
+        (("C", "A"), 0.1),
+        (("C", "A"), 1.0),
+    ]
+    for t, acc in zip(adv, (0.91, 0.92, 0.72, 0.70)):
         write_trial(store, [_rows("adversarial", *t.attributes, acc, t.trial_id, t.lam)])
     trials = read_trials(store)
     per = select_adversarial(trials, partners, "per_attribute").set_index("attribute")
@@ -118,7 +147,7 @@ def test_changed_training_settings_refused_with_the_keys(tiny_root, tmp_path):
 
     store = Store(tmp_path / "r")
     store.write_config(cfg(tiny_root), ("A", "B"))
-    store.write_trial([_rows("single", "A", None, .9, "single-A") | {"config_hash": cfg(tiny_root).training_hash()}])
+    store.write_trial([_rows("single", "A", None, 0.9, "single-A") | {"config_hash": cfg(tiny_root).training_hash()}])
     store.check_settings(cfg(tiny_root))  # same training settings (more attributes would be fine too)
     with pytest.raises(AalError, match=r"\(changed: train.lr, train.seed\).*--restart"):
         store.check_settings(cfg(tiny_root, lr=0.01, seed=3))

@@ -57,8 +57,10 @@ def test_lines_to_a_logger(caplog):
         bar = Progress("decode cache on node n1", log)
         bar.update(0, 3)
         bar.update(3)
-    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["decode cache on node n1: 0/3 images (0%)",
-                                                                      "decode cache on node n1: 3/3 images (100%)"]
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == [
+        "decode cache on node n1: 0/3 images (0%)",
+        "decode cache on node n1: 3/3 images (100%)",
+    ]
 
 
 def test_a_terminal_gets_a_bar_redrawn_in_place():
@@ -112,8 +114,19 @@ def test_dataset_verify_prints_plain_lines_off_a_terminal(tiny_root, capsys):
 def test_compaction_reports_inbox_files_read(tmp_path):
     store = Store(tmp_path / "results")
     for k in range(5):
-        store.write_trial([{"trial_id": f"single-A{k}", "kind": "single", "attribute": f"A{k}", "status": "ok",
-                            "val_acc": 0.9, "test_acc": 0.9, "seed": 0}])
+        store.write_trial(
+            [
+                {
+                    "trial_id": f"single-A{k}",
+                    "kind": "single",
+                    "attribute": f"A{k}",
+                    "status": "ok",
+                    "val_acc": 0.9,
+                    "test_acc": 0.9,
+                    "seed": 0,
+                }
+            ]
+        )
     out = io.StringIO()
     assert store.compact(progress=Progress("compacting", out, unit="files", every_pct=50).update) == 5
     assert out.getvalue().splitlines()[0] == "compacting: 0/5 files (0%)"
@@ -138,10 +151,12 @@ def test_a_short_step_with_a_delay_says_nothing():
         bar.update(done, 10)
         clock.now += 1
     bar.close()
-    assert [ln.split(",")[0] for ln in out.getvalue().splitlines()] == ["decoding: 5/10 images (50%)",
-                                                                        "decoding: 6/10 images (60%)",
-                                                                        "decoding: 7/10 images (70%)",
-                                                                        "decoding: 8/10 images (80%)",
-                                                                        "decoding: 9/10 images (90%)",
-                                                                        "decoding: 10/10 images (100%)"]
+    assert [ln.split(",")[0] for ln in out.getvalue().splitlines()] == [
+        "decoding: 5/10 images (50%)",
+        "decoding: 6/10 images (60%)",
+        "decoding: 7/10 images (70%)",
+        "decoding: 8/10 images (80%)",
+        "decoding: 9/10 images (90%)",
+        "decoding: 10/10 images (100%)",
+    ]
     assert term.getvalue().count("\r") == 6 and " 0/10" not in term.getvalue()

@@ -32,12 +32,20 @@ ATTRS = ["Disc", "Square", "Triangle", "Cross"]
 
 
 def write_sweep_yaml(results, attributes, root="/nonexistent/dataset", **adversarial) -> None:
-    cfg = parse_config({"name": "t", "results": str(results), "model": {"backbone": "small_cnn"},
-                        "dataset": {"root": str(root), "attributes": list(attributes)},
-                        "adversarial": adversarial}, check_files=False)
+    cfg = parse_config(
+        {
+            "name": "t",
+            "results": str(results),
+            "model": {"backbone": "small_cnn"},
+            "dataset": {"root": str(root), "attributes": list(attributes)},
+            "adversarial": adversarial,
+        },
+        check_files=False,
+    )
     results.mkdir(parents=True, exist_ok=True)
-    (results / "sweep.yaml").write_text(yaml.safe_dump(
-        {"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg.to_dict()}))
+    (results / "sweep.yaml").write_text(
+        yaml.safe_dump({"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg.to_dict()})
+    )
 
 
 def write_trial(results, rows) -> None:
@@ -45,10 +53,20 @@ def write_trial(results, rows) -> None:
 
 
 def row(trial_id, kind, attribute, partner=None, lam=None, val=None, status="ok", seconds=10.0) -> dict:
-    return {"trial_id": trial_id, "kind": kind, "attribute": attribute, "partner": partner, "lambda": lam,
-            "method": "grl" if kind == "adversarial" else None, "seed": 0, "status": status,
-            "val_acc": val, "test_acc": None if val is None else val - 0.01, "train_seconds": seconds,
-            "n_val": 1000}
+    return {
+        "trial_id": trial_id,
+        "kind": kind,
+        "attribute": attribute,
+        "partner": partner,
+        "lambda": lam,
+        "method": "grl" if kind == "adversarial" else None,
+        "seed": 0,
+        "status": status,
+        "val_acc": val,
+        "test_acc": None if val is None else val - 0.01,
+        "train_seconds": seconds,
+        "n_val": 1000,
+    }
 
 
 def write_store(results, attributes, single, pairs, adversarial=(), **adversarial_config):
@@ -68,8 +86,10 @@ def random_store(results, attributes=ATTRS, seed=0):
     """Every cell present, values with full float precision; adversarial runs for the real partners."""
     rng = np.random.default_rng(seed)
     single = {a: float(rng.uniform(0.8, 0.95)) for a in attributes}
-    pairs = {(a, b): (single[a] + float(rng.normal(0, 0.003)), single[b] + float(rng.normal(0, 0.003)))
-             for a, b in itertools.combinations(attributes, 2)}
+    pairs = {
+        (a, b): (single[a] + float(rng.normal(0, 0.003)), single[b] + float(rng.normal(0, 0.003)))
+        for a, b in itertools.combinations(attributes, 2)
+    }
     p = _cells(single, pairs)
     adversarial = {}
     for a in attributes:
@@ -132,7 +152,7 @@ def test_partners_agree_with_the_matrix(full):
     assert list(t["attribute"]) == ATTRS + ["mean"]
     for a in ATTRS:
         r = t.set_index("attribute").loc[a]
-        drops = (m.loc[a].drop(a) - m.loc[a, a])
+        drops = m.loc[a].drop(a) - m.loc[a, a]
         if drops.min() < 0:
             assert r["partner"] == drops.idxmin()
             assert r["multi"] == m.loc[a, r["partner"]]
@@ -150,16 +170,24 @@ def test_no_partner_where_nothing_lowers_the_attribute(tmp_path):
     results = write_store(tmp_path / "res", list(single), single, pairs, {("B", "C", 0.1): 0.82})
     t = open_results(results).partners().set_index("attribute")
     assert t.loc["A", "partner"] is None
-    assert t.loc["A", ["multi", "adversarial", "lambda", "multi_minus_single", "adv_minus_single",
-                       "adv_minus_multi"]].isna().all()
+    assert (
+        t.loc["A", ["multi", "adversarial", "lambda", "multi_minus_single", "adv_minus_single", "adv_minus_multi"]]
+        .isna()
+        .all()
+    )
     assert t.loc["B", "partner"] == "C" and t.loc["B", "lambda"] == 0.1
     assert t.loc["C", "partner"] == "B" and math.isnan(t.loc["C", "adversarial"])  # run not there yet
 
 
 def test_partial_store_gives_missing_cells_and_a_partial_partner_table(tmp_path):
     single = {"A": 0.90, "B": 0.80, "C": 0.70}  # B-C never trained, C's single-task run missing
-    results = write_store(tmp_path / "res", list(single), {k: v for k, v in single.items() if k != "C"},
-                          {("A", "B"): (0.89, 0.81), ("A", "C"): (0.91, 0.69)}, {("A", "B", 0.3): 0.905})
+    results = write_store(
+        tmp_path / "res",
+        list(single),
+        {k: v for k, v in single.items() if k != "C"},
+        {("A", "B"): (0.89, 0.81), ("A", "C"): (0.91, 0.69)},
+        {("A", "B", 0.3): 0.905},
+    )
     res = open_results(results)
     m = res.matrix()
     assert m.isna().to_numpy().sum() == 3  # B-C, C-B and C-C
@@ -181,8 +209,9 @@ def test_partial_store_gives_missing_cells_and_a_partial_partner_table(tmp_path)
 def test_mean_row_reproduces_the_papers_duke_table(tmp_path):
     """A store holding Table 6's numbers gives back its partners and its mean row (91.19 / 90.64 / 91.32):
     attribute 14 has no partner and counts with its single-task accuracy, as in the paper."""
-    ref = pd.read_csv(io.StringIO(resources.files("aal_sweep.report").joinpath("reference", "duke_table6_val.csv")
-                                  .read_text()))
+    ref = pd.read_csv(
+        io.StringIO(resources.files("aal_sweep.report").joinpath("reference", "duke_table6_val.csv").read_text())
+    )
     names = list(ref["att_name"])
     single = {n: s / 100 for n, s in zip(names, ref["single"])}
     partner = {n: (names[int(k) - 1] if pd.notna(k) else None) for n, k in zip(ref["att_name"], ref["neg_att"])}
@@ -207,8 +236,9 @@ def test_lambda_selection_comes_from_the_config(tmp_path):
     adv = {("A", "B", 0.1): 0.95, ("A", "B", 1.0): 0.91, ("B", "A", 0.1): 0.70, ("B", "A", 1.0): 0.84}
 
     def chosen(selection):
-        results = write_store(tmp_path / selection, ["A", "B"], single, {("A", "B"): (0.89, 0.79)}, adv,
-                              lambda_selection=selection)
+        results = write_store(
+            tmp_path / selection, ["A", "B"], single, {("A", "B"): (0.89, 0.79)}, adv, lambda_selection=selection
+        )
         return list(open_results(results).partners()["lambda"][:2])
 
     assert chosen("per_attribute") == [0.1, 1.0]
@@ -216,16 +246,18 @@ def test_lambda_selection_comes_from_the_config(tmp_path):
 
 
 def test_derive_partners_ties_go_to_the_first_partner():
-    m = pd.DataFrame([[0.9, 0.8, 0.8], [0.7, 0.7, 0.7], [0.6, 0.6, 0.6]], index=["A", "B", "C"],
-                     columns=["A", "B", "C"])
+    m = pd.DataFrame(
+        [[0.9, 0.8, 0.8], [0.7, 0.7, 0.7], [0.6, 0.6, 0.6]], index=["A", "B", "C"], columns=["A", "B", "C"]
+    )
     p = derive_partners(m)
     assert p["partner"].tolist() == ["B", None, None]  # None, not NaN: callers test `if row.missing`
     assert p["missing"].tolist() == [None, None, None]
 
 
 def test_derive_partners_on_a_partial_matrix_keeps_none():
-    m = pd.DataFrame([[0.9, np.nan, 0.8], [0.7, 0.7, 0.8], [0.6, 0.6, 0.6]], index=["A", "B", "C"],
-                     columns=["A", "B", "C"])
+    m = pd.DataFrame(
+        [[0.9, np.nan, 0.8], [0.7, 0.7, 0.8], [0.6, 0.6, 0.6]], index=["A", "B", "C"], columns=["A", "B", "C"]
+    )
     p = derive_partners(m)
     assert p["missing"].tolist() == ["B", None, None] and p["partner"].tolist() == [None, None, None]
     p = derive_partners(m, allow_partial=True)  # A's row decided without its missing cell
@@ -337,13 +369,15 @@ def test_cli_missing_results_folder_is_one_line_and_exit_2(tmp_path, capsys):
 def test_queries_and_status_import_neither_torch_nor_ray(full):
     """Light edges: `status`, `matrix`, `partners` and open_results load no torch and no Ray."""
     results, *_ = full
-    code = (f"import sys, io, contextlib\nfrom aal_sweep.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()):\n"
-            f"    for cmd in ('status', 'matrix', 'partners'):\n"
-            f"        assert main([cmd, {str(results)!r}]) == 0\n"
-            f"import aal_sweep\naal_sweep.open_results({str(results)!r}).trials()\n"
-            f"heavy = ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.orchestration.driver')\n"
-            f"print(sorted(m for m in heavy if m in sys.modules))")
+    code = (
+        f"import sys, io, contextlib\nfrom aal_sweep.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    for cmd in ('status', 'matrix', 'partners'):\n"
+        f"        assert main([cmd, {str(results)!r}]) == 0\n"
+        f"import aal_sweep\naal_sweep.open_results({str(results)!r}).trials()\n"
+        f"heavy = ('torch', 'ray', 'aal_sweep.train', 'aal_sweep.orchestration.driver')\n"
+        f"print(sorted(m for m in heavy if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -69,16 +69,22 @@ def test_duke_label_counts_per_image_match_the_real_file(tmp_path, capsys, caplo
     assert "0370 (train.top), 0679 (train.top)" in caplog.text  # the warning names the dropped identities
     assert list(info["attributes"]) == list(raw)  # the train struct's order: Table 6's order
     assert info["identities"] == {"train": 630, "val": 70, "test": 1110}
-    assert info["val_identities"] == val_ids and info["excluded"] == {"0370": "train.top = 0 (no label)",
-                                                                       "0679": "train.top = 0 (no label)"}
+    assert info["val_identities"] == val_ids and info["excluded"] == {
+        "0370": "train.top = 0 (no label)",
+        "0679": "train.top = 0 (no label)",
+    }
     kept = {i: n for i, n in train_n.items() if i not in ("0370", "0679")}
-    expected_images = {"train": sum(n for i, n in kept.items() if i not in val_ids),
-                       "val": sum(n for i, n in kept.items() if i in val_ids), "test": sum(test_n.values())}
+    expected_images = {
+        "train": sum(n for i, n in kept.items() if i not in val_ids),
+        "val": sum(n for i, n in kept.items() if i in val_ids),
+        "test": sum(test_n.values()),
+    }
     assert info["splits"] == expected_images
     for split, (split_ids, split_raw, counts) in {
-            "train": (ids, raw, {i: n for i, n in kept.items() if i not in val_ids}),
-            "val": (ids, raw, {i: n for i, n in kept.items() if i in val_ids}),
-            "test": (test_ids, test_raw, test_n)}.items():
+        "train": (ids, raw, {i: n for i, n in kept.items() if i not in val_ids}),
+        "val": (ids, raw, {i: n for i, n in kept.items() if i in val_ids}),
+        "test": (test_ids, test_raw, test_n),
+    }.items():
         for name, values in split_raw.items():  # test fields are in another order: matched by name
             positives = sum(n * (values[split_ids.index(i)] == 2) for i, n in counts.items())
             assert info["attributes"][name][split] * expected_images[split] == pytest.approx(positives), (split, name)
@@ -145,12 +151,15 @@ TEST = ["0003", "0006", "0009", "0010"]
 def tiny_duke(root: Path, train_fields=None, test_fields=None, images=2) -> Path:
     """Three Duke attributes; test's fields in another order than train's, as in the official file;
     identity 0005 has top = 0 (no label)."""
-    train_fields = train_fields or {"backpack": [2, 1, 1, 2, 2, 1, 1, 2, 1, 2],
-                                    "gender": [1, 2, 1, 2, 1, 1, 2, 2, 1, 1],
-                                    "top": [1, 1, 2, 0, 1, 2, 1, 1, 2, 1]}
+    train_fields = train_fields or {
+        "backpack": [2, 1, 1, 2, 2, 1, 1, 2, 1, 2],
+        "gender": [1, 2, 1, 2, 1, 1, 2, 2, 1, 1],
+        "top": [1, 1, 2, 0, 1, 2, 1, 1, 2, 1],
+    }
     test_fields = test_fields or {"top": [1, 2, 1, 1], "backpack": [2, 2, 1, 1], "gender": [2, 1, 1, 2]}
-    write_attribute_mat(root / "duke_attribute.mat", "duke_attribute",
-                        {"train": (TRAIN, train_fields), "test": (TEST, test_fields)})
+    write_attribute_mat(
+        root / "duke_attribute.mat", "duke_attribute", {"train": (TRAIN, train_fields), "test": (TEST, test_fields)}
+    )
     rng = np.random.default_rng(1)
     ones = np.zeros(3, np.uint8)
     write_images(root, "duke", "bounding_box_train", dict.fromkeys(TRAIN, ones), images, (16, 16), rng)
@@ -172,38 +181,92 @@ def test_tiny_duke_reads_by_name_drops_the_unlabelled_identity_and_counts_per_im
     assert main(["dataset", str(root), "--layout", "duke", "--val-fraction", "0.2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{root}: 39 images; train 21, val 6, test 12"  # 7 + 2 + 4 identities x 3
-    assert out[-2].startswith("identities: train 7, val 2, test 4; validation identities (val_fraction 0.2, "
-                              "split_seed 0): ") and out[-2].endswith(" ".join(index.identities["val"]))
+    assert out[-2].startswith(
+        "identities: train 7, val 2, test 4; validation identities (val_fraction 0.2, split_seed 0): "
+    ) and out[-2].endswith(" ".join(index.identities["val"]))
     assert out[-1] == "excluded: identity 0005, train.top = 0 (no label)"
     sub = load_index(DatasetSource(root, "duke", 0.2), ["top", "backpack"])
     assert sub.attributes == ("top", "backpack")
     np.testing.assert_array_equal(sub.labels["test"], index.labels["test"][:, [2, 0]])
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda r: tiny_duke(r, train_fields={"backpack": [2, 1, 3, 2, 2, 1, 1, 2, 1, 2], "gender": [1] * 10,
-                                          "top": [1] * 10}),
-     r"train.backpack is 3 for identity 0004 .*the coding is 1 \(no\) or 2 \(yes\)"),
-    (lambda r: tiny_duke(r, test_fields={"top": [1, 2, 1, 1], "backpack": [2, 2, 1, 1]}),
-     r"field\(s\) \['gender'\] missing from test"),
-    (lambda r: (tiny_duke(r), write_images(r, "duke", "bounding_box_train", {"0999": np.zeros(3, np.uint8)}, 1,
-                                           (16, 16), np.random.default_rng(0))),
-     r"images of identity 0999 .*has no train labels"),
-    (lambda r: (tiny_duke(r), shutil.rmtree(r / "bounding_box_test"), (r / "bounding_box_test").mkdir()),
-     r"bounding_box_test: no \.jpg images"),
-    (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").unlink()), r"no duke_attribute\.mat"),
-    (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").write_bytes(b"not a mat file")),
-     r"not a readable MATLAB file"),
-    (lambda r: (tiny_duke(r), write_attribute_mat(r / "duke_attribute.mat", "market_attribute", {})),
-     r"no variable 'duke_attribute'"),
-    (lambda r: (tiny_duke(r), write_images(r, "duke", "bounding_box_train", {"0003": np.zeros(3, np.uint8)}, 1,
-                                           (16, 16), np.random.default_rng(0))),
-     r"images of identity 0003 .*has no train labels"),  # a test identity's image among the training images
-    (lambda r: write_attribute_mat(r / "duke_attribute.mat", "duke_attribute", {
-        "train": (["0001", "0002", "0001"], {"hat": [1, 2, 1]}), "test": (["0003"], {"hat": [1]})}),
-     r"train.image_index repeats identities \['0001'\]"),
-], ids=["value-outside-coding", "missing-field", "identity-without-labels", "empty-folder", "no-mat", "damaged-mat",
-        "wrong-struct", "test-identity-in-train-folder", "repeated-identity"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda r: tiny_duke(
+                r, train_fields={"backpack": [2, 1, 3, 2, 2, 1, 1, 2, 1, 2], "gender": [1] * 10, "top": [1] * 10}
+            ),
+            r"train.backpack is 3 for identity 0004 .*the coding is 1 \(no\) or 2 \(yes\)",
+        ),
+        (
+            lambda r: tiny_duke(r, test_fields={"top": [1, 2, 1, 1], "backpack": [2, 2, 1, 1]}),
+            r"field\(s\) \['gender'\] missing from test",
+        ),
+        (
+            lambda r: (
+                tiny_duke(r),
+                write_images(
+                    r,
+                    "duke",
+                    "bounding_box_train",
+                    {"0999": np.zeros(3, np.uint8)},
+                    1,
+                    (16, 16),
+                    np.random.default_rng(0),
+                ),
+            ),
+            r"images of identity 0999 .*has no train labels",
+        ),
+        (
+            lambda r: (tiny_duke(r), shutil.rmtree(r / "bounding_box_test"), (r / "bounding_box_test").mkdir()),
+            r"bounding_box_test: no \.jpg images",
+        ),
+        (lambda r: (tiny_duke(r), (r / "duke_attribute.mat").unlink()), r"no duke_attribute\.mat"),
+        (
+            lambda r: (tiny_duke(r), (r / "duke_attribute.mat").write_bytes(b"not a mat file")),
+            r"not a readable MATLAB file",
+        ),
+        (
+            lambda r: (tiny_duke(r), write_attribute_mat(r / "duke_attribute.mat", "market_attribute", {})),
+            r"no variable 'duke_attribute'",
+        ),
+        (
+            lambda r: (
+                tiny_duke(r),
+                write_images(
+                    r,
+                    "duke",
+                    "bounding_box_train",
+                    {"0003": np.zeros(3, np.uint8)},
+                    1,
+                    (16, 16),
+                    np.random.default_rng(0),
+                ),
+            ),
+            r"images of identity 0003 .*has no train labels",
+        ),  # a test identity's image among the training images
+        (
+            lambda r: write_attribute_mat(
+                r / "duke_attribute.mat",
+                "duke_attribute",
+                {"train": (["0001", "0002", "0001"], {"hat": [1, 2, 1]}), "test": (["0003"], {"hat": [1]})},
+            ),
+            r"train.image_index repeats identities \['0001'\]",
+        ),
+    ],
+    ids=[
+        "value-outside-coding",
+        "missing-field",
+        "identity-without-labels",
+        "empty-folder",
+        "no-mat",
+        "damaged-mat",
+        "wrong-struct",
+        "test-identity-in-train-folder",
+        "repeated-identity",
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, capsys, change, message):
     root = tmp_path / "d"
     root.mkdir()
@@ -218,8 +281,11 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, change, message):
 def test_market_age_out_of_coding(tmp_path):
     ids = ["0002", "0007", "0010"]
     fields = {"age": [1, 5, 2], "hat": [1, 2, 1]}
-    write_attribute_mat(tmp_path / "m" / "attribute" / "market_attribute.mat", "market_attribute",  # the other place
-                        {"train": (ids, fields), "test": (["0001"], {"hat": [1], "age": [2]})})
+    write_attribute_mat(
+        tmp_path / "m" / "attribute" / "market_attribute.mat",
+        "market_attribute",  # the other place
+        {"train": (ids, fields), "test": (["0001"], {"hat": [1], "age": [2]})},
+    )
     with pytest.raises(DataError, match=r"train.age is 5 for identity 0007 .*the coding is 1 to 4"):
         load_index(DatasetSource(tmp_path / "m", "market"))
 
@@ -237,8 +303,12 @@ def test_empty_validation_split_is_refused(tmp_path):
 
 
 def duke_config(tmp_path: Path, root: Path, **dataset) -> dict:
-    return {"name": "d", "results": str(tmp_path / "res"), "model": {"backbone": "small_cnn"},
-            "dataset": {"format": "duke", "root": str(root), **dataset}}
+    return {
+        "name": "d",
+        "results": str(tmp_path / "res"),
+        "model": {"backbone": "small_cnn"},
+        "dataset": {"format": "duke", "root": str(root), **dataset},
+    }
 
 
 def test_config_checks_the_duke_layout_and_resolves_its_attributes(tmp_path):
@@ -263,8 +333,9 @@ def test_config_checks_the_duke_layout_and_resolves_its_attributes(tmp_path):
 def test_celeba_training_hash_ignores_the_split_settings(tiny_root, tmp_path):
     base = {"name": "c", "results": str(tmp_path / "r"), "dataset": {"root": str(tiny_root)}}
     a = parse_config(base).training_hash()
-    b = parse_config({**base, "dataset": {"root": str(tiny_root), "val_fraction": 0.3,
-                                          "split_seed": 9}}).training_hash()
+    b = parse_config(
+        {**base, "dataset": {"root": str(tiny_root), "val_fraction": 0.3, "split_seed": 9}}
+    ).training_hash()
     assert a == b  # CelebA has an official split: results folders written before these keys stay valid
 
 
@@ -297,11 +368,32 @@ def test_compare_paper_duke_matches_the_file_names_and_the_partners():
     partner = {n: (names[int(k) - 1] if pd.notna(k) else None) for n, k in zip(names, ref["neg_att"])}
     single, multi = dict(zip(names, ref["single"] / 100)), dict(zip(names, ref["multi"] / 100))
     rows = [{"kind": "single", "status": "ok", "attribute": a, "partner": None, "val_acc": single[a]} for a in names]
-    rows += [{"kind": "pair", "status": "ok", "attribute": a, "partner": b,
-              "val_acc": multi[a] if partner[a] == b else single[a] + 0.0001} for a in names for b in names if a != b]
-    rows += [{"kind": "adversarial", "status": "ok", "attribute": a, "partner": partner[a], "lambda": 0.1,
-              "val_acc": v / 100, "test_acc": v / 100, "trial_id": f"adv-{a}"}
-             for a, v in zip(names, ref["adversarial"]) if partner[a]]
+    rows += [
+        {
+            "kind": "pair",
+            "status": "ok",
+            "attribute": a,
+            "partner": b,
+            "val_acc": multi[a] if partner[a] == b else single[a] + 0.0001,
+        }
+        for a in names
+        for b in names
+        if a != b
+    ]
+    rows += [
+        {
+            "kind": "adversarial",
+            "status": "ok",
+            "attribute": a,
+            "partner": partner[a],
+            "lambda": 0.1,
+            "val_acc": v / 100,
+            "test_acc": v / 100,
+            "trial_id": f"adv-{a}",
+        }
+        for a, v in zip(names, ref["adversarial"])
+        if partner[a]
+    ]
     trials = pd.DataFrame(rows)
     trials["test_acc"] = trials["val_acc"]
     cmp = comparison(partners_table(trials, names), pair_matrix(trials, names), ref).set_index("attribute")
@@ -319,9 +411,18 @@ def test_compare_paper_duke_matches_the_file_names_and_the_partners():
 def test_tiny_duke_sweep_end_to_end(tmp_path):
     """`aal-sweep run` on a Duke-layout folder: the real cache, Ray Tune, then matrix and report --compare."""
     root = tiny_duke(tmp_path / "duke", images=2)
-    config = write_config(tmp_path / "sweep.yaml", root, dataset={
-        "format": "duke", "root": str(root), "image_size": [16, 16], "cache": str(tmp_path / "cache"),
-        "val_fraction": 0.2, "split_seed": 0})
+    config = write_config(
+        tmp_path / "sweep.yaml",
+        root,
+        dataset={
+            "format": "duke",
+            "root": str(root),
+            "image_size": [16, 16],
+            "cache": str(tmp_path / "cache"),
+            "val_fraction": 0.2,
+            "split_seed": 0,
+        },
+    )
     raw = yaml.safe_load(config.read_text())
     raw["train"] |= {"epochs": 1, "lr_milestones": []}
     raw["phases"] = ["single", "pair"]
@@ -336,8 +437,11 @@ def test_tiny_duke_sweep_end_to_end(tmp_path):
     cells = [v for line in lines[1:4] for v in line.split(",")[1:]]
     assert len(cells) == 9 and all(0 <= float(v) <= 1 for v in cells)  # every single and pair cell is there
     assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 1  # trials decoded through one cache entry
-    report = subprocess.run(cli + ["report", results, "--out", str(tmp_path / "report"), "--compare", "paper-duke"],
-                            capture_output=True, text=True)
+    report = subprocess.run(
+        cli + ["report", results, "--out", str(tmp_path / "report"), "--compare", "paper-duke"],
+        capture_output=True,
+        text=True,
+    )
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "report" / "index.html").read_text()
     assert "3 of this sweep" in html and "attributes matched the 23 rows" in html

@@ -26,29 +26,65 @@ CELEBA = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Big_Lips", "Male"]
 
 def write_store(results, attributes, root, seed=0, skip=()):
     """A complete store with random accuracies (except the `skip`ped trial ids) and its sweep.yaml."""
-    cfg = parse_config({"name": "report-test", "results": str(results), "model": {"backbone": "small_cnn"},
-                        "dataset": {"root": str(root), "attributes": list(attributes)}}, check_files=False)
+    cfg = parse_config(
+        {
+            "name": "report-test",
+            "results": str(results),
+            "model": {"backbone": "small_cnn"},
+            "dataset": {"root": str(root), "attributes": list(attributes)},
+        },
+        check_files=False,
+    )
     results.mkdir(parents=True)
-    (results / "sweep.yaml").write_text(yaml.safe_dump(
-        {"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg.to_dict()}))
+    (results / "sweep.yaml").write_text(
+        yaml.safe_dump({"training_hash": cfg.training_hash(), "attributes": list(attributes), "config": cfg.to_dict()})
+    )
     rng = np.random.default_rng(seed)
     single = {a: float(rng.uniform(0.8, 0.95)) for a in attributes}
 
     def put(tid, rows):
         if tid not in skip:
-            Store(results).write_trial([{"trial_id": tid, "seed": 0, "status": "ok", "train_seconds": 12.5,
-                                   "test_acc": r["val_acc"] - 0.01, "n_val": 500, **r} for r in rows])
+            Store(results).write_trial(
+                [
+                    {
+                        "trial_id": tid,
+                        "seed": 0,
+                        "status": "ok",
+                        "train_seconds": 12.5,
+                        "test_acc": r["val_acc"] - 0.01,
+                        "n_val": 500,
+                        **r,
+                    }
+                    for r in rows
+                ]
+            )
 
     for a in attributes:
         put(f"single-{a}", [{"kind": "single", "attribute": a, "val_acc": single[a]}])
     for a, b in itertools.combinations(attributes, 2):
-        put(f"pair-{a}-{b}", [{"kind": "pair", "attribute": x, "partner": y, "val_acc": single[x] - 0.003 * (k + 1)}
-                              for k, (x, y) in enumerate(((a, b), (b, a)))])
+        put(
+            f"pair-{a}-{b}",
+            [
+                {"kind": "pair", "attribute": x, "partner": y, "val_acc": single[x] - 0.003 * (k + 1)}
+                for k, (x, y) in enumerate(((a, b), (b, a)))
+            ],
+        )
     for a in attributes:  # every pairing lowers a here, the first partner in order most of all
         b = next(x for x in attributes if x != a)
         for lam in (0.1, 1.0):
-            put(f"adv-{a}-{lam}", [{"kind": "adversarial", "attribute": a, "partner": b, "lambda": lam,
-                                    "method": "grl", "val_acc": single[a] + 0.002 * lam}])
+            put(
+                f"adv-{a}-{lam}",
+                [
+                    {
+                        "kind": "adversarial",
+                        "attribute": a,
+                        "partner": b,
+                        "lambda": lam,
+                        "method": "grl",
+                        "val_acc": single[a] + 0.002 * lam,
+                    }
+                ],
+            )
     return results
 
 
@@ -134,8 +170,10 @@ def test_compare_paper_celeba_lines_rows_up_by_name(tmp_path):
     assert male["single (paper)"] == "99.09" and male["partner (paper)"] == "Wavy_Hair"  # neg_att 34
     assert male["single (ours)"] == f"{100 * res.partners().set_index('attribute').loc['Male', 'single']:.2f}"
     html = write_report(res, tmp_path / "out", compare="paper-celeba").read_text()
-    assert "4 of this sweep&#x27;s 5 attributes matched the 40 rows" in html or \
-        "4 of this sweep's 5 attributes matched the 40 rows" in html
+    assert (
+        "4 of this sweep&#x27;s 5 attributes matched the 40 rows" in html
+        or "4 of this sweep's 5 attributes matched the 40 rows" in html
+    )
 
 
 def test_compare_paper_duke_matches_spellings_and_keeps_the_papers_no_partner_row(tmp_path):
@@ -174,8 +212,15 @@ def _large_store(results, m, n=200, seed=3):
     from aal_sweep.store import SCHEMA
 
     names = [f"A{i:03d}" for i in range(m)]
-    cfg = parse_config({"name": "big", "results": str(results), "model": {"backbone": "small_cnn"},
-                        "dataset": {"root": "/nonexistent", "attributes": names}}, check_files=False)
+    cfg = parse_config(
+        {
+            "name": "big",
+            "results": str(results),
+            "model": {"backbone": "small_cnn"},
+            "dataset": {"root": "/nonexistent", "attributes": names},
+        },
+        check_files=False,
+    )
     store = Store(results)
     store.write_config(cfg, names)
     rng = np.random.default_rng(seed)
@@ -183,11 +228,27 @@ def _large_store(results, m, n=200, seed=3):
     rows = []
 
     def add(tid, kind, a, b, correct, lam=None):
-        rows.append({"trial_id": tid, "kind": kind, "attribute": names[a], "partner": None if b is None else names[b],
-                     "lambda": lam, "method": "grl" if lam else None, "seed": 0, "status": "ok",
-                     "val_acc": correct.mean(), "test_acc": correct.mean(), "n_val": n, "n_test": n,
-                     "val_correct": pack(correct), "test_correct": pack(correct), "val_majority": 0.5,
-                     "train_seconds": 1.0, "config_hash": cfg.training_hash()})
+        rows.append(
+            {
+                "trial_id": tid,
+                "kind": kind,
+                "attribute": names[a],
+                "partner": None if b is None else names[b],
+                "lambda": lam,
+                "method": "grl" if lam else None,
+                "seed": 0,
+                "status": "ok",
+                "val_acc": correct.mean(),
+                "test_acc": correct.mean(),
+                "n_val": n,
+                "n_test": n,
+                "val_correct": pack(correct),
+                "test_correct": pack(correct),
+                "val_majority": 0.5,
+                "train_seconds": 1.0,
+                "config_hash": cfg.training_hash(),
+            }
+        )
 
     for a in range(m):
         add(f"single-{a}", "single", a, None, single[a])
@@ -231,10 +292,17 @@ def test_fig2_at_the_threshold_keeps_three_bars_per_attribute():
     names = [f"A{i:03d}" for i in range(LARGE_M)]
     rng = np.random.default_rng(0)
     single = rng.uniform(0.8, 0.9, LARGE_M)
-    table = pd.DataFrame({"attribute": names + ["mean"], "partner": names[1:] + names[:1] + [None],
-                          "single": [*single, single.mean()], "multi": [*(single - 0.01), 0],
-                          "adversarial": [*(single + 0.005), 0], "multi_minus_single": -0.01,
-                          "adv_minus_single": 0.005})
+    table = pd.DataFrame(
+        {
+            "attribute": names + ["mean"],
+            "partner": names[1:] + names[:1] + [None],
+            "single": [*single, single.mean()],
+            "multi": [*(single - 0.01), 0],
+            "adversarial": [*(single + 0.005), 0],
+            "multi_minus_single": -0.01,
+            "adv_minus_single": 0.005,
+        }
+    )
     matrix = pd.DataFrame(0.85, index=names, columns=names)
     fig = accuracy_bars(table, matrix)
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == names

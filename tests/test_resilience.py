@@ -15,22 +15,17 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pytest
 import yaml
-
-from aal_sweep.data.synthetic import make_synthetic
-from aal_sweep.store import Store
-
 from conftest import KILL_TRAIN, Hold
-from helpers import assert_same_results, check_no_redo, kill_group, run_to_end
+from helpers import assert_same_results, check_no_redo, kill_group, run_to_end, wait_until
 from helpers import start as start_cli
-from helpers import wait_until
+
+from aal_sweep.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -177,11 +172,13 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(kill_sweep, capsys):
         jitter = rng.uniform(0.0, 1.0) * epoch_s
         try:
             if rng.random() < 0.25:  # while Ray starts, or before any trial reported
-                wait_for(proc, lambda: ray_started(proc), timeout=300, poll_s=0.02)
+                wait_for(proc, lambda proc=proc: ray_started(proc), timeout=300, poll_s=0.02)
                 moment = f"Ray's first process + {jitter:.2f}s"
             else:  # inside the sweep: once one more epoch finished (or only the held trial is left), + 0-1 epoch
                 base = epochs_finished(store)
-                wait_for(proc, lambda: epochs_finished(store) >= base + 1 or hold.held(), timeout=600, poll_s=0.1)
+                wait_for(
+                    proc, lambda base=base: epochs_finished(store) >= base + 1 or hold.held(), timeout=600, poll_s=0.1
+                )
                 moment = f"an epoch + {jitter:.2f}s"
         except AssertionError as e:
             raise AssertionError(f"kills so far (seed {STRESS_SEED}): {moments}") from e
@@ -207,9 +204,11 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(kill_sweep, capsys):
             lost_max = max(lost_max, len(r["lost"]))
     trials_restarted = sum(1 for t in store.done_ids() if epochs_lost(store.journal(t)))
     with capsys.disabled():
-        print(f"\nkill-stress: {len(moments)} kills (seed {STRESS_SEED}); {trials_restarted} trial(s) restarted, "
-              f"{restarts} restart(s), {redone} epoch(s) trained again, at most {lost_max} epoch lost per trial "
-              f"per kill; kills at: {moments}")
+        print(
+            f"\nkill-stress: {len(moments)} kills (seed {STRESS_SEED}); {trials_restarted} trial(s) restarted, "
+            f"{restarts} restart(s), {redone} epoch(s) trained again, at most {lost_max} epoch lost per trial "
+            f"per kill; kills at: {moments}"
+        )
 
 
 # ---- §5: Ctrl-C at any moment, and what a killed driver leaves running -------------------------------
@@ -243,9 +242,11 @@ def still_running(seen: dict[int, float]) -> list[str]:
 
 def watch_until(proc: subprocess.Popen, seen: dict[int, float], what, timeout: float = 240):
     """wait_for, recording the run's descendants meanwhile."""
+
     def probe():
         seen.update(family(proc.pid))
         return what()
+
     return wait_for(proc, probe, timeout=timeout, poll_s=0.05)
 
 
@@ -328,7 +329,8 @@ def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
     left = still_running({pid: t for pid, t in seen.items() if pid in recorded})
     assert left, "nothing survived the driver: the case the next run handles did not happen"
     out = run_to_end(config)
-    assert re.search(r"stopped \d+ process\(es\) of the embedded Ray a killed run left on this machine", out.stdout), \
+    assert re.search(r"stopped \d+ process\(es\) of the embedded Ray a killed run left on this machine", out.stdout), (
         out.stdout[-2000:]
+    )
     assert not still_running(seen), still_running(seen)
     assert not record.exists()

@@ -15,12 +15,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 import yaml
+from conftest import Hold, write_config
+from s3_server import ENV, make_bucket, s3_server  # noqa: F401 (fixture)
 
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
-
-from conftest import Hold, write_config
-from s3_server import ENV, make_bucket, s3_server  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 TRAIN = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "lr_milestones": [2], "seed": 0}
@@ -40,8 +39,13 @@ def setup(s3_server, tmp_path_factory):
     def config(results: str) -> Path:
         # a screened pair phase (short estimates, K = M-1: every pair confirmed): its estimator trials, stored
         # estimates and confirmation go through S3 too, and a resume confirms from the stored estimates
-        path = write_config(tmp / f"c{abs(hash(results))}.yaml", root, train=TRAIN, resources=RESOURCES,
-                            pairs={"mode": "screened", "estimator": "short", "confirm": 2})
+        path = write_config(
+            tmp / f"c{abs(hash(results))}.yaml",
+            root,
+            train=TRAIN,
+            resources=RESOURCES,
+            pairs={"mode": "screened", "estimator": "short", "confirm": 2},
+        )
         raw = yaml.safe_load(path.read_text())
         raw["results"] = results
         path.write_text(yaml.safe_dump(raw))
@@ -52,8 +56,9 @@ def setup(s3_server, tmp_path_factory):
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aal_sweep.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def planned(path: Path) -> set[str]:
@@ -71,8 +76,14 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
     path = config(uri)
     store = Store(uri)
     hold = Hold(tmp_path / "hold", "pair-Disc-Square", epoch=1)  # waits after its first epoch: mid-trial
-    proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=hold.env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=hold.env(),
+    )
     try:
         while not store.location.is_file("lease.json"):
             assert proc.poll() is None, proc.communicate()
@@ -107,10 +118,15 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
 
     # every query on the URI gives what it gives on a local copy of the bucket
     local = str(tmp_path / "copy")
-    pafs.copy_files(store.location.root, local, source_filesystem=store.location.fs,
-                    destination_filesystem=pafs.LocalFileSystem())
-    for args in (["matrix", "--format", "csv"], ["matrix", "--metric", "test_acc", "--format", "json"],
-                 ["partners", "--format", "csv"], ["matrix", "--estimated", "--format", "csv"]):
+    pafs.copy_files(
+        store.location.root, local, source_filesystem=store.location.fs, destination_filesystem=pafs.LocalFileSystem()
+    )
+    for args in (
+        ["matrix", "--format", "csv"],
+        ["matrix", "--metric", "test_acc", "--format", "json"],
+        ["partners", "--format", "csv"],
+        ["matrix", "--estimated", "--format", "csv"],
+    ):
         on_s3, here = cli(args[0], uri, *args[1:]), cli(args[0], local, *args[1:])
         assert on_s3.returncode == 0, on_s3.stderr
         assert on_s3.stdout == here.stdout

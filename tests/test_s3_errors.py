@@ -59,18 +59,27 @@ def unreachable(tmp_path, tiny_root, monkeypatch):
     return env, cfg, tmp_path
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "{cfg}"], ["status", "s3://bucket/sweeps/x"], ["matrix", "s3://bucket/sweeps/x"],
-    ["partners", "s3://bucket/sweeps/x"], ["pairs", "s3://bucket/sweeps/x"], ["table", "s3://bucket/sweeps/x"],
-    ["report", "s3://bucket/sweeps/x", "--out", "{tmp}/report"],
-], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "{cfg}"],
+        ["status", "s3://bucket/sweeps/x"],
+        ["matrix", "s3://bucket/sweeps/x"],
+        ["partners", "s3://bucket/sweeps/x"],
+        ["pairs", "s3://bucket/sweeps/x"],
+        ["table", "s3://bucket/sweeps/x"],
+        ["report", "s3://bucket/sweeps/x", "--out", "{tmp}/report"],
+    ],
+    ids=lambda a: a[0],
+)
 def test_an_unreachable_endpoint_is_one_line_fast_and_writes_nothing(unreachable, argv):
     env, cfg, tmp = unreachable
     argv = [a.format(cfg=cfg, tmp=tmp) for a in argv]
     before = sorted(p.name for p in tmp.iterdir())
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", *argv], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+    )
     took = time.monotonic() - start
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("aal-sweep: error: "), out.stderr

@@ -10,23 +10,45 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from aal_sweep.analysis.screening import (ESTIMATE_COLUMNS, ESTIMATE_SCHEMA, adaptive_count, agreement, candidates,
-                                          confirmation_pairs, estimates_frame, estimates_table, label_correlation,
-                                          matrix_drops, short_scores)
+from aal_sweep.analysis.screening import (
+    ESTIMATE_COLUMNS,
+    ESTIMATE_SCHEMA,
+    adaptive_count,
+    agreement,
+    candidates,
+    confirmation_pairs,
+    estimates_frame,
+    estimates_table,
+    label_correlation,
+    matrix_drops,
+    short_scores,
+)
 from aal_sweep.errors import AalError
 
 NAMES = ["A", "B", "C", "D", "E"]
 
 
 def _scores(cells: dict[tuple[str, str], float], estimator: str = "lookahead", seed: int = 0) -> pd.DataFrame:
-    return pd.DataFrame({"estimator": estimator, "attribute": [a for a, _ in cells], "partner": [b for _, b in cells],
-                         "score": list(cells.values()), "seed": seed, "cost": 1.0})
+    return pd.DataFrame(
+        {
+            "estimator": estimator,
+            "attribute": [a for a, _ in cells],
+            "partner": [b for _, b in cells],
+            "score": list(cells.values()),
+            "seed": seed,
+            "cost": 1.0,
+        }
+    )
 
 
 def test_estimates_round_trip_through_parquet(tmp_path):
     labels = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [0, 0, 0]])
-    est = pd.concat([label_correlation(labels, ["x", "y", "z"]),
-                     estimates_frame("lookahead", ["x", "y", "z"], np.arange(9.0).reshape(3, 3), seed=2, cost=12.0)])
+    est = pd.concat(
+        [
+            label_correlation(labels, ["x", "y", "z"]),
+            estimates_frame("lookahead", ["x", "y", "z"], np.arange(9.0).reshape(3, 3), seed=2, cost=12.0),
+        ]
+    )
     pq.write_table(estimates_table(est), tmp_path / "e.parquet")
     back = pd.read_parquet(tmp_path / "e.parquet")
     assert list(back.columns) == ESTIMATE_COLUMNS == ESTIMATE_SCHEMA.names
@@ -34,7 +56,13 @@ def test_estimates_round_trip_through_parquet(tmp_path):
     assert len(back) == 12 and back["seed"].isna().sum() == 6  # label_correlation: no training seed
     look = back[back["estimator"] == "lookahead"]
     assert list(zip(look["attribute"], look["partner"], look["score"])) == [
-        ("x", "y", 1.0), ("x", "z", 2.0), ("y", "x", 3.0), ("y", "z", 5.0), ("z", "x", 6.0), ("z", "y", 7.0)]
+        ("x", "y", 1.0),
+        ("x", "z", 2.0),
+        ("y", "x", 3.0),
+        ("y", "z", 5.0),
+        ("z", "x", 6.0),
+        ("z", "y", 7.0),
+    ]
     assert look["cost"].sum() == pytest.approx(12.0) and (back.loc[back["estimator"] != "lookahead", "cost"] == 0).all()
 
 
@@ -45,8 +73,10 @@ def test_label_correlation_is_uncertainty_coefficient_minus_one():
     assert est[("A", "Ind")] == pytest.approx(-1.0)  # b says nothing about a
     assert est[("A", "Copy")] == pytest.approx(0.0)  # b determines a
     # I(A; Or) by hand: joint (A=1,Or=1) .5, (A=0,Or=1) .25, (A=0,Or=0) .25; p(A=1) .5, p(Or=1) .75
-    mutual = .5 * math.log(.5 / (.5 * .75)) + .25 * math.log(.25 / (.5 * .75)) + .25 * math.log(.25 / (.5 * .25))
-    h_or = -(.75 * math.log(.75) + .25 * math.log(.25))
+    mutual = (
+        0.5 * math.log(0.5 / (0.5 * 0.75)) + 0.25 * math.log(0.25 / (0.5 * 0.75)) + 0.25 * math.log(0.25 / (0.5 * 0.25))
+    )
+    h_or = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert est[("A", "Or")] == pytest.approx(mutual / math.log(2) - 1)  # H(A) = 1 bit
     assert est[("Or", "A")] == pytest.approx(mutual / h_or - 1)  # directed: divided by H(Or)
 
@@ -56,13 +86,18 @@ def test_top_k_takes_the_most_negative_whatever_the_sign():
     cells |= {("B", "A"): 0.5, ("B", "C"): -2.0}  # B has two estimates only
     cand = candidates(_scores(cells), NAMES, k=2)
     assert list(cand.itertuples(index=False, name=None)) == [
-        ("A", "C", 0.1, 1), ("A", "E", 0.1, 2), ("B", "C", -2.0, 1), ("B", "A", 0.5, 2)]
+        ("A", "C", 0.1, 1),
+        ("A", "E", 0.1, 2),
+        ("B", "C", -2.0, 1),
+        ("B", "A", 0.5, 2),
+    ]
     assert confirmation_pairs(cand, NAMES) == [("A", "B"), ("A", "C"), ("A", "E"), ("B", "C")]
 
 
 def test_seeds_average_before_ranking():
-    est = pd.concat([_scores({("A", "B"): -1.0, ("A", "C"): 0.0}, seed=0),
-                     _scores({("A", "B"): 3.0, ("A", "C"): 0.5}, seed=1)])  # means: B 1.0, C 0.25
+    est = pd.concat(
+        [_scores({("A", "B"): -1.0, ("A", "C"): 0.0}, seed=0), _scores({("A", "B"): 3.0, ("A", "C"): 0.5}, seed=1)]
+    )  # means: B 1.0, C 0.25
     cand = candidates(est, ["A", "B", "C"], k=1)
     assert list(zip(cand["partner"], cand["score"])) == [("C", 0.25)]
 
@@ -98,25 +133,41 @@ def test_bad_rules_are_refused():
 
 
 def _row(kind, attribute, partner, seed, accs, status="ok", seconds=10.0):
-    return {"kind": kind, "attribute": attribute, "partner": partner, "seed": seed, "status": status,
-            "val_acc_by_epoch": accs, "train_seconds": seconds, "epochs_run": len(accs)}
+    return {
+        "kind": kind,
+        "attribute": attribute,
+        "partner": partner,
+        "seed": seed,
+        "status": status,
+        "val_acc_by_epoch": accs,
+        "train_seconds": seconds,
+        "epochs_run": len(accs),
+    }
 
 
 def test_short_scores_pair_minus_single_at_the_epoch_seed_by_seed():
-    rows = pd.DataFrame([
-        _row("single", "A", None, 0, [0.80, 0.90]), _row("single", "A", None, 1, [0.70, 0.90]),
-        _row("single", "B", None, 0, [0.60]),
-        _row("pair", "A", "B", 0, [0.75, 0.95], seconds=8.0), _row("pair", "B", "A", 0, [0.65, 0.66], seconds=8.0),
-        _row("pair", "A", "B", 1, [0.72]),  # seed 1: a short trial (one epoch)
-        _row("pair", "B", "A", 1, [0.50]),  # no single of B with seed 1: no estimate
-        _row("pair", "A", "C", 0, [0.10], status="failed"),
-    ])
+    rows = pd.DataFrame(
+        [
+            _row("single", "A", None, 0, [0.80, 0.90]),
+            _row("single", "A", None, 1, [0.70, 0.90]),
+            _row("single", "B", None, 0, [0.60]),
+            _row("pair", "A", "B", 0, [0.75, 0.95], seconds=8.0),
+            _row("pair", "B", "A", 0, [0.65, 0.66], seconds=8.0),
+            _row("pair", "A", "B", 1, [0.72]),  # seed 1: a short trial (one epoch)
+            _row("pair", "B", "A", 1, [0.50]),  # no single of B with seed 1: no estimate
+            _row("pair", "A", "C", 0, [0.10], status="failed"),
+        ]
+    )
     est = short_scores(rows, ["A", "B", "C"], epochs=1)
-    got = {(a, b, s): (round(v, 10), c) for a, b, s, v, c in
-           zip(est["attribute"], est["partner"], est["seed"], est["score"], est["cost"])}
-    assert got == {("A", "B", 0): (-0.05, 2.0),  # 0.75 - 0.80; 8 s over 2 epochs, 1 of them, shared by 2 rows
-                   ("A", "B", 1): (0.02, 5.0),  # 0.72 - 0.70
-                   ("B", "A", 0): (0.05, 2.0)}  # 0.65 - 0.60
+    got = {
+        (a, b, s): (round(v, 10), c)
+        for a, b, s, v, c in zip(est["attribute"], est["partner"], est["seed"], est["score"], est["cost"])
+    }
+    assert got == {
+        ("A", "B", 0): (-0.05, 2.0),  # 0.75 - 0.80; 8 s over 2 epochs, 1 of them, shared by 2 rows
+        ("A", "B", 1): (0.02, 5.0),  # 0.72 - 0.70
+        ("B", "A", 0): (0.05, 2.0),
+    }  # 0.65 - 0.60
     two = short_scores(rows, ["A", "B", "C"], epochs=2)  # only trials that ran two epochs
     assert list(zip(two["attribute"], two["score"].round(10))) == [("A", 0.05)]
     assert set(est["estimator"]) == {"short"}
@@ -126,14 +177,19 @@ def test_short_scores_pair_minus_single_at_the_epoch_seed_by_seed():
 
 
 def test_agreement_by_hand():
-    exhaustive = pd.DataFrame({"attribute": list("ABCD"), "partner": ["B", "C", None, "A"],
-                               "significant": [True, False, None, True]})
-    screened = pd.DataFrame({"attribute": list("ABCD"), "partner": ["B", None, None, "C"],
-                             "significant": [True, None, None, False]})
+    exhaustive = pd.DataFrame(
+        {"attribute": list("ABCD"), "partner": ["B", "C", None, "A"], "significant": [True, False, None, True]}
+    )
+    screened = pd.DataFrame(
+        {"attribute": list("ABCD"), "partner": ["B", None, None, "C"], "significant": [True, None, None, False]}
+    )
     trained = [("B", "A"), ("C", "D")]  # screened pair trials: {A,B} and {C,D}
     # exhaustive pair matrix: P[a][a] on the diagonal
-    matrix = pd.DataFrame([[.90, .85, .92, .91], [.80, .80, .70, .81], [.50, .52, .60, .55], [.60, .70, .75, .70]],
-                          index=list("ABCD"), columns=list("ABCD"))
+    matrix = pd.DataFrame(
+        [[0.90, 0.85, 0.92, 0.91], [0.80, 0.80, 0.70, 0.81], [0.50, 0.52, 0.60, 0.55], [0.60, 0.70, 0.75, 0.70]],
+        index=list("ABCD"),
+        columns=list("ABCD"),
+    )
     drops = matrix_drops(matrix)
     assert drops.set_index(["attribute", "partner"]).loc[("B", "C"), "drop"] == pytest.approx(-0.10)
     est = _scores({("A", "B"): -3.0, ("A", "C"): 1.0, ("B", "A"): -1.0, ("D", "A"): 2.0}, seed=0)
@@ -155,8 +211,15 @@ def test_agreement_by_hand():
 
 def test_agreement_over_empty_sets_is_null():
     none = pd.DataFrame({"attribute": ["A", "B"], "partner": [None, np.nan], "significant": [None, None]})
-    out = agreement(none, none, [], _scores({("A", "B"): 1.0}), pd.DataFrame(columns=["attribute", "partner", "drop"]),
-                    (0, 1), (0.0, 0.0))
+    out = agreement(
+        none,
+        none,
+        [],
+        _scores({("A", "B"): 1.0}),
+        pd.DataFrame(columns=["attribute", "partner", "drop"]),
+        (0, 1),
+        (0.0, 0.0),
+    )
     assert out["top1_agreement"] == 1.0  # "none" equals "none"
     assert out["recall"] is None and out["recall_significant"] is None and out["spearman"] is None
     assert out["cost"] is None

@@ -13,15 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import Hold, run_sweep
+from helpers import check_no_redo
 
 import aal_sweep
 from aal_sweep.analysis.screening import ESTIMATE_COLUMNS
 from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.store import Store
-
-from conftest import Hold, run_sweep
-from helpers import check_no_redo
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +36,9 @@ def screened_config(tiny_sweep, tmp_path, name: str, **pairs):
     return path
 
 
-def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confirmed_cells(tiny_sweep, tmp_path,
-                                                                                           capsys):
+def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confirmed_cells(
+    tiny_sweep, tmp_path, capsys
+):
     cfg_path = screened_config(tiny_sweep, tmp_path, "labels", estimator="label_correlation", confirm=1)
     cfg = load_config(cfg_path)
     assert run_sweep(cfg) == 0
@@ -86,13 +86,17 @@ def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confi
     for key in ("top1_agreement", "recall", "recall_significant", "spearman", "pair_trials", "train_seconds"):
         assert key in agreement, key
     assert agreement["pair_trials"] == {"screened": len(confirmed), "exhaustive": 6}
-    assert 0 <= agreement["recall"] <= 1 and agreement["train_seconds"]["screened"] < agreement["train_seconds"]["exhaustive"]
+    assert (
+        0 <= agreement["recall"] <= 1
+        and agreement["train_seconds"]["screened"] < agreement["train_seconds"]["exhaustive"]
+    )
     # K >= M - 1 is the exhaustive protocol
     full = load_config(screened_config(tiny_sweep, tmp_path, "full", estimator="label_correlation", confirm=3))
     assert run_sweep(full) == 0
     assert len(aal_sweep.open_results(full.results).screening()["confirmed"]) == 6
-    pd.testing.assert_frame_equal(aal_sweep.open_results(full.results).matrix(),
-                                  aal_sweep.open_results(str(tiny_sweep[1])).matrix())
+    pd.testing.assert_frame_equal(
+        aal_sweep.open_results(full.results).matrix(), aal_sweep.open_results(str(tiny_sweep[1])).matrix()
+    )
 
 
 def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_sweep, tmp_path):
@@ -100,8 +104,14 @@ def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_
     cfg = load_config(cfg_path)
     store = Store(cfg.results)
     hold = Hold(tmp_path / "hold", "pair-", epoch=1)  # a confirmed pair, after its first epoch
-    proc = subprocess.Popen([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], env=hold.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)],
+        env=hold.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         held = hold.wait(proc)
         done_before = store.done_ids()
@@ -110,8 +120,9 @@ def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_
         proc.wait()
     assert sum(t.startswith("short-") for t in done_before) == 6  # every estimate trained before any pair
     estimates_before = aal_sweep.open_results(cfg.results).estimates()
-    resumed = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     check_no_redo(store, done_before)
     starts = [e for e in store.journal(held["trial"]) if e["event"] == "start"]
@@ -119,5 +130,7 @@ def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_
     res = aal_sweep.open_results(cfg.results)
     pd.testing.assert_frame_equal(res.estimates(), estimates_before)  # the same confirmation, not made again
     assert "screened by short" not in resumed.stdout
-    assert all(p is None or frozenset((a, p)) in {frozenset(x) for x in res.screening()["confirmed"]}
-               for a, p in zip(res.chosen_partners()["attribute"], res.chosen_partners()["partner"]))
+    assert all(
+        p is None or frozenset((a, p)) in {frozenset(x) for x in res.screening()["confirmed"]}
+        for a, p in zip(res.chosen_partners()["attribute"], res.chosen_partners()["partner"])
+    )

@@ -20,8 +20,17 @@ from aal_sweep.config import load_config, parse_config
 from aal_sweep.orchestration.trials import plan_initial
 from aal_sweep.store import Store
 
-CONTRACT_PAIRS = ["attribute", "partner", "drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant",
-                  "n_seeds"]
+CONTRACT_PAIRS = [
+    "attribute",
+    "partner",
+    "drop",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "n_seeds",
+]
 CONTRACT_PARTNERS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule"]
 N = 1500
 
@@ -29,8 +38,10 @@ N = 1500
 @pytest.fixture
 def constructed(tmp_path):
     """A results folder whose rows are built here: A, B, C, one seed; pair (A, B) loses 6% of A's images."""
-    cfg = parse_config({"name": "c", "results": str(tmp_path / "r"), "dataset": {"root": str(tmp_path)},
-                        "phases": ["single", "pair"]}, check_files=False)
+    cfg = parse_config(
+        {"name": "c", "results": str(tmp_path / "r"), "dataset": {"root": str(tmp_path)}, "phases": ["single", "pair"]},
+        check_files=False,
+    )
     store = Store(tmp_path / "r")
     store.write_config(cfg, ["A", "B", "C"])
     rng = np.random.default_rng(0)
@@ -41,11 +52,24 @@ def constructed(tmp_path):
             v = single[a] if t.kind == "single" else np.where(rng.random(N) < 0.01, rng.random(N) < 0.85, single[a])
             if t.kind == "pair" and a == "A" and "B" in t.attributes:
                 v = v & ~(rng.random(N) < 0.06)
-            rows.append({"trial_id": t.trial_id, "kind": t.kind, "attribute": a,
-                         "partner": next((b for b in t.attributes if b != a), None), "seed": t.seed,
-                         "status": "ok", "val_acc": v.mean(), "test_acc": v.mean(), "n_val": N, "n_test": N,
-                         "val_correct": stats.pack(v), "test_correct": stats.pack(v), "val_majority": 0.7,
-                         "config_hash": cfg.training_hash()})
+            rows.append(
+                {
+                    "trial_id": t.trial_id,
+                    "kind": t.kind,
+                    "attribute": a,
+                    "partner": next((b for b in t.attributes if b != a), None),
+                    "seed": t.seed,
+                    "status": "ok",
+                    "val_acc": v.mean(),
+                    "test_acc": v.mean(),
+                    "n_val": N,
+                    "n_test": N,
+                    "val_correct": stats.pack(v),
+                    "test_correct": stats.pack(v),
+                    "val_majority": 0.7,
+                    "config_hash": cfg.training_hash(),
+                }
+            )
         store.write_trial(rows)
     return tmp_path / "r"
 
@@ -112,15 +136,21 @@ def test_old_results_without_vectors_say_unavailable(constructed, capsys):
 def test_two_seeds_without_shared_signal(ray_local, tiny_root, tmp_path):
     """4 shapes in their own image regions: no pair shares signal, so no partner should be significant,
     while the paper's argmin still names a partner wherever any drop is negative."""
+    from conftest import run_sweep
+
     from aal_sweep.analysis.matrix import pair_matrix
     from aal_sweep.analysis.pairs import baseline_table
     from aal_sweep.analysis.partners import choose_partners, derive_partners
-    from conftest import run_sweep
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"],
-                                   train={"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1],
-                                          "seeds": [0, 1]},
-                                   partners={"rule": "significant"}))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            tiny_root,
+            phases=["single", "pair"],
+            train={"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seeds": [0, 1]},
+            partners={"rule": "significant"},
+        )
+    )
     assert run_sweep(cfg) == 0
     store = aal_sweep.open_results(cfg.results)
     rows = store.trials()
@@ -140,8 +170,10 @@ def test_two_seeds_without_shared_signal(ray_local, tiny_root, tmp_path):
     negative = pairs.groupby("attribute")["drop"].min() < 0
     assert named_argmin == int(negative.sum())  # argmin names one wherever a drop is negative
     assert named_sig <= 1 and named_sig < max(named_argmin, 1)
-    print(f"no shared signal, 2 seeds: argmin names {named_argmin} of {len(attrs)}, significant names {named_sig}; "
-          f"smallest adjusted p {pairs['p_adjusted'].min():.3f}")
+    print(
+        f"no shared signal, 2 seeds: argmin names {named_argmin} of {len(attrs)}, significant names {named_sig}; "
+        f"smallest adjusted p {pairs['p_adjusted'].min():.3f}"
+    )
 
 
 @pytest.mark.slow
@@ -150,22 +182,30 @@ def test_a_constructed_negative_partner_is_found(ray_local, tmp_path):
     gradient pushes the shared Square feature up where there is no Disc and down where there is one.
     With two seeds the `significant` rule must name it for Square, and the adversarial phase train
     against it."""
-    from aal_sweep.data.synthetic import make_synthetic
     from conftest import run_sweep
 
+    from aal_sweep.data.synthetic import make_synthetic
+
     root = make_synthetic(tmp_path / "data", n_attributes=2, n_images=3000, size=(16, 16), seed=5, xor=True)
-    cfg = load_config(write_config(tmp_path / "c.yaml", root, phases=["single", "pair", "adversarial"],
-                                   train={"epochs": 1, "batch_size": 64, "lr": 1e-3, "lr_milestones": [1],
-                                          "seeds": [0, 1]},
-                                   adversarial={"method": "grl", "lambdas": [0.5]},
-                                   partners={"rule": "significant"}))
+    cfg = load_config(
+        write_config(
+            tmp_path / "c.yaml",
+            root,
+            phases=["single", "pair", "adversarial"],
+            train={"epochs": 1, "batch_size": 64, "lr": 1e-3, "lr_milestones": [1], "seeds": [0, 1]},
+            adversarial={"method": "grl", "lambdas": [0.5]},
+            partners={"rule": "significant"},
+        )
+    )
     assert run_sweep(cfg) == 0
     store = aal_sweep.open_results(cfg.results)
     pairs = store.pairs().set_index(["attribute", "partner"])
     cell = pairs.loc[("Square", "Xor")]
-    print(f"Square with Xor: drop {100 * cell['drop']:+.2f} points [{100 * cell['ci_low']:+.2f}, "
-          f"{100 * cell['ci_high']:+.2f}], p {cell['p_value']:.2g}, adjusted {cell['p_adjusted']:.2g}, "
-          f"seeds {cell['n_seeds']}, per-seed sd {100 * cell['drop_sd']:.2f}")
+    print(
+        f"Square with Xor: drop {100 * cell['drop']:+.2f} points [{100 * cell['ci_low']:+.2f}, "
+        f"{100 * cell['ci_high']:+.2f}], p {cell['p_value']:.2g}, adjusted {cell['p_adjusted']:.2g}, "
+        f"seeds {cell['n_seeds']}, per-seed sd {100 * cell['drop_sd']:.2f}"
+    )
     assert cell["significant"] and cell["drop"] < 0 and cell["ci_high"] < 0
     partners = pd.read_parquet(f"{cfg.results}/partners.parquet").set_index("attribute")
     assert partners.loc["Square", "partner"] == "Xor" and partners.loc["Square", "significant"]
@@ -217,8 +257,9 @@ def test_the_correction_setting_reaches_the_tables(constructed):
     from statsmodels.stats.multitest import multipletests
 
     store = Store(constructed)
-    cfg = parse_config(store.meta["config"] | {"partners": {"correction": "bh", "rule": "significant"}},
-                       check_files=False)
+    cfg = parse_config(
+        store.meta["config"] | {"partners": {"correction": "bh", "rule": "significant"}}, check_files=False
+    )
     store.write_config(cfg, store.attributes)
     table = aal_sweep.open_results(constructed).pairs()
     for _, row in table.groupby("attribute"):

@@ -86,8 +86,14 @@ def test_bootstrap_interval_agrees_with_scipy_percentile_bootstrap():
     base = rng.random(600) < 0.8
     other = base ^ (rng.random(600) < 0.1)
     d, lo, hi = stats.bootstrap_ci(base[None], other[None], 0.95)
-    ref = sp.bootstrap((other.astype(float) - base.astype(float),), np.mean, method="percentile",
-                       n_resamples=4000, confidence_level=0.95, random_state=3).confidence_interval
+    ref = sp.bootstrap(
+        (other.astype(float) - base.astype(float),),
+        np.mean,
+        method="percentile",
+        n_resamples=4000,
+        confidence_level=0.95,
+        random_state=3,
+    ).confidence_interval
     assert d[0] == pytest.approx(other.mean() - base.mean())
     # the exact percentiles and scipy's 4,000-resample estimate of them: equal within its resampling error
     assert lo[0] == pytest.approx(ref.low, abs=0.003) and hi[0] == pytest.approx(ref.high, abs=0.003)
@@ -172,12 +178,22 @@ N = 2000
 
 
 def _row(kind, attribute, partner, seed, correct, lam=None, test_correct=None, majority=0.6):
-    return {"trial_id": f"{kind}-{attribute}-{partner}-{lam}-s{seed}", "kind": kind, "attribute": attribute,
-            "partner": partner, "lambda": lam, "seed": seed, "status": "ok", "val_acc": correct.mean(),
-            "test_acc": (test_correct if test_correct is not None else correct).mean(),
-            "val_correct": stats.pack(correct),
-            "test_correct": stats.pack(test_correct if test_correct is not None else correct),
-            "n_val": len(correct), "n_test": len(correct), "val_majority": majority}
+    return {
+        "trial_id": f"{kind}-{attribute}-{partner}-{lam}-s{seed}",
+        "kind": kind,
+        "attribute": attribute,
+        "partner": partner,
+        "lambda": lam,
+        "seed": seed,
+        "status": "ok",
+        "val_acc": correct.mean(),
+        "test_acc": (test_correct if test_correct is not None else correct).mean(),
+        "val_correct": stats.pack(correct),
+        "test_correct": stats.pack(test_correct if test_correct is not None else correct),
+        "n_val": len(correct),
+        "n_test": len(correct),
+        "val_majority": majority,
+    }
 
 
 def _store(seeds=(0,), hurt=0.0, rng_seed=0):
@@ -213,11 +229,13 @@ def test_pairs_table_one_seed_mcnemar_and_holm_within_rows():
     assert list(t.columns) == PAIR_COLUMNS and len(t) == 6
     ab = t[(t.attribute == "A") & (t.partner == "B")].iloc[0]
     single = stats.unpack(trials[(trials.kind == "single") & (trials.attribute == "A")].val_correct.iloc[0], N)
-    multi = stats.unpack(trials[(trials.kind == "pair") & (trials.attribute == "A") & (trials.partner == "B")]
-                         .val_correct.iloc[0], N)
+    multi = stats.unpack(
+        trials[(trials.kind == "pair") & (trials.attribute == "A") & (trials.partner == "B")].val_correct.iloc[0], N
+    )
     assert ab["drop"] == pytest.approx(multi.mean() - single.mean())
-    assert ab["p_value"] == pytest.approx(sp.binomtest(int((~single & multi).sum()),
-                                                       int((single ^ multi).sum()), 0.5).pvalue)
+    assert ab["p_value"] == pytest.approx(
+        sp.binomtest(int((~single & multi).sum()), int((single ^ multi).sum()), 0.5).pvalue
+    )
     row_a = t[t.attribute == "A"]
     np.testing.assert_allclose(row_a.p_adjusted, multipletests(row_a.p_value, method="holm")[1])
     assert ab["significant"] and ab["ci_high"] < 0 and ab["n_seeds"] == 1 and ab["test"] == "mcnemar"
@@ -276,8 +294,11 @@ def test_adversarial_gains_on_the_test_split():
     single = rng.random(N) < 0.8
     multi = single & ~(rng.random(N) < 0.05)
     adv = single | (rng.random(N) < 0.3)  # clearly better than both
-    rows = [_row("single", "A", None, 0, single), _row("pair", "A", "B", 0, multi),
-            _row("adversarial", "A", "B", 0, adv, lam=0.1)]
+    rows = [
+        _row("single", "A", None, 0, single),
+        _row("pair", "A", "B", 0, multi),
+        _row("adversarial", "A", "B", 0, adv, lam=0.1),
+    ]
     chosen = pd.DataFrame({"attribute": ["A"], "partner": ["B"], "lambda": [0.1]})
     g = adversarial_gains(pd.DataFrame(rows), chosen)
     assert list(g.columns) == GAIN_COLUMNS and list(g.versus) == ["single", "multi"]
@@ -323,15 +344,18 @@ def test_each_trial_trains_with_its_own_seed():
     assert Trial.from_dict(legacy).seed == t.seed
 
 
-@pytest.mark.parametrize("train,partners,message", [
-    ({"seed": 1, "seeds": [0, 1]}, {}, "train.seed: 1 is not the first of train.seeds"),
-    ({"seeds": [0, 0]}, {}, "train.seeds: expected distinct integers"),
-    ({"seeds": []}, {}, "train.seeds: expected a list of ints with at least 1 items"),
-    ({}, {"rule": "best"}, "partners.rule: 'best' is not one of argmin, significant"),
-    ({}, {"correction": "bonferroni"}, "partners.correction: 'bonferroni' is not one of holm, bh"),
-    ({}, {"alpha": 1.5}, "partners.alpha: must be between 0 and 1"),
-    ({}, {"alpha": 0}, "partners.alpha: must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "train,partners,message",
+    [
+        ({"seed": 1, "seeds": [0, 1]}, {}, "train.seed: 1 is not the first of train.seeds"),
+        ({"seeds": [0, 0]}, {}, "train.seeds: expected distinct integers"),
+        ({"seeds": []}, {}, "train.seeds: expected a list of ints with at least 1 items"),
+        ({}, {"rule": "best"}, "partners.rule: 'best' is not one of argmin, significant"),
+        ({}, {"correction": "bonferroni"}, "partners.correction: 'bonferroni' is not one of holm, bh"),
+        ({}, {"alpha": 1.5}, "partners.alpha: must be between 0 and 1"),
+        ({}, {"alpha": 0}, "partners.alpha: must be between 0 and 1"),
+    ],
+)
 def test_bad_seed_and_partner_settings_are_named(train, partners, message):
     from aal_sweep.errors import ConfigError
 
@@ -433,15 +457,19 @@ def test_vectorised_tables_match_the_stored_reference():
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent / "data"))
-    from make_pairs_reference import NAMES, N_IMAGES, chosen, reference_store
+    from make_pairs_reference import N_IMAGES, NAMES, chosen, reference_store
 
     for label, seeds in (("1seed", (0,)), ("3seeds", (0, 1, 2))):
         trials = reference_store(seeds)
         pairs = pairs_table(trials, NAMES)
         gains = pd.concat([adversarial_gains(trials, chosen(trials), split=s) for s in ("val", "test")])
-        for new, ref in ((pairs, pd.read_csv(Path(__file__).parent / "data" / f"pairs_reference_{label}.csv")),
-                         (gains.reset_index(drop=True),
-                          pd.read_csv(Path(__file__).parent / "data" / f"gains_reference_{label}.csv"))):
+        for new, ref in (
+            (pairs, pd.read_csv(Path(__file__).parent / "data" / f"pairs_reference_{label}.csv")),
+            (
+                gains.reset_index(drop=True),
+                pd.read_csv(Path(__file__).parent / "data" / f"gains_reference_{label}.csv"),
+            ),
+        ):
             assert list(new.columns) == list(ref.columns) and len(new) == len(ref)
             one_seed = (new["test"] == "mcnemar").to_numpy()
             for col in new.columns:
@@ -451,11 +479,13 @@ def test_vectorised_tables_match_the_stored_reference():
                     np.testing.assert_array_equal(got[~one_seed], want[~one_seed])
                     assert np.all(np.abs(got[one_seed] - want[one_seed]) <= 3 / N_IMAGES)  # Monte Carlo noise
                 elif got.dtype == object or str(got.dtype) in ("str", "string"):
-                    assert [None if pd.isna(x) else str(x) for x in got] == \
-                        [None if pd.isna(x) else str(x) for x in want], col
+                    assert [None if pd.isna(x) else str(x) for x in got] == [
+                        None if pd.isna(x) else str(x) for x in want
+                    ], col
                 else:  # p-values, drops, accuracies, spreads, seeds, flags: the same numbers
-                    np.testing.assert_array_equal(got.astype(float).to_numpy(), want.astype(float).to_numpy(),
-                                                  err_msg=col)
+                    np.testing.assert_array_equal(
+                        got.astype(float).to_numpy(), want.astype(float).to_numpy(), err_msg=col
+                    )
 
 
 def test_arrow_backed_bits_give_the_same_table_as_bytes():

@@ -37,13 +37,40 @@ def uri(request, tmp_path):
 def rows(tid: str, status: str = "ok", acc: float = 0.9) -> list[dict]:
     """A pair trial's two rows (a single trial's one row when tid starts with single)."""
     if tid.startswith("single"):
-        return [{"trial_id": tid, "kind": "single", "attribute": tid.split("-")[1], "status": status, "val_acc": acc,
-                 "test_acc": acc, "seed": 0}]
+        return [
+            {
+                "trial_id": tid,
+                "kind": "single",
+                "attribute": tid.split("-")[1],
+                "status": status,
+                "val_acc": acc,
+                "test_acc": acc,
+                "seed": 0,
+            }
+        ]
     a, b = tid.split("-")[1:3]
-    return [{"trial_id": tid, "kind": "pair", "attribute": a, "partner": b, "status": status, "val_acc": acc,
-             "test_acc": acc, "seed": 0},
-            {"trial_id": tid, "kind": "pair", "attribute": b, "partner": a, "status": status, "val_acc": acc,
-             "test_acc": acc, "seed": 0}]
+    return [
+        {
+            "trial_id": tid,
+            "kind": "pair",
+            "attribute": a,
+            "partner": b,
+            "status": status,
+            "val_acc": acc,
+            "test_acc": acc,
+            "seed": 0,
+        },
+        {
+            "trial_id": tid,
+            "kind": "pair",
+            "attribute": b,
+            "partner": a,
+            "status": status,
+            "val_acc": acc,
+            "test_acc": acc,
+            "seed": 0,
+        },
+    ]
 
 
 def n_rows(tid: str) -> int:
@@ -99,8 +126,16 @@ def test_round_trip_compaction_and_glob_readers(uri):
 def test_new_columns_read_as_null_in_old_files(tmp_path):
     """A file written before val_correct / test_correct / node_id existed still loads."""
     store = Store(tmp_path)
-    old = pa.table({"trial_id": ["single-A"], "kind": ["single"], "attribute": ["A"], "status": ["ok"],
-                    "val_acc": [0.9], "test_acc": [0.8]})
+    old = pa.table(
+        {
+            "trial_id": ["single-A"],
+            "kind": ["single"],
+            "attribute": ["A"],
+            "status": ["ok"],
+            "val_acc": [0.9],
+            "test_acc": [0.8],
+        }
+    )
     (tmp_path / "trials").mkdir()
     pq.write_table(old, tmp_path / "trials" / "single-A.parquet")
     df = store.trials()
@@ -257,11 +292,19 @@ def damage(store: Store) -> dict[str, str]:
     pq.write_table(pa.table({"x": [1], "y": ["z"]}), sink)
     loc.write_bytes("trials/single-X.parquet", sink.getvalue().to_pybytes())  # foreign schema
     sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"trial_id": ["single-W"], "kind": ["single"], "attribute": ["W"], "status": ["ok"],
-                             "val_acc": ["high"]}), sink)
+    pq.write_table(
+        pa.table(
+            {"trial_id": ["single-W"], "kind": ["single"], "attribute": ["W"], "status": ["ok"], "val_acc": ["high"]}
+        ),
+        sink,
+    )
     loc.write_bytes("trials/single-W.parquet", sink.getvalue().to_pybytes())  # wrong type
-    return {"single-Z": "Parquet", "single-Y": "Parquet", "single-X": "no column trial_id",
-            "single-W": "column val_acc is string, expected double"}
+    return {
+        "single-Z": "Parquet",
+        "single-Y": "Parquet",
+        "single-X": "no column trial_id",
+        "single-W": "column val_acc is string, expected double",
+    }
 
 
 def test_damaged_files_are_skipped_named_and_quarantined(uri, caplog):
@@ -354,8 +397,11 @@ def test_a_live_holder_is_refused_and_a_killed_one_taken_over(uri):
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, uri], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LeaseHeld, match=rf"in use by another `aal-sweep run` \(host {socket.gethostname()}, "
-                                            rf"pid {holder.pid}, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)"):
+        with pytest.raises(
+            LeaseHeld,
+            match=rf"in use by another `aal-sweep run` \(host {socket.gethostname()}, "
+            rf"pid {holder.pid}, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)",
+        ):
             Store(uri).lease(settle_s=0.1).acquire()
     finally:
         holder.kill()  # kill -9: no chance to give the lease back
@@ -411,11 +457,13 @@ def test_files_follow_the_umask(tmp_path, umask, mode):
 def test_partner_statistics_are_reused_while_the_cells_are_the_same(tmp_path):
     from aal_sweep.config import parse_config
 
-    cfg = parse_config({"dataset": {"root": "/nonexistent", "attributes": ["A", "B", "C"]},
-                        "model": {"backbone": "small_cnn"}}, check_files=False)
+    cfg = parse_config(
+        {"dataset": {"root": "/nonexistent", "attributes": ["A", "B", "C"]}, "model": {"backbone": "small_cnn"}},
+        check_files=False,
+    )
     store = Store(tmp_path)
     store.write_config(cfg, ["A", "B", "C"])
-    accs = {"single-A": .9, "single-B": .8, "single-C": .7, "pair-A-B": .85, "pair-A-C": .88, "pair-B-C": .79}
+    accs = {"single-A": 0.9, "single-B": 0.8, "single-C": 0.7, "pair-A-B": 0.85, "pair-A-C": 0.88, "pair-B-C": 0.79}
     for tid, acc in accs.items():
         if tid != "pair-B-C":
             store.write_trial(rows(tid, acc=acc))
@@ -429,7 +477,7 @@ def test_partner_statistics_are_reused_while_the_cells_are_the_same(tmp_path):
     again = chosen_partners(Store.open(tmp_path), statistics=True)
     assert again.attrs["fingerprint"] == first.attrs["fingerprint"]
     pd.testing.assert_frame_equal(again.reset_index(drop=True), Store.open(tmp_path).read_partners())
-    store.write_trial(rows("pair-B-C", acc=.6))  # a new cell: the stored statistics are stale
+    store.write_trial(rows("pair-B-C", acc=0.6))  # a new cell: the stored statistics are stale
     assert not partners_fresh(Store.open(tmp_path))
     later = chosen_partners(Store.open(tmp_path), statistics=True)
     assert later.attrs["fingerprint"] != first.attrs["fingerprint"]
@@ -461,8 +509,8 @@ def test_a_relative_local_path_is_handed_to_workers_absolute(tmp_path, monkeypat
 
 def test_restart_discards_artifacts_too(tmp_path):
     # --restart must not leave a multitask_all model beside an empty store for adversarial_shared to reuse
-    from aal_sweep.store.layout import weights_file
     from aal_sweep.store import Store
+    from aal_sweep.store.layout import weights_file
 
     store = Store(tmp_path / "r")
     store.location.write_bytes(weights_file("mta-x"), b"weights")

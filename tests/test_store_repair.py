@@ -89,7 +89,8 @@ def test_a_missing_segment_is_named_with_its_trials_then_rebuilt_or_named_lost(u
     after = Store(uri)
     assert after.done_ids() == set(new) and after.problems() == []
     assert after.location.list(SEGMENT_IDS) and all(  # the lost segments' ids files went with them
-        e.base_name in segments(after) for e in after.location.list(SEGMENT_IDS))
+        e.base_name in segments(after) for e in after.location.list(SEGMENT_IDS)
+    )
 
 
 def test_a_damaged_newest_segment_is_rebuilt_whole(uri):
@@ -113,8 +114,9 @@ def test_a_damaged_newest_segment_is_rebuilt_whole(uri):
 def test_a_manifest_of_an_earlier_version_says_an_unknown_number(tmp_path, caplog):
     store, old, new = two_generations(str(tmp_path))
     doc = json.loads((tmp_path / "trials" / "_manifest.json").read_text())
-    (tmp_path / "trials" / "_manifest.json").write_text(json.dumps({"generation": doc["generation"],
-                                                                    "segments": doc["segments"]}))
+    (tmp_path / "trials" / "_manifest.json").write_text(
+        json.dumps({"generation": doc["generation"], "segments": doc["segments"]})
+    )
     for ids in (tmp_path / "trials" / "_ids").iterdir():
         ids.unlink()  # written before ids files existed
     (tmp_path / "trials" / doc["segments"][0]).unlink()
@@ -173,8 +175,13 @@ def snapshot_files(results) -> dict[str, int]:
 
 def test_a_driver_that_lost_its_lease_writes_nothing_shared_and_stops_in_one_line(tmp_path):
     results = tmp_path / "results"
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(results), "60"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(results), "60"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for i in range(3):
             assert proc.stdout.readline().strip() == f"step {i} lost=False"
@@ -182,8 +189,14 @@ def test_a_driver_that_lost_its_lease_writes_nothing_shared_and_stops_in_one_lin
                 proc.stdin.write("\n")
                 proc.stdin.flush()
         now = time.time()
-        thief = {"host": "node-elsewhere", "pid": 4242, "since": now, "renewed": now, "expires": now + 60,
-                 "token": "other"}
+        thief = {
+            "host": "node-elsewhere",
+            "pid": 4242,
+            "since": now,
+            "renewed": now,
+            "expires": now + 60,
+            "token": "other",
+        }
         (results / "lease.json").write_text(json.dumps(thief))
         before = snapshot_files(results)
         proc.stdin.write("\n")
@@ -195,10 +208,12 @@ def test_a_driver_that_lost_its_lease_writes_nothing_shared_and_stops_in_one_lin
             proc.wait()
     assert proc.returncode == 2
     [line] = out.strip().splitlines()
-    assert re.fullmatch(rf"error: lost the lease on {re.escape(str(results))} to another `aal-sweep run` \(host "
-                        r"node-elsewhere, pid 4242, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); this run stopped "
-                        r"releasing trials and writes nothing more to the folder; its finished trials are stored",
-                        line), line
+    assert re.fullmatch(
+        rf"error: lost the lease on {re.escape(str(results))} to another `aal-sweep run` \(host "
+        r"node-elsewhere, pid 4242, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); this run stopped "
+        r"releasing trials and writes nothing more to the folder; its finished trials are stored",
+        line,
+    ), line
     assert "Traceback" not in err, err
     assert snapshot_files(results) == before  # no segment, manifest, partners, rows; the lease left alone
     assert json.loads((results / "lease.json").read_text())["token"] == "other"
@@ -209,8 +224,10 @@ def test_the_renewal_thread_sees_a_stolen_lease(tmp_path):
     with store.lease(ttl_s=0.4, settle_s=0.05) as lease:
         assert lease.held and not lease.lost
         now = time.time()
-        store.location.write_bytes("lease.json", json.dumps({"host": "h2", "pid": 7, "since": now,
-                                                             "expires": now + 60, "token": "t2"}).encode())
+        store.location.write_bytes(
+            "lease.json",
+            json.dumps({"host": "h2", "pid": 7, "since": now, "expires": now + 60, "token": "t2"}).encode(),
+        )
         deadline = time.monotonic() + 5
         while not lease.lost and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -15,14 +15,15 @@ import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import write_config
 
 from aal_sweep.cli import main
 from aal_sweep.store import Store
 
-from conftest import write_config
-
-SINGLE_PAIR = {"phases": ["single", "pair"], "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3,
-                                                         "lr_milestones": [1], "seed": 0}}
+SINGLE_PAIR = {
+    "phases": ["single", "pair"],
+    "train": {"epochs": 1, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seed": 0},
+}
 
 
 def files(root: Path) -> dict[str, tuple[int, int]]:
@@ -36,8 +37,9 @@ def uncompact(results: Path, leave_out: str | None = None) -> None:
     shutil.rmtree(results / "trials")
     (results / "trials").mkdir()
     for tid in set(table.column("trial_id").to_pylist()) - {leave_out}:
-        pq.write_table(table.filter(pa.compute.equal(table.column("trial_id"), tid)),
-                       results / "trials" / f"{tid}.parquet")
+        pq.write_table(
+            table.filter(pa.compute.equal(table.column("trial_id"), tid)), results / "trials" / f"{tid}.parquet"
+        )
 
 
 def one_line_error(capsys, argv: list[str], *expected: str) -> str:
@@ -52,17 +54,26 @@ def one_line_error(capsys, argv: list[str], *expected: str) -> str:
 def test_a_second_driver_is_refused_naming_the_holder(tmp_path, tiny_root, capsys):
     cfg = write_config(tmp_path / "c.yaml", tiny_root, **SINGLE_PAIR)
     results = tmp_path / "results"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from aal_sweep.store import Store
         with Store({str(results)!r}).lease(settle_s=0.1):
             print("held", flush=True)
             time.sleep(600)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        one_line_error(capsys, ["run", str(cfg)], f"{results} is in use by another `aal-sweep run`",
-                       f"pid {holder.pid}, since ")
+        one_line_error(
+            capsys, ["run", str(cfg)], f"{results} is in use by another `aal-sweep run`", f"pid {holder.pid}, since "
+        )
         assert files(results).keys() == {"lease.json"}  # the holder's (renewed) lease; no sweep.yaml, nothing else
     finally:
         holder.kill()
@@ -76,11 +87,21 @@ def test_a_second_driver_is_refused_naming_the_holder(tmp_path, tiny_root, capsy
 def finished(tiny_root, tmp_path_factory):
     """A finished single+pair sweep (3 attributes, one epoch), run once for the module through the CLI."""
     tmp = tmp_path_factory.mktemp("finished")
-    cfg = write_config(tmp / "c.yaml", tiny_root, **SINGLE_PAIR,
-                       dataset={"format": "celeba", "root": str(tiny_root), "image_size": [16, 16],
-                                "cache": str(tmp / "cache"), "attributes": ["Disc", "Square", "Triangle"]})
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(cfg)], capture_output=True, text=True,
-                         timeout=600)
+    cfg = write_config(
+        tmp / "c.yaml",
+        tiny_root,
+        **SINGLE_PAIR,
+        dataset={
+            "format": "celeba",
+            "root": str(tiny_root),
+            "image_size": [16, 16],
+            "cache": str(tmp / "cache"),
+            "attributes": ["Disc", "Square", "Triangle"],
+        },
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg)], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     return cfg, tmp / "results"
 
@@ -131,8 +152,9 @@ def test_without_sweep_yaml_other_settings_are_refused_from_the_trials_own_hash(
     other = cfg.with_name("other.yaml")
     other.write_text(yaml.safe_dump(raw))
     before = files(results)
-    one_line_error(capsys, ["run", str(other)], "holds results of other training settings (changed: unknown)",
-                   "--restart")
+    one_line_error(
+        capsys, ["run", str(other)], "holds results of other training settings (changed: unknown)", "--restart"
+    )
     assert files(results) == before
     one_line_error(capsys, ["matrix", str(results)], "no sweep.yaml", "aal-sweep run CONFIG")
 
@@ -171,8 +193,10 @@ def read_only(results: Path, argv: list[str]) -> subprocess.CompletedProcess:
             subprocess.run(["chmod", "-R", "u+w", str(results)], check=True)
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
         pytest.skip("needs `unshare -m` (root) or a non-root user to make a read-only folder")
-    script = (f'mount --bind "{results}" "{results}" && mount -o remount,bind,ro "{results}" && '
-              f'exec {" ".join(repr(a) for a in cli)}')
+    script = (
+        f'mount --bind "{results}" "{results}" && mount -o remount,bind,ro "{results}" && '
+        f"exec {' '.join(repr(a) for a in cli)}"
+    )
     return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=300)
 
 
@@ -202,11 +226,20 @@ def test_read_only_results_queries_work_run_writes_nothing_or_fails_in_one_line(
 def test_incomplete_rows_get_no_partner_unless_allow_partial(tmp_path, tiny_root, ray_local, monkeypatch, capsys):
     from aal_sweep.cli import main
 
-    cfg = write_config(tmp_path / "c.yaml", tiny_root, train=SINGLE_PAIR["train"],
-                       dataset={"format": "celeba", "root": str(tiny_root), "image_size": [16, 16],
-                                "cache": str(tmp_path / "cache"), "attributes": ["Disc", "Square", "Triangle"]},
-                       resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
-                       adversarial={"method": "grl", "lambdas": [0.1]})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        tiny_root,
+        train=SINGLE_PAIR["train"],
+        dataset={
+            "format": "celeba",
+            "root": str(tiny_root),
+            "image_size": [16, 16],
+            "cache": str(tmp_path / "cache"),
+            "attributes": ["Disc", "Square", "Triangle"],
+        },
+        resources={"cpus_per_trial": 1, "gpus_per_trial": 0, "max_failures": 0},
+        adversarial={"method": "grl", "lambdas": [0.1]},
+    )
     results = tmp_path / "results"
     monkeypatch.setenv("AAL_SWEEP_INJECT_FAULT", "pair-Disc-Square")
 
@@ -259,10 +292,22 @@ def stored_without_ray(tmp_path, tiny_root) -> tuple[Path, Path, list[str]]:
     store.write_config(cfg, attributes)
     ids = []
     for trial in Graph.build(cfg, attributes).trials.values():
-        store.write_trial([{"trial_id": trial.trial_id, "kind": trial.kind, "attribute": a, "status": "ok",
-                            "val_acc": 0.9, "test_acc": 0.9, "seed": 0, "config_hash": cfg.training_hash(),
-                            "partner": next((b for b in trial.attributes if b != a), None)}
-                           for a in trial.attributes])
+        store.write_trial(
+            [
+                {
+                    "trial_id": trial.trial_id,
+                    "kind": trial.kind,
+                    "attribute": a,
+                    "status": "ok",
+                    "val_acc": 0.9,
+                    "test_acc": 0.9,
+                    "seed": 0,
+                    "config_hash": cfg.training_hash(),
+                    "partner": next((b for b in trial.attributes if b != a), None),
+                }
+                for a in trial.attributes
+            ]
+        )
         ids.append(trial.trial_id)
     store.compact()
     return path, Path(cfg.results), sorted(ids)
@@ -274,8 +319,10 @@ def test_status_and_queries_name_a_missing_segment_and_its_trials(tmp_path, tiny
     segment.unlink()
     assert main(["status", str(results)]) == 0
     captured = capsys.readouterr()
-    assert f"damaged or missing files (1, {len(ids)} trial(s) in 1 segment(s) among them; counted as not done)" \
+    assert (
+        f"damaged or missing files (1, {len(ids)} trial(s) in 1 segment(s) among them; counted as not done)"
         in captured.out
+    )
     assert f"{segment} is missing (the manifest names it; it held {len(ids)} trial(s))" in captured.out
     assert not caplog.records  # said once, in the status itself
     for query in (["matrix"], ["partners"]):
@@ -293,8 +340,10 @@ def test_run_rebuilds_a_missing_segment_from_merged_and_trains_nothing_again(cop
     segment.unlink()
     assert main(["run", str(cfg)]) == 0
     captured = capsys.readouterr()
-    assert (f"{segment}: missing; it held {len(ids)} trial(s): recovered {len(ids)} from trials/.merged/ into "
-            in captured.out) and "none to train again" in captured.out
+    assert (
+        f"{segment}: missing; it held {len(ids)} trial(s): recovered {len(ids)} from trials/.merged/ into "
+        in captured.out
+    ) and "none to train again" in captured.out
     assert not [r for r in caplog.records if r.name.startswith("aal_sweep")]  # that line only
     fresh = Store(results)
     assert sorted(fresh.done_ids()) == ids and all(fresh.attempts(t) == 1 for t in ids)
@@ -341,9 +390,16 @@ def test_a_driver_that_loses_its_lease_stops_releasing_writes_nothing_shared_and
     lease = json.loads((results / "lease.json").read_text())
     thief = dict(lease, host="other-host", pid=4242, token="another-driver", since=lease["since"] + 1)
     (results / "lease.json").write_text(json.dumps(thief))
-    shared = {p: p.stat().st_mtime_ns for p in [results / "sweep.yaml", results / "partners.parquet",
-                                                *(results / "trials").glob("segment-*"),
-                                                *(results / "trials").glob("_manifest.json")] if p.exists()}
+    shared = {
+        p: p.stat().st_mtime_ns
+        for p in [
+            results / "sweep.yaml",
+            results / "partners.parquet",
+            *(results / "trials").glob("segment-*"),
+            *(results / "trials").glob("_manifest.json"),
+        ]
+        if p.exists()
+    }
     hold.release()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, (out[-2000:], err[-3000:])

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from aal_sweep.data.synthetic import make_synthetic
-from aal_sweep.store import Store
-
 from conftest import Hold, write_config
+from helpers import check_no_redo
 from ray_nodes import BIN, RayStart, isolated_env, processes_of
 from s3_server import ENV as S3_ENV
 from s3_server import make_bucket, s3_server  # noqa: F401,F811  (a fixture)
-from helpers import check_no_redo
+
+from aal_sweep.data.synthetic import make_synthetic
+from aal_sweep.store import Store
 
 TRAIN = {"epochs": 2, "batch_size": 32, "lr": 3e-3, "lr_milestones": [1], "seed": 0}
 RESOURCES = {"cpus_per_trial": 1, "gpus_per_trial": 0.5, "max_failures": 1}
@@ -83,8 +82,9 @@ def cluster(s3_server, tmp_path_factory):  # noqa: F811
     try:
         ray_start.head(num_cpus=1, num_gpus=0)
         ray_start.join(num_cpus=4, num_gpus=1)
-        data = make_synthetic(tmp_path_factory.mktemp("submit") / "data", n_attributes=3, n_images=1500,
-                              size=(16, 16), seed=4)
+        data = make_synthetic(
+            tmp_path_factory.mktemp("submit") / "data", n_attributes=3, n_images=1500, size=(16, 16), seed=4
+        )
         yield ray_start, env, data, s3_server
     finally:
         ray_start.stop()
@@ -103,13 +103,19 @@ def job_ids(output: str) -> list[str]:
 
 
 def ray_job(env: dict, address: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ray"), "job", *args, "--address", address], env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(BIN / "ray"), "job", *args, "--address", address], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def job_status(env: dict, address: str, job: str) -> str:
-    out = subprocess.run([str(BIN / "ray"), "list", "jobs", "--address", address, "--format", "json"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(BIN / "ray"), "list", "jobs", "--address", address, "--format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return next(j["status"] for j in json.loads(out.stdout) if j["submission_id"] == job)
 
 
@@ -122,8 +128,14 @@ def test_submit_stop_resume_and_nothing_left(cluster, tmp_path, monkeypatch, whe
     address = ray_start.address
     results = str(tmp_path / "results") if where == "path" else f"s3://{make_bucket(endpoint)}/sweep"
     # a screened pair phase whose label correlation the job's driver computes where the data is (K = M-1)
-    config = write_config(tmp_path / "c.yaml", data, train=TRAIN, resources=RESOURCES, phases=["single", "pair"],
-                          pairs={"mode": "screened", "estimator": "label_correlation", "confirm": 2})
+    config = write_config(
+        tmp_path / "c.yaml",
+        data,
+        train=TRAIN,
+        resources=RESOURCES,
+        phases=["single", "pair"],
+        pairs={"mode": "screened", "estimator": "label_correlation", "confirm": 2},
+    )
     raw = yaml.safe_load(config.read_text())
     raw["dataset"]["cache"] = str(tmp_path / "cache")
     config.write_text(yaml.safe_dump(raw))
@@ -208,8 +220,9 @@ class _AgentLater(__import__("http.server").server.BaseHTTPRequestHandler):
     seen: list = []
 
     def do_GET(self):  # noqa: N802 (http.server's name)
-        self._reply(200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}) if self.path == "/api/version" \
-            else self._reply(200, [])
+        self._reply(
+            200, {"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}
+        ) if self.path == "/api/version" else self._reply(200, [])
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import Hold, write_config
+from helpers import assert_same_results, check_no_redo, start, wait_until
 
 from aal_sweep.config import load_config
-from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.errors import AalError
 from aal_sweep.orchestration.trials import plan_adversarial, plan_initial
 from aal_sweep.store import Store
-
-from conftest import Hold, write_config
-from helpers import assert_same_results, check_no_redo, start, wait_until
 
 pytestmark = pytest.mark.slow
 ATTRS = ("Disc", "Square", "Triangle", "Cross")
@@ -79,7 +75,9 @@ def test_changed_training_settings_are_refused(reference):
     cfg, results = reference
     before = sorted(p.name for p in (results / "trials").iterdir())
     changed = cfg.__class__(**{**cfg.__dict__, "train": cfg.train.__class__(**{**cfg.train.__dict__, "epochs": 3})})
-    with pytest.raises(AalError, match=r"holds results of other training settings \(changed: train.epochs\).*--restart"):
+    with pytest.raises(
+        AalError, match=r"holds results of other training settings \(changed: train.epochs\).*--restart"
+    ):
         run_sweep(changed)
     assert sorted(p.name for p in (results / "trials").iterdir()) == before
 
@@ -124,8 +122,10 @@ def test_kill_9_worker_is_retried_from_its_checkpoint(kill_sweep, tmp_path):
     victim = hold.wait(proc)
 
     def adversarial_started():
-        return any(t.startswith(f"adv-grl-{free}-vs-") and any(e["event"] == "start" for e in store.journal(t))
-                   for t in store.journaled())
+        return any(
+            t.startswith(f"adv-grl-{free}-vs-") and any(e["event"] == "start" for e in store.journal(t))
+            for t in store.journaled()
+        )
 
     wait_until(proc, adversarial_started)  # released by its row alone, while the held pair is unfinished
     partners = pd.read_parquet(store.location.path("partners.parquet")).set_index("attribute")
@@ -140,11 +140,14 @@ def test_kill_9_worker_is_retried_from_its_checkpoint(kill_sweep, tmp_path):
     assert_same_results(kill_sweep.ref, store.location.root)
 
 
-@pytest.mark.parametrize("address,message", [
-    ("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
-    ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
-    ("headnode", "expected auto, ray://HOST:PORT or HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        ("127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "nothing answers at 127.0.0.1:1"),
+        ("headnode", "expected auto, ray://HOST:PORT or HOST:PORT"),
+    ],
+)
 def test_unreachable_cluster_fails_fast(address, message):
     from aal_sweep.orchestration.ray_connect import check_reachable
 

@@ -16,22 +16,27 @@ import pytest
 from aal_sweep.cli import main
 from aal_sweep.config import parse_config
 from aal_sweep.errors import AalError, ConfigError
-from aal_sweep.orchestration.trials import Trial, trial_id
 from aal_sweep.orchestration.tracking import trial_tags, tune_callbacks
+from aal_sweep.orchestration.trials import Trial, trial_id
 
 EPOCHS = 3
 
 
 def _cfg(tracking, name="trk"):
-    raw = {"name": name, "dataset": {"root": "/data/celeba", "attributes": ["Smiling", "Male"]},
-           "tracking": tracking}
+    raw = {"name": name, "dataset": {"root": "/data/celeba", "attributes": ["Smiling", "Male"]}, "tracking": tracking}
     return parse_config(raw, "c.yaml", check_files=False)
 
 
 TRIALS = [
     Trial(trial_id("single", ("Smiling",), 0, "abc"), "single", ("Smiling",), seed=0),
-    Trial(trial_id("adversarial", ("Smiling", "Male"), 1, "abc", 0.1, "grl"), "adversarial", ("Smiling", "Male"),
-          lam=0.1, method="grl", seed=1),
+    Trial(
+        trial_id("adversarial", ("Smiling", "Male"), 1, "abc", 0.1, "grl"),
+        "adversarial",
+        ("Smiling", "Male"),
+        lam=0.1,
+        method="grl",
+        seed=1,
+    ),
 ]
 
 
@@ -48,17 +53,29 @@ def tune_run(tmp_path_factory):
             tune.report({"epoch": epoch, "train_loss": 1.0 / (epoch + 1), f"val_acc/{head}": 0.5 + 0.1 * epoch})
 
     tmp = tmp_path_factory.mktemp("tracking")
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp), "WANDB_SILENT": "true",
-           "MLFLOW_ALLOW_FILE_STORE": "true"}  # MLflow 3's opt-in to a folder as its store
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp),
+        "WANDB_SILENT": "true",
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+    }  # MLflow 3's opt-in to a folder as its store
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    cfg = _cfg({"mlflow": {"tracking_uri": f"file://{tmp}/mlruns", "experiment": "exp"},
-                "wandb": {"project": "proj", "mode": "offline"}})
+    cfg = _cfg(
+        {
+            "mlflow": {"tracking_uri": f"file://{tmp}/mlruns", "experiment": "exp"},
+            "wandb": {"project": "proj", "mode": "offline"},
+        }
+    )
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        grid = tune.Tuner(trainable, param_space={"trial": tune.grid_search([t.to_dict() for t in TRIALS])},
-                          run_config=tune.RunConfig(name="tracking", storage_path=str(tmp / "tune"), verbose=0,
-                                                    callbacks=tune_callbacks(cfg))).fit()
+        grid = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.to_dict() for t in TRIALS])},
+            run_config=tune.RunConfig(
+                name="tracking", storage_path=str(tmp / "tune"), verbose=0, callbacks=tune_callbacks(cfg)
+            ),
+        ).fit()
     finally:
         ray.shutdown()
         for k, v in saved.items():
@@ -77,9 +94,15 @@ def test_mlflow_has_one_run_per_trial_named_tagged_with_per_epoch_metrics(tune_r
     runs = {r.data.tags["mlflow.runName"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {t.trial_id for t in TRIALS}
     adv = runs[TRIALS[1].trial_id]
-    assert {k: adv.data.tags[k] for k in ("sweep", "kind", "attribute", "partner", "lambda", "method", "seed")} == \
-        {"sweep": "trk", "kind": "adversarial", "attribute": "Smiling", "partner": "Male", "lambda": "0.1",
-         "method": "grl", "seed": "1"}
+    assert {k: adv.data.tags[k] for k in ("sweep", "kind", "attribute", "partner", "lambda", "method", "seed")} == {
+        "sweep": "trk",
+        "kind": "adversarial",
+        "attribute": "Smiling",
+        "partner": "Male",
+        "lambda": "0.1",
+        "method": "grl",
+        "seed": "1",
+    }
     assert "partner" not in runs[TRIALS[0].trial_id].data.tags  # a single-task trial has none
     history = client.get_metric_history(adv.info.run_id, "val_acc/Smiling")
     assert [round(m.value, 6) for m in sorted(history, key=lambda m: m.step)] == [0.5, 0.6, 0.7]
@@ -96,11 +119,11 @@ def _wandb_records(path):
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
         if kind == 0:  # a block's zero-padded tail
             pos += left
             continue
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         buf = chunk if kind in (1, 2) else buf + chunk
         if kind in (1, 4):
             record = pb.Record()
@@ -117,22 +140,45 @@ def test_wandb_offline_run_per_trial_named_tagged_with_per_epoch_metrics(tune_ru
         kinds = [r.WhichOneof("record_type") for r in records]
         assert "run" in kinds and "exit" in kinds, f"{path}: incomplete run file ({kinds})"
         run = records[kinds.index("run")].run
-        history = [{i.key or "/".join(i.nested_key): i.value_json for i in r.history.item} for r in records
-                   if r.WhichOneof("record_type") == "history"]
+        history = [
+            {i.key or "/".join(i.nested_key): i.value_json for i in r.history.item}
+            for r in records
+            if r.WhichOneof("record_type") == "history"
+        ]
         runs[run.display_name] = (run, history)
     assert set(runs) == {t.trial_id for t in TRIALS}
     run, history = runs[TRIALS[1].trial_id]
     assert run.project == "proj" and run.run_group == "trk"
-    assert {"kind:adversarial", "attribute:Smiling", "partner:Male", "lambda:0.1", "seed:1", "sweep:trk"} <= set(run.tags)
+    assert {"kind:adversarial", "attribute:Smiling", "partner:Male", "lambda:0.1", "seed:1", "sweep:trk"} <= set(
+        run.tags
+    )
     assert [float(h["val_acc/Smiling"]) for h in history if "val_acc/Smiling" in h] == pytest.approx([0.5, 0.6, 0.7])
 
 
 def test_tags_of_every_kind():
-    t = trial_tags("s", {"trial_id": "mta", "kind": "multitask_all", "attributes": ["A", "B", "C"], "lam": None,
-                         "method": None, "seed": 2})
+    t = trial_tags(
+        "s",
+        {
+            "trial_id": "mta",
+            "kind": "multitask_all",
+            "attributes": ["A", "B", "C"],
+            "lam": None,
+            "method": None,
+            "seed": 2,
+        },
+    )
     assert t == {"sweep": "s", "trial_id": "mta", "kind": "multitask_all", "attribute": "all", "seed": "2"}
-    t = trial_tags("s", {"trial_id": "m", "kind": "adversarial_multiple", "attributes": ["A", "B", "C"], "lam": 0.5,
-                         "method": "grl", "seed": 0})
+    t = trial_tags(
+        "s",
+        {
+            "trial_id": "m",
+            "kind": "adversarial_multiple",
+            "attributes": ["A", "B", "C"],
+            "lam": 0.5,
+            "method": "grl",
+            "seed": 0,
+        },
+    )
     assert t["partner"] == "B,C" and t["lambda"] == "0.5"
 
 
@@ -141,17 +187,25 @@ def test_off_by_default_and_not_in_the_training_hash():
     assert plain.tracking.mlflow is None and plain.tracking.wandb is None and tune_callbacks(plain) == []
     assert tracked.tracking.mlflow.experiment is None and tracked.tracking.wandb.mode == "disabled"
     assert plain.training_hash() == tracked.training_hash()
-    assert [type(c).__mro__[1].__name__ for c in tune_callbacks(tracked)] == ["MLflowLoggerCallback",
-                                                                            "WandbLoggerCallback"]
+    assert [type(c).__mro__[1].__name__ for c in tune_callbacks(tracked)] == [
+        "MLflowLoggerCallback",
+        "WandbLoggerCallback",
+    ]
 
 
-@pytest.mark.parametrize("tracking,message", [
-    ({"neptune": {}}, "tracking.neptune: unknown key (valid: mlflow, wandb)"),
-    ({"mlflow": {"uri": "x"}}, "tracking.mlflow.uri: unknown key (valid: tracking_uri, experiment)"),
-    ({"mlflow": "file:///x"}, "tracking.mlflow: expected a mapping (tracking_uri, experiment; {} for the defaults)"),
-    ({"wandb": {"mode": "sometimes"}}, "tracking.wandb.mode: 'sometimes' is not one of online, offline, disabled"),
-    ({"wandb": {"project": 3}}, "tracking.wandb.project: expected a string, got 3"),
-])
+@pytest.mark.parametrize(
+    "tracking,message",
+    [
+        ({"neptune": {}}, "tracking.neptune: unknown key (valid: mlflow, wandb)"),
+        ({"mlflow": {"uri": "x"}}, "tracking.mlflow.uri: unknown key (valid: tracking_uri, experiment)"),
+        (
+            {"mlflow": "file:///x"},
+            "tracking.mlflow: expected a mapping (tracking_uri, experiment; {} for the defaults)",
+        ),
+        ({"wandb": {"mode": "sometimes"}}, "tracking.wandb.mode: 'sometimes' is not one of online, offline, disabled"),
+        ({"wandb": {"project": 3}}, "tracking.wandb.project: expected a string, got 3"),
+    ],
+)
 def test_bad_tracking_sections(tracking, message):
     with pytest.raises(ConfigError) as e:
         _cfg(tracking)
@@ -160,8 +214,11 @@ def test_bad_tracking_sections(tracking, message):
 
 def test_a_missing_package_is_one_line_naming_the_install(monkeypatch, tmp_path, tiny_root, capsys):
     monkeypatch.setitem(sys.modules, "wandb", None)  # what Python does for a package that is not there
-    with pytest.raises(AalError, match=r"tracking.wandb: the wandb package is not installed; pip install "
-                                       r"'aal_sweep\[wandb\]'"):
+    with pytest.raises(
+        AalError,
+        match=r"tracking.wandb: the wandb package is not installed; pip install "
+        r"'aal_sweep\[wandb\]'",
+    ):
         tune_callbacks(_cfg({"wandb": {}}))
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(AalError, match=r"pip install 'aal_sweep\[mlflow\]' \(or pip install mlflow\)") as e:
@@ -179,9 +236,9 @@ def test_a_folder_store_mlflow_refuses_is_one_line(monkeypatch):
 
 
 def test_a_relative_mlflow_folder_becomes_absolute(tmp_path, tiny_root, monkeypatch):
-    from aal_sweep.config import load_config
-
     from conftest import write_config
+
+    from aal_sweep.config import load_config
 
     monkeypatch.chdir(tmp_path)
     path = write_config(tmp_path / "c.yaml", tiny_root, tracking={"mlflow": {"tracking_uri": "mlruns"}})

@@ -21,8 +21,16 @@ def data(tiny_root, tmp_path_factory):
 
 
 def spec(**kw) -> TrainSpec:
-    base = dict(kind="single", attributes=("Disc",), backbone="small_cnn", epochs=4, batch_size=32, lr=3e-3,
-                lr_milestones=(3,), num_threads=1)
+    base = dict(
+        kind="single",
+        attributes=("Disc",),
+        backbone="small_cnn",
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        lr_milestones=(3,),
+        num_threads=1,
+    )
     return TrainSpec(**(base | kw))
 
 
@@ -265,8 +273,10 @@ def test_compile_setting(tmp_path, tiny_root):
     train = {"epochs": 2, "batch_size": 32, "compile": True}
     on = load_config(write_config(tmp_path / "b.yaml", tiny_root, train=train))
     assert TrainSpec.from_config(on, "single", ("Disc",)).compile is True
-    assert on.training_hash() == load_config(write_config(tmp_path / "c.yaml", tiny_root,
-                                                          train=train | {"compile": False})).training_hash()
+    assert (
+        on.training_hash()
+        == load_config(write_config(tmp_path / "c.yaml", tiny_root, train=train | {"compile": False})).training_hash()
+    )
     with pytest.raises(ConfigError, match="train.compile: 'yes' is not one of auto, true, false"):
         load_config(write_config(tmp_path / "d.yaml", tiny_root, train=train | {"compile": "yes"}))
 
@@ -293,7 +303,7 @@ def test_wgan_gradient_penalty_pairs_positives_with_negatives_without_a_sync(lab
         assert got.item() == 0
         return
     mix = (alpha[:n] * pos[:n] + (1 - alpha[:n]) * neg[:n]).requires_grad_(True)
-    grad, = torch.autograd.grad(task.critic(mix).sum(), mix)
+    (grad,) = torch.autograd.grad(task.critic(mix).sum(), mix)
     torch.testing.assert_close(got, ((grad.norm(dim=1) - 1) ** 2).mean())
 
 

@@ -17,14 +17,21 @@ from torch import nn
 
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.analysis.variants import COLUMNS, variants_table
-from aal_sweep.report.tables import render_table, with_paper
 from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
 from aal_sweep.models import SmallCNN
 from aal_sweep.orchestration.graph import DONE, FAILED, Decision, Graph
-from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial_multiple, plan_adversarial_shared,
-                            plan_initial, plan_multitask_all, trial_id)
+from aal_sweep.orchestration.trials import (
+    Trial,
+    multitask_all_of,
+    plan_adversarial_multiple,
+    plan_adversarial_shared,
+    plan_initial,
+    plan_multitask_all,
+    trial_id,
+)
+from aal_sweep.report.tables import render_table, with_paper
 from aal_sweep.store.rows import failed_rows
 from aal_sweep.train.factory import make_task
 from aal_sweep.train.loop import TrainSpec, _apply, fit
@@ -158,17 +165,29 @@ def test_make_task_dispatches_the_variants(tmp_path):
     assert isinstance(make_task(ADVERSARIAL_MULTIPLE, SmallCNN(), 128, 4, lam=0.1), MultipleAdversarial)
     path = tmp_path / "w.pt"
     path.write_bytes(weights_bytes(_multitask_state()))
-    assert isinstance(make_task(ADVERSARIAL_SHARED, SmallCNN(), 128, 2, lam=0.1, init_weights=str(path)),
-                      SharedAdversarial)
+    assert isinstance(
+        make_task(ADVERSARIAL_SHARED, SmallCNN(), 128, 2, lam=0.1, init_weights=str(path)), SharedAdversarial
+    )
 
 
 # ---- one real training of each, without Ray ---------------------------------------------------------
 
 
 def _spec(kind, attributes, lam=None, init_weights=None):
-    return TrainSpec(kind=kind, attributes=attributes, lam=lam, backbone="small_cnn", epochs=1, batch_size=32,
-                     lr=3e-3, lr_milestones=(1,), device="cpu", num_threads=1, compile=False,
-                     init_weights=init_weights)
+    return TrainSpec(
+        kind=kind,
+        attributes=attributes,
+        lam=lam,
+        backbone="small_cnn",
+        epochs=1,
+        batch_size=32,
+        lr=3e-3,
+        lr_milestones=(1,),
+        device="cpu",
+        num_threads=1,
+        compile=False,
+        init_weights=init_weights,
+    )
 
 
 def test_each_variant_trains_and_measures_its_heads(tiny_root, tmp_path):
@@ -191,19 +210,34 @@ def test_each_variant_trains_and_measures_its_heads(tiny_root, tmp_path):
 
 
 def _cfg(phases, seeds=(0,)):
-    return parse_config({"name": "t", "results": "/tmp/r", "dataset": {"root": "/nonexistent"},
-                         "model": {"backbone": "small_cnn"}, "train": {"seeds": list(seeds)},
-                         "adversarial": {"lambdas": [0.1, 0.5]}, "phases": phases}, check_files=False)
+    return parse_config(
+        {
+            "name": "t",
+            "results": "/tmp/r",
+            "dataset": {"root": "/nonexistent"},
+            "model": {"backbone": "small_cnn"},
+            "train": {"seeds": list(seeds)},
+            "adversarial": {"lambdas": [0.1, 0.5]},
+            "phases": phases,
+        },
+        check_files=False,
+    )
 
 
 ALL = ["single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared"]
 
 
-@pytest.mark.parametrize("phases,message", [
-    (["multitask_all", "adversarial_multiple"], "phases: adversarial_multiple needs single and pair"),
-    (["single", "pair", "adversarial_shared"], "phases: adversarial_shared needs multitask_all and single and pair"),
-    (["multitask_all", "adversarial_shared"], "add single, pair to phases or drop adversarial_shared"),
-])
+@pytest.mark.parametrize(
+    "phases,message",
+    [
+        (["multitask_all", "adversarial_multiple"], "phases: adversarial_multiple needs single and pair"),
+        (
+            ["single", "pair", "adversarial_shared"],
+            "phases: adversarial_shared needs multitask_all and single and pair",
+        ),
+        (["multitask_all", "adversarial_shared"], "add single, pair to phases or drop adversarial_shared"),
+    ],
+)
 def test_phase_dependencies_are_checked(phases, message):
     with pytest.raises(ConfigError, match=message):
         _cfg(phases)
@@ -218,8 +252,11 @@ def test_variants_are_not_in_the_default_phases():
 def _matrix():
     # rows measured, columns partner; diagonal single. Disc is lowered by Square and Triangle, Square by
     # Triangle only, Triangle by nobody.
-    return pd.DataFrame([[0.90, 0.88, 0.89], [0.95, 0.93, 0.92], [0.80, 0.81, 0.80]],
-                        index=pd.Index(list(ATTRS), name="attribute"), columns=list(ATTRS))
+    return pd.DataFrame(
+        [[0.90, 0.88, 0.89], [0.95, 0.93, 0.92], [0.80, 0.81, 0.80]],
+        index=pd.Index(list(ATTRS), name="attribute"),
+        columns=list(ATTRS),
+    )
 
 
 def test_negative_partners_are_every_drop_of_a_complete_row():
@@ -253,8 +290,10 @@ def test_variant_plans_and_ids_are_stable_and_readable():
 
     partners = pd.DataFrame({"attribute": list(ATTRS), "partner": ["Square", "Triangle", None]})
     shared = plan_adversarial_shared(cfg, partners)
-    assert [t.trial_id for t in shared][:2] == [f"advs-grl-Disc-vs-Square-l0.1-s0-{h}",
-                                                f"advs-grl-Disc-vs-Square-l0.5-s0-{h}"]
+    assert [t.trial_id for t in shared][:2] == [
+        f"advs-grl-Disc-vs-Square-l0.1-s0-{h}",
+        f"advs-grl-Disc-vs-Square-l0.5-s0-{h}",
+    ]
     assert len(shared) == 2 * 2 * 2
     # in the graph, each adversarial_shared trial waits for its own seed's multitask_all weights
     graph = Graph.build(cfg, ATTRS, done={t.trial_id for t in plan_initial(cfg, ATTRS)} | {mt[0].trial_id})
@@ -294,10 +333,12 @@ def _rows():
     for lam, acc in ((0.1, 0.91), (0.5, 0.93)):  # Disc vs Square (its argmin partner); best lambda 0.5
         rows.append(dict(kind="adversarial", attribute="Disc", partner="Square", **{"lambda": lam}, val_acc=acc))
     rows.append(dict(kind="adversarial", attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.96))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1},
-                     val_acc=0.87))
-    rows.append(dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1},
-                     val_acc=0.94))
+    rows.append(
+        dict(kind=ADVERSARIAL_MULTIPLE, attribute="Disc", partner="Square,Triangle", **{"lambda": 0.1}, val_acc=0.87)
+    )
+    rows.append(
+        dict(kind=ADVERSARIAL_MULTIPLE, attribute="Square", partner="Triangle", **{"lambda": 0.1}, val_acc=0.94)
+    )
     df = pd.DataFrame(rows)
     df["status"], df["seed"] = "ok", 0
     df["test_acc"] = df["val_acc"] - 0.01
@@ -341,8 +382,13 @@ def test_table_formats_show_not_run_never_zero():
     assert csv[1].startswith("single,3,0.87666")
     records = json.loads(render_table(t, "json"))["variants"]
     shared = [r for r in records if r["variant"] == "adversarial_shared"][0]
-    assert shared == {"variant": "adversarial_shared", "run": False, "n_attributes": None, "val_mean": None,
-                      "test_mean": None}
+    assert shared == {
+        "variant": "adversarial_shared",
+        "run": False,
+        "n_attributes": None,
+        "val_mean": None,
+        "test_mean": None,
+    }
     text = render_table(t, "table")
     assert "not run" in text and "adversarial (grl)" in text and "87.67" in text
     assert "| adversarial_shared | not run |" in render_table(t, "markdown")
@@ -364,9 +410,11 @@ def test_table_compare_with_the_paper():
 
 
 def test_table_imports_neither_torch_nor_ray():
-    code = ("import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, "
-            "aal_sweep.report.tables, aal_sweep.orchestration.status;"
-            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    code = (
+        "import sys; from aal_sweep.cli import build_parser, _cmd_table; import aal_sweep.analysis.variants, "
+        "aal_sweep.report.tables, aal_sweep.orchestration.status;"
+        "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -376,8 +424,15 @@ def test_partners_table_gains_a_column_per_variant_present():
     from aal_sweep.report.formats import render_partners
 
     t = partners_table(_rows(), list(ATTRS), partners=_partners())
-    assert list(t.columns[:7]) == ["attribute", "partner", "single", "multi", "adversarial", "multitask_all",
-                                   "adversarial_multiple"]
+    assert list(t.columns[:7]) == [
+        "attribute",
+        "partner",
+        "single",
+        "multi",
+        "adversarial",
+        "multitask_all",
+        "adversarial_multiple",
+    ]
     assert t["multitask_all"].tolist() == pytest.approx([0.5, 0.6, 0.7, 0.6])  # the mean row last
     assert t["adversarial_multiple"].tolist() == pytest.approx([0.87, 0.94, 0.80, (0.87 + 0.94 + 0.80) / 3])
     assert "multitask_all %" in render_partners(t, "table")
@@ -389,8 +444,8 @@ def test_partners_table_gains_a_column_per_variant_present():
 def test_multitask_all_weights_round_trip_through_s3(s3_uri):
     """What adversarial_shared starts from lives in the results storage: on S3 as on a local folder."""
     from aal_sweep.errors import AalError
-    from aal_sweep.store import Store
     from aal_sweep.orchestration.trainable import _save_weights, _start_weights
+    from aal_sweep.store import Store
 
     cfg = _cfg(ALL)
     store = Store(s3_uri)

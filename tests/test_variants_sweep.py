@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import Hold, write_config
+from helpers import assert_same_results, check_no_redo, start
 
 import aal_sweep
 from aal_sweep.analysis.partners import negative_partners
@@ -23,12 +24,9 @@ from aal_sweep.cli import main
 from aal_sweep.config import load_config
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.orchestration.graph import from_store
-from aal_sweep.store.layout import weights_file
 from aal_sweep.orchestration.trials import multitask_all_of
 from aal_sweep.store import Store
-
-from conftest import Hold, write_config
-from helpers import assert_same_results, check_no_redo, start
+from aal_sweep.store.layout import weights_file
 
 pytestmark = pytest.mark.slow
 PHASES = ["single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared"]
@@ -46,8 +44,15 @@ def setup(ray_local, tmp_path_factory):
     root = make_synthetic(tmp / "data", n_attributes=2, n_images=800, size=(16, 16), seed=3, random_attributes=1)
 
     def config(name: str, phases=PHASES):
-        path = write_config(tmp / f"{name}.yaml", root, train=TRAIN, adversarial=ADVERSARIAL, phases=phases,
-                            results=str(tmp / name), resources={"cpus_per_trial": 1, "max_failures": 2})
+        path = write_config(
+            tmp / f"{name}.yaml",
+            root,
+            train=TRAIN,
+            adversarial=ADVERSARIAL,
+            phases=phases,
+            results=str(tmp / name),
+            resources={"cpus_per_trial": 1, "max_failures": 2},
+        )
         return path, load_config(path)
 
     path, cfg = config("ref")
@@ -67,8 +72,14 @@ def test_every_phase_runs_and_is_stored(setup):
     rows = store.trials()
     assert set(rows["status"]) == {"ok"}
     planned = _planned(cfg)
-    assert list(planned) == ["single", "pair", "multitask_all", "adversarial", "adversarial_multiple",
-                             "adversarial_shared"]
+    assert list(planned) == [
+        "single",
+        "pair",
+        "multitask_all",
+        "adversarial",
+        "adversarial_multiple",
+        "adversarial_shared",
+    ]
     assert set(rows["trial_id"]) == {t.trial_id for trials in planned.values() for t in trials}
     for phase, trials in planned.items():
         assert trials, f"{phase} planned nothing: the data must give every adversarial variant a partner"
@@ -84,8 +95,9 @@ def test_every_phase_runs_and_is_stored(setup):
         assert r.partner == ",".join(negatives.loc[r.attribute, "partners"]) and r.method == "grl"
     chosen = chosen_partners(store).set_index("attribute")["partner"]
     shared = rows[rows["kind"] == "adversarial_shared"]
-    assert {(a, b) for a, b in zip(shared["attribute"], shared["partner"])} == \
-        {(a, b) for a, b in chosen.items() if b is not None}
+    assert {(a, b) for a, b in zip(shared["attribute"], shared["partner"])} == {
+        (a, b) for a, b in chosen.items() if b is not None
+    }
 
 
 def test_multitask_all_weights_are_kept_and_are_what_shared_started_from(setup):
@@ -120,8 +132,14 @@ def test_results_appear_in_status_matrix_partners_table_report(setup, capsys, tm
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0] == "variant,n_attributes,val_mean,test_mean"
     parsed = {line.split(",")[0]: line.split(",")[1:] for line in table[1:]}
-    assert list(parsed) == ["single", "pair", "multitask_all", "adversarial", "adversarial_multiple",
-                            "adversarial_shared"]
+    assert list(parsed) == [
+        "single",
+        "pair",
+        "multitask_all",
+        "adversarial",
+        "adversarial_multiple",
+        "adversarial_shared",
+    ]
     assert all(n == "3" and 0 < float(v) <= 1 and 0 < float(t) <= 1 for n, v, t in parsed.values())
     store = Store.open(results)
     mt = store.trials()
@@ -184,8 +202,9 @@ def test_kill_9_mid_variant_phases_then_resume(setup):
     first = _kill_mid(path, rd, "mta-")  # mid multitask_all, before or as its weights are written
     second = _kill_mid(path, rd, "advs-")  # mid adversarial_shared: started from the stored weights
     assert set(first) < set(second)
-    out = subprocess.run([sys.executable, "-m", "aal_sweep.cli", "run", str(path)], capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(path)], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr
     for done in (first, second):  # nothing stored before a kill ran again after it
         assert {t: _starts(rd, t) for t in done} == done
@@ -195,8 +214,14 @@ def test_kill_9_mid_variant_phases_then_resume(setup):
     assert set(rd.trials()["trial_id"]) == {t.trial_id for trials in planned.values() for t in trials}
     # both killed trials continued from an epoch checkpoint, not from scratch (a worker may finish the epoch
     # in flight before it notices its driver is gone: then it resumes after its last epoch)
-    resumed = [t for t in rd.journaled() if t.startswith(("mta-", "advs-"))
-               and _starts(rd, t) >= 2 and [e for e in rd.journal(t) if e["event"] == "start"][-1]["from_epoch"] >= 1]
+    resumed = [
+        t
+        for t in rd.journaled()
+        if t.startswith(("mta-", "advs-"))
+        and _starts(rd, t) >= 2
+        and [e for e in rd.journal(t) if e["event"] == "start"][-1]["from_epoch"] >= 1
+    ]
     assert {t[:4] for t in resumed} == {"mta-", "advs"}
     pd.testing.assert_frame_equal(
-        aal_sweep.open_results(ref.results).matrix(), aal_sweep.open_results(cfg.results).matrix())
+        aal_sweep.open_results(ref.results).matrix(), aal_sweep.open_results(cfg.results).matrix()
+    )

@@ -11,12 +11,23 @@ The names load on first use (PEP 562): the CLI's parser reads METRICS without lo
 import importlib
 
 _EXPORTS = {
-    "METRICS": "matrix", "pair_matrix": "matrix", "cell_means": "matrix",
-    "derive_partners": "partners", "negative_partners": "partners", "partner_statistics": "partners",
-    "choose_partners": "partners", "select_adversarial": "partners", "significance_summary": "partners",
-    "pairs_table": "pairs", "baseline_table": "pairs", "adversarial_gains": "pairs",
-    "variants_table": "variants", "partners_table": "summary",
-    "Results": "results", "chosen_partners": "results", "partners_fresh": "results",
+    "METRICS": "matrix",
+    "pair_matrix": "matrix",
+    "cell_means": "matrix",
+    "derive_partners": "partners",
+    "negative_partners": "partners",
+    "partner_statistics": "partners",
+    "choose_partners": "partners",
+    "select_adversarial": "partners",
+    "significance_summary": "partners",
+    "pairs_table": "pairs",
+    "baseline_table": "pairs",
+    "adversarial_gains": "pairs",
+    "variants_table": "variants",
+    "partners_table": "summary",
+    "Results": "results",
+    "chosen_partners": "results",
+    "partners_fresh": "results",
 }
 __all__ = sorted(_EXPORTS)
 

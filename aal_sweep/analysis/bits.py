@@ -32,8 +32,9 @@ class Packed:
         self.nbytes = (n + 7) // 8
         self._pad = np.uint8((0xFF >> (n % 8)) if n % 8 else 0)  # big bit order: padding is the low bits
         # the widest word that tiles a row: popcounts on uint32 are ~4x faster than on bytes
-        self._word = next(w for w in (np.uint64, np.uint32, np.uint16, np.uint8)
-                          if self.nbytes % np.dtype(w).itemsize == 0)
+        self._word = next(
+            w for w in (np.uint64, np.uint32, np.uint16, np.uint8) if self.nbytes % np.dtype(w).itemsize == 0
+        )
 
     @classmethod
     def of(cls, column: pd.Series, n: int) -> Packed:
@@ -78,7 +79,7 @@ class Packed:
         idx = np.asarray(idx, dtype=np.int64)
         out = np.zeros(len(idx), dtype=np.int64)
         for s in range(0, len(idx), self._block_rows()):
-            out[s:s + self._block_rows()] = self._count(self.rows(idx[s:s + self._block_rows()]))
+            out[s : s + self._block_rows()] = self._count(self.rows(idx[s : s + self._block_rows()]))
         return out
 
     def both(self, a: np.ndarray, b: np.ndarray, other: Packed | None = None) -> np.ndarray:
@@ -89,9 +90,9 @@ class Packed:
         out = np.zeros(len(a), dtype=np.int64)
         step = self._block_rows()
         for s in range(0, len(a), step):
-            x, y = self.rows(a[s:s + step]), other.rows(b[s:s + step])
+            x, y = self.rows(a[s : s + step]), other.rows(b[s : s + step])
             np.bitwise_and(x, y, out=x)
-            out[s:s + step] = self._count(x, scratch=True)
+            out[s : s + step] = self._count(x, scratch=True)
         return out
 
     def scan(self, partner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,15 +106,15 @@ class Packed:
         distinct, inverse = np.unique(np.where(wanted, partner, -1), return_inverse=True)
         zero = distinct[0] == -1  # rows without a partner AND with a row of zeros
         table = np.zeros((len(distinct), self.nbytes), dtype=np.uint8)
-        table[int(zero):] = self.rows(distinct[int(zero):])
+        table[int(zero) :] = self.rows(distinct[int(zero) :])
         ones = np.zeros(len(partner), dtype=np.int64)
         both = np.zeros(len(partner), dtype=np.int64)
         step = max(1, _CACHE_BYTES // max(self.nbytes, 1))  # blocks that stay in cache: one read of the bits
         for j, chunk in enumerate(self._chunks):
             rows = np.flatnonzero((self._chunk_of == j) & self.has)  # in storage order: rank 0, 1, ...
             for s in range(0, len(rows), step):
-                block_rows = rows[s:s + step]
-                block = chunk[self._rank[block_rows[0]]:self._rank[block_rows[-1]] + 1]  # a view, no copy
+                block_rows = rows[s : s + step]
+                block = chunk[self._rank[block_rows[0]] : self._rank[block_rows[-1]] + 1]  # a view, no copy
                 ones[block_rows] = self._count(block)
                 if self._pad:  # padding bits never count (the partners' are cleared already)
                     ones[block_rows] -= np.bitwise_count(block[:, -1] & self._pad)
@@ -145,14 +146,16 @@ def _chunk_rows(chunk: pa.Array, nbytes: int) -> tuple[np.ndarray, np.ndarray, n
     lengths = np.diff(offsets)
     valid = chunk.is_valid().to_numpy(zero_copy_only=False)
     has = valid & (lengths == nbytes) & (nbytes > 0)
-    data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
+    data = (
+        np.frombuffer(chunk.buffers()[2], dtype=np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
+    )
     rank = np.cumsum(has) - 1
     if has.all() or ((lengths[~has] == 0).all() and has.any()):  # contiguous: a view of the buffer
         first = offsets[np.argmax(has)]
-        view = data[first:first + int(has.sum()) * nbytes].reshape(-1, nbytes)
+        view = data[first : first + int(has.sum()) * nbytes].reshape(-1, nbytes)
     elif has.any():  # odd lengths in between (values of another size): copy the usable rows
         starts = offsets[:-1][has]
-        view = np.stack([data[s:s + nbytes] for s in starts])
+        view = np.stack([data[s : s + nbytes] for s in starts])
     else:
         view = np.zeros((0, nbytes), np.uint8)
     return view, has, np.where(has, rank, 0)

@@ -41,8 +41,9 @@ def cell_means(i: np.ndarray, j: np.ndarray, values: np.ndarray, attributes: lis
     counts = np.bincount(cell, minlength=m * m)
     with np.errstate(invalid="ignore"):  # 0 / 0 is a missing cell: NaN
         means = sums / counts
-    return pd.DataFrame(means.reshape(m, m), index=pd.Index(list(attributes), name="attribute"),
-                        columns=list(attributes))
+    return pd.DataFrame(
+        means.reshape(m, m), index=pd.Index(list(attributes), name="attribute"), columns=list(attributes)
+    )
 
 
 def positions(column: pd.Series, names: pd.Index) -> np.ndarray:
@@ -67,5 +68,6 @@ def strongest_negative_pairs(matrix: pd.DataFrame, k: int) -> pd.DataFrame:
     top = top[np.lexsort((top, flat[top]))]  # most negative first; ties in matrix order
     i, j = np.divmod(top, len(d))
     names = np.array(list(matrix.index), dtype=object)
-    return pd.DataFrame({"attribute": names[i], "partner": names[j], "single": p[i, i], "multi": p[i, j],
-                         "drop": flat[top]})
+    return pd.DataFrame(
+        {"attribute": names[i], "partner": names[j], "single": p[i, i], "multi": p[i, j], "drop": flat[top]}
+    )

@@ -25,16 +25,49 @@ import pandas as pd
 from aal_sweep.analysis import stats
 from aal_sweep.analysis.bits import Packed
 
-PAIR_COLUMNS = ["attribute", "partner", "single", "multi", "drop", "ci_low", "ci_high", "p_value", "p_adjusted",
-                "significant", "n_seeds", "single_sd", "multi_sd", "drop_sd", "test", "majority", "at_baseline"]
-GAIN_COLUMNS = ["attribute", "partner", "lambda", "versus", "split", "adversarial", "reference", "gain", "ci_low",
-                "ci_high", "p_value", "p_adjusted", "holds", "n_seeds", "test"]
+PAIR_COLUMNS = [
+    "attribute",
+    "partner",
+    "single",
+    "multi",
+    "drop",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "n_seeds",
+    "single_sd",
+    "multi_sd",
+    "drop_sd",
+    "test",
+    "majority",
+    "at_baseline",
+]
+GAIN_COLUMNS = [
+    "attribute",
+    "partner",
+    "lambda",
+    "versus",
+    "split",
+    "adversarial",
+    "reference",
+    "gain",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "holds",
+    "n_seeds",
+    "test",
+]
 UNAVAILABLE = "unavailable"
 BIT_COLUMNS = ["val_correct", "test_correct"]  # the wide columns: never copied by a filter here
 
 
-def pairs_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05,
-                correction: str = "holm") -> pd.DataFrame:
+def pairs_table(
+    trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05, correction: str = "holm"
+) -> pd.DataFrame:
     """One row per ordered pair (a, b), a != b, in the sweep's order, with every statistic (PAIR_COLUMNS).
 
     p_adjusted is adjusted within each attribute's row over the candidates that have a p-value; the
@@ -60,8 +93,15 @@ def pairs_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05
     names = np.array(attributes, dtype=object)
     out.insert(0, "attribute", names[ia])
     out.insert(1, "partner", names[ib])
-    out = out.rename(columns={"base": "single", "other": "multi", "difference": "drop", "base_sd": "single_sd",
-                              "other_sd": "multi_sd"})
+    out = out.rename(
+        columns={
+            "base": "single",
+            "other": "multi",
+            "difference": "drop",
+            "base_sd": "single_sd",
+            "other_sd": "multi_sd",
+        }
+    )
     out["p_adjusted"] = _adjust_within(out, "attribute", correction)
     out["significant"] = _below(out["p_adjusted"], alpha)
     base = baseline_table(rows, attributes, alpha)
@@ -79,22 +119,29 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
     < alpha). NaN / NA where the store lacks the rate (results written before it was recorded)."""
     trials = _narrow(trials)
     ok = trials[trials["status"] == "ok"]
-    rates = ok.groupby("attribute", observed=True)["val_majority"].first() if "val_majority" in ok \
+    rates = (
+        ok.groupby("attribute", observed=True)["val_majority"].first()
+        if "val_majority" in ok
         else pd.Series(dtype=float)
+    )
     single = ok[ok["kind"] == "single"].groupby("attribute", observed=True)["val_acc"].agg(["mean", "count"])
     out = pd.DataFrame(index=pd.Index(list(attributes), name="attribute"))
     out["majority"] = rates.reindex(out.index).astype(float)
     out["single"] = single["mean"].reindex(out.index).astype(float)
     out["n_seeds"] = single["count"].reindex(out.index).astype("Int64")
     n_val = _split_size(ok, "val")
-    out["p_above"] = stats.above_rate(np.round(out["single"] * out["n_seeds"].astype(float) * n_val),
-                                      out["n_seeds"].astype(float) * n_val, out["majority"])
+    out["p_above"] = stats.above_rate(
+        np.round(out["single"] * out["n_seeds"].astype(float) * n_val),
+        out["n_seeds"].astype(float) * n_val,
+        out["majority"],
+    )
     out["single_above_majority"] = _below(out["p_above"], alpha)
     return out
 
 
-def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float = 0.05, correction: str = "holm",
-                      split: str = "test") -> pd.DataFrame:
+def adversarial_gains(
+    trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float = 0.05, correction: str = "holm", split: str = "test"
+) -> pd.DataFrame:
     """Does each chosen adversarial run beat a's single-task model, and the pair model it replaces?
 
     `chosen`: partners.select_adversarial (attribute, partner, lambda). Two rows per attribute (versus
@@ -110,11 +157,17 @@ def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float =
     a, b, lam = (chosen[c].tolist() for c in ("attribute", "partner", "lambda"))
     single = _lookup(rows, ok, "single", ["attribute"], s_code, len(seeds), [(x,) for x in a])
     pair = _lookup(rows, ok, "pair", ["attribute", "partner"], s_code, len(seeds), list(zip(a, b)))
-    adv = _lookup(rows, ok, "adversarial", ["attribute", "partner", "lambda"], s_code, len(seeds),
-                  list(zip(a, b, lam)))
+    adv = _lookup(rows, ok, "adversarial", ["attribute", "partner", "lambda"], s_code, len(seeds), list(zip(a, b, lam)))
     k = len(a)
-    table = pd.DataFrame({"attribute": a * 2, "partner": b * 2, "lambda": lam * 2,
-                          "versus": ["single"] * k + ["multi"] * k, "split": split})
+    table = pd.DataFrame(
+        {
+            "attribute": a * 2,
+            "partner": b * 2,
+            "lambda": lam * 2,
+            "versus": ["single"] * k + ["multi"] * k,
+            "split": split,
+        }
+    )
     stat = compare(trials, split, np.vstack([single, pair]), np.vstack([adv, adv]), 1 - alpha)
     out = pd.concat([table, stat], axis=1)
     out = out.rename(columns={"base": "reference", "other": "adversarial", "difference": "gain"})
@@ -123,16 +176,19 @@ def adversarial_gains(trials: pd.DataFrame, chosen: pd.DataFrame, alpha: float =
     return out[GAIN_COLUMNS]
 
 
-def compare(trials: pd.DataFrame, split: str, base_at: np.ndarray, other_at: np.ndarray,
-            level: float = 0.95) -> pd.DataFrame:
+def compare(
+    trials: pd.DataFrame, split: str, base_at: np.ndarray, other_at: np.ndarray, level: float = 0.95
+) -> pd.DataFrame:
     """Per cell k: the rows base_at[k, s] and other_at[k, s] of `trials` (positions; -1: none) are the
     base and the other model of seed s. Returns base, other (mean accuracy over the seeds both have),
     difference other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads
     across seeds, NaN with one) and test, from `<split>_correct` where every row of the cell has a vector
     of the split's size, else from `<split>_acc` (test "unavailable": no interval, no p-value)."""
     k = len(base_at)
-    res = {c: np.full(k, np.nan) for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd",
-                                           "other_sd", "drop_sd")}
+    res = {
+        c: np.full(k, np.nan)
+        for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd", "other_sd", "drop_sd")
+    }
     test = np.full(k, None, dtype=object)
     both = (base_at >= 0) & (other_at >= 0)
     n_seeds = both.sum(axis=1)
@@ -175,8 +231,9 @@ def _from_accuracies(cells: np.ndarray, acc_b: np.ndarray, acc_o: np.ndarray, re
         res["drop_sd"][cells] = (acc_o - acc_b).std(axis=1, ddof=1)
 
 
-def _from_bits(cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, n: int, level: float,
-               res: dict) -> None:
+def _from_bits(
+    cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, n: int, level: float, res: dict
+) -> None:
     """Cells whose every seed has vectors; bp, op: (K, S) row positions, seeds paired by column."""
     s = bp.shape[1]
     ones_b = _ones(bits, bp)
@@ -206,10 +263,14 @@ def _from_bits(cells: np.ndarray, bits: Packed, bp: np.ndarray, op: np.ndarray, 
     for i in range(s):
         squares += ones_o[:, i] + ones_b[:, i] - 2 * bits.both(op[:, i], bp[:, i])
         for j in range(i + 1, s):
-            cross = (bits.both(op[:, i], op[:, j]) - bits.both(op[:, i], bp[:, j])
-                     - bits.both(bp[:, i], op[:, j]) + bits.both(bp[:, i], bp[:, j]))
+            cross = (
+                bits.both(op[:, i], op[:, j])
+                - bits.both(op[:, i], bp[:, j])
+                - bits.both(bp[:, i], op[:, j])
+                + bits.both(bp[:, i], bp[:, j])
+            )
             squares += 2 * cross
-    image_var = stats.image_variance_of_sums(total, squares, n) / s ** 2
+    image_var = stats.image_variance_of_sums(total, squares, n) / s**2
     mean, lo, hi, p, _ = stats.seed_test(per_seed, image_var, level)
     res["difference"][cells], res["ci_low"][cells], res["ci_high"][cells], res["p_value"][cells] = mean, lo, hi, p
     res["drop_sd"][cells] = per_seed.std(axis=1, ddof=1)
@@ -240,8 +301,15 @@ def _seed_codes(seeds: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return distinct, code.reshape(-1)
 
 
-def _lookup(rows: pd.DataFrame, ok: np.ndarray, kind: str, keys: list[str], s_code: np.ndarray, n_seeds: int,
-            wanted: list[tuple]) -> np.ndarray:
+def _lookup(
+    rows: pd.DataFrame,
+    ok: np.ndarray,
+    kind: str,
+    keys: list[str],
+    s_code: np.ndarray,
+    n_seeds: int,
+    wanted: list[tuple],
+) -> np.ndarray:
     """(len(wanted), n_seeds) row positions of the ok `kind` rows with key `wanted[k]` and seed s; -1: none."""
     out = np.full((len(wanted), n_seeds), -1, dtype=np.int64)
     sel = np.flatnonzero(ok & (rows["kind"].to_numpy(dtype=object) == kind))
@@ -273,8 +341,9 @@ def _below(p: pd.Series, alpha: float) -> pd.Series:
 def _above(acc: pd.Series, n_seeds: pd.Series, n: float, rate: pd.Series, alpha: float) -> pd.Series:
     """Is a model's accuracy (mean over n_seeds seeds of n images) significantly above `rate`? NA: unknown."""
     total = pd.Series(n_seeds, dtype=float).to_numpy() * n
-    p = stats.above_rate(np.round(pd.Series(acc, dtype=float).to_numpy() * total), total,
-                         pd.Series(rate, dtype=float).to_numpy())
+    p = stats.above_rate(
+        np.round(pd.Series(acc, dtype=float).to_numpy() * total), total, pd.Series(rate, dtype=float).to_numpy()
+    )
     return _below(pd.Series(p, index=acc.index), alpha)
 
 

@@ -21,12 +21,25 @@ from aal_sweep.config import PARTNER_RULES
 from aal_sweep.kinds import PARTNER_SEPARATOR
 
 # what partners.parquet and `aal-sweep partners` add to their columns
-PARTNER_STAT_COLUMNS = ["drop", "ci_low", "ci_high", "p_value", "p_adjusted", "significant", "n_seeds", "rule",
-                        "candidate", "test", "majority", "single_above_majority"]
+PARTNER_STAT_COLUMNS = [
+    "drop",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "n_seeds",
+    "rule",
+    "candidate",
+    "test",
+    "majority",
+    "single_above_majority",
+]
 
 
-def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False,
-                    expected: np.ndarray | None = None) -> pd.DataFrame:
+def derive_partners(
+    matrix: pd.DataFrame, allow_partial: bool = False, expected: np.ndarray | None = None
+) -> pd.DataFrame:
     """Each attribute's most negative partner: argmin over b of P[a][b] - P[a][a], only where negative.
 
     Only a complete row decides (a's single task and every pair with a present), unless `allow_partial`:
@@ -56,18 +69,23 @@ def derive_partners(matrix: pd.DataFrame, allow_partial: bool = False,
     for k in rows:
         cells = ([names[k]] if np.isnan(single[k]) else []) + [names[c] for c in np.flatnonzero(absent[k])]
         missing.append(",".join(cells) or None)
-    out = pd.DataFrame({"attribute": names,
-                        "single": single,
-                        "multi": np.where(chosen, p[rows, best] if m else 0.0, np.nan),
-                        "drop": np.where(chosen, best_drop, np.nan)})
+    out = pd.DataFrame(
+        {
+            "attribute": names,
+            "single": single,
+            "multi": np.where(chosen, p[rows, best] if m else 0.0, np.nan),
+            "drop": np.where(chosen, best_drop, np.nan),
+        }
+    )
     # keep None as None: pandas 3's string dtype would make it a truthy NaN
     out.insert(1, "partner", pd.Series(partner, dtype=object))
     out["missing"] = pd.Series(missing, dtype=object)
     return out[["attribute", "partner", "single", "multi", "drop", "missing"]]
 
 
-def negative_partners(matrix: pd.DataFrame, allow_partial: bool = False,
-                      expected: np.ndarray | None = None) -> pd.DataFrame:
+def negative_partners(
+    matrix: pd.DataFrame, allow_partial: bool = False, expected: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per attribute, every partner that lowers it (P[a][b] < P[a][a]), in the sweep's order: the partner
     set of adversarial_multiple (eq. 10-11). Rows decide as in `derive_partners` (complete rows only unless
     `allow_partial`); `partner` holds the set comma-joined (kinds.PARTNER_SEPARATOR, as the store's rows of
@@ -98,8 +116,9 @@ def _ok(trials: pd.DataFrame, kind: str) -> pd.DataFrame:
     return trials[(trials["kind"] == kind) & (trials["status"] == "ok")]
 
 
-def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute",
-                       kind: str = "adversarial") -> pd.DataFrame:
+def select_adversarial(
+    trials: pd.DataFrame, partners: pd.DataFrame, selection: str = "per_attribute", kind: str = "adversarial"
+) -> pd.DataFrame:
     """Per attribute with a partner, the adversarial run chosen on validation accuracy.
 
     per_attribute: each attribute's best lambda (the smaller lambda on ties); global: the one lambda with the
@@ -111,8 +130,9 @@ def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: 
     cols = ["attribute", "partner", "lambda", "val_acc", "test_acc", "trial_id"]
     if adv.empty:
         return pd.DataFrame(columns=cols)
-    per_cell = (adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[["val_acc", "test_acc"]]
-                .mean())
+    per_cell = adv.groupby(["attribute", "partner", "lambda"], as_index=False, observed=True)[
+        ["val_acc", "test_acc"]
+    ].mean()
     if "trial_id" in adv:  # the narrow query rows leave it out
         ids = adv.groupby(["attribute", "partner", "lambda"], observed=True)["trial_id"].first().reset_index()
         per_cell = per_cell.merge(ids, on=["attribute", "partner", "lambda"])
@@ -125,8 +145,11 @@ def select_adversarial(trials: pd.DataFrame, partners: pd.DataFrame, selection: 
         best = means.sort_index().idxmax() if len(means) else per_cell["lambda"].min()
         chosen = per_cell[per_cell["lambda"] == best]
     elif selection == "per_attribute":
-        chosen = (per_cell.sort_values(["attribute", "val_acc", "lambda"], ascending=[True, False, True])
-                  .groupby("attribute", as_index=False).head(1))
+        chosen = (
+            per_cell.sort_values(["attribute", "val_acc", "lambda"], ascending=[True, False, True])
+            .groupby("attribute", as_index=False)
+            .head(1)
+        )
     else:
         raise ValueError(f"lambda selection {selection!r} is not one of per_attribute, global")
     order = {a: i for i, a in enumerate(partners["attribute"])}
@@ -145,8 +168,9 @@ class PartnerStatistics:
     chosen: pd.DataFrame
 
 
-def partner_statistics(derived: pd.DataFrame, rows: pd.DataFrame, attributes: list[str], rule,
-                       allow_partial: bool = False) -> PartnerStatistics:
+def partner_statistics(
+    derived: pd.DataFrame, rows: pd.DataFrame, attributes: list[str], rule, allow_partial: bool = False
+) -> PartnerStatistics:
     """The partners of `rule` (a config.PartnersConfig: rule, alpha, correction) with their statistics,
     from the argmin partners `derived` and the rows with per-image bits (Store.stats_rows)."""
     attributes = list(attributes)
@@ -156,8 +180,14 @@ def partner_statistics(derived: pd.DataFrame, rows: pd.DataFrame, attributes: li
     return PartnerStatistics(derived, pairs, baseline, chosen)
 
 
-def choose_partners(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame, rule: str = "argmin",
-                    alpha: float = 0.05, allow_partial: bool = False) -> pd.DataFrame:
+def choose_partners(
+    derived: pd.DataFrame,
+    pairs: pd.DataFrame,
+    baseline: pd.DataFrame,
+    rule: str = "argmin",
+    alpha: float = 0.05,
+    allow_partial: bool = False,
+) -> pd.DataFrame:
     """The partners of `rule` with their statistics (PARTNER_STAT_COLUMNS appended to `derived`'s columns).
 
     `derived`: the argmin partners (derive_partners: attribute, partner, single, multi, drop, missing);
@@ -185,34 +215,45 @@ def choose_partners(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.Dat
     available = found["test"].to_numpy(dtype=object)
     sig = found["significant"].fillna(False).astype(bool).to_numpy()
     # no chosen partner is not a significant one; unknown only where the statistics are unavailable
-    out["significant"] = pd.array([None if t == UNAVAILABLE else bool(h and s)
-                                   for t, h, s in zip(available, has, sig)], dtype="boolean")
+    out["significant"] = pd.array(
+        [None if t == UNAVAILABLE else bool(h and s) for t, h, s in zip(available, has, sig)], dtype="boolean"
+    )
     out["n_seeds"] = pd.array(found["n_seeds"].to_numpy(), dtype="Int64")
     out["rule"] = rule
     out["candidate"] = pd.Series(candidate, index=out.index, dtype=object)
     out["test"] = pd.Series([t if isinstance(t, str) else None for t in available], index=out.index, dtype=object)
     out["majority"] = baseline["majority"].reindex(out["attribute"]).to_numpy(dtype=float)
-    out["single_above_majority"] = pd.array(baseline["single_above_majority"].reindex(out["attribute"]),
-                                            dtype="boolean")
+    out["single_above_majority"] = pd.array(
+        baseline["single_above_majority"].reindex(out["attribute"]), dtype="boolean"
+    )
     return out
 
 
 def _most_negative_significant(derived: pd.DataFrame, pairs: pd.DataFrame, allow_partial: bool) -> pd.Series:
     """Per attribute of `derived`: the most negative significant drop not at the baseline, or None; ties to
     the partner first in the sweep's order; rows with missing cells undecided unless `allow_partial`."""
-    eligible = pairs[pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)
-                     & ~pairs["at_baseline"].fillna(False).astype(bool)]
+    eligible = pairs[
+        pairs["significant"].fillna(False).astype(bool)
+        & (pairs["drop"] < 0)
+        & ~pairs["at_baseline"].fillna(False).astype(bool)
+    ]
     order = {a: i for i, a in enumerate(derived["attribute"])}
-    best = (eligible.assign(_col=eligible["partner"].map(order))
-            .sort_values(["attribute", "drop", "_col"]).groupby("attribute").head(1)
-            .set_index("attribute")["partner"])
+    best = (
+        eligible.assign(_col=eligible["partner"].map(order))
+        .sort_values(["attribute", "drop", "_col"])
+        .groupby("attribute")
+        .head(1)
+        .set_index("attribute")["partner"]
+    )
     decided = derived["missing"].isna() | (allow_partial & derived["single"].notna())
-    return pd.Series([best.get(a) if d else None for a, d in zip(derived["attribute"], decided)],
-                     index=derived.index, dtype=object)
+    return pd.Series(
+        [best.get(a) if d else None for a, d in zip(derived["attribute"], decided)], index=derived.index, dtype=object
+    )
 
 
-def significance_summary(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame,
-                         gains: pd.DataFrame | None, alpha: float = 0.05) -> pd.DataFrame:
+def significance_summary(
+    derived: pd.DataFrame, pairs: pd.DataFrame, baseline: pd.DataFrame, gains: pd.DataFrame | None, alpha: float = 0.05
+) -> pd.DataFrame:
     """The report's short table: how many partners each rule names and how many of them are significant,
     how many attributes sit at their majority baseline, how many adversarial gains hold. Columns:
     what, count, of (the number it is out of)."""
@@ -222,18 +263,35 @@ def significance_summary(derived: pd.DataFrame, pairs: pd.DataFrame, baseline: p
         chosen = choose_partners(derived, pairs, baseline, rule, alpha)
         named = int(chosen["partner"].notna().sum())
         rows.append({"what": f"partners named by the {rule} rule", "count": named, "of": m})
-        rows.append({"what": "... of which significant after adjustment", "count":
-                     int(chosen["significant"].fillna(False).astype(bool).sum()), "of": named})
-    rows.append({"what": f"significant cells (p adjusted < {alpha:g}), negative",
-                 "count": int((pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)).sum()),
-                 "of": int(pairs["p_value"].notna().sum())})
+        rows.append(
+            {
+                "what": "... of which significant after adjustment",
+                "count": int(chosen["significant"].fillna(False).astype(bool).sum()),
+                "of": named,
+            }
+        )
+    rows.append(
+        {
+            "what": f"significant cells (p adjusted < {alpha:g}), negative",
+            "count": int((pairs["significant"].fillna(False).astype(bool) & (pairs["drop"] < 0)).sum()),
+            "of": int(pairs["p_value"].notna().sum()),
+        }
+    )
     known = baseline["single_above_majority"].notna()
-    rows.append({"what": "attributes whose single task is not above its majority baseline",
-                 "count": int((~baseline["single_above_majority"][known].astype(bool)).sum()), "of": int(known.sum())})
+    rows.append(
+        {
+            "what": "attributes whose single task is not above its majority baseline",
+            "count": int((~baseline["single_above_majority"][known].astype(bool)).sum()),
+            "of": int(known.sum()),
+        }
+    )
     for versus in ("single", "multi"):
         g = gains[gains["versus"] == versus] if gains is not None and len(gains) else pd.DataFrame(columns=GAIN_COLUMNS)
-        rows.append({"what": f"adversarial gains over {versus} that hold (test split)",
-                     "count": int(g["holds"].fillna(False).astype(bool).sum()), "of": int(g["p_value"].notna().sum())})
+        rows.append(
+            {
+                "what": f"adversarial gains over {versus} that hold (test split)",
+                "count": int(g["holds"].fillna(False).astype(bool).sum()),
+                "of": int(g["p_value"].notna().sum()),
+            }
+        )
     return pd.DataFrame(rows, columns=["what", "count", "of"])
-
-

@@ -19,19 +19,19 @@ import dataclasses
 
 import pandas as pd
 
-from aal_sweep.errors import AalError
-
 from aal_sweep.analysis.matrix import check_metric, pair_matrix
 from aal_sweep.analysis.pairs import adversarial_gains, pairs_table
 from aal_sweep.analysis.partners import derive_partners, partner_statistics, select_adversarial
 from aal_sweep.analysis.screening import expected_cells
 from aal_sweep.analysis.summary import partners_table, with_statistics
 from aal_sweep.analysis.variants import variants_table
+from aal_sweep.errors import AalError
 from aal_sweep.store import Store
 
 
-def chosen_partners(store: Store, allow_partial: bool = False, attributes=None, statistics: bool = False,
-                    rule=None, cfg=None) -> pd.DataFrame:
+def chosen_partners(
+    store: Store, allow_partial: bool = False, attributes=None, statistics: bool = False, rule=None, cfg=None
+) -> pd.DataFrame:
     """Per attribute its partner under `rule` (a config.PartnersConfig; default sweep.yaml's `partners`),
     from complete rows only unless `allow_partial`; `missing` lists the cells an incomplete row lacks.
     `attributes`: the sweep's (default: sweep.yaml's). argmin is partners.derive_partners; `significant`
@@ -78,8 +78,9 @@ def partners_fresh(store: Store, rule=None, allow_partial: bool = False, attribu
     attributes = store.attributes if attributes is None else list(attributes)
     cfg = store.config if cfg is None else cfg
     rule = cfg.partners if rule is None else rule
-    return stored is not None and stored.attrs.get("fingerprint") == _fingerprint(store, attributes, rule,
-                                                                                    allow_partial, cfg)
+    return stored is not None and stored.attrs.get("fingerprint") == _fingerprint(
+        store, attributes, rule, allow_partial, cfg
+    )
 
 
 def _fingerprint(store: Store, attributes, rule, allow_partial: bool, cfg) -> str:
@@ -149,15 +150,30 @@ class Results:
         lambda_selection says, with each partner's statistics (partners.PARTNER_STAT_COLUMNS) appended."""
         check_metric(metric)
         chosen = self.chosen_partners(allow_partial, statistics=True)
-        t = partners_table(self.store.query_rows(), self.attributes, metric,
-                           self.config.adversarial.lambda_selection, allow_partial=allow_partial, partners=chosen)
+        t = partners_table(
+            self.store.query_rows(),
+            self.attributes,
+            metric,
+            self.config.adversarial.lambda_selection,
+            allow_partial=allow_partial,
+            partners=chosen,
+        )
         t = with_statistics(t, chosen)
         screening = self.screening()
         if screening is not None:  # each attribute's candidates with their scores, beside its partner
-            shown = screening["candidates"].groupby("attribute", sort=False).apply(
-                lambda c: ", ".join(f"{b} ({v:+.3g})" for b, v in zip(c["partner"], c["score"])), include_groups=False)
-            t.insert(t.columns.get_loc("partner") + 1, "candidates",
-                     [shown.get(a) if a in shown.index else None for a in t["attribute"]])
+            shown = (
+                screening["candidates"]
+                .groupby("attribute", sort=False)
+                .apply(
+                    lambda c: ", ".join(f"{b} ({v:+.3g})" for b, v in zip(c["partner"], c["score"])),
+                    include_groups=False,
+                )
+            )
+            t.insert(
+                t.columns.get_loc("partner") + 1,
+                "candidates",
+                [shown.get(a) if a in shown.index else None for a in t["attribute"]],
+            )
             t.attrs["screening"] = screening["summary"]
         t.attrs["metric"] = metric
         return t
@@ -179,8 +195,10 @@ class Results:
 
         estimates = self.estimates()
         if estimates is None:
-            raise AalError(f"{self.uri}: no estimates (matrix --estimated shows a screened sweep's estimates, "
-                           f"stored once its estimator ran; this sweep's pairs.mode is {self.config.pairs.mode})")
+            raise AalError(
+                f"{self.uri}: no estimates (matrix --estimated shows a screened sweep's estimates, "
+                f"stored once its estimator ran; this sweep's pairs.mode is {self.config.pairs.mode})"
+            )
         scores = mean_scores(estimates).pivot(index="attribute", columns="partner", values="score")
         m = scores.reindex(index=self.attributes, columns=self.attributes).astype(float)
         m.index.name = "attribute"
@@ -199,16 +217,32 @@ class Results:
         total = m * (m - 1) // 2 * len(cfg.seeds)
         estimates = self.estimates()
         confirmed = confirmed_pairs_of(self.store, self.attributes)
-        chosen = (candidates(estimates, self.attributes, p.confirm, p.rule) if estimates is not None
-                  else pd.DataFrame(columns=["attribute", "partner", "score", "rank"]))
+        chosen = (
+            candidates(estimates, self.attributes, p.confirm, p.rule)
+            if estimates is not None
+            else pd.DataFrame(columns=["attribute", "partner", "score", "rank"])
+        )
         trained = len(confirmed or []) * len(cfg.seeds)
-        summary = (f"screened pairs: estimator {p.estimator}, confirm {p.confirm} ({p.rule}); "
-                   + (f"{trained} of {total} exhaustive pair trials trained ({100 * trained / max(total, 1):.0f}%)"
-                      if confirmed is not None else "no pair confirmed yet (the estimates are not stored)")
-                   + "; unconfirmed cells stay missing")
-        return {"mode": p.mode, "estimator": p.estimator, "confirm": p.confirm, "rule": p.rule,
-                "pair_trials": trained, "exhaustive_pair_trials": total, "candidates": chosen,
-                "confirmed": confirmed, "summary": summary}
+        summary = (
+            f"screened pairs: estimator {p.estimator}, confirm {p.confirm} ({p.rule}); "
+            + (
+                f"{trained} of {total} exhaustive pair trials trained ({100 * trained / max(total, 1):.0f}%)"
+                if confirmed is not None
+                else "no pair confirmed yet (the estimates are not stored)"
+            )
+            + "; unconfirmed cells stay missing"
+        )
+        return {
+            "mode": p.mode,
+            "estimator": p.estimator,
+            "confirm": p.confirm,
+            "rule": p.rule,
+            "pair_trials": trained,
+            "exhaustive_pair_trials": total,
+            "candidates": chosen,
+            "confirmed": confirmed,
+            "summary": summary,
+        }
 
     def pairs(self) -> pd.DataFrame:
         """Every ordered pair (attribute, partner) with its drop, interval, raw and adjusted p-values,
@@ -220,15 +254,19 @@ class Results:
         """Per attribute with a chosen adversarial run: its gain over single and over the pair model on
         the test split, with interval, p-values adjusted across attributes and `holds` (pairs.GAIN_COLUMNS)."""
         rows = self.store.stats_rows(("test",))  # the gains are measured on the test split
-        chosen = select_adversarial(rows, self.chosen_partners(allow_partial),
-                                    self.config.adversarial.lambda_selection)
+        chosen = select_adversarial(rows, self.chosen_partners(allow_partial), self.config.adversarial.lambda_selection)
         rule = self.config.partners
         return adversarial_gains(rows, chosen, rule.alpha, rule.correction)
 
     def variants(self, allow_partial: bool = False) -> pd.DataFrame:
         """Table 1: every variant's mean validation and test accuracy (variants.variants_table)."""
-        return variants_table(self.store.query_rows(), self.attributes, self.chosen_partners(allow_partial),
-                              self.config.adversarial.lambda_selection, allow_partial)
+        return variants_table(
+            self.store.query_rows(),
+            self.attributes,
+            self.chosen_partners(allow_partial),
+            self.config.adversarial.lambda_selection,
+            allow_partial,
+        )
 
 
 def agreement_of(screened: Results, exhaustive: Results) -> dict:
@@ -238,12 +276,16 @@ def agreement_of(screened: Results, exhaustive: Results) -> dict:
     from aal_sweep.analysis.screening import agreement, matrix_drops
 
     if screened.config.pairs.mode != "screened":
-        raise AalError(f"{screened.uri}: its pairs.mode is {screened.config.pairs.mode}, not screened; pass the "
-                       f"screened run first: aal-sweep agreement SCREENED --against EXHAUSTIVE")
+        raise AalError(
+            f"{screened.uri}: its pairs.mode is {screened.config.pairs.mode}, not screened; pass the "
+            f"screened run first: aal-sweep agreement SCREENED --against EXHAUSTIVE"
+        )
     if screened.attributes != exhaustive.attributes or screened.training_hash != exhaustive.training_hash:
-        raise AalError(f"{screened.uri} and {exhaustive.uri} are not the same dataset and training settings "
-                       f"(attributes or training hash differ); compare runs of one config that differ only in "
-                       f"`pairs`")
+        raise AalError(
+            f"{screened.uri} and {exhaustive.uri} are not the same dataset and training settings "
+            f"(attributes or training hash differ); compare runs of one config that differ only in "
+            f"`pairs`"
+        )
     estimates = screened.estimates()
     if estimates is None:
         raise AalError(f"{screened.uri}: no estimates stored yet; run it to the end first")
@@ -259,7 +301,14 @@ def agreement_of(screened: Results, exhaustive: Results) -> dict:
     n_e, sec_e = seconds(exhaustive, ("pair",))
     mine = screened.chosen_partners(statistics=True)
     theirs = exhaustive.chosen_partners(statistics=True)
-    out = agreement(mine, theirs, confirmed, estimates, matrix_drops(exhaustive.matrix("val_acc")), (n_s, n_e),
-                    (sec_s, sec_e))
-    return {"screened": screened.uri, "exhaustive": exhaustive.uri, "estimator": screened.config.pairs.estimator,
-            "confirm": screened.config.pairs.confirm, "rule": screened.config.pairs.rule, **out}
+    out = agreement(
+        mine, theirs, confirmed, estimates, matrix_drops(exhaustive.matrix("val_acc")), (n_s, n_e), (sec_s, sec_e)
+    )
+    return {
+        "screened": screened.uri,
+        "exhaustive": exhaustive.uri,
+        "estimator": screened.config.pairs.estimator,
+        "confirm": screened.config.pairs.confirm,
+        "rule": screened.config.pairs.rule,
+        **out,
+    }

@@ -24,28 +24,38 @@ from aal_sweep.config import CONFIRM_RULES
 from aal_sweep.errors import AalError
 
 ESTIMATE_COLUMNS = ["estimator", "attribute", "partner", "score", "seed", "cost"]
-ESTIMATE_SCHEMA = pa.schema([
-    ("estimator", pa.string()),  # one of config.PAIR_ESTIMATORS
-    ("attribute", pa.string()),  # a: the attribute whose accuracy the partner affects
-    ("partner", pa.string()),  # b
-    ("score", pa.float64()),  # estimated effect of b on a; negative = b hurts a
-    ("seed", pa.int64()),  # the training seed behind the estimate; null where none (label_correlation)
-    ("cost", pa.float64()),  # seconds of compute behind this row; a seed's rows sum to the estimator's cost
-])
+ESTIMATE_SCHEMA = pa.schema(
+    [
+        ("estimator", pa.string()),  # one of config.PAIR_ESTIMATORS
+        ("attribute", pa.string()),  # a: the attribute whose accuracy the partner affects
+        ("partner", pa.string()),  # b
+        ("score", pa.float64()),  # estimated effect of b on a; negative = b hurts a
+        ("seed", pa.int64()),  # the training seed behind the estimate; null where none (label_correlation)
+        ("cost", pa.float64()),  # seconds of compute behind this row; a seed's rows sum to the estimator's cost
+    ]
+)
 CANDIDATE_COLUMNS = ["attribute", "partner", "score", "rank"]
 # adaptive: a candidate after the best is confirmed while its score is within this many robust standard
 # deviations of the attribute's scores (1.4826 MAD) of the best one. Chosen a priori, not on benchmark data.
 ADAPTIVE_GAP = 1.0
 
 
-def estimates_frame(estimator: str, attributes: list[str], scores: np.ndarray, seed: int | None = None,
-                    cost: float = 0.0) -> pd.DataFrame:
+def estimates_frame(
+    estimator: str, attributes: list[str], scores: np.ndarray, seed: int | None = None, cost: float = 0.0
+) -> pd.DataFrame:
     """The estimates table of an M x M `scores` matrix (row a, column b; the diagonal is left out); `cost`
     (the estimator's seconds) is shared evenly by its M (M - 1) rows."""
     cells = off_diagonal(attributes, scores, "score")
-    return pd.DataFrame({"estimator": estimator, "attribute": cells["attribute"], "partner": cells["partner"],
-                         "score": cells["score"], "seed": pd.array([seed] * len(cells), dtype="Int64"),
-                         "cost": cost / max(len(cells), 1)})
+    return pd.DataFrame(
+        {
+            "estimator": estimator,
+            "attribute": cells["attribute"],
+            "partner": cells["partner"],
+            "score": cells["score"],
+            "seed": pd.array([seed] * len(cells), dtype="Int64"),
+            "cost": cost / max(len(cells), 1),
+        }
+    )
 
 
 def off_diagonal(attributes: list[str], values: np.ndarray, name: str) -> pd.DataFrame:
@@ -72,14 +82,24 @@ def label_correlation(labels: np.ndarray, attributes: list[str]) -> pd.DataFrame
     same task (phi = -1) and the paper finds Pearson's r unrelated to the drop (Fig. 3). NaN where a is
     constant (H(a) = 0). `labels`: 0/1 [N, M], the training split's."""
     from scipy import special  # here: the queries that import this module need no scipy
+
     y = np.asarray(labels, dtype=np.float64)
     n, m = y.shape
     if m != len(attributes):
         raise ValueError(f"labels have {m} columns but {len(attributes)} attributes are named")
     n11 = y.T @ y  # [a, b]: both positive
     pos = y.sum(0)
-    joint = np.stack([n - pos[:, None] - pos[None, :] + n11, pos[None, :] - n11,  # (a=0,b=0), (a=0,b=1)
-                      pos[:, None] - n11, n11]) / n  # (a=1,b=0), (a=1,b=1)
+    joint = (
+        np.stack(
+            [
+                n - pos[:, None] - pos[None, :] + n11,
+                pos[None, :] - n11,  # (a=0,b=0), (a=0,b=1)
+                pos[:, None] - n11,
+                n11,
+            ]
+        )
+        / n
+    )  # (a=1,b=0), (a=1,b=1)
     pa_ = np.stack([1 - pos / n, 1 - pos / n, pos / n, pos / n])[:, :, None]  # p(a) of each joint cell
     pb = np.stack([1 - pos / n, pos / n, 1 - pos / n, pos / n])[:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -93,14 +113,20 @@ def mean_scores(estimates: pd.DataFrame) -> pd.DataFrame:
     """attribute, partner, score (mean over seeds), n_seeds: the estimates of one estimator per cell."""
     names = estimates["estimator"].dropna().unique()
     if len(names) > 1:
-        raise AalError(f"estimates of several estimators ({', '.join(map(str, names))}) cannot be ranked "
-                       f"together; pass the rows of one")
-    return (estimates.dropna(subset=["score"]).groupby(["attribute", "partner"], as_index=False, sort=False)
-            .agg(score=("score", "mean"), n_seeds=("score", "size")))
+        raise AalError(
+            f"estimates of several estimators ({', '.join(map(str, names))}) cannot be ranked "
+            f"together; pass the rows of one"
+        )
+    return (
+        estimates.dropna(subset=["score"])
+        .groupby(["attribute", "partner"], as_index=False, sort=False)
+        .agg(score=("score", "mean"), n_seeds=("score", "size"))
+    )
 
 
-def candidates(estimates: pd.DataFrame, attributes: list[str], k: int, rule: str = "top_k",
-               gap: float = ADAPTIVE_GAP) -> pd.DataFrame:
+def candidates(
+    estimates: pd.DataFrame, attributes: list[str], k: int, rule: str = "top_k", gap: float = ADAPTIVE_GAP
+) -> pd.DataFrame:
     """Per attribute, the partners to confirm by full pair trials, most negative estimate first (rank 1).
 
     top_k: the k lowest scores, whatever their sign (estimators are not calibrated: only ranks count).
@@ -118,8 +144,10 @@ def candidates(estimates: pd.DataFrame, attributes: list[str], k: int, rule: str
     exhaustive = k >= len(attributes) - 1
     rows = []
     for a in attributes:
-        row = sorted(((lookup.get((a, b), np.nan), order[b], b) for b in attributes if b != a),
-                     key=lambda t: (np.isnan(t[0]), t[0] if not np.isnan(t[0]) else 0.0, t[1]))
+        row = sorted(
+            ((lookup.get((a, b), np.nan), order[b], b) for b in attributes if b != a),
+            key=lambda t: (np.isnan(t[0]), t[0] if not np.isnan(t[0]) else 0.0, t[1]),
+        )
         if not exhaustive:
             row = [t for t in row if not np.isnan(t[0])]
             n = adaptive_count(np.array([t[0] for t in row]), k, gap) if rule == "adaptive" else min(k, len(row))
@@ -145,7 +173,9 @@ def confirmation_pairs(candidates: pd.DataFrame, attributes: list[str]) -> list[
     """The unordered pairs the candidates need, each once (one pair trial serves both its attributes), as
     (a, b) with a before b in `attributes`, in that order (as the exhaustive plan lists its pairs)."""
     order = {a: i for i, a in enumerate(attributes)}
-    pairs = {tuple(sorted((a, b), key=order.__getitem__)) for a, b in zip(candidates["attribute"], candidates["partner"])}
+    pairs = {
+        tuple(sorted((a, b), key=order.__getitem__)) for a, b in zip(candidates["attribute"], candidates["partner"])
+    }
     return sorted(pairs, key=lambda p: (order[p[0]], order[p[1]]))
 
 
@@ -172,9 +202,16 @@ def short_scores(trial_rows: pd.DataFrame, attributes: list[str], epochs: int) -
         pair["cost"] = np.nan
     pair = pair.groupby(["attribute", "partner", "seed"], as_index=False).agg(acc=("acc", "mean"), cost=("cost", "sum"))
     base = single.reindex(pd.MultiIndex.from_frame(pair[["attribute", "seed"]])).to_numpy(float)
-    out = pd.DataFrame({"estimator": "short", "attribute": pair["attribute"].astype(object),
-                        "partner": pair["partner"].astype(object), "score": pair["acc"].to_numpy(float) - base,
-                        "seed": pd.array(pair["seed"], dtype="Int64"), "cost": pair["cost"].to_numpy(float)})
+    out = pd.DataFrame(
+        {
+            "estimator": "short",
+            "attribute": pair["attribute"].astype(object),
+            "partner": pair["partner"].astype(object),
+            "score": pair["acc"].to_numpy(float) - base,
+            "seed": pd.array(pair["seed"], dtype="Int64"),
+            "cost": pair["cost"].to_numpy(float),
+        }
+    )
     out = out[~np.isnan(base)]
     order = {a: i for i, a in enumerate(attributes)}
     key = out["attribute"].map(order) * len(order) + out["partner"].map(order)
@@ -187,9 +224,15 @@ def matrix_drops(matrix: pd.DataFrame) -> pd.DataFrame:
     return off_diagonal(list(matrix.index), p - np.diag(p)[:, None], "drop")
 
 
-def agreement(screened: pd.DataFrame, exhaustive: pd.DataFrame, trained: Iterable[tuple[str, str]],
-              estimates: pd.DataFrame, drops: pd.DataFrame, pair_trials: tuple[int, int],
-              train_seconds: tuple[float, float]) -> dict:
+def agreement(
+    screened: pd.DataFrame,
+    exhaustive: pd.DataFrame,
+    trained: Iterable[tuple[str, str]],
+    estimates: pd.DataFrame,
+    drops: pd.DataFrame,
+    pair_trials: tuple[int, int],
+    train_seconds: tuple[float, float],
+) -> dict:
     """How far a screened run's partners agree with an exhaustive run's (`aal-sweep agreement`'s JSON).
 
     `screened`, `exhaustive`: partner tables (attribute, partner or None, significant); `trained`: the pairs
@@ -203,6 +246,7 @@ def agreement(screened: pd.DataFrame, exhaustive: pd.DataFrame, trained: Iterabl
     spearman: rank correlation of the estimates (mean over seeds) with the measured drops, over the cells
     that have both; cost: screened / exhaustive pair-phase training seconds."""
     from scipy import stats
+
     pairs = {frozenset(p) for p in trained}
     theirs = dict(zip(screened["attribute"], screened["partner"]))
     ex = exhaustive.reset_index(drop=True)
@@ -223,7 +267,9 @@ def agreement(screened: pd.DataFrame, exhaustive: pd.DataFrame, trained: Iterabl
         "pair_trials": {"screened": int(pair_trials[0]), "exhaustive": int(pair_trials[1])},
         "train_seconds": {"screened": float(train_seconds[0]), "exhaustive": float(train_seconds[1])},
         "cost": float(train_seconds[0]) / float(train_seconds[1]) if train_seconds[1] else None,
-        "attributes": len(truth), "with_partner": int(sum(has)), "with_significant_partner": int(sum(significant)),
+        "attributes": len(truth),
+        "with_partner": int(sum(has)),
+        "with_significant_partner": int(sum(significant)),
         "spearman_cells": int(len(cells)),
     }
 
@@ -243,7 +289,9 @@ def estimates_key(cfg, attributes) -> str:
     import hashlib
 
     p = cfg.pairs
-    setting = {"lookahead": f"-every{p.every}", "short": f"-e{min(p.short_epochs, cfg.train.epochs)}"}.get(p.estimator, "")
+    setting = {"lookahead": f"-every{p.every}", "short": f"-e{min(p.short_epochs, cfg.train.epochs)}"}.get(
+        p.estimator, ""
+    )
     names = hashlib.sha1("\x1f".join(attributes).encode()).hexdigest()[:6]
     return f"{p.estimator}{setting}-{len(attributes)}attrs-{names}-s{cfg.seeds[0]}-{cfg.training_hash()}"
 

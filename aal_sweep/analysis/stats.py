@@ -54,8 +54,7 @@ def pack(correct: np.ndarray) -> bytes:
     return np.packbits(np.asarray(correct, dtype=bool)).tobytes()
 
 
-def bootstrap_ci(base: np.ndarray, other: np.ndarray, level: float = 0.95
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_ci(base: np.ndarray, other: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per cell (row): difference mean(other) - mean(base) and its paired percentile bootstrap interval.
 
     `base`, `other`: (K, n) bool, row k of one paired with row k of the other, same images."""
@@ -83,17 +82,17 @@ def bootstrap_interval(b: np.ndarray, c: np.ndarray, n: int, level: float = 0.95
         return np.full(len(b), np.nan), np.full(len(b), np.nan)
     p_b, p_c = b / n, c / n
     mu, s = p_c - p_b, p_b + p_c  # one image: E[X], E[X^2] (= E[X^4]); E[X^3] = E[X]
-    k2 = np.maximum(s - mu ** 2, 0.0)
-    k3 = mu - 3 * mu * s + 2 * mu ** 3
-    k4 = s - 4 * mu ** 2 - 3 * s ** 2 + 12 * mu ** 2 * s - 6 * mu ** 4
+    k2 = np.maximum(s - mu**2, 0.0)
+    k3 = mu - 3 * mu * s + 2 * mu**3
+    k4 = s - 4 * mu**2 - 3 * s**2 + 12 * mu**2 * s - 6 * mu**4
     spread = k2 > 1e-12  # else D is constant (b = c = 0, or every image discordant one way)
     safe = np.where(spread, k2, 1.0)
-    g1 = np.where(spread, k3 / np.sqrt(n) / safe ** 1.5, 0.0)  # skewness and excess kurtosis of D
-    g2 = np.where(spread, k4 / n / safe ** 2, 0.0)
+    g1 = np.where(spread, k3 / np.sqrt(n) / safe**1.5, 0.0)  # skewness and excess kurtosis of D
+    g2 = np.where(spread, k4 / n / safe**2, 0.0)
     ends = []
     for q in ((1 - level) / 2, (1 + level) / 2):
         z = _sp().norm.ppf(q)
-        w = z + (z ** 2 - 1) * g1 / 6 + (z ** 3 - 3 * z) * g2 / 24 - (2 * z ** 3 - 5 * z) * g1 ** 2 / 36
+        w = z + (z**2 - 1) * g1 / 6 + (z**3 - 3 * z) * g2 / 24 - (2 * z**3 - 5 * z) * g1**2 / 36
         x = n * mu + np.sqrt(n * k2) * w
         # the smallest lattice point d with P[D <= d] >= q, P[D <= d] read as the smooth law at d + 1/2
         d = np.where(spread, np.ceil(x - 0.5 - 1e-9), np.round(n * mu))
@@ -152,7 +151,7 @@ def seed_test(per_seed: np.ndarray, image_var: np.ndarray, level: float = 0.95):
     v_seed = per_seed.var(axis=1, ddof=1) / s if s > 1 else np.zeros(len(mean))
     v = image_var + v_seed
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(v_seed > 0, v ** 2 * (s - 1) / np.where(v_seed > 0, v_seed, 1) ** 2, np.inf)
+        df = np.where(v_seed > 0, v**2 * (s - 1) / np.where(v_seed > 0, v_seed, 1) ** 2, np.inf)
         se = np.sqrt(v)
         t = np.abs(mean) / se
     p = np.where(v > 0, 2 * _sp().t.sf(t, df), np.where(mean == 0, 1.0, 0.0))

@@ -14,13 +14,27 @@ from aal_sweep.analysis.partners import PARTNER_STAT_COLUMNS, derive_partners, s
 from aal_sweep.analysis.variants import variant_columns
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
 
-PARTNER_COLUMNS = ["attribute", "partner", "single", "multi", "adversarial", "lambda",
-                   "multi_minus_single", "adv_minus_single", "adv_minus_multi"]
+PARTNER_COLUMNS = [
+    "attribute",
+    "partner",
+    "single",
+    "multi",
+    "adversarial",
+    "lambda",
+    "multi_minus_single",
+    "adv_minus_single",
+    "adv_minus_multi",
+]
 
 
-def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "val_acc",
-                   selection: str = "per_attribute", allow_partial: bool = False,
-                   partners: pd.DataFrame | None = None) -> pd.DataFrame:
+def partners_table(
+    trials: pd.DataFrame,
+    attributes: list[str],
+    metric: str = "val_acc",
+    selection: str = "per_attribute",
+    allow_partial: bool = False,
+    partners: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Per attribute: its most negative partner and single / multi / adversarial accuracy, like Table 3.
 
     Fractions, not percent. Partners and lambdas are always chosen on validation accuracy; `metric` only
@@ -56,12 +70,20 @@ def partners_table(trials: pd.DataFrame, attributes: list[str], metric: str = "v
     mean = pd.DataFrame([mean_row(t, settled)], columns=PARTNER_COLUMNS)
     t = t[PARTNER_COLUMNS]
     t["partner"] = t["partner"].astype(object).where(t["partner"].notna(), None)
-    return _with_variants(pd.concat([t, mean], ignore_index=True), trials, attributes, partners, metric, selection,
-                          allow_partial)
+    return _with_variants(
+        pd.concat([t, mean], ignore_index=True), trials, attributes, partners, metric, selection, allow_partial
+    )
 
 
-def _with_variants(table: pd.DataFrame, trials: pd.DataFrame, attributes, partners: pd.DataFrame, metric: str,
-                   selection: str, allow_partial: bool) -> pd.DataFrame:
+def _with_variants(
+    table: pd.DataFrame,
+    trials: pd.DataFrame,
+    attributes,
+    partners: pd.DataFrame,
+    metric: str,
+    selection: str,
+    allow_partial: bool,
+) -> pd.DataFrame:
     """The partners table plus a column per other variant the store holds (multitask_all,
     adversarial_multiple, adversarial_shared: variants.variant_columns), after `adversarial`; the mean row
     averages each as Table 1 does. A store without them gets the table unchanged."""

@@ -29,8 +29,13 @@ VARIANTS = (SINGLE, PAIR, MULTITASK_ALL, ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVE
 COLUMNS = ["variant", "n_attributes", "val_mean", "test_mean"]
 
 
-def variants_table(trials: pd.DataFrame, attributes, partners: pd.DataFrame, selection: str = "per_attribute",
-                   allow_partial: bool = False) -> pd.DataFrame:
+def variants_table(
+    trials: pd.DataFrame,
+    attributes,
+    partners: pd.DataFrame,
+    selection: str = "per_attribute",
+    allow_partial: bool = False,
+) -> pd.DataFrame:
     """COLUMNS, one row per VARIANTS (fractions; NaN and n_attributes 0 where not run).
 
     `trials`: the store's rows (kind, attribute, partner, lambda, status, val_acc, test_acc);
@@ -42,14 +47,25 @@ def variants_table(trials: pd.DataFrame, attributes, partners: pd.DataFrame, sel
         v, t = values[variant]["val"], values[variant]["test"]
         has = v.notna() if variant in run else pd.Series(False, index=v.index)
         both = has & t.notna()
-        rows.append({"variant": variant, "n_attributes": int(has.sum()),
-                     "val_mean": float(v[has].mean()) if has.any() else np.nan,
-                     "test_mean": float(t[both].mean()) if both.any() else np.nan})
+        rows.append(
+            {
+                "variant": variant,
+                "n_attributes": int(has.sum()),
+                "val_mean": float(v[has].mean()) if has.any() else np.nan,
+                "test_mean": float(t[both].mean()) if both.any() else np.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def variant_columns(trials: pd.DataFrame, attributes, partners: pd.DataFrame, metric: str = "val_acc",
-                    selection: str = "per_attribute", allow_partial: bool = False) -> pd.DataFrame:
+def variant_columns(
+    trials: pd.DataFrame,
+    attributes,
+    partners: pd.DataFrame,
+    metric: str = "val_acc",
+    selection: str = "per_attribute",
+    allow_partial: bool = False,
+) -> pd.DataFrame:
     """Per attribute (index), the accuracy (`metric`) of each of multitask_all, adversarial_multiple and
     adversarial_shared that the store holds (one column each): what the partners table shows beside
     Table 3's single / multi / adversarial."""
@@ -59,8 +75,13 @@ def variant_columns(trials: pd.DataFrame, attributes, partners: pd.DataFrame, me
     return pd.DataFrame({v: values[v][m] for v in shown}, index=pd.Index(list(attributes), name="attribute"))
 
 
-def per_attribute(trials: pd.DataFrame, attributes, partners: pd.DataFrame, selection: str = "per_attribute",
-                  allow_partial: bool = False) -> tuple[dict[str, dict[str, pd.Series]], set[str]]:
+def per_attribute(
+    trials: pd.DataFrame,
+    attributes,
+    partners: pd.DataFrame,
+    selection: str = "per_attribute",
+    allow_partial: bool = False,
+) -> tuple[dict[str, dict[str, pd.Series]], set[str]]:
     """({variant: {"val" | "test": accuracy per attribute, NaN where missing}}, the variants with a stored
     result). Settled attributes (no partner lowers them) carry their single accuracy (see the module doc)."""
     attributes = list(attributes)
@@ -81,8 +102,9 @@ def per_attribute(trials: pd.DataFrame, attributes, partners: pd.DataFrame, sele
 
     def adversarial_values(kind: str, wanted: pd.DataFrame, settled: pd.Series) -> dict[str, pd.Series]:
         picked = select_adversarial(ok, wanted, selection, kind=kind).set_index("attribute")
-        return {m: picked[f"{m}_acc"].reindex(attributes).astype(float).where(~settled, single[m])
-                for m in ("val", "test")}
+        return {
+            m: picked[f"{m}_acc"].reindex(attributes).astype(float).where(~settled, single[m]) for m in ("val", "test")
+        }
 
     settled = settled_of(chosen)
     negatives = negative_partners(val, allow_partial)
@@ -90,11 +112,13 @@ def per_attribute(trials: pd.DataFrame, attributes, partners: pd.DataFrame, sele
     values = {
         SINGLE: single,
         PAIR: {m: pair_values(p).where(~settled, single[m]) for m, p in (("val", val), ("test", test))},
-        MULTITASK_ALL: {m: multi.groupby("attribute")[f"{m}_acc"].mean().reindex(attributes).astype(float)
-                        for m in ("val", "test")},
+        MULTITASK_ALL: {
+            m: multi.groupby("attribute")[f"{m}_acc"].mean().reindex(attributes).astype(float) for m in ("val", "test")
+        },
         ADVERSARIAL: adversarial_values(ADVERSARIAL, partners, settled),
-        ADVERSARIAL_MULTIPLE: adversarial_values(ADVERSARIAL_MULTIPLE, negatives,
-                                                 settled_of(negatives.set_index("attribute"))),
+        ADVERSARIAL_MULTIPLE: adversarial_values(
+            ADVERSARIAL_MULTIPLE, negatives, settled_of(negatives.set_index("attribute"))
+        ),
         ADVERSARIAL_SHARED: adversarial_values(ADVERSARIAL_SHARED, partners, settled),
     }
     return values, run

@@ -16,5 +16,16 @@ from aal_sweep.data.types import (
     describe,
 )
 
-__all__ = ["FORMATS", "SPLITS", "SPLIT_SEED", "VAL_FRACTION", "DatasetIndex", "DatasetSource", "attribute_names",
-           "default_cache_dir", "describe", "fingerprint_inputs", "load_index"]
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "SPLIT_SEED",
+    "VAL_FRACTION",
+    "DatasetIndex",
+    "DatasetSource",
+    "attribute_names",
+    "default_cache_dir",
+    "describe",
+    "fingerprint_inputs",
+    "load_index",
+]

@@ -133,11 +133,12 @@ def _run_jobs(jobs: list, workers: int, progress=None) -> list[tuple[str, str]]:
     return [b for k in range(len(jobs)) for b in results[k]]
 
 
-def verify_images(paths: list[str], workers: int | None = None, chunk: int = 256,
-                  progress=None) -> list[tuple[str, str]]:
+def verify_images(
+    paths: list[str], workers: int | None = None, chunk: int = 256, progress=None
+) -> list[tuple[str, str]]:
     """Decode every image (at 1/8 scale: every byte is still read) and return (path, problem) for the bad
     ones. `progress(done, total)` is called after each chunk."""
-    jobs = [(None, paths[i:i + chunk], i, (0, 8, 8, 3)) for i in range(0, len(paths), chunk)]
+    jobs = [(None, paths[i : i + chunk], i, (0, 8, 8, 3)) for i in range(0, len(paths), chunk)]
     return _run_jobs(jobs, workers or default_workers(), progress)
 
 
@@ -170,16 +171,31 @@ def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers
                 _allocate(tmp / f"{split}.u8", int(np.prod(shapes[split])))
         except OSError as e:
             need = sum(int(np.prod(shape)) for shape in shapes.values())
-            size = f"{need / 1e9:.1f} GB" if need >= 1e9 else f"{need / 1e6:.1f} MB" if need >= 1e6 else \
-                f"{need / 1e3:.1f} kB"
-            raise AalError(f"{dest.parent}: cannot write the decode cache ({e.strerror or e}); it needs {size} "
-                           f"there: free space, or set dataset.cache (or $AAL_SWEEP_CACHE) to another folder") from None
-        meta = {"attributes": list(index.attributes), "image_size": list(image_size), "splits": {},
-                "identities": index.identities, "excluded": index.excluded}  # reID: the validation identities
+            size = (
+                f"{need / 1e9:.1f} GB"
+                if need >= 1e9
+                else f"{need / 1e6:.1f} MB"
+                if need >= 1e6
+                else f"{need / 1e3:.1f} kB"
+            )
+            raise AalError(
+                f"{dest.parent}: cannot write the decode cache ({e.strerror or e}); it needs {size} "
+                f"there: free space, or set dataset.cache (or $AAL_SWEEP_CACHE) to another folder"
+            ) from None
+        meta = {
+            "attributes": list(index.attributes),
+            "image_size": list(image_size),
+            "splits": {},
+            "identities": index.identities,
+            "excluded": index.excluded,
+        }  # reID: the validation identities
         chunk = 512
         # every split's chunks in one pool: one progress count over all images, no pool start per split
-        jobs = [(str(tmp / f"{split}.u8"), paths[split][i:i + chunk], i, shapes[split])
-                for split in SPLITS for i in range(0, len(paths[split]), chunk)]
+        jobs = [
+            (str(tmp / f"{split}.u8"), paths[split][i : i + chunk], i, shapes[split])
+            for split in SPLITS
+            for i in range(0, len(paths[split]), chunk)
+        ]
         bad = _run_jobs(jobs, workers, progress)
         for split in SPLITS:
             np.save(tmp / f"{split}.labels.npy", index.labels[split])
@@ -239,8 +255,13 @@ def _remove_dead_builds(cache_dir: Path, key: str) -> None:
             pass  # a live build of another entry
 
 
-def open_decoded(source: DatasetSource | str | Path, image_size: tuple[int, int], cache_dir: str | Path | None = None,
-                 workers: int | None = None, progress=None) -> DecodedDataset:
+def open_decoded(
+    source: DatasetSource | str | Path,
+    image_size: tuple[int, int],
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    progress=None,
+) -> DecodedDataset:
     """Return the decoded dataset, building the cache entry first if no process has yet (a path: CelebA).
 
     `progress(done, total)` follows a build (e.g. an aal_sweep.progress.Progress's update, to a terminal);
@@ -267,14 +288,22 @@ def open_decoded(source: DatasetSource | str | Path, image_size: tuple[int, int]
                     progress = Progress(f"decode cache on node {socket.gethostname()}", log).update
                 _build_once(index, tuple(image_size), dest, n, progress)
                 # one line per node and cache entry: concurrent trials of the node waited on the lock above
-                log.info("decode cache built on node %s: %d images in %.1f s into %s", socket.gethostname(),
-                         sum(len(index.files[s]) for s in SPLITS), time.monotonic() - started, dest)
+                log.info(
+                    "decode cache built on node %s: %d images in %.1f s into %s",
+                    socket.gethostname(),
+                    sum(len(index.files[s]) for s in SPLITS),
+                    time.monotonic() - started,
+                    dest,
+                )
     meta = json.loads((dest / "meta.json").read_text())
     images, labels = {}, {}
     for split in SPLITS:
         n = meta["splits"][split]
         shape = (n, image_size[0], image_size[1], 3)
-        images[split] = np.memmap(dest / f"{split}.u8", dtype=np.uint8, mode="r", shape=shape) if n else \
-            np.zeros(shape, dtype=np.uint8)
+        images[split] = (
+            np.memmap(dest / f"{split}.u8", dtype=np.uint8, mode="r", shape=shape)
+            if n
+            else np.zeros(shape, dtype=np.uint8)
+        )
         labels[split] = np.load(dest / f"{split}.labels.npy")
     return DecodedDataset(attributes=tuple(meta["attributes"]), images=images, labels=labels, path=dest)

@@ -29,16 +29,20 @@ def _text(path: Path, data: bytes) -> list[str]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = 1 + data.count(b"\n", 0, e.start)
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); image names and attribute "
-                        f"names must be UTF-8 (re-encode the file or rename the images)") from None
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); image names and attribute "
+            f"names must be UTF-8 (re-encode the file or rename the images)"
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
 
 def _check_names(path: Path, names: list[str]) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise DataError(f"{path}:2: attribute name(s) {dupes} appear more than once on the names line "
-                        f"(each attribute needs its own name; restore the original file)")
+        raise DataError(
+            f"{path}:2: attribute name(s) {dupes} appear more than once on the names line "
+            f"(each attribute needs its own name; restore the original file)"
+        )
     return names
 
 
@@ -67,8 +71,10 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     names = _check_names(path, lines[1].split())
     rows = [(k + 1, ln) for k, ln in enumerate(lines) if k >= 2 and ln.strip()]  # (line number, text)
     if len(rows) != count:
-        raise DataError(f"{path}:1: the count line says {count} images but the file has {len(rows)} rows "
-                        f"(the file is truncated or edited; restore the original)")
+        raise DataError(
+            f"{path}:1: the count line says {count} images but the file has {len(rows)} rows "
+            f"(the file is truncated or edited; restore the original)"
+        )
     files: list[str] = []
     first_line: dict[str, int] = {}
     labels = np.empty((count, len(names)), dtype=np.int8)
@@ -112,17 +118,22 @@ def read_partition(path: Path) -> dict[str, int]:
 
 
 def _twice(path: Path, line: int, name: str, first: int) -> str:
-    return (f"{path}:{line}: image {name} is listed twice (first on line {first}); "
-            f"each image must have one row (restore the original file)")
+    return (
+        f"{path}:{line}: image {name} is listed twice (first on line {first}); "
+        f"each image must have one row (restore the original file)"
+    )
 
 
-def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None = None,
-               check_images: bool = True) -> DatasetIndex:
+def load_index(
+    root: str | Path, attributes: list[str] | tuple[str, ...] | None = None, check_images: bool = True
+) -> DatasetIndex:
     """Read and cross-check both list files; `attributes` picks and orders a subset by name."""
     root = Path(root)
     if root.is_file():
-        raise DataError(f"{root}: is a file; expected the dataset folder holding {IMAGE_DIR}/ and the list files "
-                        f"(a sweep YAML goes to `aal-sweep run` or `plan`)")
+        raise DataError(
+            f"{root}: is a file; expected the dataset folder holding {IMAGE_DIR}/ and the list files "
+            f"(a sweep YAML goes to `aal-sweep run` or `plan`)"
+        )
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (pass the dataset root holding {IMAGE_DIR}/ and the list files)")
     names, files, labels = read_attributes(root / ATTR_FILE)
@@ -136,9 +147,11 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
     no_split = [f for f in files if f not in partition]
     if no_split or len(partition) != len(files):
         extra = len(partition) - (len(files) - len(no_split))
-        raise DataError(f"{root / PARTITION_FILE}: disagrees with {ATTR_FILE}: {len(no_split)} attribute row(s) "
-                        f"without a split (first: {no_split[:1]}), {extra} split row(s) without attributes "
-                        f"(use the two files of one release)")
+        raise DataError(
+            f"{root / PARTITION_FILE}: disagrees with {ATTR_FILE}: {len(no_split)} attribute row(s) "
+            f"without a split (first: {no_split[:1]}), {extra} split row(s) without attributes "
+            f"(use the two files of one release)"
+        )
     if check_images:
         image_dir = root / IMAGE_DIR
         if not image_dir.is_dir():
@@ -146,8 +159,10 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
         present = set(os.listdir(image_dir))
         missing = [f for f in files if f not in present]
         if missing:
-            raise DataError(f"{image_dir}: {len(missing)} image(s) listed in {ATTR_FILE} are missing "
-                            f"(first: {missing[0]}); unpack the complete image set")
+            raise DataError(
+                f"{image_dir}: {len(missing)} image(s) listed in {ATTR_FILE} are missing "
+                f"(first: {missing[0]}); unpack the complete image set"
+            )
     code = np.array([partition[f] for f in files], dtype=np.int8)
     out_files, out_labels = {}, {}
     for k, split in enumerate(SPLITS):
@@ -155,8 +170,10 @@ def load_index(root: str | Path, attributes: list[str] | tuple[str, ...] | None 
         out_files[split] = [files[i] for i in idx]
         out_labels[split] = labels[idx]
         if not len(idx):  # an empty val or test split would be stored as accuracy 0.0, silently wrong
-            raise DataError(f"{root / PARTITION_FILE}: the {split} split is empty (no image has split {k}); "
-                            f"training and measuring need images in train, val and test (use the official file)")
+            raise DataError(
+                f"{root / PARTITION_FILE}: the {split} split is empty (no image has split {k}); "
+                f"training and measuring need images in train, val and test (use the official file)"
+            )
     return DatasetIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels, image_dir=IMAGE_DIR)
 
 
@@ -169,8 +186,8 @@ def split_codes(n: int, splits: tuple[float, float]) -> np.ndarray:
     n_train = int(round(n * splits[0]))
     n_val = int(round(n * splits[1]))
     code = np.zeros(n, dtype=int)
-    code[n_train:n_train + n_val] = 1
-    code[n_train + n_val:] = 2
+    code[n_train : n_train + n_val] = 1
+    code[n_train + n_val :] = 2
     return code
 
 
@@ -204,4 +221,3 @@ def source_attribute_names(source: DatasetSource) -> list[str]:
 def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], str]:
     root = source.path
     return [root / ATTR_FILE, root / PARTITION_FILE], [root / IMAGE_DIR], ""
-

@@ -31,8 +31,9 @@ def _module(fmt: str):
     raise DataError(f"dataset format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
-def load_index(source: DatasetSource | str | Path, attributes: list[str] | tuple[str, ...] | None = None,
-               check_images: bool = True) -> DatasetIndex:
+def load_index(
+    source: DatasetSource | str | Path, attributes: list[str] | tuple[str, ...] | None = None, check_images: bool = True
+) -> DatasetIndex:
     """Read and check a dataset folder; `attributes` picks and orders a subset by name."""
     source = DatasetSource.of(source)
     return _module(source.format).load_source(source, attributes, check_images)

@@ -49,8 +49,14 @@ SIDE = 28
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
 SPLITS = (0.7, 0.15)  # train, val; the rest is test
 SEED = 0
-DIGITS = {"Zero": (0,), "Even": (0, 2, 4, 6, 8), "Big": (5, 6, 7, 8, 9), "Prime": (2, 3, 5, 7),
-          "Loop": (0, 6, 8, 9), "Straight": (1, 4, 7)}
+DIGITS = {
+    "Zero": (0,),
+    "Even": (0, 2, 4, 6, 8),
+    "Big": (5, 6, 7, 8, 9),
+    "Prime": (2, 3, 5, 7),
+    "Loop": (0, 6, 8, 9),
+    "Straight": (1, 4, 7),
+}
 PIXEL_ATTRIBUTES = ("Ink", "Thick", "Wide", "LeftHeavy", "TopHeavy", "Slanted")
 ATTRIBUTES = (*DIGITS, *PIXEL_ATTRIBUTES)
 
@@ -58,16 +64,19 @@ ATTRIBUTES = (*DIGITS, *PIXEL_ATTRIBUTES)
 def _idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     """An IDX array of unsigned bytes (magic 0x0801 labels, 0x0803 images) from a gzip file."""
     if not path.is_file():
-        raise DataError(f"{path}: missing (the MNIST test set: put {IMAGES_FILE} and {LABELS_FILE} in that "
-                        f"folder, or pass another with --source)")
+        raise DataError(
+            f"{path}: missing (the MNIST test set: put {IMAGES_FILE} and {LABELS_FILE} in that "
+            f"folder, or pass another with --source)"
+        )
     try:
         data = gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a complete gzip file ({e}); download it again") from None
-    head = np.frombuffer(data[:4 + 4 * ndim], dtype=">u4")
+    head = np.frombuffer(data[: 4 + 4 * ndim], dtype=">u4")
     if len(head) != 1 + ndim or head[0] != magic:
-        raise DataError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic {magic:#06x}); is it the "
-                        f"right file?")
+        raise DataError(
+            f"{path}: not an IDX file of {ndim}-d unsigned bytes (magic {magic:#06x}); is it the right file?"
+        )
     shape = tuple(int(v) for v in head[1:])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -108,7 +117,7 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
     r_mean = (x * r).sum(axis=(1, 2)) / mass
     c_mean = (x * c).sum(axis=(1, 2)) / mass
     dr, dc = r - r_mean[:, None, None], c - c_mean[:, None, None]
-    var_r = (x * dr ** 2).sum(axis=(1, 2)) / mass
+    var_r = (x * dr**2).sum(axis=(1, 2)) / mass
     slant = (x * dr * dc).sum(axis=(1, 2)) / mass / np.maximum(var_r, 1e-12)
     return np.stack([ink, thick, wide, left, top, slant], axis=1)
 
@@ -119,8 +128,13 @@ def mnist_attributes(images: np.ndarray, digits: np.ndarray) -> np.ndarray:
     return np.concatenate([digit_attributes(digits), features > np.median(features, axis=0)], axis=1)
 
 
-def make_mnist_attributes(out: str | Path, n_images: int = N_TEST, size: tuple[int, int] = (SIDE, SIDE),
-                          seed: int = SEED, source: str | Path = DEFAULT_SOURCE) -> Path:
+def make_mnist_attributes(
+    out: str | Path,
+    n_images: int = N_TEST,
+    size: tuple[int, int] = (SIDE, SIDE),
+    seed: int = SEED,
+    source: str | Path = DEFAULT_SOURCE,
+) -> Path:
     """Write ROOT/img_align_celeba/*.png and both list files (CelebA layout) from MNIST test digits; return ROOT.
 
     `source`: the folder holding the two MNIST test files."""

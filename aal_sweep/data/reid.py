@@ -58,8 +58,7 @@ class Layout:
 
 LAYOUTS = {
     "duke": Layout("duke_attribute.mat", "duke_attribute"),
-    "market": Layout("market_attribute.mat", "market_attribute",
-                     {"age": ("young", "teenager", "adult", "old")}),
+    "market": Layout("market_attribute.mat", "market_attribute", {"age": ("young", "teenager", "adult", "old")}),
 }
 
 
@@ -80,8 +79,10 @@ def find_mat(root: Path, layout: Layout) -> Path:
     for path in (root / layout.mat_file, root / "attribute" / layout.mat_file):
         if path.is_file():
             return path
-    raise DataError(f"{root}: no {layout.mat_file} (place the official attribute file in the dataset root "
-                    f"or in {root / 'attribute'})")
+    raise DataError(
+        f"{root}: no {layout.mat_file} (place the official attribute file in the dataset root "
+        f"or in {root / 'attribute'})"
+    )
 
 
 def _load_struct(path: Path, layout: Layout) -> dict[str, dict[str, np.ndarray]]:
@@ -91,8 +92,9 @@ def _load_struct(path: Path, layout: Layout) -> dict[str, dict[str, np.ndarray]]
     try:
         mat = scipy.io.loadmat(path)
     except Exception as e:  # scipy raises several types for a damaged file
-        raise DataError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {e}); "
-                        f"restore the official {layout.mat_file}") from None
+        raise DataError(
+            f"{path}: not a readable MATLAB file ({type(e).__name__}: {e}); restore the official {layout.mat_file}"
+        ) from None
     if layout.struct not in mat:
         found = [k for k in mat if not k.startswith("__")]
         raise DataError(f"{path}: no variable {layout.struct!r} (found {found}); use the official {layout.mat_file}")
@@ -125,8 +127,10 @@ def read_annotations(root: Path, layout: Layout) -> Annotations:
     for split, have, other in (("test", test_fields, fields), ("train", fields, test_fields)):
         lacking = [n for n in other if n not in have]
         if lacking:
-            raise DataError(f"{path}: field(s) {lacking} missing from {split} (train and test must hold the same "
-                            f"attributes); use the official {layout.mat_file}")
+            raise DataError(
+                f"{path}: field(s) {lacking} missing from {split} (train and test must hold the same "
+                f"attributes); use the official {layout.mat_file}"
+            )
     attributes = tuple(_expanded_names(fields, layout))
     identities, labels, excluded = {}, {}, {}
     for split, raw in splits.items():
@@ -136,11 +140,16 @@ def read_annotations(root: Path, layout: Layout) -> Annotations:
             raise DataError(f"{path}: {split}.image_index repeats identities {dupes[:5]}; use the official file")
         values = np.stack([_checked(raw[n], n, split, ids, path, layout) for n in fields], axis=1)
         unlabelled = (values == MISSING).any(axis=1)
-        dropped = {str(ids[k]): ", ".join(f"{split}.{n}" for n, v in zip(fields, values[k]) if v == MISSING)
-                   for k in np.flatnonzero(unlabelled)}
+        dropped = {
+            str(ids[k]): ", ".join(f"{split}.{n}" for n, v in zip(fields, values[k]) if v == MISSING)
+            for k in np.flatnonzero(unlabelled)
+        }
         if dropped:
-            log.warning("%s: identities left out with their images, having no label (value 0): %s", path,
-                        ", ".join(f"{i} ({where})" for i, where in dropped.items()))
+            log.warning(
+                "%s: identities left out with their images, having no label (value 0): %s",
+                path,
+                ", ".join(f"{i} ({where})" for i, where in dropped.items()),
+            )
         excluded |= {i: f"{where} = 0 (no label)" for i, where in dropped.items()}
         keep = ~unlabelled
         identities[split] = [str(i) for i in ids[keep]]
@@ -169,8 +178,10 @@ def _checked(values: np.ndarray, name: str, split: str, ids: np.ndarray, path: P
     bad = np.flatnonzero((values != np.round(values)) | (values < MISSING) | (values > top))
     if len(bad):
         k = bad[0]
-        raise DataError(f"{path}: {split}.{name} is {values[k].item()} for identity {ids[k]} "
-                        f"({len(bad)} such value(s)); the coding is {coding}, 0 for no label")
+        raise DataError(
+            f"{path}: {split}.{name} is {values[k].item()} for identity {ids[k]} "
+            f"({len(bad)} such value(s)); the coding is {coding}, 0 for no label"
+        )
     return values.astype(np.int64)
 
 
@@ -194,8 +205,10 @@ def split_validation(identities: list[str], val_fraction: float, seed: int) -> t
     ordered = sorted(identities)
     n_val = max(1, round(val_fraction * len(ordered)))
     if n_val >= len(ordered):
-        raise DataError(f"dataset.val_fraction: {val_fraction} of {len(ordered)} training identities leaves none "
-                        f"to train on (lower it)")
+        raise DataError(
+            f"dataset.val_fraction: {val_fraction} of {len(ordered)} training identities leaves none "
+            f"to train on (lower it)"
+        )
     perm = np.random.default_rng(seed).permutation(len(ordered))
     val = {ordered[k] for k in perm[:n_val]}
     return [i for i in identities if i not in val], [i for i in identities if i in val]
@@ -219,8 +232,9 @@ def list_images(folder: Path) -> dict[str, list[str]]:
     return by_id
 
 
-def _per_image(folder: str, images: dict[str, list[str]], ids: list[str], labels: np.ndarray
-               ) -> tuple[list[str], np.ndarray]:
+def _per_image(
+    folder: str, images: dict[str, list[str]], ids: list[str], labels: np.ndarray
+) -> tuple[list[str], np.ndarray]:
     files, rows = [], []
     for k, identity in enumerate(ids):
         names = images.get(identity, [])
@@ -233,22 +247,30 @@ def load(source: DatasetSource, attributes=None) -> DatasetIndex:
     """The per-image index: labels from the .mat file, images from the two folders, val carved from train."""
     root, layout = source.path, LAYOUTS[source.format]
     if root.is_file():
-        raise DataError(f"{root}: is a file; expected the dataset folder holding {TRAIN_DIR}/, {TEST_DIR}/ and "
-                        f"{layout.mat_file} (a sweep YAML goes to `aal-sweep run` or `plan`)")
+        raise DataError(
+            f"{root}: is a file; expected the dataset folder holding {TRAIN_DIR}/, {TEST_DIR}/ and "
+            f"{layout.mat_file} (a sweep YAML goes to `aal-sweep run` or `plan`)"
+        )
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder (pass the dataset root holding {TRAIN_DIR}/, {TEST_DIR}/ "
-                        f"and {layout.mat_file})")
+        raise DataError(
+            f"{root}: no such folder (pass the dataset root holding {TRAIN_DIR}/, {TEST_DIR}/ and {layout.mat_file})"
+        )
     ann = read_annotations(root, layout)
     names = tuple(attributes) if attributes is not None else ann.attributes
     unknown = [a for a in names if a not in ann.attributes]
     if unknown:
-        raise DataError(f"{find_mat(root, layout)}: unknown attribute(s) {unknown} "
-                        f"(valid: {', '.join(ann.attributes)})")
+        raise DataError(
+            f"{find_mat(root, layout)}: unknown attribute(s) {unknown} (valid: {', '.join(ann.attributes)})"
+        )
     columns = [ann.attributes.index(a) for a in names]
     images = {"train": list_images(root / TRAIN_DIR), "test": list_images(root / TEST_DIR)}
     for split, folder in (("train", TRAIN_DIR), ("test", TEST_DIR)):
-        _check_labelled(root / folder, images[split], set(ann.identities[split]) | set(ann.excluded),
-                        f"{layout.mat_file} has no {split} labels for it")
+        _check_labelled(
+            root / folder,
+            images[split],
+            set(ann.identities[split]) | set(ann.excluded),
+            f"{layout.mat_file} has no {split} labels for it",
+        )
     train_ids, val_ids = split_validation(ann.identities["train"], source.val_fraction, source.split_seed)
     ids = {"train": train_ids, "val": val_ids, "test": ann.identities["test"]}
     files, labels = {}, {}
@@ -259,18 +281,29 @@ def load(source: DatasetSource, attributes=None) -> DatasetIndex:
         rows = ann.labels[origin][[position[i] for i in split_ids]][:, columns].reshape(len(split_ids), len(columns))
         files[split], labels[split] = _per_image(folder, images[origin], split_ids, rows)
         if not files[split]:  # an empty val or test split would be stored as accuracy 0.0, silently wrong
-            raise DataError(f"{root / folder}: no image of the {len(split_ids)} {split} identities "
-                            f"(e.g. {split_ids[0]}); training and measuring need images in train, val and test "
-                            f"(unpack the complete folder)")
-    return DatasetIndex(root=root, attributes=names, files=files, labels=labels, image_dir="",
-                        identities=ids, excluded=dict(ann.excluded))
+            raise DataError(
+                f"{root / folder}: no image of the {len(split_ids)} {split} identities "
+                f"(e.g. {split_ids[0]}); training and measuring need images in train, val and test "
+                f"(unpack the complete folder)"
+            )
+    return DatasetIndex(
+        root=root,
+        attributes=names,
+        files=files,
+        labels=labels,
+        image_dir="",
+        identities=ids,
+        excluded=dict(ann.excluded),
+    )
 
 
 def _check_labelled(folder: Path, images: dict[str, list[str]], known: set[str], why: str) -> None:
     stray = sorted(i for i in images if i not in known)
     if stray:
-        raise DataError(f"{folder}: images of identity {stray[0]} (e.g. {images[stray[0]][0]}) but {why} "
-                        f"({len(stray)} such identities); use the image folders and the attribute file of one release")
+        raise DataError(
+            f"{folder}: images of identity {stray[0]} (e.g. {images[stray[0]][0]}) but {why} "
+            f"({len(stray)} such identities); use the image folders and the attribute file of one release"
+        )
 
 
 # ---- the hooks aal_sweep.data.index dispatches to --------------------------------------------------
@@ -288,5 +321,8 @@ def source_attribute_names(source: DatasetSource) -> list[str]:
 def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], str]:
     root = source.path
     mat = find_mat(root, LAYOUTS[source.format])
-    return [mat], [root / TRAIN_DIR, root / TEST_DIR], \
-        f"{source.format} val_fraction={source.val_fraction} split_seed={source.split_seed}"
+    return (
+        [mat],
+        [root / TRAIN_DIR, root / TEST_DIR],
+        f"{source.format} val_fraction={source.val_fraction} split_seed={source.split_seed}",
+    )

@@ -53,9 +53,17 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float,
         draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
 
 
-def make_synthetic(out: str | Path, n_attributes: int = 4, n_images: int = 2000, size: tuple[int, int] = (32, 32),
-                   seed: int = 0, label_noise: float = 0.06, splits: tuple[float, float] = (0.7, 0.15),
-                   random_attributes: int = 0, xor: bool = False) -> Path:
+def make_synthetic(
+    out: str | Path,
+    n_attributes: int = 4,
+    n_images: int = 2000,
+    size: tuple[int, int] = (32, 32),
+    seed: int = 0,
+    label_noise: float = 0.06,
+    splits: tuple[float, float] = (0.7, 0.15),
+    random_attributes: int = 0,
+    xor: bool = False,
+) -> Path:
     """Write ROOT/img_align_celeba/*.jpg and both list files (CRLF, like the official ones); return ROOT."""
     if n_attributes < 2:
         raise ValueError(f"--attributes must be at least 2, got {n_attributes}")

@@ -32,8 +32,10 @@ def write_attribute_mat(path: Path, struct: str, splits: dict[str, tuple[list[st
     for split, (ids, fields) in splits.items():
         index = np.empty((1, len(ids)), dtype=object)
         index[0, :] = list(ids)
-        out[split] = {**{n: np.asarray(v, dtype=np.uint8).reshape(1, -1) for n, v in fields.items()},
-                      "image_index": index}
+        out[split] = {
+            **{n: np.asarray(v, dtype=np.uint8).reshape(1, -1) for n, v in fields.items()},
+            "image_index": index,
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(path, {struct: out})
     return path
@@ -57,12 +59,19 @@ def _image(labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator) 
     for j in np.flatnonzero(shown):
         r, c = divmod(int(j), cols)
         y0, x0 = int(r * ch + rng.integers(0, max(1, ch // 3))), int(c * cw + rng.integers(0, max(1, cw // 3)))
-        img[y0:y0 + max(1, int(ch * 0.7)), x0:x0 + max(1, int(cw * 0.7))] = rng.integers(180, 256, size=3)
+        img[y0 : y0 + max(1, int(ch * 0.7)), x0 : x0 + max(1, int(cw * 0.7))] = rng.integers(180, 256, size=3)
     return Image.fromarray(img)
 
 
-def write_images(root: Path, fmt: str, folder: str, labels: dict[str, np.ndarray], images_per_identity: int,
-                 size: tuple[int, int], rng: np.random.Generator) -> int:
+def write_images(
+    root: Path,
+    fmt: str,
+    folder: str,
+    labels: dict[str, np.ndarray],
+    images_per_identity: int,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+) -> int:
     """Write `images_per_identity` JPEGs per identity into root/folder; return how many."""
     out = root / folder
     out.mkdir(parents=True, exist_ok=True)
@@ -72,8 +81,15 @@ def write_images(root: Path, fmt: str, folder: str, labels: dict[str, np.ndarray
     return len(labels) * images_per_identity
 
 
-def make_reid_tree(root: Path, fmt: str, mat: Path, images_per_identity: int = 3, size: tuple[int, int] = (32, 16),
-                   identities: dict[str, list[str]] | None = None, seed: int = 0) -> Path:
+def make_reid_tree(
+    root: Path,
+    fmt: str,
+    mat: Path,
+    images_per_identity: int = 3,
+    size: tuple[int, int] = (32, 16),
+    identities: dict[str, list[str]] | None = None,
+    seed: int = 0,
+) -> Path:
     """Copy `mat` into root and write images for its labelled identities (or the `identities` per split)."""
     layout = LAYOUTS[fmt]
     root = Path(root)

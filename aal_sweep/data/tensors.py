@@ -73,8 +73,9 @@ class SplitTensors:
         self._pinned[i] = (self._pinned[i][0], copied)
         return batch
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None,
-                augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, augment: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x float [B, 3, H, W], y float [B, k]); shuffled and randomly flipped when given a generator.
 
         Without a generator the batches are consecutive, in split order (evaluation)."""

@@ -70,8 +70,10 @@ class Progress(tune.Callback):
         elapsed = time.monotonic() - self.start
         left = (total - done - failed) * self.epochs - sum(self.epochs_in_flight.values())
         eta = f", ~{_fmt_s(left * elapsed / self.trained)} left" if self.trained and left > 0 else ""
-        return (f"[sweep] {done}/{total} done, {running} running, {failed} failed ({', '.join(kinds)}); "
-                f"{_fmt_s(elapsed)}{eta}")
+        return (
+            f"[sweep] {done}/{total} done, {running} running, {failed} failed ({', '.join(kinds)}); "
+            f"{_fmt_s(elapsed)}{eta}"
+        )
 
     def _say(self) -> None:
         line = self.line()

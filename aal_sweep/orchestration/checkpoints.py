@@ -60,7 +60,7 @@ class TrialCheckpoints:
         for e in self.loc.list(self.folder):
             name = e.base_name
             if e.type == pafs.FileType.File and name.startswith("epoch-") and name.endswith(".pt"):
-                digits = name[len("epoch-"):-len(".pt")]
+                digits = name[len("epoch-") : -len(".pt")]
                 if digits.isdigit():
                     out.append(int(digits))
         return sorted(out)
@@ -78,15 +78,18 @@ class TrialCheckpoints:
         resume = Resume()
         for epoch in reversed(self.epochs()):
             try:
-                state = torch.load(io.BytesIO(self.loc.read_bytes(self._rel(epoch))), map_location="cpu",
-                                   weights_only=True)
+                state = torch.load(
+                    io.BytesIO(self.loc.read_bytes(self._rel(epoch))), map_location="cpu", weights_only=True
+                )
                 if state.get("epoch") != epoch:
                     raise ValueError(f"holds epoch {state.get('epoch')}")
             except FileNotFoundError:
                 resume.skipped.append(f"{self._name(epoch)}: gone")
                 continue
             except Exception as e:  # a damaged file of any kind: the next older one is tried
-                resume.skipped.append(f"{self._name(epoch)}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+                resume.skipped.append(
+                    f"{self._name(epoch)}: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                )
                 continue
             resume.state, resume.epoch = state, epoch
             break

@@ -23,16 +23,15 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 import aal_sweep  # noqa: E402
-
 from aal_sweep.analysis.results import chosen_partners  # noqa: E402
 from aal_sweep.analysis.screening import confirmed_pairs  # noqa: E402
 from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
+from aal_sweep.orchestration.callbacks import Compaction, LeaseStopper, Progress, RecordRay, StoreFailures  # noqa: E402
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
 from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
-from aal_sweep.orchestration.callbacks import Compaction, LeaseStopper, Progress, RecordRay, StoreFailures  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
 from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
@@ -52,8 +51,16 @@ PARTNERS_SHARE = 0.1
 COMPACT_EVERY = 500  # finished trials between compactions of the store's inbox
 
 
-def run(cfg: SweepConfig, results: str | None = None, address: str | None = None, verbose: int = 0,
-        restart: bool = False, allow_partial: bool = False, on_event=None, progress=None) -> int:
+def run(
+    cfg: SweepConfig,
+    results: str | None = None,
+    address: str | None = None,
+    verbose: int = 0,
+    restart: bool = False,
+    allow_partial: bool = False,
+    on_event=None,
+    progress=None,
+) -> int:
     """Run or resume the whole sweep. Returns the exit code: 0 done, 1 some trials failed or some rows of
     the pair matrix are incomplete, 130 interrupted. `on_event(Event)` receives what there is to say;
     `progress(done, total)` the decode-cache build's progress (aal_sweep.progress.Progress.update).
@@ -66,16 +73,17 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
         return _nothing_to_do(state, cfg, allow_partial, events)
     store, attributes = state.store, state.attributes
     store.lease().refuse_if_held()  # a second driver is refused before it starts anything
+    check_data(cfg, attributes)  # the dataset's files where the driver runs: no Ray needed to refuse them
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None
     started_ray = False
     try:
-        # Ray first, writing nothing: a trial no node can host is refused before the decode cache is built
+        # then Ray, writing nothing: a trial no node can host is refused before the decode cache is built
         # or the results folder is created
         started_ray = connect(address, verbose, events)
         check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
-        prepare_data(cfg, attributes, progress,
-                     build=hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial))
+        if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
+            build_cache(cfg, progress)
         with store.lease() as lease:
             stopped = stop_previous(store.location)
             if stopped:
@@ -113,8 +121,7 @@ def run(cfg: SweepConfig, results: str | None = None, address: str | None = None
 class Sweep:
     """One Tune run of the graph, and what the driver keeps up to date while it goes."""
 
-    def __init__(self, cfg: SweepConfig, store: Store, graph: Graph, allow_partial: bool, events: Events,
-                 lease=None):
+    def __init__(self, cfg: SweepConfig, store: Store, graph: Graph, allow_partial: bool, events: Events, lease=None):
         self.cfg, self.store, self.graph, self.allow_partial, self.events = cfg, store, graph, allow_partial, events
         self.lease = lease  # the folder's lease: lost, this run releases nothing more and stops its trials
         self.failed: list[str] = []
@@ -128,8 +135,9 @@ class Sweep:
         pending = graph.pending()
         resuming = sum(1 for t in pending if TrialCheckpoints(store.location, t.trial_id).epochs())
         if resuming:
-            self.events.info(f"[sweep] {resuming} interrupted trial(s) continue from their last epoch checkpoint",
-                             kind="resume")
+            self.events.info(
+                f"[sweep] {resuming} interrupted trial(s) continue from their last epoch checkpoint", kind="resume"
+            )
         for name in store.unfinished_experiments():
             store.close_experiment(name)  # not restored: its trials continue from their own checkpoints
         self.advance()  # a screened sweep's label correlation, rows a previous run settled
@@ -140,22 +148,35 @@ class Sweep:
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
-        callbacks = [progress, StoreFailures(self.store_failure), Compaction(store, COMPACT_EVERY),
-                     *([RecordRay(recorder)] if recorder else []),
-                     *tune_callbacks(cfg)]  # MLflow / W&B, as the config's `tracking` says
+        callbacks = [
+            progress,
+            StoreFailures(self.store_failure),
+            Compaction(store, COMPACT_EVERY),
+            *([RecordRay(recorder)] if recorder else []),
+            *tune_callbacks(cfg),
+        ]  # MLflow / W&B, as the config's `tracking` says
         tuner = tune.Tuner(
             trainable_for(cfg, store, embedded=recorder is not None),
             tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=-1, reuse_actors=True,
+                search_alg=searcher,
+                num_samples=-1,
+                reuse_actors=True,
                 # Tune asks a custom searcher for one pending trial at a time unless a limit is set: the
                 # cluster's slots (or resources.max_concurrent) keep every slot fed without a wait
                 max_concurrent_trials=cfg.resources.max_concurrent
                 or slots(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial),
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_dirname,
+            ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, storage_filesystem=storage_fs, verbose=min(verbose, 2),
-                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures), callbacks=callbacks,
-                stop=LeaseStopper(self.lease_lost)),
+                name=name,
+                storage_path=storage_path,
+                storage_filesystem=storage_fs,
+                verbose=min(verbose, 2),
+                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                callbacks=callbacks,
+                stop=LeaseStopper(self.lease_lost),
+            ),
         )
         with _tune_quiet(verbose):
             tuner.fit()
@@ -196,8 +217,11 @@ class Sweep:
             pairs = confirmed_pairs(estimates, list(graph.attributes), p.confirm, p.rule)
             graph.confirm(pairs)
             m = len(graph.attributes)
-            self.events.info(f"[sweep] screened by {p.estimator}: {len(pairs)} of {m * (m - 1) // 2} pairs "
-                             f"confirmed (pairs.confirm {p.confirm}, rule {p.rule})", kind="partners")
+            self.events.info(
+                f"[sweep] screened by {p.estimator}: {len(pairs)} of {m * (m - 1) // 2} pairs "
+                f"confirmed (pairs.confirm {p.confirm}, rule {p.rule})",
+                kind="partners",
+            )
         settled = graph.settled_rows()
         if not settled:
             self.write_partners()  # a write the budget held back earlier, if it is due now
@@ -207,8 +231,10 @@ class Sweep:
         for a in settled:
             d = graph.decisions[a]
             if d.missing and self.allow_partial:
-                self.events.info(f"[sweep] {a}: row decided without its missing cells ({', '.join(d.missing)}): "
-                                 f"--allow-partial", kind="partners")
+                self.events.info(
+                    f"[sweep] {a}: row decided without its missing cells ({', '.join(d.missing)}): --allow-partial",
+                    kind="partners",
+                )
         self._partners_due = True
         self.write_partners()
 
@@ -219,8 +245,9 @@ class Sweep:
         if not force and time.monotonic() - self._partners_at < self._partners_took / PARTNERS_SHARE:
             return
         t0 = time.monotonic()
-        partners = chosen_partners(self.store, self.allow_partial, self.graph.attributes, statistics=True, cfg=self.cfg,
-                                              rule=self.cfg.partners)
+        partners = chosen_partners(
+            self.store, self.allow_partial, self.graph.attributes, statistics=True, cfg=self.cfg, rule=self.cfg.partners
+        )
         self.store.write_partners(partners)
         self._partners_at, self._partners_took, self._partners_due = time.monotonic(), time.monotonic() - t0, False
 
@@ -239,16 +266,22 @@ class Sweep:
         graph, events = self.graph, self.events
         failed = sorted(t for t, o in graph.outcome.items() if o == FAILED)
         if failed:
-            events.error(f"aal-sweep: {len(failed)} trial(s) failed after their retries: {', '.join(failed)}; their "
-                         f"errors are in the store (status=failed); rerun the same command to retry them")
+            events.error(
+                f"aal-sweep: {len(failed)} trial(s) failed after their retries: {', '.join(failed)}; their "
+                f"errors are in the store (status=failed); rerun the same command to retry them"
+            )
         if graph.screened and graph.confirmed is None and graph.estimators_failed():
-            events.error(f"aal-sweep: the screening estimator ({self.cfg.pairs.estimator}) did not finish: "
-                         f"{', '.join(graph.estimators_failed())}; no pair is confirmed yet: rerun the same command "
-                         f"to retry it, or set pairs.mode: exhaustive")
+            events.error(
+                f"aal-sweep: the screening estimator ({self.cfg.pairs.estimator}) did not finish: "
+                f"{', '.join(graph.estimators_failed())}; no pair is confirmed yet: rerun the same command "
+                f"to retry it, or set pairs.mode: exhaustive"
+            )
             failed = failed or graph.estimators_failed()
         for base, blocked in graph.blocked().items():
-            events.error(f"[{ADVERSARIAL_SHARED}] {len(blocked)} trial(s) wait for {base}, which is not stored; "
-                         f"rerun the same command to retry it")
+            events.error(
+                f"[{ADVERSARIAL_SHARED}] {len(blocked)} trial(s) wait for {base}, which is not stored; "
+                f"rerun the same command to retry it"
+            )
         incomplete = self._incomplete()
         if failed or incomplete:
             return 1
@@ -265,16 +298,22 @@ class Sweep:
         for t in self.graph.trials.values():
             if t.kind in ("single", "pair") and t.trial_id not in self.graph.done:
                 unstored.setdefault(frozenset(t.attributes), []).append(t.trial_id)
-        described = "; ".join(
-            f"{a} (missing {', '.join(sorted(i for b in cells for i in unstored.get(frozenset({a, b}), []))) or ', '.join(cells)})"
-            for a, cells in rows.items())
+
+        def missing(a: str, cells) -> str:  # the trials behind a row's missing cells, else the cells
+            trials = sorted(i for b in cells for i in unstored.get(frozenset({a, b}), []))
+            return ", ".join(trials) or ", ".join(cells)
+
+        described = "; ".join(f"{a} (missing {missing(a, cells)})" for a, cells in rows.items())
         if self.allow_partial:
-            self.events.info(f"partners: --allow-partial: {len(rows)} row(s) decided without their missing cells: "
-                             f"{described}")
+            self.events.info(
+                f"partners: --allow-partial: {len(rows)} row(s) decided without their missing cells: {described}"
+            )
             return False
-        self.events.error(f"aal-sweep: {len(rows)} attribute(s) have an incomplete row of the pair matrix, so no "
-                          f"partner and no adversarial trials yet: {described}; rerun the same command to finish "
-                          f"them, or pass --allow-partial to decide from the cells there are")
+        self.events.error(
+            f"aal-sweep: {len(rows)} attribute(s) have an incomplete row of the pair matrix, so no "
+            f"partner and no adversarial trials yet: {described}; rerun the same command to finish "
+            f"them, or pass --allow-partial to decide from the cells there are"
+        )
         return True
 
 
@@ -312,13 +351,16 @@ def _error_text(error: BaseException | str | None) -> str:
 
 def _check_weights(graph: Graph, store: Store) -> None:
     """A stored multitask_all trial whose weights are gone cannot start its adversarial_shared trials."""
-    bases = {multitask_all_of(graph.cfg, graph.attributes, t.seed) for t in graph.pending()
-             if t.kind == ADVERSARIAL_SHARED}
+    bases = {
+        multitask_all_of(graph.cfg, graph.attributes, t.seed) for t in graph.pending() if t.kind == ADVERSARIAL_SHARED
+    }
     lost = [b for b in sorted(bases & graph.done) if not store.location.is_file(weights_file(b))]
     if lost:
-        raise AalError(f"{store.show(weights_file(lost[0]))}: missing, though {lost[0]} is stored; "
-                       f"adversarial_shared starts from it: rerun with --restart, or drop adversarial_shared "
-                       f"from phases")
+        raise AalError(
+            f"{store.show(weights_file(lost[0]))}: missing, though {lost[0]} is stored; "
+            f"adversarial_shared starts from it: rerun with --restart, or drop adversarial_shared "
+            f"from phases"
+        )
 
 
 def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, events: Events) -> int:
@@ -334,30 +376,35 @@ def _nothing_to_do(state: SweepState, cfg: SweepConfig, allow_partial: bool, eve
             store.cleanup()
             store.compact()
             if state.graph.has_rows:
-                store.write_partners(chosen_partners(store, allow_partial, state.attributes, statistics=True, cfg=cfg,
-                                                           rule=cfg.partners))
+                store.write_partners(
+                    chosen_partners(store, allow_partial, state.attributes, statistics=True, cfg=cfg, rule=cfg.partners)
+                )
         events.info(f"tidied {store.uri}: store compacted, sweep.yaml and partners.parquet rewritten")
     except StoreNotWritable as e:
         events.info(f"left {store.uri} as it is ({e})")
     return 0
 
 
-def prepare_data(cfg: SweepConfig, attributes, progress=None, build: bool = True) -> None:
-    """Check the dataset where the driver runs, before anything is written and before any trial starts;
-    where trials run here too (`build`), also build (or find) the decode cache: a broken image then fails
-    once, here, naming every bad file, instead of in every attempt of every trial. A driver on a node that
-    hosts no trial (a head with no GPU) checks the files only: a cache no trial reads would cost the head's
-    disk the whole decoded dataset (23.6 GB for CelebA at 218x178). Every other node builds its own."""
-    from aal_sweep.data.cache import open_decoded
+def check_data(cfg: SweepConfig, attributes) -> None:
+    """The dataset's annotation and image files where the driver runs, before Ray starts or anything is
+    written: a missing file, a bad row, a split without images is one line at once."""
     from aal_sweep.data.index import load_index
 
     load_index(cfg.dataset.source(), attributes)
-    if build:
-        open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=progress)
+
+
+def build_cache(cfg: SweepConfig, progress=None) -> None:
+    """Build (or find) the decode cache on the driver's node, where trials run too: a broken image then
+    fails once, here, naming every bad file, instead of in every attempt of every trial. A driver on a node
+    that hosts no trial (a head with no GPU) builds none: a cache no trial reads would cost its disk the
+    whole decoded dataset (23.6 GB for CelebA at 218x178). Every other node builds its own."""
+    from aal_sweep.data.cache import open_decoded
+
+    open_decoded(cfg.dataset.source(), cfg.dataset.image_size, cfg.dataset.cache, progress=progress)
 
 
 def _interrupted_exit(store: Store, events: Events) -> int:
-    events.error(f"aal-sweep: interrupted; finished trials are stored in {store.show('trials')}. "
-                 f"Run the same command to resume.")
+    events.error(
+        f"aal-sweep: interrupted; finished trials are stored in {store.show('trials')}. Run the same command to resume."
+    )
     return 130
-

@@ -41,8 +41,10 @@ def read_throughput(path: str | Path) -> dict[str, Any] | None:
         if not isinstance(data.get("records"), list) or "gpu" not in data:
             raise ValueError("no 'gpu' or 'records'")
     except (ValueError, AttributeError) as e:
-        raise AalError(f"throughput file {str(path)!r} is not one benchmarks/gpu.py wrote ({e}); rerun the "
-                       f"benchmark or pass another --throughput") from None
+        raise AalError(
+            f"throughput file {str(path)!r} is not one benchmarks/gpu.py wrote ({e}); rerun the "
+            f"benchmark or pass another --throughput"
+        ) from None
     return data
 
 
@@ -52,8 +54,8 @@ def trial_kind(kind: str, method: str | None = None) -> str:
 
 
 def count_trials(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """{phase: {trial kind: trials}}, from aal_sweep.orchestration.trials; the phases that wait for partners (UPPER_BOUND)
-    at their upper bound: every attribute gets a partner (all the others, for adversarial_multiple)."""
+    """{kind: {trial kind: trials}}, from aal_sweep.orchestration.trials; the kinds that wait for partners
+    (UPPER_BOUND) at their upper bound: every attribute gets a partner (all others, for adversarial_multiple)."""
     import pandas as pd
 
     from aal_sweep.orchestration import trials as plan
@@ -68,8 +70,12 @@ def count_trials(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict[str, dic
         if "adversarial_shared" in cfg.phases:
             trials += plan.plan_adversarial_shared(cfg, partners)
         if "adversarial_multiple" in cfg.phases:
-            everyone = pd.DataFrame({"attribute": list(attributes),
-                                     "partners": [tuple(b for b in attributes if b != a) for a in attributes]})
+            everyone = pd.DataFrame(
+                {
+                    "attribute": list(attributes),
+                    "partners": [tuple(b for b in attributes if b != a) for a in attributes],
+                }
+            )
             trials += plan.plan_adversarial_multiple(cfg, everyone)
     counts: dict[str, dict[str, int]] = {}
     for t in trials:
@@ -93,8 +99,15 @@ def compile_mode(cfg: SweepConfig) -> str:
 
 def _matching(records: list[dict], cfg: SweepConfig, kind: str, mode: str, concurrency: int) -> dict | None:
     # data "auto": the GPU-resident rule a sweep's trials use (not the JPEG or forced-host comparison rows)
-    want = {"kind": kind, "mode": mode, "concurrency": concurrency, "data": "auto", "backbone": cfg.model.backbone,
-            "image_size": list(cfg.dataset.image_size), "batch_size": cfg.train.batch_size}
+    want = {
+        "kind": kind,
+        "mode": mode,
+        "concurrency": concurrency,
+        "data": "auto",
+        "backbone": cfg.model.backbone,
+        "image_size": list(cfg.dataset.image_size),
+        "batch_size": cfg.train.batch_size,
+    }
     for r in records:
         if all(r.get(k) == v for k, v in want.items()) and r.get("images_per_second"):
             return r
@@ -108,8 +121,14 @@ def trial_gpu_seconds(record: dict, epochs: int, sizes: dict[str, int]) -> float
     return epochs * (train + evaluation) + record["first_step_seconds"]
 
 
-def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int] | None,
-             throughput: dict[str, Any] | None, source: str | None = None, unchecked=()) -> dict[str, Any]:
+def estimate(
+    cfg: SweepConfig,
+    attributes: tuple[str, ...],
+    sizes: dict[str, int] | None,
+    throughput: dict[str, Any] | None,
+    source: str | None = None,
+    unchecked=(),
+) -> dict[str, Any]:
     """The plan's counts and, where measured, GPU-hours per phase and the memory check. JSON-ready.
     `unchecked`: what the plan could not check because it is not there yet (config.unchecked_files)."""
     counts = count_trials(cfg, attributes)
@@ -118,8 +137,14 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
         "kinds": {k: n for p in counts.values() for k, n in p.items()},
         "trials": sum(sum(k.values()) for k in counts.values()),
         "upper_bound_phases": [p for p in counts if p in UPPER_BOUND],
-        "seeds": list(cfg.seeds), "attributes": len(attributes), "images": sizes,
-        "throughput": None, "gpu_hours": None, "gpu_hours_by_phase": None, "notes": [], "warnings": [],
+        "seeds": list(cfg.seeds),
+        "attributes": len(attributes),
+        "images": sizes,
+        "throughput": None,
+        "gpu_hours": None,
+        "gpu_hours_by_phase": None,
+        "notes": [],
+        "warnings": [],
         "unchecked": list(unchecked),
     }
     notes, warnings = out["notes"], out["warnings"]
@@ -128,13 +153,17 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
         notes.append("resources.gpus_per_trial is 0: the sweep trains on CPUs; no GPU-hours to estimate")
         return out
     if throughput is None:
-        notes.append(f"no GPU throughput measured ({source or default_throughput_path()} not found): run "
-                     f"benchmarks/gpu.py on the GPU machine, then pass --throughput FILE; no GPU-hours estimated")
+        notes.append(
+            f"no GPU throughput measured ({source or default_throughput_path()} not found): run "
+            f"benchmarks/gpu.py on the GPU machine, then pass --throughput FILE; no GPU-hours estimated"
+        )
         return out
     out["throughput"] = {k: throughput.get(k) for k in ("gpu", "gpu_memory_bytes", "date", "torch")} | {"file": source}
     if sizes is None:
-        notes.append("the dataset's split sizes are unknown (their files are not there): GPU-hours need them; none "
-                     "estimated until the annotation files are there")
+        notes.append(
+            "the dataset's split sizes are unknown (their files are not there): GPU-hours need them; none "
+            "estimated until the annotation files are there"
+        )
         return out
     mode, records = compile_mode(cfg), throughput["records"]
     by_phase, missing = {}, []
@@ -148,9 +177,11 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
             hours += n * trial_gpu_seconds(r, cfg.train.epochs, sizes) / per_gpu / 3600
         by_phase[phase] = None if any(k in missing for k in kinds) else hours
     if missing:
-        notes.append(f"not measured on {throughput['gpu']}: {', '.join(missing)} {mode} at {per_gpu} per GPU "
-                     f"({cfg.model.backbone}, {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}); "
-                     f"run benchmarks/gpu.py with these settings; no total given")
+        notes.append(
+            f"not measured on {throughput['gpu']}: {', '.join(missing)} {mode} at {per_gpu} per GPU "
+            f"({cfg.model.backbone}, {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}); "
+            f"run benchmarks/gpu.py with these settings; no total given"
+        )
     out["gpu_hours_by_phase"] = by_phase
     out["gpu_hours"] = None if missing else sum(by_phase.values())
     warnings += memory_warnings(cfg, sizes, throughput, per_gpu)
@@ -160,12 +191,19 @@ def estimate(cfg: SweepConfig, attributes: tuple[str, ...], sizes: dict[str, int
 def memory_warnings(cfg: SweepConfig, sizes: dict[str, int], throughput: dict[str, Any], per_gpu: int) -> list[str]:
     """Replay the GPU-resident rule for `per_gpu` trials starting one after another on one measured GPU."""
     total = throughput.get("gpu_memory_bytes")
-    working = [r["peak_memory_bytes"] - r.get("resident_bytes", 0) for r in throughput["records"]
-               if r.get("peak_memory_bytes") and r.get("backbone") == cfg.model.backbone
-               and r.get("image_size") == list(cfg.dataset.image_size) and r.get("batch_size") == cfg.train.batch_size]
+    working = [
+        r["peak_memory_bytes"] - r.get("resident_bytes", 0)
+        for r in throughput["records"]
+        if r.get("peak_memory_bytes")
+        and r.get("backbone") == cfg.model.backbone
+        and r.get("image_size") == list(cfg.dataset.image_size)
+        and r.get("batch_size") == cfg.train.batch_size
+    ]
     if not total or not working:
-        return [f"GPU memory fit not checked: no peak memory measured on {throughput['gpu']} for "
-                f"{cfg.model.backbone} at {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}"]
+        return [
+            f"GPU memory fit not checked: no peak memory measured on {throughput['gpu']} for "
+            f"{cfg.model.backbone} at {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}"
+        ]
     h, w = cfg.dataset.image_size
     split_bytes = {s: sizes[s] * h * w * 3 for s in SPLITS}
     used, on_host = 0, []
@@ -179,12 +217,16 @@ def memory_warnings(cfg: SweepConfig, sizes: dict[str, int], throughput: dict[st
     gib = lambda b: f"{b / 2**30:.1f} GiB"  # noqa: E731
     out = []
     if used > total:
-        out.append(f"resources.gpus_per_trial {cfg.resources.gpus_per_trial:g} puts {per_gpu} trials on one "
-                   f"{throughput['gpu']}: their GPU-resident data and working memory need {gib(used)} of its "
-                   f"{gib(total)}; raise gpus_per_trial (fewer trials per GPU)")
+        out.append(
+            f"resources.gpus_per_trial {cfg.resources.gpus_per_trial:g} puts {per_gpu} trials on one "
+            f"{throughput['gpu']}: their GPU-resident data and working memory need {gib(used)} of its "
+            f"{gib(total)}; raise gpus_per_trial (fewer trials per GPU)"
+        )
     if on_host:
-        out.append(f"with {per_gpu} trial(s) per {throughput['gpu']} these splits stay on the host (pinned-memory "
-                   f"path, slower): {', '.join(on_host)}")
+        out.append(
+            f"with {per_gpu} trial(s) per {throughput['gpu']} these splits stay on the host (pinned-memory "
+            f"path, slower): {', '.join(on_host)}"
+        )
     return out
 
 

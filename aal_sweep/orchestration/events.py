@@ -1,8 +1,8 @@
 """What the driver has to say, as events: the CLI decides how to show them (only the CLI prints).
 
-    events = Events(on_event)       # on_event(Event) -> None, e.g. the CLI's printer; None drops them
-    events.info("sweep done: ...")  # progress, notes: standard output
-    events.error("aal-sweep: ...")  # what went wrong and what to do: standard error
+events = Events(on_event)       # on_event(Event) -> None, e.g. the CLI's printer; None drops them
+events.info("sweep done: ...")  # progress, notes: standard output
+events.error("aal-sweep: ...")  # what went wrong and what to do: standard error
 """
 
 from __future__ import annotations

@@ -27,11 +27,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aal_sweep.config import SweepConfig
-from aal_sweep.kinds import (ADVERSARIAL, ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, LOOKAHEAD, MULTITASK_ALL, PAIR,
-                             SHORT, SINGLE)
-from aal_sweep.orchestration.trials import (Trial, multitask_all_of, plan_adversarial, plan_adversarial_multiple,
-                                            plan_adversarial_shared, plan_estimators, plan_initial, plan_multitask_all,
-                                            plan_pairs)
+from aal_sweep.kinds import (
+    ADVERSARIAL,
+    ADVERSARIAL_MULTIPLE,
+    ADVERSARIAL_SHARED,
+    LOOKAHEAD,
+    MULTITASK_ALL,
+    PAIR,
+    SHORT,
+    SINGLE,
+)
+from aal_sweep.orchestration.trials import (
+    Trial,
+    multitask_all_of,
+    plan_adversarial,
+    plan_adversarial_multiple,
+    plan_adversarial_shared,
+    plan_estimators,
+    plan_initial,
+    plan_multitask_all,
+    plan_pairs,
+)
 
 # What each kind waits for, as `plan --format json` and `status` say it.
 NEEDS = {
@@ -63,10 +79,10 @@ class Decision:
 class Graph:
     """Every trial of a sweep that can be known now, what each waits for, and what is done.
 
-        graph = Graph.build(cfg, attributes, done=store.done_ids())
-        graph.decide(rows_decided_from_store)      # the rows that are settled at start
-        trial = graph.next_ready(take=True)        # what may start now, most needed first
-        settled = graph.complete(trial_id, DONE)   # the rows this completion settled: decide them
+    graph = Graph.build(cfg, attributes, done=store.done_ids())
+    graph.decide(rows_decided_from_store)      # the rows that are settled at start
+    trial = graph.next_ready(take=True)        # what may start now, most needed first
+    settled = graph.complete(trial_id, DONE)   # the rows this completion settled: decide them
     """
 
     cfg: SweepConfig
@@ -85,7 +101,7 @@ class Graph:
     # ---- building --------------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, cfg: SweepConfig, attributes: Iterable[str], done: set[str] = frozenset()) -> "Graph":
+    def build(cls, cfg: SweepConfig, attributes: Iterable[str], done: set[str] = frozenset()) -> Graph:
         """The static trials (single, pair, multitask_all) of the config; `done`: the trials the store holds."""
         g = cls(cfg, tuple(attributes))
         position = {a: i for i, a in enumerate(g.attributes)}
@@ -171,8 +187,7 @@ class Graph:
 
     def settled_rows(self) -> list[str]:
         """Attributes whose row trials are all terminal and whose row is not decided yet."""
-        return [a for a in self.attributes if a in self.row_open and not self.row_open[a]
-                and a not in self.decisions]
+        return [a for a in self.attributes if a in self.row_open and not self.row_open[a] and a not in self.decisions]
 
     def decide(self, decisions: dict[str, Decision]) -> list[Trial]:
         """Record the decisions of settled rows (others are ignored: a row still training may change) and add
@@ -185,8 +200,11 @@ class Graph:
             self.decisions[a] = d
             for t in self._downstream(a, d):
                 order = (2, position[a], t.kind, t.seed, t.lam or 0.0)
-                needs = frozenset([multitask_all_of(self.cfg, self.attributes, t.seed)]) \
-                    if t.kind == ADVERSARIAL_SHARED else frozenset()
+                needs = (
+                    frozenset([multitask_all_of(self.cfg, self.attributes, t.seed)])
+                    if t.kind == ADVERSARIAL_SHARED
+                    else frozenset()
+                )
                 self._add(t, order, needs)
                 added.append(t)
         return added
@@ -270,8 +288,7 @@ class Graph:
 
     def nothing_to_do(self) -> bool:
         """Every trial that can be known is stored, and every row is decided."""
-        return not self.pending() and not self.settled_rows() and \
-            all(not open_ for open_ in self.row_open.values())
+        return not self.pending() and not self.settled_rows() and all(not open_ for open_ in self.row_open.values())
 
     def undecided_rows(self) -> list[str]:
         return [a for a in self.attributes if a in self.row_open and a not in self.decisions]
@@ -296,7 +313,7 @@ class Graph:
             else:
                 c["pending"] += 1
         per_row = self.per_row_bound()
-        for a in self.undecided_rows():
+        for _ in self.undecided_rows():
             for kind, n in per_row.items():
                 out[kind]["waiting"] += n
         return out
@@ -325,9 +342,14 @@ class Graph:
         """What `aal-sweep plan --format json` shows of the graph: per kind its trials and what it waits on."""
         counts = self.counts()
         needs = dict(NEEDS, **({PAIR: SCREENED_PAIR_NEEDS} if self.screened and self.confirmed is None else {}))
-        return {"kinds": {k: {"needs": needs[k], **counts[k]} for k in self.kinds()},
-                "rows": {"decided": len(self.decisions), "undecided": len(self.undecided_rows()),
-                         "waiting_for_trials": sum(1 for a in self.undecided_rows() if self.row_open.get(a))}}
+        return {
+            "kinds": {k: {"needs": needs[k], **counts[k]} for k in self.kinds()},
+            "rows": {
+                "decided": len(self.decisions),
+                "undecided": len(self.undecided_rows()),
+                "waiting_for_trials": sum(1 for a in self.undecided_rows() if self.row_open.get(a)),
+            },
+        }
 
 
 def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False) -> dict[str, Decision]:
@@ -335,24 +357,27 @@ def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partia
     of cfg.partners' rule (analysis), every negative partner, the missing cells."""
     from aal_sweep.analysis.matrix import pair_matrix
     from aal_sweep.analysis.partners import negative_partners
-    from aal_sweep.analysis.results import chosen_partners
-
-    from aal_sweep.analysis.results import confirmed_pairs_of
+    from aal_sweep.analysis.results import chosen_partners, confirmed_pairs_of
     from aal_sweep.analysis.screening import expected_cells
 
     chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg)
     confirmed = confirmed_pairs_of(store, attributes, cfg)
     expected = None if confirmed is None else expected_cells(list(attributes), confirmed)
-    negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial,
-                                  expected)
+    negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial, expected)
     negatives = negatives.set_index("attribute")["partners"]
-    return {a: Decision(partner=p if isinstance(p, str) else None, negatives=tuple(negatives.get(a, ())),
-                        missing=tuple(m.split(",")) if isinstance(m, str) and m else ())
-            for a, p, m in zip(chosen["attribute"], chosen["partner"], chosen["missing"])}
+    return {
+        a: Decision(
+            partner=p if isinstance(p, str) else None,
+            negatives=tuple(negatives.get(a, ())),
+            missing=tuple(m.split(",")) if isinstance(m, str) and m else (),
+        )
+        for a, p, m in zip(chosen["attribute"], chosen["partner"], chosen["missing"])
+    }
 
 
-def from_store(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False,
-               done: set[str] | None = None) -> Graph:
+def from_store(
+    store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False, done: set[str] | None = None
+) -> Graph:
     """The graph of a sweep as its results folder stands: stored trials done, settled rows decided."""
     graph = Graph.build(cfg, attributes, store.done_ids() if done is None else done)
     if graph.confirmation_ready() and not graph.estimators_failed():

@@ -23,8 +23,12 @@ def connect(address: str | None, verbose: int, events: Events) -> bool:
         return False
     # Workers log at the CLI's --log-level too (e.g. each node's decode-cache build at INFO); -vv shows them.
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    kwargs = dict(include_dashboard=False, log_to_driver=verbose >= 2, logging_level=logging.WARNING,
-                  logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level))
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=verbose >= 2,
+        logging_level=logging.WARNING,
+        logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
+    )
     if address is None:
         # address="local": always a new Ray of our own. Without an address ray.init joins RAY_ADDRESS or the
         # cluster named in <ray temp dir>/ray_current_cluster (the last `ray start` on this machine): a dead
@@ -33,19 +37,25 @@ def connect(address: str | None, verbose: int, events: Events) -> bool:
         # mode first, so every port it opens is on 127.0.0.1. Token authentication stays on (Ray's default
         # since 2.59): the CLI sets RAY_AUTH_MODE=token before ray is imported (Ray reads it once, at import).
         if os.environ.get("RAY_ADDRESS"):
-            events.info(f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} is ignored: this run starts its own Ray "
-                        f"(pass --address auto to use that cluster)")
+            events.info(
+                f"RAY_ADDRESS={os.environ['RAY_ADDRESS']} is ignored: this run starts its own Ray "
+                f"(pass --address auto to use that cluster)"
+            )
         return _start_local(kwargs, events)
     check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError as e:
-        raise AalError(f"--address {address}: the cluster refused our token ({str(e).splitlines()[0][:100]}); "
-                       f"set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
-                       f"(`ray get-auth-token` on the head)") from None
+        raise AalError(
+            f"--address {address}: the cluster refused our token ({str(e).splitlines()[0][:100]}); "
+            f"set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token "
+            f"(`ray get-auth-token` on the head)"
+        ) from None
     except ConnectionError as e:
-        raise AalError(f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0][:100]}); "
-                       f"check the address, or leave --address out for an embedded Ray") from None
+        raise AalError(
+            f"--address {address}: cannot reach a Ray cluster ({str(e).splitlines()[0][:100]}); "
+            f"check the address, or leave --address out for an embedded Ray"
+        ) from None
     return True
 
 
@@ -62,10 +72,14 @@ def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool
                 raise
             stop_new_children(before)  # what the failed start left running
         if attempt < tries:
-            events.info(f"the embedded Ray did not start within Ray's 30 s (a busy machine?); trying again "
-                        f"({attempt + 1}/{tries})")
-    raise AalError(f"the embedded Ray did not start: its raylet did not register within Ray's 30 s, {tries} "
-                   f"times (is the machine overloaded?); run the same command again when it has spare CPU")
+            events.info(
+                f"the embedded Ray did not start within Ray's 30 s (a busy machine?); trying again "
+                f"({attempt + 1}/{tries})"
+            )
+    raise AalError(
+        f"the embedded Ray did not start: its raylet did not register within Ray's 30 s, {tries} "
+        f"times (is the machine overloaded?); run the same command again when it has spare CPU"
+    )
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -77,8 +91,10 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as e:
-        raise AalError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); check the "
-                       f"address (`ray status` on the head), or leave --address out for an embedded Ray") from None
+        raise AalError(
+            f"--address {address}: nothing answers at {host}:{port} ({e.strerror or e}); check the "
+            f"address (`ray status` on the head), or leave --address out for an embedded Ray"
+        ) from None
 
 
 def _alive_nodes() -> list[dict]:
@@ -95,9 +111,11 @@ def check_fits(cpus: float, gpus: float) -> None:
     largest = f"{most_cpu.get('CPU', 0):g} CPU and {most_cpu.get('GPU', 0):g} GPU"
     if most_gpu is not most_cpu and most_gpu.get("GPU", 0) > most_cpu.get("GPU", 0):
         largest += f" (the node with most GPUs: {most_gpu.get('CPU', 0):g} CPU and {most_gpu.get('GPU', 0):g} GPU)"
-    raise AalError(f"resources: a trial needs {cpus:g} CPU and {gpus:g} GPU on one node, but no node of the "
-                   f"cluster has that: the largest of its {len(nodes)} node(s) has {largest}; lower "
-                   f"resources.cpus_per_trial / resources.gpus_per_trial or add a larger node")
+    raise AalError(
+        f"resources: a trial needs {cpus:g} CPU and {gpus:g} GPU on one node, but no node of the "
+        f"cluster has that: the largest of its {len(nodes)} node(s) has {largest}; lower "
+        f"resources.cpus_per_trial / resources.gpus_per_trial or add a larger node"
+    )
 
 
 def hosts_trials(cpus: float, gpus: float) -> bool:

@@ -63,8 +63,12 @@ class Recorder:
         if found <= self.known:
             return
         self.known |= found
-        doc = {"host": socket.gethostname(), "boot_time": psutil.boot_time(), "driver": _key(me),
-               "processes": sorted(list(k) for k in self.known)}
+        doc = {
+            "host": socket.gethostname(),
+            "boot_time": psutil.boot_time(),
+            "driver": _key(me),
+            "processes": sorted(list(k) for k in self.known),
+        }
         self.loc.write_bytes(RECORD, json.dumps(doc).encode())
 
     def stop_leftovers(self, grace_s: float = 10.0) -> int:

@@ -37,13 +37,16 @@ def make_estimates(store: Store, cfg: SweepConfig, attributes: tuple[str, ...]) 
         estimates = label_correlation(labels, list(attributes))
         estimates["cost"] = (time.perf_counter() - t0) / max(len(estimates), 1)  # each row's share
     elif estimator == SHORT:
-        rows = store.trials(["kind", "attribute", "partner", "seed", "status", "val_acc_by_epoch", "train_seconds",
-                             "epochs_run"])
+        rows = store.trials(
+            ["kind", "attribute", "partner", "seed", "status", "val_acc_by_epoch", "train_seconds", "epochs_run"]
+        )
         rows = rows[rows["kind"].isin([SINGLE, SHORT])].copy()
         rows["kind"] = rows["kind"].astype(object).replace({SHORT: PAIR})  # short_scores reads them as pairs
         estimates = short_scores(rows, list(attributes), min(cfg.pairs.short_epochs, cfg.train.epochs))
     else:  # lookahead: its trial stores them as it ends
-        raise AalError(f"{store.show()}: the lookahead trial is stored but its estimates ({key}) are not; "
-                       f"rerun with --restart, or pick another pairs.estimator")
+        raise AalError(
+            f"{store.show()}: the lookahead trial is stored but its estimates ({key}) are not; "
+            f"rerun with --restart, or pick another pairs.estimator"
+        )
     store.write_estimates(key, estimates_table(estimates))
     return estimates

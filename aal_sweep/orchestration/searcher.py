@@ -29,8 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class GraphSearcher(Searcher):
-    def __init__(self, graph: Graph, outcome_of: Callable[[str, dict | None, bool], str],
-                 advance: Callable[[], None], stop: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        graph: Graph,
+        outcome_of: Callable[[str, dict | None, bool], str],
+        advance: Callable[[], None],
+        stop: Callable[[], bool] = lambda: False,
+    ):
         """`outcome_of(trial_id, last result, error)`: DONE, FAILED or STOPPED (graph.py), from what the
         store holds; `advance()`: called after every outcome, to release what it made ready; `stop()`:
         true once nothing more may start (the results folder's lease was lost)."""
@@ -73,4 +78,3 @@ def config_of(trial: Trial) -> dict[str, Any]:
     and TensorBoard's hparams (trial/kind, ...) show what the trial is. TensorBoard's hparams take scalars
     only: the attributes also as one string."""
     return {"trial": trial.to_dict() | {"attributes_text": " vs ".join(trial.attributes)}}
-

@@ -33,8 +33,9 @@ class SweepState:
         return not self.graph.has_rows or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes, cfg)
 
 
-def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = False,
-               allow_partial: bool = False) -> SweepState:
+def open_state(
+    cfg: SweepConfig, results: str | None = None, restart: bool = False, allow_partial: bool = False
+) -> SweepState:
     """Open the results (writing nothing), refuse other training settings unless `restart`, build the graph."""
     store = Store(results or cfg.results, warn=False)  # `run` says what it does about damaged files instead
     attributes = tuple(resolve_attributes(cfg))
@@ -50,8 +51,10 @@ def open_state(cfg: SweepConfig, results: str | None = None, restart: bool = Fal
 
 
 def nothing_to_do_line(store: Store) -> str:
-    return (f"nothing to do: every trial of {store.uri} is done "
-            f"(see `aal-sweep matrix {store.uri}` and `aal-sweep partners {store.uri}`)")
+    return (
+        f"nothing to do: every trial of {store.uri} is done "
+        f"(see `aal-sweep matrix {store.uri}` and `aal-sweep partners {store.uri}`)"
+    )
 
 
 def parse_address(address: str | None) -> tuple[str, int] | None:

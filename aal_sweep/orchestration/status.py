@@ -29,11 +29,18 @@ def sweep_status(results) -> str:
         failed = [t.trial_id for t in planned if t.trial_id in failed_ids]
         pending = len(planned) - done - len(failed)
         waiting = per_row.get(name, 0) * undecided
-        note = _NOTES.get(name, "") + (f"; at most {waiting} more once {undecided} row(s) are decided" if waiting else "")
-        lines.append(f"  {name:<{width}} {done:>4} done {len(failed):>4} failed {pending:>4} pending / {len(planned)}{note}")
+        note = _NOTES.get(name, "") + (
+            f"; at most {waiting} more once {undecided} row(s) are decided" if waiting else ""
+        )
+        lines.append(
+            f"  {name:<{width}} {done:>4} done {len(failed):>4} failed {pending:>4} pending / {len(planned)}{note}"
+        )
         lines += [f"    failed: {t}" for t in failed[:SHOWN]] + _more(failed)
-    missing = [t.attributes[0] + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
-               for t in initial if t.trial_id not in done_ids]
+    missing = [
+        t.attributes[0] + (f"|{t.attributes[1]}" if t.kind == "pair" else "")
+        for t in initial
+        if t.trial_id not in done_ids
+    ]
     if graph.screened:
         lines.append("  " + screened_line(graph))
     if missing:
@@ -44,13 +51,19 @@ def sweep_status(results) -> str:
         lines.append("  pair matrix complete")
     incomplete = incomplete_rows(partners)
     if incomplete:
-        lines.append(f"  incomplete rows ({len(incomplete)}; no partner until complete, or run --allow-partial): "
-                     f"{_names(list(incomplete))}")
+        lines.append(
+            f"  incomplete rows ({len(incomplete)}; no partner until complete, or run --allow-partial): "
+            f"{_names(list(incomplete))}"
+        )
     problems = store.problems()
     if problems:
         lost = [p.trials for p in problems if p.segment]
-        held = ("" if not lost else f", {sum(n or 0 for n in lost)}{'+' if None in lost else ''} trial(s) in "
-                f"{len(lost)} segment(s) among them")
+        held = (
+            ""
+            if not lost
+            else f", {sum(n or 0 for n in lost)}{'+' if None in lost else ''} trial(s) in "
+            f"{len(lost)} segment(s) among them"
+        )
         lines.append(f"  damaged or missing files ({len(problems)}{held}; counted as not done):")
         lines += [f"    {p.line()}" for p in problems[:SHOWN]] + _more(problems)
     return "\n".join(lines)
@@ -76,8 +89,12 @@ def screened_line(graph) -> str:
     p, m = graph.cfg.pairs, len(graph.attributes)
     total = m * (m - 1) // 2
     if graph.confirmed is None:
-        return (f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): no pair confirmed yet (waiting "
-                f"for the estimates); unconfirmed cells stay missing")
+        return (
+            f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): no pair confirmed yet (waiting "
+            f"for the estimates); unconfirmed cells stay missing"
+        )
     n = len(graph.confirmed)
-    return (f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): {n} of {total} pairs confirmed "
-            f"({100 * n / max(total, 1):.0f}% of the exhaustive pair trials); unconfirmed cells stay missing")
+    return (
+        f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): {n} of {total} pairs confirmed "
+        f"({100 * n / max(total, 1):.0f}% of the exhaustive pair trials); unconfirmed cells stay missing"
+    )

@@ -57,15 +57,21 @@ def cluster_config(config_path: str | Path, results: str | None, overrides: Sequ
     where = "--results" if results is not None else "results"
     problems = []
     if "://" not in cfg.results and not Path(cfg.results).is_absolute():
-        problems.append(f"{where}: {cfg.results!r} is relative, and a job runs in a temporary folder of the "
-                        f"cluster that is deleted with it; pass --results s3://BUCKET/PREFIX or an absolute "
-                        f"path every node sees (NFS)")
-    cluster_paths = {"dataset.root": cfg.dataset.root, "dataset.cache": cfg.dataset.cache,
-                     "model.pretrained": None if cfg.model.pretrained == "imagenet" else cfg.model.pretrained}
+        problems.append(
+            f"{where}: {cfg.results!r} is relative, and a job runs in a temporary folder of the "
+            f"cluster that is deleted with it; pass --results s3://BUCKET/PREFIX or an absolute "
+            f"path every node sees (NFS)"
+        )
+    cluster_paths = {
+        "dataset.root": cfg.dataset.root,
+        "dataset.cache": cfg.dataset.cache,
+        "model.pretrained": None if cfg.model.pretrained == "imagenet" else cfg.model.pretrained,
+    }
     for key, value in cluster_paths.items():
         if value and not Path(value).is_absolute():
-            problems.append(f"{key}: {value!r} is relative; on a cluster it must be the absolute path where "
-                            f"every node finds it")
+            problems.append(
+                f"{key}: {value!r} is relative; on a cluster it must be the absolute path where every node finds it"
+            )
     if problems:
         raise ConfigError(str(path), problems)
     return cfg
@@ -91,9 +97,11 @@ def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
     running = [j for j in earlier if j.status in ACTIVE]
     if running:
         job = running[0].submission_id
-        raise AalError(f"sweep {cfg.name!r} on {_shown(cfg.results)} is already running as job {job}; follow it "
-                       f"with `ray job logs --follow {job} --address {address}`, or stop it with "
-                       f"`ray job stop {job} --address {address}` and submit again to resume")
+        raise AalError(
+            f"sweep {cfg.name!r} on {_shown(cfg.results)} is already running as job {job}; follow it "
+            f"with `ray job logs --follow {job} --address {address}`, or stop it with "
+            f"`ray job stop {job} --address {address}` and submit again to resume"
+        )
     counter = 1 + max((int(j.submission_id.rsplit("-", 1)[1]) for j in earlier), default=0)
     job_id = f"{prefix}-{counter}"
     with tempfile.TemporaryDirectory(prefix="aal-submit-") as folder:
@@ -105,21 +113,33 @@ def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
             "env_vars": {"PYTHONUNBUFFERED": "1", **{k: v for k, v in test_hooks().items() if v}},
         }
         _submit_when_the_agent_is_up(
-            address, client, events, entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
-            submission_id=job_id, runtime_env=runtime_env, entrypoint_num_cpus=DRIVER_CPUS,
-            entrypoint_num_gpus=DRIVER_GPUS, metadata={"aal_sweep": cfg.name, "results": _shown(cfg.results)})
+            address,
+            client,
+            events,
+            entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
+            submission_id=job_id,
+            runtime_env=runtime_env,
+            entrypoint_num_cpus=DRIVER_CPUS,
+            entrypoint_num_gpus=DRIVER_GPUS,
+            metadata={"aal_sweep": cfg.name, "results": _shown(cfg.results)},
+        )
     if earlier:
-        events.info(f"resuming sweep {cfg.name!r}: earlier job {earlier[-1].submission_id} ended "
-                    f"{earlier[-1].status.value}; the store keeps every finished trial")
-    events.info(f"submitted job {job_id} to {address}\n"
-                f"  logs:     ray job logs --follow {job_id} --address {address}\n"
-                f"  stop:     ray job stop {job_id} --address {address}\n"
-                f"  progress: aal-sweep status {_shown(cfg.results)}")
+        events.info(
+            f"resuming sweep {cfg.name!r}: earlier job {earlier[-1].submission_id} ended "
+            f"{earlier[-1].status.value}; the store keeps every finished trial"
+        )
+    events.info(
+        f"submitted job {job_id} to {address}\n"
+        f"  logs:     ray job logs --follow {job_id} --address {address}\n"
+        f"  stop:     ray job stop {job_id} --address {address}\n"
+        f"  progress: aal-sweep status {_shown(cfg.results)}"
+    )
     return _follow(client, address, job_id, events) if wait else 0
 
 
-def _submit_when_the_agent_is_up(address: str, client: JobSubmissionClient, events: Events,
-                                 wait_s: float = AGENT_WAIT_S, **job) -> None:
+def _submit_when_the_agent_is_up(
+    address: str, client: JobSubmissionClient, events: Events, wait_s: float = AGENT_WAIT_S, **job
+) -> None:
     """Submit; while the job server answers "No available agent" (a head just started: its nodes are up,
     the job agent not yet), wait for it, saying so once, up to `wait_s`, then fail in one line."""
     deadline = time.monotonic() + wait_s
@@ -132,12 +152,16 @@ def _submit_when_the_agent_is_up(address: str, client: JobSubmissionClient, even
             if NO_AGENT not in str(e):
                 raise
             if time.monotonic() >= deadline:
-                raise AalError(f"--address {address}: the job server had no job agent for {wait_s:.0f} s (\"{NO_AGENT}\"); "
-                               f"check the head's dashboard agent (`ray status`, its logs in "
-                               f"/tmp/ray/session_latest/logs/dashboard_agent.log) and submit again") from None
+                raise AalError(
+                    f'--address {address}: the job server had no job agent for {wait_s:.0f} s ("{NO_AGENT}"); '
+                    f"check the head's dashboard agent (`ray status`, its logs in "
+                    f"/tmp/ray/session_latest/logs/dashboard_agent.log) and submit again"
+                ) from None
             if not said:
-                events.info(f"the job server has no job agent yet (a head that just started); waiting for it, "
-                            f"up to {wait_s:.0f} s")
+                events.info(
+                    f"the job server has no job agent yet (a head that just started); waiting for it, "
+                    f"up to {wait_s:.0f} s"
+                )
                 said = True
             time.sleep(AGENT_POLL_S)
 
@@ -150,8 +174,9 @@ def _follow(client: JobSubmissionClient, address: str, job_id: str, events: Even
     try:
         asyncio.run(tail())
     except KeyboardInterrupt:
-        events.info(f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {address}` "
-                    f"stops it)")
+        events.info(
+            f"stopped following; job {job_id} keeps running (`ray job stop {job_id} --address {address}` stops it)"
+        )
         return 130
     info = _call(address, client.get_job_info, job_id)
     code = OUTCOME.get(info.status, info.driver_exit_code or 1)
@@ -174,8 +199,10 @@ def _client(address: str) -> JobSubmissionClient:
     try:  # fail in seconds where nothing listens (the SDK would wait on the TCP connect)
         socket.create_connection((parsed.hostname, port), timeout=5).close()
     except OSError as e:
-        raise AalError(f"--address {address}: nothing answers at {parsed.hostname}:{port} ({e.strerror or e}); "
-                       f"check the address (the head's dashboard port, 8265 by default)") from None
+        raise AalError(
+            f"--address {address}: nothing answers at {parsed.hostname}:{port} ({e.strerror or e}); "
+            f"check the address (the head's dashboard port, 8265 by default)"
+        ) from None
     return _call(address, JobSubmissionClient, address)
 
 
@@ -186,9 +213,11 @@ def _call(address: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except AuthenticationError as e:
-        raise AalError(f"--address {address}: the job server refused our token ({_first_line(e)}); set "
-                       f"RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token (`ray get-auth-token` on "
-                       f"the head)") from None
+        raise AalError(
+            f"--address {address}: the job server refused our token ({_first_line(e)}); set "
+            f"RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token (`ray get-auth-token` on "
+            f"the head)"
+        ) from None
     except ConnectionError as e:
         raise AalError(f"--address {address}: cannot reach the job server ({_first_line(e)})") from None
     except RuntimeError as e:  # the SDK's "Request failed with status code ..."

@@ -23,11 +23,16 @@ WANDB_TAG_LENGTH = 64  # W&B refuses longer tags
 def trial_tags(sweep: str, trial: dict[str, Any]) -> dict[str, str]:
     """The tags of one trial's tracking run, from its Tune config's "trial" entry (Trial.to_dict())."""
     attributes = tuple(trial["attributes"])
-    tags = {"sweep": sweep, "trial_id": trial["trial_id"], "kind": trial["kind"],
-            "attribute": "all" if trial["kind"] == MULTITASK_ALL else attributes[0],
-            "partner": partner_of(trial["kind"], attributes, attributes[0]),
-            "lambda": None if trial.get("lam") is None else f"{trial['lam']:g}",
-            "method": trial.get("method"), "seed": str(trial.get("seed", 0))}
+    tags = {
+        "sweep": sweep,
+        "trial_id": trial["trial_id"],
+        "kind": trial["kind"],
+        "attribute": "all" if trial["kind"] == MULTITASK_ALL else attributes[0],
+        "partner": partner_of(trial["kind"], attributes, attributes[0]),
+        "lambda": None if trial.get("lam") is None else f"{trial['lam']:g}",
+        "method": trial.get("method"),
+        "seed": str(trial.get("seed", 0)),
+    }
     return {k: v for k, v in tags.items() if v is not None}
 
 
@@ -50,8 +55,10 @@ def _require(module: str, extra: str) -> None:
     except ValueError:  # in sys.modules without a spec: not importable
         found = False
     if not found:
-        raise AalError(f"tracking.{extra}: the {module} package is not installed; pip install "
-                       f"'aal_sweep[{extra}]' (or pip install {module}), or drop tracking.{extra} from the config")
+        raise AalError(
+            f"tracking.{extra}: the {module} package is not installed; pip install "
+            f"'aal_sweep[{extra}]' (or pip install {module}), or drop tracking.{extra} from the config"
+        )
 
 
 def _mlflow_callback(cfg: SweepConfig):
@@ -83,9 +90,11 @@ def _check_file_store(uri: str | None) -> None:
 
     allowed = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)  # MLflow 3's switch
     if allowed is not None and not allowed.get():
-        raise AalError(f"tracking.mlflow.tracking_uri: {uri} is a folder, which this MLflow refuses as a store "
-                       f"unless MLFLOW_ALLOW_FILE_STORE=true is set; set it, or use a server "
-                       f"(http://HOST:5000) or sqlite:///PATH/mlflow.db")
+        raise AalError(
+            f"tracking.mlflow.tracking_uri: {uri} is a folder, which this MLflow refuses as a store "
+            f"unless MLFLOW_ALLOW_FILE_STORE=true is set; set it, or use a server "
+            f"(http://HOST:5000) or sqlite:///PATH/mlflow.db"
+        )
 
 
 def _wandb_callback(cfg: SweepConfig):
@@ -99,9 +108,11 @@ def _wandb_callback(cfg: SweepConfig):
 
         def log_trial_start(self, trial):
             info = trial.config["trial"]
-            self.kwargs = {**self.kwargs, "name": info["trial_id"],
-                           "tags": [f"{k}:{v}"[:WANDB_TAG_LENGTH] for k, v in trial_tags(sweep, info).items()
-                                    if k != "trial_id"]}
+            self.kwargs = {
+                **self.kwargs,
+                "name": info["trial_id"],
+                "tags": [f"{k}:{v}"[:WANDB_TAG_LENGTH] for k, v in trial_tags(sweep, info).items() if k != "trial_id"],
+            }
             super().log_trial_start(trial)
 
     w = cfg.tracking.wandb

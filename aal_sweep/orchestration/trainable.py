@@ -76,8 +76,15 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     note = _check_resume(store, trial.trial_id, resume)
     node_id = ray.get_runtime_context().get_node_id()  # in the journal and the rows: where each attempt ran
     attempt = store.attempts(trial.trial_id) + 1
-    store.mark(trial.trial_id, "start", from_epoch=resume.from_epoch, host=socket.gethostname(), pid=os.getpid(),
-               node_id=node_id, fate_shared=fate_shared)
+    store.mark(
+        trial.trial_id,
+        "start",
+        from_epoch=resume.from_epoch,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        node_id=node_id,
+        fate_shared=fate_shared,
+    )
     if hooks.get(FAULT_ENV) and hooks[FAULT_ENV] in trial.trial_id:
         raise RuntimeError(f"fault injected by {FAULT_ENV}={hooks[FAULT_ENV]!r}")
     spec = trial.spec(cfg)
@@ -118,8 +125,9 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     with _start_weights(store, trial, cfg) as init_weights:
         result = fit(dataclasses.replace(spec, init_weights=init_weights), data, on_epoch, resume.state)
     majority = {a: majority_rate(data.labels["val"][:, data.columns([a])[0]]) for a in spec.evaluated()}
-    store.write_trial(result_rows(trial, cfg, result, store.attempts(trial.trial_id), node_id=node_id,
-                                  val_majority=majority))
+    store.write_trial(
+        result_rows(trial, cfg, result, store.attempts(trial.trial_id), node_id=node_id, val_majority=majority)
+    )
     checkpoints.clear()
     if note:  # resumed at its last epoch: nothing was reported, so say it here
         log.warning("%s: %s", trial.trial_id, note)
@@ -136,11 +144,17 @@ def _run_lookahead(trial: Trial, cfg: SweepConfig, store: Store, spec, data, nod
     result = lookahead_affinity(spec, data, every=cfg.pairs.every)
     store.write_estimates(estimates_key(cfg, list(store.attributes)), estimates_table(result.estimates))
     majority = {a: majority_rate(data.labels["val"][:, data.columns([a])[0]]) for a in spec.evaluated()}
-    store.write_trial(result_rows(trial, cfg, result.fit, store.attempts(trial.trial_id), node_id=node_id,
-                                  val_majority=majority))
+    store.write_trial(
+        result_rows(trial, cfg, result.fit, store.attempts(trial.trial_id), node_id=node_id, val_majority=majority)
+    )
     last = result.fit.heads
-    tune.report({"epoch": result.fit.epochs_run - 1, "lookahead_steps": result.steps,
-                 **{f"val_acc/{h.attribute}": h.val_acc for h in last}})
+    tune.report(
+        {
+            "epoch": result.fit.epochs_run - 1,
+            "lookahead_steps": result.steps,
+            **{f"val_acc/{h.attribute}": h.val_acc for h in last},
+        }
+    )
 
 
 @dataclasses.dataclass
@@ -152,15 +166,24 @@ class _Hold:
     info: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, hooks: dict, trial_id: str, node_id: str, attempt: int) -> "_Hold":
+    def of(cls, hooks: dict, trial_id: str, node_id: str, attempt: int) -> _Hold:
         spec, folder = hooks.get(HOLD_ENV), hooks.get(HOLD_DIR_ENV)
         if not spec or not folder or "@" not in spec:
             return cls()
         substring, _, epoch = spec.rpartition("@")
         if substring not in trial_id or not epoch.isdigit():
             return cls()
-        return cls(Path(folder), int(epoch), {"trial": trial_id, "pid": os.getpid(), "node_id": node_id,
-                                              "attempt": attempt, "host": socket.gethostname()})
+        return cls(
+            Path(folder),
+            int(epoch),
+            {
+                "trial": trial_id,
+                "pid": os.getpid(),
+                "node_id": node_id,
+                "attempt": attempt,
+                "host": socket.gethostname(),
+            },
+        )
 
     def before(self, epoch: int) -> None:
         if self.folder is None or epoch != self.epoch:
@@ -170,8 +193,7 @@ class _Hold:
         tmp = self.folder / f".{trial}.held.{os.getpid()}"
         tmp.write_text(json.dumps(self.info | {"epoch": epoch, "since": time.time()}))
         os.replace(tmp, held)  # whole or absent: the test reads it as soon as it appears
-        log.warning("%s: held before epoch %d by %s until %s exists", trial, epoch, HOLD_ENV,
-                    self.folder / "release")
+        log.warning("%s: held before epoch %d by %s until %s exists", trial, epoch, HOLD_ENV, self.folder / "release")
         deadline = time.monotonic() + HOLD_MAX_S
         while time.monotonic() < deadline:
             if (self.folder / "release").exists() or (self.folder / f"{trial}.release").exists():
@@ -213,10 +235,17 @@ def _check_resume(store: Store, trial_id: str, resume) -> str | None:
     finished = [e["epoch"] for e in store.journal(trial_id) if e["event"] == "epoch"]
     if not finished or (resume.epoch is not None and resume.epoch >= max(finished)):
         return None
-    where = f"continuing from epoch {resume.epoch}'s checkpoint" if resume.epoch is not None else "starting from scratch"
+    where = (
+        f"continuing from epoch {resume.epoch}'s checkpoint" if resume.epoch is not None else "starting from scratch"
+    )
     why = f" ({'; '.join(resume.skipped)})" if resume.skipped else ""
     note = f"checkpoint of epoch {max(finished)} is missing{why}; {where}"
-    store.mark(trial_id, "checkpoint_missing", missing_epoch=max(finished), skipped=resume.skipped,
-               resumed_from_epoch=-1 if resume.epoch is None else resume.epoch)
+    store.mark(
+        trial_id,
+        "checkpoint_missing",
+        missing_epoch=max(finished),
+        skipped=resume.skipped,
+        resumed_from_epoch=-1 if resume.epoch is None else resume.epoch,
+    )
     log.warning("%s: %s", trial_id, note)
     return note

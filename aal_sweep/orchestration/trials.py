@@ -42,11 +42,17 @@ class Trial:
         return dataclasses.replace(spec, seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trial_id": self.trial_id, "kind": self.kind, "attributes": list(self.attributes),
-                "lam": self.lam, "method": self.method, "seed": self.seed}
+        return {
+            "trial_id": self.trial_id,
+            "kind": self.kind,
+            "attributes": list(self.attributes),
+            "lam": self.lam,
+            "method": self.method,
+            "seed": self.seed,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Trial":
+    def from_dict(cls, d: dict[str, Any]) -> Trial:
         # Tune experiments saved before seeds existed lack "seed": their trials ran with the first seed,
         # which the id's -s<seed> names
         seed = d["seed"] if "seed" in d else int(d["trial_id"].rsplit("-s", 1)[1].split("-")[0])
@@ -65,8 +71,9 @@ def _digest(names) -> str:
     return hashlib.sha1("\x1f".join(names).encode()).hexdigest()[:6]
 
 
-def trial_id(kind: str, attributes, seed: int, config_hash: str, lam: float | None = None,
-             method: str | None = None) -> str:
+def trial_id(
+    kind: str, attributes, seed: int, config_hash: str, lam: float | None = None, method: str | None = None
+) -> str:
     names = [_slug(a) for a in attributes]
     if kind == "adversarial":
         return f"adv-{method}-{names[0]}-vs-{names[1]}-l{lam:g}-s{seed}-{config_hash}"
@@ -120,8 +127,10 @@ def _against_partners(cfg: SweepConfig, partners: pd.DataFrame, kind: str, metho
 def plan_multitask_all(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial]:
     """Per seed, one training with a head for every sweep attribute (needs nothing)."""
     h = cfg.training_hash()
-    return [Trial(trial_id(MULTITASK_ALL, attributes, seed, h), MULTITASK_ALL, tuple(attributes), seed=seed)
-            for seed in cfg.seeds]
+    return [
+        Trial(trial_id(MULTITASK_ALL, attributes, seed, h), MULTITASK_ALL, tuple(attributes), seed=seed)
+        for seed in cfg.seeds
+    ]
 
 
 def plan_adversarial_multiple(cfg: SweepConfig, negatives: pd.DataFrame) -> list[Trial]:
@@ -135,8 +144,16 @@ def plan_adversarial_multiple(cfg: SweepConfig, negatives: pd.DataFrame) -> list
                 continue
             attrs = (row.attribute, *row.partners)
             for lam in cfg.adversarial.lambdas:
-                trials.append(Trial(trial_id(ADVERSARIAL_MULTIPLE, attrs, seed, h, lam, "grl"), ADVERSARIAL_MULTIPLE,
-                                    attrs, lam, "grl", seed))
+                trials.append(
+                    Trial(
+                        trial_id(ADVERSARIAL_MULTIPLE, attrs, seed, h, lam, "grl"),
+                        ADVERSARIAL_MULTIPLE,
+                        attrs,
+                        lam,
+                        "grl",
+                        seed,
+                    )
+                )
     return trials
 
 
@@ -162,12 +179,21 @@ def plan_estimators(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial
     if p.mode != "screened":
         return []
     if p.estimator == LOOKAHEAD:
-        return [Trial(trial_id(LOOKAHEAD, attributes, seed, h, method=str(p.every)), LOOKAHEAD, tuple(attributes),
-                      method=str(p.every), seed=seed)]
+        return [
+            Trial(
+                trial_id(LOOKAHEAD, attributes, seed, h, method=str(p.every)),
+                LOOKAHEAD,
+                tuple(attributes),
+                method=str(p.every),
+                seed=seed,
+            )
+        ]
     if p.estimator == SHORT:
         e = str(min(p.short_epochs, cfg.train.epochs))
-        return [Trial(trial_id(SHORT, pair, seed, h, method=e), SHORT, pair, method=e, seed=seed)
-                for pair in combinations(attributes, 2)]
+        return [
+            Trial(trial_id(SHORT, pair, seed, h, method=e), SHORT, pair, method=e, seed=seed)
+            for pair in combinations(attributes, 2)
+        ]
     return []
 
 

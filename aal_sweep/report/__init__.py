@@ -11,9 +11,18 @@ The names load on first use (PEP 562), so `aal-sweep matrix` never imports matpl
 import importlib
 
 _EXPORTS = {
-    "FORMATS": "formats", "render_drop_matrix": "formats", "render_matrix": "formats", "render_pairs": "formats",
-    "render_partners": "formats", "COMPARE": "tables", "render_table": "tables", "with_paper": "tables",
-    "accuracy_bars": "figures", "drop_heatmap": "figures", "label_scatter": "figures", "overview_figure": "figures",
+    "FORMATS": "formats",
+    "render_drop_matrix": "formats",
+    "render_matrix": "formats",
+    "render_pairs": "formats",
+    "render_partners": "formats",
+    "COMPARE": "tables",
+    "render_table": "tables",
+    "with_paper": "tables",
+    "accuracy_bars": "figures",
+    "drop_heatmap": "figures",
+    "label_scatter": "figures",
+    "overview_figure": "figures",
     "write_report": "html",
 }
 __all__ = sorted(_EXPORTS)

@@ -57,13 +57,26 @@ def drop_heatmap(matrix: pd.DataFrame, partners: pd.DataFrame, significant: np.n
     ax.set_ylabel("attribute (measured)")
     ax.set_title("Accuracy change when trained with a partner (validation)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="P[a][b] − P[a][a] (percentage points)")
-    faded = ([Patch(facecolor="#f4c3a9", label="faded: not significant after adjustment")]
-             if significant is not None else [])
-    fig.legend(handles=[Patch(facecolor="none", edgecolor="black", linewidth=2, label="chosen partner"), *faded,
-                        Patch(facecolor=_DIAGONAL, label="diagonal (single task)"),
-                        Patch(facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999",
-                              label="missing (cell or its row's single task)")],
-               loc="outside lower center", ncol=3, frameon=False, fontsize=9)
+    faded = (
+        [Patch(facecolor="#f4c3a9", label="faded: not significant after adjustment")] if significant is not None else []
+    )
+    fig.legend(
+        handles=[
+            Patch(facecolor="none", edgecolor="black", linewidth=2, label="chosen partner"),
+            *faded,
+            Patch(facecolor=_DIAGONAL, label="diagonal (single task)"),
+            Patch(
+                facecolor=_MISSING_CELL,
+                hatch="///",
+                edgecolor="#999999",
+                label="missing (cell or its row's single task)",
+            ),
+        ],
+        loc="outside lower center",
+        ncol=3,
+        frameon=False,
+        fontsize=9,
+    )
     return fig
 
 
@@ -73,15 +86,19 @@ def _mark_cells(ax, matrix: pd.DataFrame, partners: pd.DataFrame, drop: np.ndarr
     names = list(matrix.columns)
     for i in range(m):
         for j in range(m):
-            if (i == j and pd.notna(matrix.iat[i, i])):
+            if i == j and pd.notna(matrix.iat[i, i]):
                 ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, facecolor=_DIAGONAL, edgecolor="none"))
             elif i == j or np.isnan(drop[i, j]):  # the cell or its row's single-task baseline is missing
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_MISSING_CELL, hatch="///",
-                                       edgecolor="#999999", linewidth=0))
+                ax.add_patch(
+                    Rectangle(
+                        (j - 0.5, i - 0.5), 1, 1, facecolor=_MISSING_CELL, hatch="///", edgecolor="#999999", linewidth=0
+                    )
+                )
             elif m <= 12:
                 dark = abs(norm(drop[i, j]) - 0.5) > 0.3  # white text on the saturated ends of RdBu
-                ax.text(j, i, f"{drop[i, j]:+.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+                ax.text(
+                    j, i, f"{drop[i, j]:+.2f}", ha="center", va="center", fontsize=8, color="white" if dark else "black"
+                )
     rows = partners[partners["attribute"].isin(matrix.index) & partners["partner"].notna()]
     for a, b in zip(rows["attribute"], rows["partner"]):
         i, j = list(matrix.index).index(a), names.index(b)
@@ -111,14 +128,30 @@ def accuracy_bars(table: pd.DataFrame, matrix: pd.DataFrame, gains: pd.DataFrame
     top.set_ylabel("validation accuracy (%)")
     top.set_title("Single task, multi-task with the most negative partner, adversarial")
     for k, col in enumerate(("multi_minus_single", "adv_minus_single")):
-        bottom.bar(x + (k - 0.5) * width, rows[col] * 100, width, color=COLOURS["multi" if k == 0 else "adversarial"],
-                   yerr=_whiskers(rows, col, gains), capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "black"})
+        bottom.bar(
+            x + (k - 0.5) * width,
+            rows[col] * 100,
+            width,
+            color=COLOURS["multi" if k == 0 else "adversarial"],
+            yerr=_whiskers(rows, col, gains),
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "black"},
+        )
     bottom.axhline(0, color="black", linewidth=0.8)
     bottom.set_ylabel("change from single (points)")
     for i, note in _bar_notes(rows, matrix).items():
         x_note = i + width / 2 if note == "adversarial missing" else i  # where the missing bar would be
-        bottom.text(x_note, 0.5, note, rotation=90, ha="center", va="center", fontsize=8, color="#555555",
-                    transform=bottom.get_xaxis_transform())
+        bottom.text(
+            x_note,
+            0.5,
+            note,
+            rotation=90,
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#555555",
+            transform=bottom.get_xaxis_transform(),
+        )
     # one legend outside the axes: inside it would hide bars, which fill the zoomed panel
     fig.legend(*top.get_legend_handles_labels(), loc="outside upper center", ncol=3, frameon=False, fontsize=9)
     bottom.set_xticks(x, list(rows["attribute"]), rotation=90 if m > 6 else 0, fontsize=_fontsize(m))
@@ -145,23 +178,37 @@ def accuracy_overview(table: pd.DataFrame, gains: pd.DataFrame | None = None, to
         colour = COLOURS["multi" if k == 0 else "adversarial"]
         label = "multi-task with partner − single" if k == 0 else "adversarial − single"
         err = _whiskers(strongest, col, gains)
-        bars.barh(y + (k - 0.5) * height, strongest[col] * 100, height, color=colour, label=label,
-                  xerr=err, capsize=2, error_kw={"elinewidth": 0.8, "ecolor": "black"})
-    bars.set_yticks(y, [f"{a} (with {b})" for a, b in zip(strongest["attribute"], strongest["partner"])],
-                    fontsize=_fontsize(len(strongest)))
+        bars.barh(
+            y + (k - 0.5) * height,
+            strongest[col] * 100,
+            height,
+            color=colour,
+            label=label,
+            xerr=err,
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "black"},
+        )
+    bars.set_yticks(
+        y,
+        [f"{a} (with {b})" for a, b in zip(strongest["attribute"], strongest["partner"])],
+        fontsize=_fontsize(len(strongest)),
+    )
     bars.invert_yaxis()  # the strongest effect on top
     bars.axvline(0, color="black", linewidth=0.8)
     bars.set_xlabel("change from single (percentage points)")
     bars.set_title(f"The {len(strongest)} attributes their partner lowers most (of {len(rows)})", fontsize=10)
     bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8, frameon=False)
     bars.grid(axis="x", alpha=0.3)
-    for col, colour, label in (("multi_minus_single", COLOURS["multi"], "multi-task with partner − single"),
-                               ("adv_minus_single", COLOURS["adversarial"], "adversarial − single")):
+    for col, colour, label in (
+        ("multi_minus_single", COLOURS["multi"], "multi-task with partner − single"),
+        ("adv_minus_single", COLOURS["adversarial"], "adversarial − single"),
+    ):
         values = has[col].to_numpy(float) * 100
         values = values[np.isfinite(values)]
         if values.size:
-            changes.hist(values, bins=40, histtype="step", linewidth=1.5, color=colour,
-                         label=f"{label} ({values.size})")
+            changes.hist(
+                values, bins=40, histtype="step", linewidth=1.5, color=colour, label=f"{label} ({values.size})"
+            )
     changes.axvline(0, color="black", linewidth=0.8)
     changes.set_xlabel("change from single (percentage points)")
     changes.set_ylabel("attributes")
@@ -177,8 +224,10 @@ def accuracy_overview(table: pd.DataFrame, gains: pd.DataFrame | None = None, to
     singles.set_title(f"Single task, {single.size} attributes", fontsize=10)
     for ax in (changes, singles):
         ax.grid(alpha=0.3)
-    fig.suptitle("Single task, multi-task with the most negative partner, adversarial: "
-                 f"{len(rows)} attributes, strongest effects and distributions")
+    fig.suptitle(
+        "Single task, multi-task with the most negative partner, adversarial: "
+        f"{len(rows)} attributes, strongest effects and distributions"
+    )
     return fig
 
 
@@ -233,9 +282,15 @@ def label_points(matrix: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     keep = ~np.eye(len(p), dtype=bool) & np.isfinite(p) & np.isfinite(single) & np.isfinite(corr) & (single > 0)
     i, j = np.nonzero(keep)  # row-major: the order the pairs were listed in before
     names = np.array(list(matrix.index), dtype=object)
-    return pd.DataFrame({"attribute": names[i], "partner": np.array(list(matrix.columns), dtype=object)[j],
-                         "label_corr": corr[i, j], "relative_change": 100 * (p[i, j] - p[i, i]) / p[i, i]},
-                        columns=["attribute", "partner", "label_corr", "relative_change"])
+    return pd.DataFrame(
+        {
+            "attribute": names[i],
+            "partner": np.array(list(matrix.columns), dtype=object)[j],
+            "label_corr": corr[i, j],
+            "relative_change": 100 * (p[i, j] - p[i, i]) / p[i, i],
+        },
+        columns=["attribute", "partner", "label_corr", "relative_change"],
+    )
 
 
 def label_scatter(matrix: pd.DataFrame, labels: np.ndarray) -> Figure:
@@ -243,8 +298,14 @@ def label_scatter(matrix: pd.DataFrame, labels: np.ndarray) -> Figure:
     pts = label_points(matrix, labels)
     fig = Figure(figsize=(6.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    ax.scatter(pts["label_corr"], pts["relative_change"], s=12 if len(pts) > 200 else 25, alpha=0.6,
-               color=COLOURS["adversarial"], edgecolors="none")
+    ax.scatter(
+        pts["label_corr"],
+        pts["relative_change"],
+        s=12 if len(pts) > 200 else 25,
+        alpha=0.6,
+        color=COLOURS["adversarial"],
+        edgecolors="none",
+    )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("Pearson correlation of the two attributes' training labels")
@@ -260,7 +321,6 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
-
 
 
 # ---- large M ---------------------------------------------------------------------------------------
@@ -295,16 +355,22 @@ def overview_figure(matrix: pd.DataFrame, partners: pd.DataFrame) -> Figure:
     span = max(float(np.abs(finite).max()), 0.01) if finite.size else 1.0
     fig = Figure(figsize=(9.5, 8.0), layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(shown, cmap=colormaps["RdBu"].with_extremes(bad=_MISSING_CELL), norm=TwoSlopeNorm(0.0, -span, span),
-                   interpolation="nearest", aspect="auto")
+    im = ax.imshow(
+        shown,
+        cmap=colormaps["RdBu"].with_extremes(bad=_MISSING_CELL),
+        norm=TwoSlopeNorm(0.0, -span, span),
+        interpolation="nearest",
+        aspect="auto",
+    )
     position = np.empty(len(order), dtype=int)
     position[order] = np.arange(len(order))
     names = pd.Index(list(matrix.index))
     chosen = partners[partners["attribute"].isin(names) & partners["partner"].notna()]
     rows, cols = names.get_indexer(chosen["attribute"]), names.get_indexer(chosen["partner"])
     keep = (rows >= 0) & (cols >= 0)
-    ax.scatter(position[cols[keep]], position[rows[keep]], s=6, c="black", marker="s", linewidths=0,
-               label="chosen partner")
+    ax.scatter(
+        position[cols[keep]], position[rows[keep]], s=6, c="black", marker="s", linewidths=0, label="chosen partner"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"partner (trained with), {len(order)} attributes in clustered order")

@@ -34,12 +34,27 @@ MISSING = "—"
 _PERCENT = ("single", "multi", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
 _POINTS = ("multi_minus_single", "adv_minus_single", "adv_minus_multi")
 PARTNER_HEADERS = {
-    "attribute": "attribute", "partner": "partner", "single": "single %", "multi": "multi %",
-    "adversarial": "adversarial %", "multitask_all": "multitask_all %", "adversarial_multiple": "adv multiple %",
-    "adversarial_shared": "adv shared %", "lambda": "lambda", "multi_minus_single": "multi-single",
-    "adv_minus_single": "adv-single", "adv_minus_multi": "adv-multi", "drop": "drop", "ci": "ci",
-    "p_value": "p", "p_adjusted": "p adj", "significant": "sig", "n_seeds": "seeds",
-    "single_above_majority": "above maj", "at_baseline": "at baseline", "majority": "majority %",
+    "attribute": "attribute",
+    "partner": "partner",
+    "single": "single %",
+    "multi": "multi %",
+    "adversarial": "adversarial %",
+    "multitask_all": "multitask_all %",
+    "adversarial_multiple": "adv multiple %",
+    "adversarial_shared": "adv shared %",
+    "lambda": "lambda",
+    "multi_minus_single": "multi-single",
+    "adv_minus_single": "adv-single",
+    "adv_minus_multi": "adv-multi",
+    "drop": "drop",
+    "ci": "ci",
+    "p_value": "p",
+    "p_adjusted": "p adj",
+    "significant": "sig",
+    "n_seeds": "seeds",
+    "single_above_majority": "above maj",
+    "at_baseline": "at baseline",
+    "majority": "majority %",
 }
 
 
@@ -47,12 +62,21 @@ def render_matrix(matrix: pd.DataFrame, fmt: str) -> str:
     """The M x M pair matrix (row = measured attribute, column = partner) in one of FORMATS."""
     check_format(fmt)
     if fmt == "csv":
-        return csv_text(["attribute", *map(str, matrix.columns)],
-                    [[a, *(csv_value(v) for v in row)] for a, row in zip(matrix.index, matrix.to_numpy())])
+        return csv_text(
+            ["attribute", *map(str, matrix.columns)],
+            [[a, *(csv_value(v) for v in row)] for a, row in zip(matrix.index, matrix.to_numpy())],
+        )
     if fmt == "json":
         body = {str(a): {str(b): json_value(matrix.loc[a, b]) for b in matrix.columns} for a in matrix.index}
-        return json.dumps({"metric": matrix.attrs.get("metric"), "unit": "fraction",
-                           "attributes": [str(a) for a in matrix.index], "matrix": body}, indent=2)
+        return json.dumps(
+            {
+                "metric": matrix.attrs.get("metric"),
+                "unit": "fraction",
+                "attributes": [str(a) for a in matrix.index],
+                "matrix": body,
+            },
+            indent=2,
+        )
     shown = matrix_display(matrix)
     return text_table(shown) if fmt == "table" else markdown(shown)
 
@@ -79,8 +103,10 @@ def percent(v, signed: bool = False) -> str:
 def matrix_display(matrix: pd.DataFrame) -> pd.DataFrame:
     """Strings: columns #, attribute, 1..M (percent), the rows numbered, a mean row (column means) last."""
     numbers = [str(i) for i in range(1, len(matrix.columns) + 1)]
-    rows = [[str(i), str(a), *(percent(v) for v in row)]
-            for i, (a, row) in enumerate(zip(matrix.index, matrix.to_numpy()), 1)]
+    rows = [
+        [str(i), str(a), *(percent(v) for v in row)]
+        for i, (a, row) in enumerate(zip(matrix.index, matrix.to_numpy()), 1)
+    ]
     rows.append(["", "mean", *(percent(matrix[c].mean()) for c in matrix.columns)])
     return pd.DataFrame(rows, columns=["#", "attribute", *numbers])
 
@@ -107,16 +133,19 @@ def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci:
     """The drop matrix P[a][b] - P[a][a] from the pairs table; human formats mark cells significant after
     adjustment with "*" and, with `ci`, show the interval; json carries every statistic of every cell."""
     check_format(fmt)
-    grid = {c: pairs.pivot(index="attribute", columns="partner", values=c).reindex(index=attributes, columns=attributes)
-            for c in ("drop", "ci_low", "ci_high")}
+    grid = {
+        c: pairs.pivot(index="attribute", columns="partner", values=c).reindex(index=attributes, columns=attributes)
+        for c in ("drop", "ci_low", "ci_high")
+    }
     drop = grid["drop"]
     drop.index.name = "attribute"
     if fmt == "csv":
         if not ci:
             return render_matrix(drop, "csv")
         values = [g.to_numpy(float) for g in grid.values()]  # cell (a, b): drop, ci_low, ci_high side by side
-        rows = [[a] + [csv_value(v[i, j]) for j in range(len(attributes)) for v in values]
-                for i, a in enumerate(attributes)]
+        rows = [
+            [a] + [csv_value(v[i, j]) for j in range(len(attributes)) for v in values] for i, a in enumerate(attributes)
+        ]
         header = [f"{b}{suffix}" for b in attributes for suffix in ("", ".ci_low", ".ci_high")]
         return csv_text(["attribute", *header], rows)
     if fmt == "json":
@@ -125,8 +154,16 @@ def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci:
             cell = {k: v for k, v in rec.items() if k not in ("attribute", "partner")}
             cells[rec["attribute"]][rec["partner"]] = cell
         body = {str(a): {str(b): json_value(drop.loc[a, b]) for b in attributes} for a in attributes}
-        return json.dumps({"metric": "drop", "unit": "fraction", "attributes": list(map(str, attributes)),
-                           "matrix": body, "cells": cells}, indent=2)
+        return json.dumps(
+            {
+                "metric": "drop",
+                "unit": "fraction",
+                "attributes": list(map(str, attributes)),
+                "matrix": body,
+                "cells": cells,
+            },
+            indent=2,
+        )
     marks = pairs.set_index(["attribute", "partner"])
     numbers = [str(i) for i in range(1, len(attributes) + 1)]
     rows = []
@@ -191,6 +228,7 @@ def each_distinct(values, fn, missing: str = MISSING) -> np.ndarray:
 
 def machine(t: pd.DataFrame, fmt: str) -> str:
     """csv / json of any table: floats at full precision, flags as true / false, unknown empty / null."""
+
     def value(v):
         if is_missing(v):
             return None
@@ -203,8 +241,14 @@ def machine(t: pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         records = [[value(v) for v in row] for row in t.itertuples(index=False)]
         return json.dumps([dict(zip(map(str, t.columns), r)) for r in records], indent=2)
-    text = lambda v: "" if v is None else ("true" if v is True else "false" if v is False else  # noqa: E731
-                                          str(v) if isinstance(v, (str, int)) else repr(v))
+
+    def text(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v) if isinstance(v, (str, int)) else repr(v)
+
     columns = [each_distinct(t[c].astype(object), lambda v: _csv_field(text(value(v))), "") for c in t.columns]
     return "\n".join([csv_text(list(map(str, t.columns)), []), *_joined(columns, ",")])
 
@@ -267,6 +311,7 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
 
 def _is_text_column(col: pd.Series) -> bool:
     """Left-align names; right-align numbers (a column is text if any cell is neither number nor blank)."""
+
     def numeric(s: str) -> bool:
         try:
             float(s)
@@ -282,8 +327,10 @@ def text_table(df: pd.DataFrame) -> str:
     import pyarrow.compute as pc
 
     cells = [_strings(df[c]) for c in df.columns]
-    widths = [max(len(str(c)), pc.max(pc.utf8_length(a)).as_py() or 0) if len(df) else len(str(c))
-              for c, a in zip(df.columns, cells)]
+    widths = [
+        max(len(str(c)), pc.max(pc.utf8_length(a)).as_py() or 0) if len(df) else len(str(c))
+        for c, a in zip(df.columns, cells)
+    ]
     left = [_is_text_column(df[c]) for c in df.columns]
 
     def line(cells) -> str:
@@ -291,8 +338,10 @@ def text_table(df: pd.DataFrame) -> str:
 
     if not len(df):
         return line(map(str, df.columns))
-    padded = [(pc.utf8_rpad if is_left else pc.utf8_lpad)(a, width=w, padding=" ")
-              for a, w, is_left in zip(cells, widths, left)]
+    padded = [
+        (pc.utf8_rpad if is_left else pc.utf8_lpad)(a, width=w, padding=" ")
+        for a, w, is_left in zip(cells, widths, left)
+    ]
     rows = pc.utf8_rtrim_whitespace(pc.binary_join_element_wise(*padded, pa.scalar("  ", pa.large_string())))
     return "\n".join([line(map(str, df.columns)), *rows.to_pylist()])
 

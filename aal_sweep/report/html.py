@@ -52,28 +52,42 @@ def write_report(results: Results, out: str | Path, compare: str | None = None) 
     table = with_statistics(partners_table(trials, attrs, "val_acc", selection, partners=sig["chosen"]), sig["chosen"])
     test_table = partners_table(trials, attrs, "test_acc", selection, partners=sig["chosen"])
 
-    figures = {"drop_matrix.png": drop_heatmap(matrix, table, sig["significant"]),
-               "accuracy_bars.png": accuracy_bars(table, matrix, sig["val_gains"])}
+    figures = {
+        "drop_matrix.png": drop_heatmap(matrix, table, sig["significant"]),
+        "accuracy_bars.png": accuracy_bars(table, matrix, sig["val_gains"]),
+    }
     labels, label_note = train_labels(results)
     if labels is not None:
         figures["label_correlation.png"] = label_scatter(matrix, labels)
     images = {name: _save(fig, out / name) for name, fig in figures.items()}
     captions = {"accuracy_bars.png": _bars_caption(len(attrs))}
 
-    parts = [_header(results, matrix, trials), _means_section(table, test_table, rows),
-             _variants_section(results, trials, sig["chosen"], compare),
-             _figures_section(images, label_note, captions), _significance_section(sig, results.config.partners),
-             _section("Partners (Table 3)", _partners_caption(selection), _html_table(partners_display(table)))]
+    parts = [
+        _header(results, matrix, trials),
+        _means_section(table, test_table, rows),
+        _variants_section(results, trials, sig["chosen"], compare),
+        _figures_section(images, label_note, captions),
+        _significance_section(sig, results.config.partners),
+        _section("Partners (Table 3)", _partners_caption(selection), _html_table(partners_display(table))),
+    ]
     screening = results.screening()
     if screening is not None:
         parts.append(_screening_section(screening))
     if compare:
         parts.append(_compare_section(compare, table, matrix))
-    parts += [_matrix_section(matrix, out),
-              _section("Run times", "Per trial wall-clock training time (<code>train_seconds</code>).",
-                       _html_table(run_times(results.trials(["trial_id", "kind", "status", "train_seconds"])))),
-              _section("Config", f"The resolved config from <code>{html.escape(results.show(SWEEP_FILE))}</code>.",
-                       f"<pre>{html.escape(yaml.safe_dump(results.config.to_dict(), sort_keys=False))}</pre>")]
+    parts += [
+        _matrix_section(matrix, out),
+        _section(
+            "Run times",
+            "Per trial wall-clock training time (<code>train_seconds</code>).",
+            _html_table(run_times(results.trials(["trial_id", "kind", "status", "train_seconds"]))),
+        ),
+        _section(
+            "Config",
+            f"The resolved config from <code>{html.escape(results.show(SWEEP_FILE))}</code>.",
+            f"<pre>{html.escape(yaml.safe_dump(results.config.to_dict(), sort_keys=False))}</pre>",
+        ),
+    ]
     index = out / "index.html"
     index.write_text(_page(f"AAL sweep report: {results.config.name}", "\n".join(parts)), encoding="utf-8")
     return index
@@ -92,13 +106,23 @@ def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -
     adversarial = select_adversarial(trials, chosen, selection)
     gains = adversarial_gains(trials, adversarial, rule.alpha, rule.correction)
     val_gains = adversarial_gains(trials, adversarial, rule.alpha, rule.correction, split="val")
-    mask = (pairs.pivot(index="attribute", columns="partner", values="significant")
-            .reindex(index=attrs, columns=attrs).fillna(False).astype(bool).to_numpy())
+    mask = (
+        pairs.pivot(index="attribute", columns="partner", values="significant")
+        .reindex(index=attrs, columns=attrs)
+        .fillna(False)
+        .astype(bool)
+        .to_numpy()
+    )
     available = bool((pairs["test"] != UNAVAILABLE).any() and pairs["p_value"].notna().any())
-    return {"pairs": pairs, "chosen": chosen, "gains": gains, "val_gains": val_gains,
-            "significant": mask if available else None,  # unknown significance fades nothing
-            "summary": significance_summary(choice.derived, pairs, choice.baseline, gains, rule.alpha),
-            "available": available}
+    return {
+        "pairs": pairs,
+        "chosen": chosen,
+        "gains": gains,
+        "val_gains": val_gains,
+        "significant": mask if available else None,  # unknown significance fades nothing
+        "summary": significance_summary(choice.derived, pairs, choice.baseline, gains, rule.alpha),
+        "available": available,
+    }
 
 
 # ---- what the page shows beside the figures ---------------------------------------------------
@@ -110,8 +134,10 @@ def train_labels(results: Results) -> tuple[np.ndarray | None, str | None]:
 
     root = Path(results.config.dataset.root)
     if not root.is_dir():
-        return None, (f"The label-correlation figure (Fig. 3) is left out: the dataset folder {root} is not on "
-                      f"this machine. Run the report where the dataset is to get it.")
+        return None, (
+            f"The label-correlation figure (Fig. 3) is left out: the dataset folder {root} is not on "
+            f"this machine. Run the report where the dataset is to get it."
+        )
     try:
         labels = load_index(results.config.dataset.source(), results.attributes, check_images=False).labels["train"]
     except (AalError, OSError) as e:
@@ -134,15 +160,22 @@ def run_times(trials: pd.DataFrame) -> pd.DataFrame:
     """Per phase: trials ok / failed and their training time; a pair trial's two rows count once."""
     per_trial = trials.drop_duplicates("trial_id")
     rows = []
-    variants = [k for k in ("multitask_all", "adversarial_multiple", "adversarial_shared")
-                if (per_trial["kind"] == k).any()]
+    variants = [
+        k for k in ("multitask_all", "adversarial_multiple", "adversarial_shared") if (per_trial["kind"] == k).any()
+    ]
     for kind in ("single", "pair", "adversarial", *variants, "total"):
         t = per_trial if kind == "total" else per_trial[per_trial["kind"] == kind]
         secs = t["train_seconds"].dropna()
-        rows.append({"phase": kind, "ok": int((t["status"] == "ok").sum()), "failed": int((t["status"] != "ok").sum()),
-                     "total time": _duration(secs.sum()) if len(secs) else MISSING,
-                     "median per trial": _duration(secs.median()) if len(secs) else MISSING,
-                     "longest": _duration(secs.max()) if len(secs) else MISSING})
+        rows.append(
+            {
+                "phase": kind,
+                "ok": int((t["status"] == "ok").sum()),
+                "failed": int((t["status"] != "ok").sum()),
+                "total time": _duration(secs.sum()) if len(secs) else MISSING,
+                "median per trial": _duration(secs.median()) if len(secs) else MISSING,
+                "longest": _duration(secs.max()) if len(secs) else MISSING,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -163,27 +196,41 @@ def _header(results: Results, matrix: pd.DataFrame, trials: pd.DataFrame) -> str
     ok = trials[trials["status"] == "ok"]
     adv = ok.loc[ok["kind"] == "adversarial", "attribute"].nunique()
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    facts = [f"results <code>{html.escape(results.uri)}</code>",
-             f"training hash <code>{html.escape(str(results.training_hash))}</code>",
-             f"{m} attributes", f"single-task cells {singles} of {m}", f"pair cells {pairs} of {m * (m - 1)}",
-             f"attributes with adversarial runs {adv}", f"generated {when}"]
-    partial = "" if singles == m and pairs == m * (m - 1) else (
-        "<p class=note>The store is partial: missing cells are blank (—), never 0, and partners may change "
-        "as cells arrive.</p>")
+    facts = [
+        f"results <code>{html.escape(results.uri)}</code>",
+        f"training hash <code>{html.escape(str(results.training_hash))}</code>",
+        f"{m} attributes",
+        f"single-task cells {singles} of {m}",
+        f"pair cells {pairs} of {m * (m - 1)}",
+        f"attributes with adversarial runs {adv}",
+        f"generated {when}",
+    ]
+    partial = (
+        ""
+        if singles == m and pairs == m * (m - 1)
+        else (
+            "<p class=note>The store is partial: missing cells are blank (—), never 0, and partners may change "
+            "as cells arrive.</p>"
+        )
+    )
     return f"<h1>AAL sweep report: {html.escape(results.config.name)}</h1><p>{' · '.join(facts)}</p>{partial}"
 
 
 def _means_section(table: pd.DataFrame, test_table: pd.DataFrame, trials: pd.DataFrame) -> str:
     cols = ("single", "multi", "adversarial")
-    rows = [{"split": split, **{c: percent(t.iloc[-1][c]) for c in cols}}
-            for split, t in (("validation", table), ("test", test_table))]
+    rows = [
+        {"split": split, **{c: percent(t.iloc[-1][c]) for c in cols}}
+        for split, t in (("validation", table), ("test", test_table))
+    ]
     note = "Mean accuracy (%) over attributes; an attribute without a partner counts with its single-task accuracy."
     n_val = trials["n_val"].dropna()
     single = table.iloc[-1]["single"]
     if len(n_val) and pd.notna(single):
         se = 100 * np.sqrt(single * (1 - single) / n_val.median())
-        note += (f" One standard error of one accuracy at {100 * single:.1f}% on {int(n_val.median())} validation "
-                 f"images is {se:.2f} points: single-seed differences smaller than that are noise.")
+        note += (
+            f" One standard error of one accuracy at {100 * single:.1f}% on {int(n_val.median())} validation "
+            f"images is {se:.2f} points: single-seed differences smaller than that are noise."
+        )
     return _section("Means", note, _html_table(pd.DataFrame(rows), mean_last=False))
 
 
@@ -193,9 +240,11 @@ def _variants_section(results: Results, trials: pd.DataFrame, chosen: pd.DataFra
     t = variants_table(trials, results.attributes, chosen, cfg.adversarial.lambda_selection)
     if compare:
         t = with_paper(t, compare, cfg.adversarial.method)
-    note = ("Mean accuracy (%) of each variant over the attributes it covers (an attribute no partner lowers "
-            "counts with its single-task accuracy, as in the paper's mean rows); lambda chosen on validation. "
-            "<i>not run</i>: the results hold none of that variant. Also <code>aal-sweep table</code>.")
+    note = (
+        "Mean accuracy (%) of each variant over the attributes it covers (an attribute no partner lowers "
+        "counts with its single-task accuracy, as in the paper's mean rows); lambda chosen on validation. "
+        "<i>not run</i>: the results hold none of that variant. Also <code>aal-sweep table</code>."
+    )
     return _section("Variants (Table 1)", note, _html_table(display(t, cfg.adversarial.method), mean_last=False))
 
 
@@ -203,22 +252,27 @@ def _bars_caption(m: int) -> str | None:
     """Fig. 2's caption above LARGE_M attributes, where it shows the strongest effects, not every bar."""
     if m <= LARGE_M:
         return None
-    return (f"Like the paper's Fig. 2, for {m} attributes: three bars per attribute cannot be read above {LARGE_M}, "
-            f"so the left panel shows the {TOP_EFFECTS} attributes whose partner lowers them most (multi-task with "
-            f"partner minus single, with its interval, and the adversarial model's change), the right panels the "
-            f"distributions of both changes over every attribute with a partner and of the single-task accuracies. "
-            f"Every attribute's numbers are in the partners table below and in <code>aal-sweep partners</code>.")
+    return (
+        f"Like the paper's Fig. 2, for {m} attributes: three bars per attribute cannot be read above {LARGE_M}, "
+        f"so the left panel shows the {TOP_EFFECTS} attributes whose partner lowers them most (multi-task with "
+        f"partner minus single, with its interval, and the adversarial model's change), the right panels the "
+        f"distributions of both changes over every attribute with a partner and of the single-task accuracies. "
+        f"Every attribute's numbers are in the partners table below and in <code>aal-sweep partners</code>."
+    )
 
 
 def _figures_section(images: dict[str, bytes], label_note: str | None, override: dict | None = None) -> str:
     captions = {
         "drop_matrix.png": "Accuracy of the row attribute when trained with the column attribute, minus its "
-                           "single-task accuracy. Red: negative transfer. Boxed: the most negative partner.",
+        "single-task accuracy. Red: negative transfer. Boxed: the most negative partner.",
         "accuracy_bars.png": "Like the paper's Fig. 2. Attributes without a partner show only the single bar.",
         "label_correlation.png": "Like the paper's Fig. 3 (the paper finds r = 0.004 on CelebA).",
     } | {name: text for name, text in (override or {}).items() if text}
-    body = "".join(f"<figure><img alt='{n}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
-                   f"<figcaption>{captions[n]} ({n})</figcaption></figure>" for n, b in images.items())
+    body = "".join(
+        f"<figure><img alt='{n}' src='data:image/png;base64,{base64.b64encode(b).decode()}'>"
+        f"<figcaption>{captions[n]} ({n})</figcaption></figure>"
+        for n, b in images.items()
+    )
     if label_note:
         body += f"<p class=note>{html.escape(label_note)}</p>"
     return f"<h2>Figures</h2>{body}"
@@ -226,20 +280,28 @@ def _figures_section(images: dict[str, bytes], label_note: str | None, override:
 
 def _significance_section(sig: dict, rule) -> str:
     if not sig["available"]:
-        return _section("Significance", "Unavailable: the store's rows carry no per-image correctness "
-                        "(<code>val_correct</code>), as results written before it was recorded do; rerun the "
-                        "sweep with this version to get intervals and tests.", "")
-    note = (f"Partner rule <code>{rule.rule}</code>, alpha {rule.alpha:g}, {rule.correction} adjustment within "
-            f"each attribute's row of candidates. One seed: percentile bootstrap interval over images and the "
-            f"exact McNemar test; several seeds: a t test whose variance adds the image-level and the seed-level "
-            f"parts (see docs/statistics.md). Adversarial gains are tested on the test split (lambda was chosen "
-            f"on validation), adjusted across attributes.")
+        return _section(
+            "Significance",
+            "Unavailable: the store's rows carry no per-image correctness "
+            "(<code>val_correct</code>), as results written before it was recorded do; rerun the "
+            "sweep with this version to get intervals and tests.",
+            "",
+        )
+    note = (
+        f"Partner rule <code>{rule.rule}</code>, alpha {rule.alpha:g}, {rule.correction} adjustment within "
+        f"each attribute's row of candidates. One seed: percentile bootstrap interval over images and the "
+        f"exact McNemar test; several seeds: a t test whose variance adds the image-level and the seed-level "
+        f"parts (see docs/statistics.md). Adversarial gains are tested on the test split (lambda was chosen "
+        f"on validation), adjusted across attributes."
+    )
     return _section("Significance", note, _html_table(sig["summary"], mean_last=False))
 
 
 def _partners_caption(selection: str) -> str:
-    return (f"Validation accuracy (%); differences in percentage points; lambda chosen {selection.replace('_', ' ')} "
-            "on validation accuracy. — : no partner lowers the attribute, or the cell is not trained yet.")
+    return (
+        f"Validation accuracy (%); differences in percentage points; lambda chosen {selection.replace('_', ' ')} "
+        "on validation accuracy. — : no partner lowers the attribute, or the cell is not trained yet."
+    )
 
 
 def _matrix_section(matrix: pd.DataFrame, out: Path) -> str:
@@ -249,18 +311,28 @@ def _matrix_section(matrix: pd.DataFrame, out: Path) -> str:
         return _section("Pair matrix (Table 4)", _matrix_caption(), _html_table(matrix_display(matrix), wide=True))
     (out / "pair_matrix.csv").write_text(render_matrix(matrix, "csv") + "\n", encoding="utf-8")
     top = strongest_negative_pairs(matrix, TOP_K)
-    shown = pd.DataFrame({"attribute": top["attribute"], "partner": top["partner"],
-                          "single %": top["single"].map(percent), "multi %": top["multi"].map(percent),
-                          "multi-single": top["drop"].map(lambda v: percent(v, signed=True))})
-    caption = (f"The {len(top)} most negative cells of the {len(matrix)} x {len(matrix)} pair matrix (validation "
-               f"accuracy, %), most negative first. The whole matrix is in <code>pair_matrix.csv</code> beside "
-               f"this page (fractions), and `aal-sweep matrix RESULTS --format csv` prints it.")
+    shown = pd.DataFrame(
+        {
+            "attribute": top["attribute"],
+            "partner": top["partner"],
+            "single %": top["single"].map(percent),
+            "multi %": top["multi"].map(percent),
+            "multi-single": top["drop"].map(lambda v: percent(v, signed=True)),
+        }
+    )
+    caption = (
+        f"The {len(top)} most negative cells of the {len(matrix)} x {len(matrix)} pair matrix (validation "
+        f"accuracy, %), most negative first. The whole matrix is in <code>pair_matrix.csv</code> beside "
+        f"this page (fractions), and `aal-sweep matrix RESULTS --format csv` prints it."
+    )
     return _section("Strongest negative pairs (pair matrix, Table 4)", caption, _html_table(shown, mean_last=False))
 
 
 def _matrix_caption() -> str:
-    return ("Validation accuracy (%). Row: the attribute measured; column <i>j</i>: trained with attribute "
-            "<i>j</i>; diagonal: single task. The mean row averages each column.")
+    return (
+        "Validation accuracy (%). Row: the attribute measured; column <i>j</i>: trained with attribute "
+        "<i>j</i>; diagonal: single task. The mean row averages each column."
+    )
 
 
 def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> str:
@@ -269,22 +341,32 @@ def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> st
     matched = cmp[cmp["attribute"] != "mean"]
     agree = int((matched["partner (paper)"] == matched["partner (ours)"]).sum())
     title = COMPARE[name].title
-    note = (f"{len(matched)} of this sweep's {len(table) - 1} attributes matched the {len(ref)} rows of {title} by "
-            f"name (case, spaces and punctuation ignored); {agree} of those have the paper's partner (or, like the "
-            f"paper, none). The mean row "
-            f"averages the matched rows only, on both sides.")
+    note = (
+        f"{len(matched)} of this sweep's {len(table) - 1} attributes matched the {len(ref)} rows of {title} by "
+        f"name (case, spaces and punctuation ignored); {agree} of those have the paper's partner (or, like the "
+        f"paper, none). The mean row "
+        f"averages the matched rows only, on both sides."
+    )
     return _section(f"Compared with {title}", note, _html_table(cmp))
 
 
 def _screening_section(screening: dict) -> str:
     """A screened pair phase: how it screened, what it trained, each attribute's candidates and scores."""
     c = screening["candidates"]
-    rows = pd.DataFrame({"attribute": c["attribute"], "rank": c["rank"], "candidate": c["partner"],
-                         "score": [f"{v:+.4g}" for v in c["score"]]})
-    note = (html.escape(screening["summary"]) + ". Scores are the estimator's (negative = the candidate is "
-            "estimated to hurt the attribute); partners come from the confirmed pairs only, and the matrix's "
-            "unconfirmed cells are blank. See docs/screening.md; <code>aal-sweep agreement</code> measures it "
-            "against an exhaustive sweep.")
+    rows = pd.DataFrame(
+        {
+            "attribute": c["attribute"],
+            "rank": c["rank"],
+            "candidate": c["partner"],
+            "score": [f"{v:+.4g}" for v in c["score"]],
+        }
+    )
+    note = (
+        html.escape(screening["summary"]) + ". Scores are the estimator's (negative = the candidate is "
+        "estimated to hurt the attribute); partners come from the confirmed pairs only, and the matrix's "
+        "unconfirmed cells are blank. See docs/screening.md; <code>aal-sweep agreement</code> measures it "
+        "against an exhaustive sweep."
+    )
     return _section("Screened pair phase", note, _html_table(rows, mean_last=False))
 
 
@@ -312,5 +394,7 @@ pre{background:#f7f7f7;padding:1em;font-size:12px;overflow-x:auto} .note{color:#
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )

@@ -72,8 +72,11 @@ def with_paper(table: pd.DataFrame, compare: str, method: str) -> pd.DataFrame:
         if len(hit):
             r = hit.iloc[0]
             # percent with two decimals -> fractions, rounded so 91.19 reads 0.9119, not 0.9118999999999999
-            out.loc[k, PAPER_COLUMNS] = [float(r["n_attributes"]), round(r["val_mean"] / 100, 6),
-                                         round(r["test_mean"] / 100, 6)]
+            out.loc[k, PAPER_COLUMNS] = [
+                float(r["n_attributes"]),
+                round(r["val_mean"] / 100, 6),
+                round(r["test_mean"] / 100, 6),
+            ]
     out["paper_n_attributes"] = out["paper_n_attributes"].astype("Int64")
     return out
 
@@ -86,13 +89,20 @@ def render_table(table: pd.DataFrame, fmt: str, method: str = "grl") -> str:
     records = table.astype(object).to_dict("records")  # ints stay ints (iterrows would make them floats)
     if fmt == "csv":
         cols = list(table.columns)
-        rows = [[r["variant"], *(_cell(r[c]) if ok or c in PAPER_COLUMNS else "" for c in cols[1:])]
-                for ok, r in zip(run, records)]
+        rows = [
+            [r["variant"], *(_cell(r[c]) if ok or c in PAPER_COLUMNS else "" for c in cols[1:])]
+            for ok, r in zip(run, records)
+        ]
         return csv_text(cols, rows)
     if fmt == "json":
-        records = [{"variant": r["variant"], "run": bool(ok),
-                    **{c: (_json(r[c]) if ok or c in PAPER_COLUMNS else None) for c in table.columns[1:]}}
-                   for ok, r in zip(run, records)]
+        records = [
+            {
+                "variant": r["variant"],
+                "run": bool(ok),
+                **{c: (_json(r[c]) if ok or c in PAPER_COLUMNS else None) for c in table.columns[1:]},
+            }
+            for ok, r in zip(run, records)
+        ]
         return json.dumps({"unit": "fraction", "adversarial_method": method, "variants": records}, indent=2)
     shown = display(table, method)
     return text_table(shown) if fmt == "table" else markdown(shown)
@@ -117,13 +127,19 @@ def display(table: pd.DataFrame, method: str = "grl") -> pd.DataFrame:
     for _, r in table.iterrows():
         run = r["n_attributes"] > 0
         name = f"{r['variant']} ({method})" if r["variant"] == ADVERSARIAL else r["variant"]
-        row = {"variant": name, "attributes": str(int(r["n_attributes"])) if run else NOT_RUN,
-               "val %": percent(r["val_mean"]) if run else NOT_RUN,
-               "test %": percent(r["test_mean"]) if run else NOT_RUN}
+        row = {
+            "variant": name,
+            "attributes": str(int(r["n_attributes"])) if run else NOT_RUN,
+            "val %": percent(r["val_mean"]) if run else NOT_RUN,
+            "test %": percent(r["test_mean"]) if run else NOT_RUN,
+        }
         if "paper_val_mean" in table:
             n = r["paper_n_attributes"]
-            row |= {"paper attributes": "—" if pd.isna(n) else str(int(n)), "paper val %": percent(r["paper_val_mean"]),
-                    "paper test %": percent(r["paper_test_mean"])}
+            row |= {
+                "paper attributes": "—" if pd.isna(n) else str(int(n)),
+                "paper val %": percent(r["paper_val_mean"]),
+                "paper test %": percent(r["paper_test_mean"]),
+            }
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -167,8 +183,10 @@ def comparison(table: pd.DataFrame, matrix: pd.DataFrame, ref: pd.DataFrame) -> 
     p_frac["lambda"] = np.nan
     p_settled = p_frac["partner"].isna() & p_frac["single"].notna()
     o_mean, p_mean = mean_row(o, o_settled), mean_row(p_frac, p_settled)
-    rows = [_compare_row(a, pr, orow)
-            for a, pr, orow in zip(o["attribute"], p_frac.to_dict("records"), o.to_dict("records"))]
+    rows = [
+        _compare_row(a, pr, orow)
+        for a, pr, orow in zip(o["attribute"], p_frac.to_dict("records"), o.to_dict("records"))
+    ]
     rows.append(_compare_row("mean", p_mean, o_mean))
     return pd.DataFrame(rows)
 

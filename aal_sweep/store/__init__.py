@@ -31,6 +31,22 @@ from aal_sweep.store.problems import Problem, Repair
 from aal_sweep.store.rows import failed_rows, result_rows
 from aal_sweep.store.schema import COLUMNS, SCHEMA
 
-__all__ = ["COLUMNS", "MANIFEST", "PARTNERS_FILE", "QUARANTINE", "QUERY_COLUMNS", "SCHEMA", "STATS_COLUMNS",
-           "SWEEP_FILE", "TRIALS_DIR", "LeaseHeld", "LeaseLost", "Problem", "Repair", "Store", "StoreNotWritable",
-           "failed_rows", "result_rows"]
+__all__ = [
+    "COLUMNS",
+    "MANIFEST",
+    "PARTNERS_FILE",
+    "QUARANTINE",
+    "QUERY_COLUMNS",
+    "SCHEMA",
+    "STATS_COLUMNS",
+    "SWEEP_FILE",
+    "TRIALS_DIR",
+    "LeaseHeld",
+    "LeaseLost",
+    "Problem",
+    "Repair",
+    "Store",
+    "StoreNotWritable",
+    "failed_rows",
+    "result_rows",
+]

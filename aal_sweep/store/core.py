@@ -37,11 +37,35 @@ log = logging.getLogger("aal_sweep.store")
 _FINGERPRINT = b"aal_sweep.fingerprint"  # partners.parquet metadata: the cells its statistics were computed on
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 1,000 attribute names parse in ms
 # What the matrix, the partners and the plan read: a few narrow columns, never the per-image bits.
-QUERY_COLUMNS = ["trial_id", "kind", "attribute", "partner", "lambda", "method", "seed", "status", "val_acc",
-                 "test_acc", "config_hash"]
+QUERY_COLUMNS = [
+    "trial_id",
+    "kind",
+    "attribute",
+    "partner",
+    "lambda",
+    "method",
+    "seed",
+    "status",
+    "val_acc",
+    "test_acc",
+    "config_hash",
+]
 # What the statistics read besides: the per-image bits, the split sizes, the majority-class rate.
-STATS_COLUMNS = ["kind", "attribute", "partner", "lambda", "seed", "status", "val_acc", "test_acc", "n_val", "n_test",
-                 "val_majority", "val_correct", "test_correct"]
+STATS_COLUMNS = [
+    "kind",
+    "attribute",
+    "partner",
+    "lambda",
+    "seed",
+    "status",
+    "val_acc",
+    "test_acc",
+    "n_val",
+    "n_test",
+    "val_majority",
+    "val_correct",
+    "test_correct",
+]
 
 
 class Store:
@@ -126,25 +150,35 @@ class Store:
     def _parse_meta(self) -> dict:
         loc = self.location
         if not loc.is_dir():
-            raise AalError(f"{self.uri}: no such results folder (run `aal-sweep run CONFIG` first, or pass the "
-                           f"folder named by the config's `results`)")
+            raise AalError(
+                f"{self.uri}: no such results folder (run `aal-sweep run CONFIG` first, or pass the "
+                f"folder named by the config's `results`)"
+            )
         try:
             text = loc.read_bytes(SWEEP_FILE)
         except FileNotFoundError:
-            raise AalError(f"{self.uri}: no {SWEEP_FILE}, so not a results folder (run `aal-sweep run CONFIG` "
-                           f"first, or pass the folder named by the config's `results`)") from None
+            raise AalError(
+                f"{self.uri}: no {SWEEP_FILE}, so not a results folder (run `aal-sweep run CONFIG` "
+                f"first, or pass the folder named by the config's `results`)"
+            ) from None
         try:
             meta = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as e:
-            raise AalError(f"{self.show(SWEEP_FILE)}: not valid YAML: {str(e).splitlines()[0]} (rerun "
-                           f"`aal-sweep run CONFIG` to rewrite it)") from None
+            raise AalError(
+                f"{self.show(SWEEP_FILE)}: not valid YAML: {str(e).splitlines()[0]} (rerun "
+                f"`aal-sweep run CONFIG` to rewrite it)"
+            ) from None
         if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-            raise AalError(f"{self.show(SWEEP_FILE)}: expected keys training_hash, attributes and config (a "
-                           f"mapping); rerun `aal-sweep run CONFIG` to rewrite it")
+            raise AalError(
+                f"{self.show(SWEEP_FILE)}: expected keys training_hash, attributes and config (a "
+                f"mapping); rerun `aal-sweep run CONFIG` to rewrite it"
+            )
         attributes = meta.get("attributes") or (meta["config"].get("dataset") or {}).get("attributes")
         if not isinstance(attributes, list) or not attributes or not all(isinstance(a, str) for a in attributes):
-            raise AalError(f"{self.show(SWEEP_FILE)}: no attribute list (expected `attributes: [A, B, ...]`; "
-                           f"rerun `aal-sweep run CONFIG` to rewrite it)")
+            raise AalError(
+                f"{self.show(SWEEP_FILE)}: no attribute list (expected `attributes: [A, B, ...]`; "
+                f"rerun `aal-sweep run CONFIG` to rewrite it)"
+            )
         return meta | {"attributes": attributes}
 
     def meta_ok(self) -> bool:
@@ -169,15 +203,19 @@ class Store:
             changed = _changed_keys(meta.get("config") if meta else None, cfg)
             raise AalError(
                 f"{self.uri} holds results of other training settings (changed: {', '.join(changed) or 'unknown'}); "
-                f"use a new results folder (--results DIR) or pass --restart to discard the old results")
+                f"use a new results folder (--results DIR) or pass --restart to discard the old results"
+            )
 
     def write_config(self, cfg, attributes, versions: dict | None = None) -> None:
         """Write sweep.yaml (the driver, holding the lease, once the config and dataset checks passed);
         `versions` (aal_sweep.versions()): what ran, for bug reports."""
         from aal_sweep.config import recorded_config
 
-        doc = {"training_hash": cfg.training_hash(), "attributes": list(attributes),
-               "config": recorded_config(cfg, attributes, self.uri)}
+        doc = {
+            "training_hash": cfg.training_hash(),
+            "attributes": list(attributes),
+            "config": recorded_config(cfg, attributes, self.uri),
+        }
         if versions:
             doc["versions"] = dict(versions)
         self._guard()
@@ -220,16 +258,23 @@ class Store:
         if meta is None or not meta.get("training_hash"):
             return table
         hashes = table.column("config_hash")
-        values = {v for chunk in hashes.chunks for v in
-                  (chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type)
-                   else pc.unique(chunk).to_pylist())}
+        values = {
+            v
+            for chunk in hashes.chunks
+            for v in (
+                chunk.dictionary.to_pylist() if pa.types.is_dictionary(chunk.type) else pc.unique(chunk).to_pylist()
+            )
+        }
         if values <= {str(meta["training_hash"]), None}:  # the usual case: nothing to leave out, no row scan
             return table
         other = pc.fill_null(pc.not_equal(hashes, str(meta["training_hash"])), False)
         n_other = pc.sum(other).as_py() or 0
         if n_other:
-            self._files._warn("other-hash", f"{self.uri}: leaving out {n_other} row(s) of other training settings "
-                                            f"(config_hash != {meta['training_hash']})")
+            self._files._warn(
+                "other-hash",
+                f"{self.uri}: leaving out {n_other} row(s) of other training settings "
+                f"(config_hash != {meta['training_hash']})",
+            )
             table = table.filter(pc.invert(other))
         return table
 
@@ -322,15 +367,17 @@ class Store:
         strings); a compaction that reorders them only costs one recomputation, never a stale answer."""
         table, _ = self._read(QUERY_COLUMNS, warn=self.warn)
         table = self._this_sweep(table)
-        cells = pc.and_(pc.is_in(table.column("kind"), pa.array(["single", "pair"])),
-                        pc.equal(table.column("status"), "ok"))
+        cells = pc.and_(
+            pc.is_in(table.column("kind"), pa.array(["single", "pair"])), pc.equal(table.column("status"), "ok")
+        )
         digest = hashlib.blake2b(digest_size=16)
         ids = table.column("trial_id").filter(cells).combine_chunks()  # one array: chunking must not matter
         for buf in ids.buffers()[1:]:  # offsets and characters (a fresh array starts at row 0)
             if buf is not None:
                 digest.update(buf)
-        digest.update(json.dumps([*settings, self._meta_or_none() and self.training_hash], sort_keys=True,
-                                 default=str).encode())
+        digest.update(
+            json.dumps([*settings, self._meta_or_none() and self.training_hash], sort_keys=True, default=str).encode()
+        )
         return digest.hexdigest()
 
     def write_partners(self, partners: pd.DataFrame) -> None:
@@ -422,9 +469,13 @@ class Store:
 
     def experiments(self, prefix: str | None = None) -> list[str]:
         """Tune experiments under tune/ named <prefix>-<k> (any prefix when None), oldest first per prefix."""
-        names = [e.base_name for e in self.location.list(TUNE_DIR) if e.type == pafs.FileType.Directory
-                 and e.base_name.rsplit("-", 1)[-1].isdigit()
-                 and (prefix is None or e.base_name.rsplit("-", 1)[0] == prefix)]
+        names = [
+            e.base_name
+            for e in self.location.list(TUNE_DIR)
+            if e.type == pafs.FileType.Directory
+            and e.base_name.rsplit("-", 1)[-1].isdigit()
+            and (prefix is None or e.base_name.rsplit("-", 1)[0] == prefix)
+        ]
         return sorted(names, key=lambda n: (n.rsplit("-", 1)[0], int(n.rsplit("-", 1)[1])))
 
     def unfinished_experiments(self, prefix: str | None = None) -> list[str]:

@@ -36,8 +36,11 @@ class Journal:
     def entries(self, trial_id: str) -> list[dict]:
         """The trial's events in the order they happened."""
         out = self._legacy(trial_id)
-        files = [e for e in self.loc.list(f"{ATTEMPTS_DIR}/{trial_id}") if e.type == pafs.FileType.File
-                 and e.base_name.endswith(".json") and not e.base_name.startswith(".")]
+        files = [
+            e
+            for e in self.loc.list(f"{ATTEMPTS_DIR}/{trial_id}")
+            if e.type == pafs.FileType.File and e.base_name.endswith(".json") and not e.base_name.startswith(".")
+        ]
         for e in sorted(files, key=lambda e: _order(e.base_name)):
             try:
                 doc = json.loads(self.loc.read_bytes(self.loc.name(e)))
@@ -56,9 +59,14 @@ class Journal:
 
     def trials(self) -> list[str]:
         """The trials that have a journal."""
-        return sorted({e.base_name.removesuffix(".jsonl") for e in self.loc.list(ATTEMPTS_DIR)
-                       if (e.type == pafs.FileType.Directory or e.base_name.endswith(".jsonl"))
-                       and not e.base_name.startswith(".")})
+        return sorted(
+            {
+                e.base_name.removesuffix(".jsonl")
+                for e in self.loc.list(ATTEMPTS_DIR)
+                if (e.type == pafs.FileType.Directory or e.base_name.endswith(".jsonl"))
+                and not e.base_name.startswith(".")
+            }
+        )
 
     def _legacy(self, trial_id: str) -> list[dict]:
         rel = f"{ATTEMPTS_DIR}/{trial_id}.jsonl"

@@ -1,19 +1,19 @@
 """Every path inside a results folder, relative to RESULTS, defined once (store/, orchestration/ import them).
 
-    RESULTS/sweep.yaml                         SWEEP_FILE: training_hash, attributes, config
-    RESULTS/partners.parquet                   PARTNERS_FILE: the chosen partners and their statistics
-    RESULTS/trials/                            TRIALS_DIR: inbox files and compacted segments
-    RESULTS/trials/_manifest.json              MANIFEST: which segments count
-    RESULTS/trials/.quarantine/                QUARANTINE: damaged files `run` moved aside
-    RESULTS/trials/.merged/<generation>/       MERGED: what the newest compaction merged (see store/trials.py)
-    RESULTS/trials/_ids/<segment>              SEGMENT_IDS: each segment's trial ids (names what a lost one held)
-    RESULTS/attempts/<trial_id>/               ATTEMPTS_DIR: one small file per event of a trial
-    RESULTS/lease.json                         LEASE_FILE: the driver holding the folder
-    RESULTS/tune/<phase>-<k>/                  TUNE_DIR: Tune's experiments (COMPLETE marks a finished one)
-    RESULTS/tune/checkpoints/<trial_id>/       CHECKPOINTS_DIR: each trial's epoch checkpoints
-    RESULTS/tune/embedded_ray.json             EMBEDDED_RAY_RECORD: the embedded Ray's processes
-    RESULTS/artifacts/<trial_id>.pt            ARTIFACTS_DIR, weights_file(): a trial's weights a later one needs
-    RESULTS/estimates/                         ESTIMATES_DIR: a screened pair phase's estimates
+RESULTS/sweep.yaml                         SWEEP_FILE: training_hash, attributes, config
+RESULTS/partners.parquet                   PARTNERS_FILE: the chosen partners and their statistics
+RESULTS/trials/                            TRIALS_DIR: inbox files and compacted segments
+RESULTS/trials/_manifest.json              MANIFEST: which segments count
+RESULTS/trials/.quarantine/                QUARANTINE: damaged files `run` moved aside
+RESULTS/trials/.merged/<generation>/       MERGED: what the newest compaction merged (see store/trials.py)
+RESULTS/trials/_ids/<segment>              SEGMENT_IDS: each segment's trial ids (names what a lost one held)
+RESULTS/attempts/<trial_id>/               ATTEMPTS_DIR: one small file per event of a trial
+RESULTS/lease.json                         LEASE_FILE: the driver holding the folder
+RESULTS/tune/<phase>-<k>/                  TUNE_DIR: Tune's experiments (COMPLETE marks a finished one)
+RESULTS/tune/checkpoints/<trial_id>/       CHECKPOINTS_DIR: each trial's epoch checkpoints
+RESULTS/tune/embedded_ray.json             EMBEDDED_RAY_RECORD: the embedded Ray's processes
+RESULTS/artifacts/<trial_id>.pt            ARTIFACTS_DIR, weights_file(): a trial's weights a later one needs
+RESULTS/estimates/                         ESTIMATES_DIR: a screened pair phase's estimates
 """
 
 from __future__ import annotations

@@ -84,8 +84,10 @@ class Lease:
         try:
             self._write(since=time.time())
         except OSError as e:
-            raise StoreNotWritable(f"{self.loc.show()}: cannot write here ({_reason(e)}); this run has trials to "
-                                   f"train, so it needs a writable results folder (--results DIR)") from None
+            raise StoreNotWritable(
+                f"{self.loc.show()}: cannot write here ({_reason(e)}); this run has trials to "
+                f"train, so it needs a writable results folder (--results DIR)"
+            ) from None
         time.sleep(self.settle_s)
         now = self.read()
         if now is None or now.get("token") != self.token:
@@ -150,14 +152,19 @@ class Lease:
     def error(self) -> LeaseLost:
         """The one line a driver that lost the folder stops with."""
         if self._lost_to is not None:
-            how = (f"to another `aal-sweep run` ({_who(self._lost_to)})" if self._lost_to
-                   else "(its lease.json was deleted)")
+            how = (
+                f"to another `aal-sweep run` ({_who(self._lost_to)})"
+                if self._lost_to
+                else "(its lease.json was deleted)"
+            )
         elif self._released:
             how = "(this run gave it back)"
         else:
             how = f"(its last renewal expired {_when(self._expires)}: the storage could not be written)"
-        return LeaseLost(f"lost the lease on {self.loc.show()} {how}; this run stopped releasing trials and "
-                         f"writes nothing more to the folder; its finished trials are stored")
+        return LeaseLost(
+            f"lost the lease on {self.loc.show()} {how}; this run stopped releasing trials and "
+            f"writes nothing more to the folder; its finished trials are stored"
+        )
 
     # ---- the file ------------------------------------------------------------------------------------
 
@@ -173,8 +180,15 @@ class Lease:
     def _write(self, since: float) -> None:
         now = time.time()
         self._since = since
-        doc = {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _started(os.getpid()),
-               "since": since, "renewed": now, "expires": now + self.ttl_s, "token": self.token}
+        doc = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_started": _started(os.getpid()),
+            "since": since,
+            "renewed": now,
+            "expires": now + self.ttl_s,
+            "token": self.token,
+        }
         self.loc.write_bytes(LEASE_FILE, json.dumps(doc).encode())
         self._expires = now + self.ttl_s
 
@@ -191,8 +205,10 @@ class Lease:
                 log.warning("could not renew the lease on %s: %s", self.loc.show(), e)
 
     def _held(self, holder: dict) -> LeaseHeld:
-        return LeaseHeld(f"{self.loc.show()} is in use by another `aal-sweep run` ({_who(holder)}); wait for it "
-                         f"to finish or stop it (the lease of a killed run expires {_when(holder.get('expires'))})")
+        return LeaseHeld(
+            f"{self.loc.show()} is in use by another `aal-sweep run` ({_who(holder)}); wait for it "
+            f"to finish or stop it (the lease of a killed run expires {_when(holder.get('expires'))})"
+        )
 
 
 def _reason(e: OSError) -> str:
@@ -206,8 +222,9 @@ def vacancy(holder: dict) -> str | None:
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
         started = _started(holder["pid"])
         recorded = holder.get("pid_started")
-        if started is None or (started and isinstance(recorded, (int, float)) and recorded
-                               and abs(started - recorded) > 1):  # the pid was reused
+        if started is None or (
+            started and isinstance(recorded, (int, float)) and recorded and abs(started - recorded) > 1
+        ):  # the pid was reused
             return f"a dead process ({_who(holder)})"
     return None
 

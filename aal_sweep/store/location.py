@@ -34,16 +34,18 @@ S3_ATTEMPTS = 3  # each call, first try included
 def unreadable(where: str, error: OSError) -> AalError:
     """The one-line error for results storage that cannot be read: a bad path, an unreachable endpoint,
     refused credentials or no such bucket."""
-    return AalError(f"{where}: cannot read it ({_cause(error)}); check the path, or for "
-                    f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                    f"AWS_SECRET_ACCESS_KEY)")
+    return AalError(
+        f"{where}: cannot read it ({_cause(error)}); check the path, or for "
+        f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+        f"AWS_SECRET_ACCESS_KEY)"
+    )
 
 
 def _cause(error: OSError) -> str:
     """The part of an error that says what happened: pyarrow's S3 errors put it after "AWS Error"."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     if "AWS Error" in text:
-        text = text[text.index("AWS Error"):].split("; Details", 1)[0]
+        text = text[text.index("AWS Error") :].split("; Details", 1)[0]
     return text[:200]
 
 
@@ -63,8 +65,12 @@ def _with_region(uri: str) -> str:
     query = uri.split("?", 1)[1] if "?" in uri else ""
     keys = {kv.split("=", 1)[0] for kv in query.split("&") if kv}
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if not region or keys & {"region", "endpoint_override"} or os.environ.get("AWS_ENDPOINT_URL") \
-            or os.environ.get("AWS_ENDPOINT_URL_S3"):
+    if (
+        not region
+        or keys & {"region", "endpoint_override"}
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+    ):
         return uri
     return f"{uri}{'&' if query else '?'}region={region}"
 
@@ -75,8 +81,12 @@ def _with_timeouts(fs: pafs.FileSystem) -> pafs.FileSystem:
     if not isinstance(fs, pafs.S3FileSystem):
         return fs
     _rebuild, (options,) = fs.__reduce__()
-    options = dict(options, connect_timeout=CONNECT_TIMEOUT_S, request_timeout=REQUEST_TIMEOUT_S,
-                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS))
+    options = dict(
+        options,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        request_timeout=REQUEST_TIMEOUT_S,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+    )
     if not (options.get("proxy_options") or {}).get("host"):
         options.pop("proxy_options", None)  # no proxy: its empty record is not a valid argument everywhere
     return pafs.S3FileSystem(**options)
@@ -90,8 +100,10 @@ class Location:
                 self.fs, root = pafs.FileSystem.from_uri(_with_region(text))
                 self.fs = _with_timeouts(self.fs)
             except (ValueError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
-                raise AalError(f"results {text!r}: cannot open it ({str(e).splitlines()[0][:160]}); expected a "
-                               f"local path or s3://BUCKET/PREFIX") from None
+                raise AalError(
+                    f"results {text!r}: cannot open it ({str(e).splitlines()[0][:160]}); expected a "
+                    f"local path or s3://BUCKET/PREFIX"
+                ) from None
             self.local = isinstance(self.fs, pafs.LocalFileSystem)
             self.root = root.rstrip("/") or root
             self.uri = shown_uri(text)
@@ -133,7 +145,7 @@ class Location:
 
     def name(self, info: pafs.FileInfo) -> str:
         """An entry's path relative to the root."""
-        return info.path[len(self.root) + 1:] if info.path.startswith(self.root + "/") else info.path
+        return info.path[len(self.root) + 1 :] if info.path.startswith(self.root + "/") else info.path
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:

@@ -41,12 +41,16 @@ class Problem:
     def line(self) -> str:
         """What a reader says: what is wrong, what it costs, what fixes it."""
         if self.missing:
-            return (f"{self.path} is missing (the manifest names it; it held {held(self.trials)}): they count as "
-                    f"not done; `aal-sweep run` rebuilds what {MERGED}/ still holds and trains the rest again")
+            return (
+                f"{self.path} is missing (the manifest names it; it held {held(self.trials)}): they count as "
+                f"not done; `aal-sweep run` rebuilds what {MERGED}/ still holds and trains the rest again"
+            )
         if self.segment:
-            return (f"skipping {self.path}: {self.why}; it holds {held(self.trials)}, counted as not done "
-                    f"(`aal-sweep run` moves it to {QUARANTINE}/, rebuilds what {MERGED}/ still holds and trains "
-                    f"the rest again)")
+            return (
+                f"skipping {self.path}: {self.why}; it holds {held(self.trials)}, counted as not done "
+                f"(`aal-sweep run` moves it to {QUARANTINE}/, rebuilds what {MERGED}/ still holds and trains "
+                f"the rest again)"
+            )
         return f"skipping {self.path}: {self.why} (`aal-sweep run` moves it to {QUARANTINE}/ and reruns its trial)"
 
 
@@ -69,8 +73,11 @@ class Repair:
     def line(self) -> str:
         p = self.problem
         what = "missing" if p.missing else f"damaged ({p.why}), moved aside to {self.moved_to}"
-        got = (f"recovered {len(self.recovered)} from {MERGED}/ into {self.rebuilt}" if self.recovered
-               else f"nothing to recover in {MERGED}/")
+        got = (
+            f"recovered {len(self.recovered)} from {MERGED}/ into {self.rebuilt}"
+            if self.recovered
+            else f"nothing to recover in {MERGED}/"
+        )
         if self.lost:
             again = f"{len(self.lost)} trained again: {names(self.lost)}"
         elif self.lost is not None or self.n_lost == 0:

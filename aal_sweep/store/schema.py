@@ -12,38 +12,40 @@ from typing import Any
 import pyarrow as pa
 
 _floats = pa.list_(pa.float64())
-SCHEMA = pa.schema([
-    ("trial_id", pa.string()),
-    ("kind", pa.string()),  # single | pair | adversarial
-    ("attribute", pa.string()),  # this head's attribute
-    ("partner", pa.string()),  # the other attribute of a pair / adversarial trial, else null
-    ("lambda", pa.float64()),  # null unless adversarial
-    ("method", pa.string()),  # grl | gan | wgan for adversarial, else null
-    ("seed", pa.int64()),
-    ("status", pa.string()),  # ok | failed
-    ("error", pa.string()),
-    ("best_epoch", pa.int64()),  # 0-based
-    ("val_acc", pa.float64()),  # fraction, of the best validation epoch
-    ("test_acc", pa.float64()),  # fraction, of the best validation epoch
-    ("val_acc_by_epoch", _floats),
-    ("val_loss_by_epoch", _floats),
-    ("test_acc_by_epoch", _floats),
-    ("epochs_run", pa.int64()),
-    ("attempts", pa.int64()),
-    ("train_seconds", pa.float64()),
-    ("n_val", pa.int64()),
-    ("n_test", pa.int64()),
-    ("backbone", pa.string()),
-    ("config_hash", pa.string()),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
-    # numpy.packbits (big bit order) of "image i classified correctly at the best epoch", split order
-    ("val_correct", pa.binary()),
-    ("test_correct", pa.binary()),
-    ("node_id", pa.string()),  # Ray's node id of the worker that finished the trial
-    # the head attribute's majority-class rate on the validation split (what predicting one class scores),
-    # from the labels by the trial, so the statistics need only the results folder
-    ("val_majority", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("kind", pa.string()),  # single | pair | adversarial
+        ("attribute", pa.string()),  # this head's attribute
+        ("partner", pa.string()),  # the other attribute of a pair / adversarial trial, else null
+        ("lambda", pa.float64()),  # null unless adversarial
+        ("method", pa.string()),  # grl | gan | wgan for adversarial, else null
+        ("seed", pa.int64()),
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+        ("best_epoch", pa.int64()),  # 0-based
+        ("val_acc", pa.float64()),  # fraction, of the best validation epoch
+        ("test_acc", pa.float64()),  # fraction, of the best validation epoch
+        ("val_acc_by_epoch", _floats),
+        ("val_loss_by_epoch", _floats),
+        ("test_acc_by_epoch", _floats),
+        ("epochs_run", pa.int64()),
+        ("attempts", pa.int64()),
+        ("train_seconds", pa.float64()),
+        ("n_val", pa.int64()),
+        ("n_test", pa.int64()),
+        ("backbone", pa.string()),
+        ("config_hash", pa.string()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        # numpy.packbits (big bit order) of "image i classified correctly at the best epoch", split order
+        ("val_correct", pa.binary()),
+        ("test_correct", pa.binary()),
+        ("node_id", pa.string()),  # Ray's node id of the worker that finished the trial
+        # the head attribute's majority-class rate on the validation split (what predicting one class scores),
+        # from the labels by the trial, so the statistics need only the results folder
+        ("val_majority", pa.float64()),
+    ]
+)
 COLUMNS = SCHEMA.names
 # Without these a row cannot be placed in the matrix or the plan: a file lacking them is not ours.
 IDENTITY = ("trial_id", "kind", "attribute", "status")
@@ -131,5 +133,8 @@ def decoded(table: pa.Table) -> pa.Table:
     """`table` with dictionary-encoded columns turned back into plain values."""
     if not any(pa.types.is_dictionary(t) for t in table.schema.types):
         return table
-    return table.cast(pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
-                                 for f in table.schema]))
+    return table.cast(
+        pa.schema(
+            [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in table.schema]
+        )
+    )

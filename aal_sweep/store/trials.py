@@ -69,9 +69,17 @@ RETRIES = 100  # reads that a finishing compaction may send back to a new snapsh
 class Snapshot:
     """One consistent view of trials/: the manifest's segments and the inbox files beside them."""
 
-    def __init__(self, generation: int, segments: list[str], inbox: list[str], orphans: list[str],
-                 others: list[str], manifest_ok: bool, missing: list[str] | None = None,
-                 counts: dict[str, int] | None = None):
+    def __init__(
+        self,
+        generation: int,
+        segments: list[str],
+        inbox: list[str],
+        orphans: list[str],
+        others: list[str],
+        manifest_ok: bool,
+        missing: list[str] | None = None,
+        counts: dict[str, int] | None = None,
+    ):
         self.generation, self.segments, self.inbox = generation, segments, inbox
         self.orphans, self.others, self.manifest_ok = orphans, others, manifest_ok
         self.missing = missing or []  # named by the manifest, not there
@@ -171,8 +179,9 @@ class TrialFiles:
         return Problem(self.loc.show(rel), why, segment, snap.counts.get(name) if segment else None, rel=rel)
 
     def _read_snapshot(self, snap: Snapshot, cols) -> tuple[pa.Table, list[Problem]]:
-        damaged: list[Problem] = [self._problem(f"{TRIALS_DIR}/{n}", "not a Parquet file name (*.parquet)")
-                                  for n in snap.others]
+        damaged: list[Problem] = [
+            self._problem(f"{TRIALS_DIR}/{n}", "not a Parquet file name (*.parquet)") for n in snap.others
+        ]
         tables: list[pa.Table] = []  # in precedence order: inbox, then segments newest first
         with ThreadPoolExecutor(max_workers=16 if not self.loc.local else 4) as pool:
             inbox = list(pool.map(lambda n: self._read_inbox(n, cols), snap.inbox))
@@ -208,7 +217,7 @@ class TrialFiles:
         except DamagedFile as e:
             return None, str(e)
         ids = pc.unique(table.column("trial_id")).to_pylist()
-        if ids != [name[:-len(".parquet")]]:
+        if ids != [name[: -len(".parquet")]]:
             return None, f"holds rows of trial(s) {', '.join(map(str, ids[:3]))}, not of {name[:-8]}"
         return table, None
 
@@ -239,8 +248,12 @@ class TrialFiles:
             found, moved = None, False
             for name in sorted(segments or [], key=_generation, reverse=True):
                 try:
-                    t = pq.read_table(self.loc.path(f"{TRIALS_DIR}/{name}"), filesystem=self.loc.fs, columns=cols,
-                                      filters=[("trial_id", "==", trial_id)])
+                    t = pq.read_table(
+                        self.loc.path(f"{TRIALS_DIR}/{name}"),
+                        filesystem=self.loc.fs,
+                        columns=cols,
+                        filters=[("trial_id", "==", trial_id)],
+                    )
                 except FileNotFoundError:
                     moved = True
                     break
@@ -264,21 +277,28 @@ class TrialFiles:
         now = time.time()
         for folder in (TRIALS_DIR, SEGMENT_IDS):
             for e in self.loc.list(folder):
-                if e.type == pafs.FileType.File and e.base_name.startswith(".") and e.base_name.endswith(".tmp") \
-                        and e.mtime is not None and now - e.mtime.timestamp() > STALE_TMP_S:
+                if (
+                    e.type == pafs.FileType.File
+                    and e.base_name.startswith(".")
+                    and e.base_name.endswith(".tmp")
+                    and e.mtime is not None
+                    and now - e.mtime.timestamp() > STALE_TMP_S
+                ):
                     removed.append(f"{folder}/{e.base_name}")
         if snap.manifest_ok:  # ids of segments no manifest names (a missing one's stay: repair names them)
             named = set(snap.segments) | set(snap.missing)
-            removed += [f"{SEGMENT_IDS}/{e.base_name}" for e in self.loc.list(SEGMENT_IDS)
-                        if e.type == pafs.FileType.File and not e.base_name.startswith(".")
-                        and e.base_name not in named]
+            removed += [
+                f"{SEGMENT_IDS}/{e.base_name}"
+                for e in self.loc.list(SEGMENT_IDS)
+                if e.type == pafs.FileType.File and not e.base_name.startswith(".") and e.base_name not in named
+            ]
         if snap.inbox and snap.segments:
             in_segments = set()
             for name in snap.segments:
                 table, problem = self._read_segment(name, ["trial_id", "status"])
                 if table is not None:
                     in_segments |= set(pc.unique(table.column("trial_id")).to_pylist())
-            removed += [f"{TRIALS_DIR}/{n}" for n in snap.inbox if n[:-len(".parquet")] in in_segments]
+            removed += [f"{TRIALS_DIR}/{n}" for n in snap.inbox if n[: -len(".parquet")] in in_segments]
         for rel in removed:
             self.loc.delete(rel)
         return removed
@@ -313,7 +333,7 @@ class TrialFiles:
         if not snap.manifest_ok:
             return []  # no manifest to name segments: compaction merges every readable segment file
         bad: list[Problem] = [self._problem(f"{TRIALS_DIR}/{n}", "missing", snap) for n in snap.missing]
-        live: set[str] = {n[:-len(".parquet")] for n in snap.inbox}
+        live: set[str] = {n[: -len(".parquet")] for n in snap.inbox}
         for name in snap.segments:
             table, problem = self._read_segment(name, ["trial_id", "status"])
             if problem:
@@ -332,9 +352,10 @@ class TrialFiles:
             if expected is None:  # not recorded: its own compaction's inputs are what it held
                 candidates = [t for gen, t in sources if gen == _generation(name)]
             else:
-                candidates = [t.filter(pc.is_in(t.column("trial_id"), value_set=pa.array(sorted(expected),
-                                                                                         pa.string())))
-                              for _, t in sources]
+                candidates = [
+                    t.filter(pc.is_in(t.column("trial_id"), value_set=pa.array(sorted(expected), pa.string())))
+                    for _, t in sources
+                ]
             table = _one_version_per_trial([t for t in candidates if t.num_rows], None)
             keep = pc.invert(pc.is_in(table.column("trial_id"), value_set=pa.array(sorted(live), pa.string())))
             table = table.filter(keep)  # stored elsewhere (inbox, another segment): not ours to add again
@@ -362,8 +383,15 @@ class TrialFiles:
                 except FileNotFoundError:
                     moved_to = None
             self.loc.delete(f"{SEGMENT_IDS}/{problem.rel.rsplit('/', 1)[-1]}")
-            repairs.append(Repair(problem, ids, lost, moved_to and self.loc.show(moved_to),
-                                  rebuilt and self.loc.show(f"{TRIALS_DIR}/{rebuilt}")))
+            repairs.append(
+                Repair(
+                    problem,
+                    ids,
+                    lost,
+                    moved_to and self.loc.show(moved_to),
+                    rebuilt and self.loc.show(f"{TRIALS_DIR}/{rebuilt}"),
+                )
+            )
         return repairs
 
     def _merged(self) -> list[tuple[int, pa.Table]]:
@@ -411,7 +439,7 @@ class TrialFiles:
         for k, name in enumerate(snap.inbox):
             if progress:
                 progress(k, len(snap.inbox))
-            tid = name[:-len(".parquet")]
+            tid = name[: -len(".parquet")]
             table, problem = self._read_inbox(name, None)
             if table is None:
                 continue  # damaged (quarantined by `run`) or gone
@@ -476,8 +504,7 @@ class TrialFiles:
                 raise ValueError("import_rows: some of these trials are stored already")
         return self._add_segment(snap.generation + 1, snap.segments, table, snap.counts)
 
-    def _add_segment(self, generation: int, segments: list[str], table: pa.Table,
-                     counts: dict[str, int]) -> str:
+    def _add_segment(self, generation: int, segments: list[str], table: pa.Table, counts: dict[str, int]) -> str:
         """Write `table` sorted by trial_id as a segment, read it back, write its ids file, then the
         manifest naming it after `segments`. SegmentNotVerified (the new file removed) if it reads back
         other than written: nothing it merged is touched."""
@@ -509,8 +536,12 @@ class TrialFiles:
 
     def _write_manifest(self, generation: int, segments: list[str], counts: dict[str, int]) -> None:
         self.guard()
-        doc = {"generation": generation, "segments": segments,
-               "trials": {s: counts[s] for s in segments if s in counts}, "written_at": time.time()}
+        doc = {
+            "generation": generation,
+            "segments": segments,
+            "trials": {s: counts[s] for s in segments if s in counts},
+            "written_at": time.time(),
+        }
         self.loc.write_bytes(MANIFEST, json.dumps(doc, indent=1).encode())
 
     def _warn(self, key: str, message: str) -> None:
@@ -533,7 +564,7 @@ def inbox_path(trial_id: str) -> str:
 
 def _generation(name: str) -> int:
     try:
-        return int(name[len(SEGMENT_PREFIX):].split("-", 1)[0])
+        return int(name[len(SEGMENT_PREFIX) :].split("-", 1)[0])
     except ValueError:
         return -1
 
@@ -550,9 +581,15 @@ def parquet_bytes(table: pa.Table) -> bytes:
     bits = [c for c in BIT_COLUMNS if c in names]
     other = [c for c in names if c not in bits]
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=ROW_GROUP, use_dictionary=other, write_statistics=other,
-                   compression={c: "none" if c in bits else "snappy" for c in names},
-                   column_encoding={c: "PLAIN" for c in bits} or None)
+    pq.write_table(
+        table,
+        sink,
+        row_group_size=ROW_GROUP,
+        use_dictionary=other,
+        write_statistics=other,
+        compression={c: "none" if c in bits else "snappy" for c in names},
+        column_encoding={c: "PLAIN" for c in bits} or None,
+    )
     return sink.getvalue().to_pybytes()
 
 
@@ -580,8 +617,9 @@ def _read_parquet(loc: Location, rel: str, cols=None) -> pa.Table:
             check_schema(pf.schema_arrow)  # the whole file's columns, whatever is read
             have = pf.schema_arrow.names
             if cols is not None:  # narrow reads (the queries) keep low-cardinality columns dictionary-encoded
-                pf = pq.ParquetFile(f, metadata=pf.metadata,
-                                    read_dictionary=[c for c in DICTIONARY if c in cols and c in have])
+                pf = pq.ParquetFile(
+                    f, metadata=pf.metadata, read_dictionary=[c for c in DICTIONARY if c in cols and c in have]
+                )
             # the identifying columns always: conform checks them, whatever the caller asked for
             wanted = None if cols is None else list(dict.fromkeys([*IDENTITY, *cols]))
             return pf.read(columns=None if wanted is None else [c for c in wanted if c in have])

@@ -49,7 +49,7 @@ def evaluate(task: Task, split: SplitTensors, batch_size: int, autocast) -> Eval
         with autocast():
             logits = task(x).float()
         y = y[:, :k]
-        correct[start:start + len(x)] = (logits > 0) == (y > 0.5)
+        correct[start : start + len(x)] = (logits > 0) == (y > 0.5)
         loss += F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(0)
         start += len(x)
     task.train(was_training)

@@ -10,10 +10,17 @@ from aal_sweep.train.tasks import GAN, GRL, KINDS, WGAN, MultiHead, Task
 from aal_sweep.train.variants import make_variant_task
 
 
-def make_task(kind: str, backbone: nn.Module, width: int, n_attributes: int, method: str | None = None,
-              lam: float | None = None, critic_hidden: int = AdversarialConfig.critic_hidden,
-              gp_weight: float = AdversarialConfig.gp_weight,
-              init_weights: str | None = None) -> Task:
+def make_task(
+    kind: str,
+    backbone: nn.Module,
+    width: int,
+    n_attributes: int,
+    method: str | None = None,
+    lam: float | None = None,
+    critic_hidden: int = AdversarialConfig.critic_hidden,
+    gp_weight: float = AdversarialConfig.gp_weight,
+    init_weights: str | None = None,
+) -> Task:
     """The task of `kind` on `backbone` (feature width `width`). `init_weights`: a .pt state_dict file some
     kinds start from (adversarial_shared: the multitask_all model)."""
     if kind in ("single", "pair", "multitask"):

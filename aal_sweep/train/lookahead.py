@@ -104,8 +104,9 @@ class AffinityRecorder:
         return (self.total / self.recorded).cpu().numpy().astype(np.float64)
 
 
-def lookahead_affinity(spec: TrainSpec, data: DecodedDataset, every: int = EVERY,
-                       lr: float | None = None) -> LookaheadResult:
+def lookahead_affinity(
+    spec: TrainSpec, data: DecodedDataset, every: int = EVERY, lr: float | None = None
+) -> LookaheadResult:
     """Train `spec` (kind multitask_all: every attribute's head on one trunk) once, recording TAG's affinity.
 
     `lr`: the lookahead step's learning rate; None = the optimizer's at that step (TAG's choice). The
@@ -121,5 +122,9 @@ def lookahead_affinity(spec: TrainSpec, data: DecodedDataset, every: int = EVERY
     return LookaheadResult(
         estimates=estimates_frame("lookahead", names, z, seed=spec.seed, cost=result.train_seconds),
         affinity=pd.DataFrame(z, index=pd.Index(names, name="attribute"), columns=names),
-        val_acc={h.attribute: h.val_acc for h in result.heads}, seconds=result.train_seconds,
-        lookahead_seconds=recorder.seconds, steps=recorder.recorded, fit=result)
+        val_acc={h.attribute: h.val_acc for h in result.heads},
+        seconds=result.train_seconds,
+        lookahead_seconds=recorder.seconds,
+        steps=recorder.recorded,
+        fit=result,
+    )

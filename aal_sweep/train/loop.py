@@ -78,12 +78,26 @@ class TrainSpec:
     @classmethod
     def from_config(cls, cfg, kind: str, attributes, lam: float | None = None) -> TrainSpec:
         t, m, a = cfg.train, cfg.model, cfg.adversarial
-        return cls(kind=kind, attributes=tuple(attributes), lam=lam,
-                   method=a.method if kind == "adversarial" else None,
-                   backbone=m.backbone, pretrained=m.pretrained, epochs=t.epochs, batch_size=t.batch_size,
-                   lr=t.lr, weight_decay=t.weight_decay, lr_milestones=tuple(t.lr_milestones),
-                   lr_gamma=t.lr_gamma, seed=t.seed, critic_hidden=a.critic_hidden, gp_weight=a.gp_weight,
-                   device=t.device, num_threads=t.num_threads, compile=t.compile)
+        return cls(
+            kind=kind,
+            attributes=tuple(attributes),
+            lam=lam,
+            method=a.method if kind == "adversarial" else None,
+            backbone=m.backbone,
+            pretrained=m.pretrained,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            lr_milestones=tuple(t.lr_milestones),
+            lr_gamma=t.lr_gamma,
+            seed=t.seed,
+            critic_hidden=a.critic_hidden,
+            gp_weight=a.gp_weight,
+            device=t.device,
+            num_threads=t.num_threads,
+            compile=t.compile,
+        )
 
     def evaluated(self) -> tuple[str, ...]:
         """The attributes whose heads are measured: the partner's C_b is thrown away by design."""
@@ -167,8 +181,17 @@ def build_model(spec: TrainSpec, device: torch.device) -> Model:
     """The seeded model of `spec` on `device`: channels_last and bf16 autocast on CUDA, compiled if asked."""
     torch.manual_seed(spec.seed)  # model initialisation (seeds the CUDA generators too)
     backbone, width = build_backbone(spec.backbone, spec.pretrained)
-    task = make_task(spec.kind, backbone, width, len(spec.attributes), spec.method, spec.lam,
-                     spec.critic_hidden, spec.gp_weight, spec.init_weights).to(device)
+    task = make_task(
+        spec.kind,
+        backbone,
+        width,
+        len(spec.attributes),
+        spec.method,
+        spec.lam,
+        spec.critic_hidden,
+        spec.gp_weight,
+        spec.init_weights,
+    ).to(device)
     if device.type == "cuda":
         task = task.to(memory_format=torch.channels_last)
         autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
@@ -186,9 +209,15 @@ def build_model(spec: TrainSpec, device: torch.device) -> Model:
     return Model(task, optimizers, schedulers, autocast, compiled)
 
 
-def train_epoch(task: Task, batches, optimizers, autocast, on_first_step: Callable[[], None] | None = None,
-                max_steps: int | None = None,
-                before_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int, int]:
+def train_epoch(
+    task: Task,
+    batches,
+    optimizers,
+    autocast,
+    on_first_step: Callable[[], None] | None = None,
+    max_steps: int | None = None,
+    before_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, int, int]:
     """One pass over `batches` of (x, y); returns (sum of the logged losses on the device, steps, images).
 
     `before_step(x, y)`: called with each batch before its step, at the parameters the step starts from."""
@@ -222,16 +251,28 @@ def _sync(device: torch.device) -> None:
 
 def _new_history(n_heads: int) -> dict[str, Any]:
     empty = torch.zeros(0, dtype=torch.uint8)
-    return {"val_acc": [[] for _ in range(n_heads)], "val_loss": [[] for _ in range(n_heads)],
-            "test_acc": [[] for _ in range(n_heads)], "train_loss": [], "epoch_seconds": [],
-            "train_epoch_seconds": [], "train_images": [], "eval_seconds": [],
-            # the best epoch so far's packed correctness per head, as uint8 tensors (plain checkpoint values)
-            "val_correct": [empty] * n_heads, "test_correct": [empty] * n_heads}
+    return {
+        "val_acc": [[] for _ in range(n_heads)],
+        "val_loss": [[] for _ in range(n_heads)],
+        "test_acc": [[] for _ in range(n_heads)],
+        "train_loss": [],
+        "epoch_seconds": [],
+        "train_epoch_seconds": [],
+        "train_images": [],
+        "eval_seconds": [],
+        # the best epoch so far's packed correctness per head, as uint8 tensors (plain checkpoint values)
+        "val_correct": [empty] * n_heads,
+        "test_correct": [empty] * n_heads,
+    }
 
 
-def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
-        state: dict[str, Any] | None = None,
-        before_step: Callable[[Model, torch.Tensor, torch.Tensor], None] | None = None) -> FitResult:
+def fit(
+    spec: TrainSpec,
+    data: DecodedDataset,
+    on_epoch: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    state: dict[str, Any] | None = None,
+    before_step: Callable[[Model, torch.Tensor, torch.Tensor], None] | None = None,
+) -> FitResult:
     """Train `spec` on `data`; call `on_epoch(state, metrics)` after each epoch; resume from `state` if given.
 
     `state` refers to the live model and optimizer tensors: `on_epoch` must save or copy it before returning.
@@ -245,8 +286,10 @@ def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any
     task, optimizers, schedulers, autocast = model.task, model.optimizers, model.schedulers, model.autocast
 
     cols = data.columns(spec.attributes)
-    splits = {s: SplitTensors(data.images[s], data.labels[s][:, cols], device, spec.resident)
-              for s in ("train", "val", "test")}
+    splits = {
+        s: SplitTensors(data.images[s], data.labels[s][:, cols], device, spec.resident)
+        for s in ("train", "val", "test")
+    }
     evaluated = spec.evaluated()
     history = _new_history(len(evaluated))
     start_epoch, train_seconds = 0, 0.0
@@ -272,10 +315,15 @@ def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any
     for epoch in range(start_epoch, spec.epochs):
         t0 = time.perf_counter()
         batches = splits["train"].batches(spec.batch_size, _epoch_generator(spec.seed, epoch), augment=True)
-        loss_sum, n_batches, n_images = train_epoch(task, batches, optimizers, autocast,
-                                                    on_first_step if not first_step else None,
-                                                    spec.max_steps_per_epoch,
-                                                    None if before_step is None else partial(before_step, model))
+        loss_sum, n_batches, n_images = train_epoch(
+            task,
+            batches,
+            optimizers,
+            autocast,
+            on_first_step if not first_step else None,
+            spec.max_steps_per_epoch,
+            None if before_step is None else partial(before_step, model),
+        )
         for s in schedulers:
             s.step()
         _sync(device)
@@ -288,14 +336,22 @@ def fit(spec: TrainSpec, data: DecodedDataset, on_epoch: Callable[[dict[str, Any
         history["train_images"].append(n_images)
         history["eval_seconds"].append(time.perf_counter() - t1)
         history["epoch_seconds"].append(time.perf_counter() - t0)
-        metrics = {"epoch": epoch, "train_loss": history["train_loss"][-1],
-                   **{f"val_acc/{a}": float(val.accuracy[j]) for j, a in enumerate(evaluated)}}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": history["train_loss"][-1],
+            **{f"val_acc/{a}": float(val.accuracy[j]) for j, a in enumerate(evaluated)},
+        }
         log.info("epoch %d %s", epoch, metrics)
         if on_epoch is not None:
-            train_state = {"epoch": epoch, "model": task.state_dict(),
-                           "optimizers": [o.state_dict() for o in optimizers],
-                           "schedulers": [s.state_dict() for s in schedulers],
-                           "rng": torch.get_rng_state(), "history": history, "train_seconds": train_seconds}
+            train_state = {
+                "epoch": epoch,
+                "model": task.state_dict(),
+                "optimizers": [o.state_dict() for o in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers],
+                "rng": torch.get_rng_state(),
+                "history": history,
+                "train_seconds": train_seconds,
+            }
             if device.type == "cuda":
                 train_state["cuda_rng"] = torch.cuda.get_rng_state(device)
             on_epoch(train_state, metrics)
@@ -315,24 +371,50 @@ def _record(history: dict[str, Any], val, test) -> None:
         history["test_acc"][j].append(float(test.accuracy[j]))
 
 
-def _result(spec: TrainSpec, history: dict[str, Any], splits: dict[str, SplitTensors], train_seconds: float,
-            device: torch.device, compiled: bool, first_step_seconds: float | None) -> FitResult:
+def _result(
+    spec: TrainSpec,
+    history: dict[str, Any],
+    splits: dict[str, SplitTensors],
+    train_seconds: float,
+    device: torch.device,
+    compiled: bool,
+    first_step_seconds: float | None,
+) -> FitResult:
     heads = []
     for j, a in enumerate(spec.evaluated()):
         va = history["val_acc"][j]
         best = int(np.argmax(va)) if va else -1
-        heads.append(HeadResult(a, va, history["val_loss"][j], history["test_acc"][j], best,
-                                va[best] if va else float("nan"),
-                                history["test_acc"][j][best] if va else float("nan"),
-                                history["val_correct"][j].numpy().tobytes(),
-                                history["test_correct"][j].numpy().tobytes()))
+        heads.append(
+            HeadResult(
+                a,
+                va,
+                history["val_loss"][j],
+                history["test_acc"][j],
+                best,
+                va[best] if va else float("nan"),
+                history["test_acc"][j][best] if va else float("nan"),
+                history["val_correct"][j].numpy().tobytes(),
+                history["test_correct"][j].numpy().tobytes(),
+            )
+        )
     epochs_run = len(history["train_loss"])
     # checkpoints written before train_images existed: every epoch saw the whole split
     n_trained = sum(history["train_images"]) + splits["train"].n * (epochs_run - len(history["train_images"]))
-    return FitResult(heads=heads, epochs_run=epochs_run, train_seconds=train_seconds,
-                     train_images_per_second=n_trained / train_seconds if train_seconds else 0.0,
-                     n_val=splits["val"].n, n_test=splits["test"].n, device=str(device),
-                     history={k: history[k] for k in ("train_loss", "epoch_seconds", "train_epoch_seconds",
-                                                       "train_images", "eval_seconds")}
-                     | {"compiled": compiled, "first_step_seconds": first_step_seconds,
-                        "resident": {s: t.resident for s, t in splits.items()}})
+    return FitResult(
+        heads=heads,
+        epochs_run=epochs_run,
+        train_seconds=train_seconds,
+        train_images_per_second=n_trained / train_seconds if train_seconds else 0.0,
+        n_val=splits["val"].n,
+        n_test=splits["test"].n,
+        device=str(device),
+        history={
+            k: history[k]
+            for k in ("train_loss", "epoch_seconds", "train_epoch_seconds", "train_images", "eval_seconds")
+        }
+        | {
+            "compiled": compiled,
+            "first_step_seconds": first_step_seconds,
+            "resident": {s: t.resident for s, t in splits.items()},
+        },
+    )

@@ -170,7 +170,7 @@ class WGAN(Adversarial):
         if alpha is None:
             alpha = torch.rand(b, 1, device=f.device, dtype=f.dtype)
         mix = (alpha * f[pos_k] + (1 - alpha) * f[neg_k]).requires_grad_(True)
-        grad, = torch.autograd.grad(self.critic(mix).sum(), mix, create_graph=True)
+        (grad,) = torch.autograd.grad(self.critic(mix).sum(), mix, create_graph=True)
         penalty = (grad.float().norm(dim=1) - 1) ** 2
         return (penalty * valid).sum() / n.clamp(min=1)
 

@@ -82,7 +82,7 @@ class SharedAdversarial(Task):
 
     def load_backbone(self, state: dict[str, torch.Tensor]) -> None:
         """Take the backbone of a multitask_all model's state_dict (the keys under `backbone.`)."""
-        own = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+        own = {k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
         if not own:
             raise ValueError("the multitask_all weights hold no backbone.* keys")
         self.backbone.load_state_dict(own)  # strict: another backbone's weights fail here, naming the keys
@@ -116,8 +116,9 @@ def load_weights(path: str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def make_variant_task(kind: str, backbone: nn.Module, width: int, n_attributes: int, lam: float | None,
-                      init_weights: str | None = None) -> Task:
+def make_variant_task(
+    kind: str, backbone: nn.Module, width: int, n_attributes: int, lam: float | None, init_weights: str | None = None
+) -> Task:
     if kind == MULTITASK_ALL:
         return MultiHead(backbone, width, n_attributes)
     if lam is None:

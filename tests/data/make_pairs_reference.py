@@ -31,10 +31,24 @@ def reference_store(seeds=(0,)) -> pd.DataFrame:
     rows = []
 
     def row(kind, a, b, s, val, test, lam=None):
-        rows.append({"trial_id": f"{kind}-{a}-{b}-{lam}-s{s}", "kind": kind, "attribute": a, "partner": b,
-                     "lambda": lam, "seed": s, "status": "ok", "val_acc": val.mean(), "test_acc": test.mean(),
-                     "val_correct": _pack(val), "test_correct": _pack(test), "n_val": N_IMAGES,
-                     "n_test": N_IMAGES, "val_majority": 0.55 + 0.05 * NAMES.index(a)})
+        rows.append(
+            {
+                "trial_id": f"{kind}-{a}-{b}-{lam}-s{s}",
+                "kind": kind,
+                "attribute": a,
+                "partner": b,
+                "lambda": lam,
+                "seed": s,
+                "status": "ok",
+                "val_acc": val.mean(),
+                "test_acc": test.mean(),
+                "val_correct": _pack(val),
+                "test_correct": _pack(test),
+                "n_val": N_IMAGES,
+                "n_test": N_IMAGES,
+                "val_majority": 0.55 + 0.05 * NAMES.index(a),
+            }
+        )
 
     for s in seeds:
         single = {a: (rng.random(N_IMAGES) < rng.uniform(0.6, 0.95), rng.random(N_IMAGES) < 0.8) for a in NAMES}
