@@ -31,8 +31,10 @@ demo: $(STAMP) $(DEMO_DATA)/list_attr_celeba.txt
 	@echo
 	@$(BIN)/aal-sweep report $(DEMO_RESULTS) --out $(DEMO_RESULTS)/report
 
+# Two workers, a test file each at a time (module fixtures stay in one process): the end-to-end tests wait
+# on Ray's start and on subprocesses as much as they compute, so two share the two cores well.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow"

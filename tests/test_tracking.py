@@ -40,47 +40,56 @@ TRIALS = [
 ]
 
 
+TUNE_RUN = """
+import json, sys
+import ray
+from ray import tune
+from aal_sweep.config import parse_config
+from aal_sweep.orchestration.tracking import tune_callbacks
+
+raw, trials, storage, epochs = json.loads(sys.argv[1])
+
+def trainable(config):
+    head = config["trial"]["attributes"][0]
+    for epoch in range(epochs):
+        tune.report({"epoch": epoch, "train_loss": 1.0 / (epoch + 1), f"val_acc/{head}": 0.5 + 0.1 * epoch})
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+grid = tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)},
+                  run_config=tune.RunConfig(name="tracking", storage_path=storage, verbose=0,
+                                            callbacks=tune_callbacks(parse_config(raw, check_files=False)))).fit()
+ray.shutdown()
+sys.exit(1 if grid.errors else 0)
+"""
+
+
 @pytest.fixture(scope="module")
 def tune_run(tmp_path_factory):
-    """One real Tune run of two trials with both callbacks; W&B offline under a temporary WANDB_DIR (set
-    before Ray starts, so the logging actor inherits it)."""
-    import ray
-    from ray import tune
-
-    def trainable(config):  # nested: pickled by value, so Ray's workers need not import this test module
-        head = config["trial"]["attributes"][0]
-        for epoch in range(EPOCHS):
-            tune.report({"epoch": epoch, "train_loss": 1.0 / (epoch + 1), f"val_acc/{head}": 0.5 + 0.1 * epoch})
+    """One real Tune run of two trials with both callbacks, in a process of its own (its own local Ray,
+    1 CPU; the suite's shared Ray stays untouched): MLflow to a local file store, W&B offline under a
+    temporary WANDB_DIR, both set in the environment Ray and its logging actors start with."""
+    import json
+    import subprocess
 
     tmp = tmp_path_factory.mktemp("tracking")
     env = {
+        **os.environ,
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp),
         "WANDB_SILENT": "true",
         "MLFLOW_ALLOW_FILE_STORE": "true",
     }  # MLflow 3's opt-in to a folder as its store
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    cfg = _cfg(
-        {
+    raw = {
+        "name": "trk",
+        "dataset": {"root": "/data/celeba", "attributes": ["Smiling", "Male"]},
+        "tracking": {
             "mlflow": {"tracking_uri": f"file://{tmp}/mlruns", "experiment": "exp"},
             "wandb": {"project": "proj", "mode": "offline"},
-        }
-    )
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        grid = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search([t.to_dict() for t in TRIALS])},
-            run_config=tune.RunConfig(
-                name="tracking", storage_path=str(tmp / "tune"), verbose=0, callbacks=tune_callbacks(cfg)
-            ),
-        ).fit()
-    finally:
-        ray.shutdown()
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    assert not grid.errors
+        },
+    }
+    args = json.dumps([raw, [t.to_dict() for t in TRIALS], str(tmp / "tune"), EPOCHS])
+    out = subprocess.run([sys.executable, "-c", TUNE_RUN, args], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return tmp
 
 

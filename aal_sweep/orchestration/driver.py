@@ -73,6 +73,7 @@ def run(
         return _nothing_to_do(state, cfg, allow_partial, events)
     store, attributes = state.store, state.attributes
     store.lease().refuse_if_held()  # a second driver is refused before it starts anything
+    store.check_writable()
     check_data(cfg, attributes)  # the dataset's files where the driver runs: no Ray needed to refuse them
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None

@@ -76,7 +76,8 @@ class Recorder:
         interrupted half-way), `grace_s` to exit, kill the rest, drop the record."""
         alive = [p for pid, t in self.known | children() if (p := _same(pid, t)) is not None]
         n = _stop(alive, grace_s)
-        self.loc.delete(RECORD)
+        if self.known:  # a record was written (under the lease): drop it; else there is none to drop
+            self.loc.delete(RECORD)
         return n
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +28,7 @@ from aal_sweep.store.layout import (
     TUNE_DIR,
     estimates_file,
 )
-from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease
+from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, StoreNotWritable
 from aal_sweep.store.location import Location, unreadable
 from aal_sweep.store.problems import Problem, Repair
 from aal_sweep.store.schema import decoded
@@ -456,6 +458,21 @@ class Store:
         From then on this store's shared writes check it (LeaseLost); `lease.lost` is cheap to poll."""
         self._lease = Lease(self.location, ttl_s=ttl_s, settle_s=settle_s)
         return self._lease
+
+    def check_writable(self) -> None:
+        """A run with trials to train refuses a local folder it cannot write before it starts anything
+        (the lease, taken later, would find out only after Ray started). Writes nothing; an object store
+        answers that only to a write, which the lease makes."""
+        if not self.location.local:
+            return
+        path = Path(self.location.root)
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if not os.access(path, os.W_OK):
+            raise StoreNotWritable(
+                f"{self.show()}: cannot write here ({path} is read-only or not ours); this run has "
+                f"trials to train, so it needs a writable results folder (--results DIR)"
+            )
 
     def _guard(self) -> None:
         if self._lease is not None:
