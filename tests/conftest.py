@@ -11,6 +11,32 @@ import yaml
 from aal_sweep.data.synthetic import make_synthetic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# The end-to-end files, longest first (their durations in `make test`'s report): its two workers take whole
+# files (--dist loadfile) in collection order, so the longest start first and the short ones fill in at
+# the end (longest-processing-time first), and neither worker idles while the other finishes a long file.
+LONGEST_FIRST = (
+    "test_resilience.py",
+    "test_kill_stress.py",
+    "test_submit.py",
+    "test_cluster.py",
+    "test_store_run.py",
+    "test_variants_sweep.py",
+    "test_embedded_ray.py",
+    "test_sweep.py",
+    "test_screening_sweep.py",
+    "test_s3.py",
+    "test_significance.py",
+    "test_tracking.py",
+    "test_reid.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays
+
+
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # as the CLI does, before anything imports ray
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
 from aal_sweep.store import Store
 
@@ -105,3 +106,17 @@ def assert_same_results(ref, results, kinds: tuple[str, ...] | None = None) -> N
     pd.testing.assert_frame_equal(a[cols], b[cols])
     for c in curves:
         assert a[c].map(list).tolist() == b[c].map(list).tolist(), c
+
+
+def family(pid: int) -> dict[int, float]:
+    """The process's descendants: pid -> start time (a reused pid never matches)."""
+    try:
+        out = {}
+        for p in psutil.Process(pid).children(recursive=True):
+            try:
+                out[p.pid] = p.create_time()
+            except psutil.Error:
+                continue
+        return out
+    except psutil.Error:
+        return {}
