@@ -43,6 +43,18 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
+def start_run(config: Path, env: dict | None = None) -> subprocess.Popen:
+    """`aal-sweep run CONFIG`, started as `start` does."""
+    return start("run", str(config), env=env)
+
+
+def results_of(config: Path) -> Path:
+    """The results folder a config names."""
+    import yaml
+
+    return Path(yaml.safe_load(config.read_text())["results"])
+
+
 def run_to_end(config: Path, *args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`aal-sweep run CONFIG` in a subprocess, which must succeed."""
     out = cli("run", str(config), *args, env=env, timeout=timeout)

@@ -13,26 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from conftest import KILL_TRAIN, Hold
-from helpers import assert_same_results, family, kill_group, run_to_end, wait_until
-from helpers import start as start_cli
+from helpers import assert_same_results, family, kill_group, results_of, run_to_end, start_run, wait_until
 
 from aal_sweep.store import Store
 
 pytestmark = pytest.mark.slow
-
-
-def results_of(config: Path) -> Path:
-    return Path(yaml.safe_load(config.read_text())["results"])
-
-
-def start(config: Path, env: dict | None = None):
-    return start_cli("run", str(config), env=env)
-
-
-def wait_for(proc, what, timeout: float = 240, poll_s: float = 0.05):
-    return wait_until(proc, what, timeout=timeout, poll_s=poll_s)
 
 
 # ---- §1: random kill -9s of the driver --------------------------------------------------------------
@@ -116,16 +102,16 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(kill_sweep, capsys):
     while len(moments) < STRESS_KILLS:
         for held in hold.folder.glob("*.held"):
             held.unlink()  # what the run before held
-        proc = start(config, env=hold.env())
+        proc = start_run(config, env=hold.env())
         t0 = time.monotonic()
         jitter = rng.uniform(0.0, 1.0) * epoch_s
         try:
             if rng.random() < 0.25:  # while Ray starts, or before any trial reported
-                wait_for(proc, lambda proc=proc: ray_started(proc), timeout=300, poll_s=0.02)
+                wait_until(proc, lambda proc=proc: ray_started(proc), timeout=300, poll_s=0.02)
                 moment = f"Ray's first process + {jitter:.2f}s"
             else:  # inside the sweep: once one more epoch finished (or only the held trial is left), + 0-1 epoch
                 base = epochs_finished(store)
-                wait_for(
+                wait_until(
                     proc, lambda base=base: epochs_finished(store) >= base + 1 or hold.held(), timeout=600, poll_s=0.1
                 )
                 moment = f"an epoch + {jitter:.2f}s"

@@ -18,26 +18,21 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from conftest import Hold
-from helpers import assert_same_results, check_no_redo, family, kill_group, run_to_end, wait_until
-from helpers import start as start_cli
+from helpers import (
+    assert_same_results,
+    check_no_redo,
+    family,
+    kill_group,
+    results_of,
+    run_to_end,
+    start_run,
+    wait_until,
+)
 
 from aal_sweep.store import Store
 
 pytestmark = pytest.mark.slow
-
-
-def results_of(config: Path) -> Path:
-    return Path(yaml.safe_load(config.read_text())["results"])
-
-
-def start(config: Path, env: dict | None = None):
-    return start_cli("run", str(config), env=env)
-
-
-def wait_for(proc, what, timeout: float = 240, poll_s: float = 0.05):
-    return wait_until(proc, what, timeout=timeout, poll_s=poll_s)
 
 
 def finished_epochs(store: Store, trial: str) -> list[int]:
@@ -68,7 +63,7 @@ def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(kill_sweep):
     results = results_of(config)
     store = Store(results)
     hold = Hold(ks.tmp / "hold-missing", "pair-Disc-Square", epoch=2)  # two epochs checkpointed, three to go
-    proc = start(config, env=hold.env())
+    proc = start_run(config, env=hold.env())
     victim = hold.wait(proc)["trial"]
     kill_group(proc)
     assert finished_epochs(store, victim) == [0, 1] and not store.is_done(victim)
@@ -106,7 +101,7 @@ def watch_until(proc: subprocess.Popen, seen: dict[int, float], what, timeout: f
         seen.update(family(proc.pid))
         return what()
 
-    return wait_for(proc, probe, timeout=timeout, poll_s=0.05)
+    return wait_until(proc, probe, timeout=timeout, poll_s=0.05)
 
 
 def moment_reached(moment: str, proc: subprocess.Popen, store: Store):
@@ -132,7 +127,7 @@ def test_ctrl_c_at_any_moment_exits_130_and_leaves_no_ray(kill_sweep, moment):
     store = Store(results_of(config))
     # every trial stops before its first (or second) epoch: the moment comes, and stays, however fast the machine
     hold = Hold(ks.tmp / f"hold-sigint-{moment}", "", epoch=1 if moment == "mid-trial" else 0)
-    proc = start(config, env=hold.env() if moment != "ray-starting" else None)
+    proc = start_run(config, env=hold.env() if moment != "ray-starting" else None)
     seen: dict[int, float] = {}
     watch_until(proc, seen, lambda: moment_reached(moment, proc, store), timeout=300)
     os.killpg(proc.pid, signal.SIGINT)
@@ -169,7 +164,7 @@ def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
             return False
 
     hold = Hold(ks.tmp / "hold-orphans", "", epoch=1)  # every trial waits after its first epoch: mid-trial stays
-    proc = start(config, env=hold.env())
+    proc = start_run(config, env=hold.env())
     seen: dict[int, float] = {}
     watch_until(proc, seen, mid_trial)
     kill_group(proc)
@@ -178,7 +173,7 @@ def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
         time.sleep(0.5)
     assert not still_running(seen), still_running(seen)
 
-    proc = start(config, env=hold.env())
+    proc = start_run(config, env=hold.env())
     seen = {}
     watch_until(proc, seen, mid_trial)
     recorded = {pid for pid, _ in json.loads(record.read_text())["processes"]}
