@@ -222,7 +222,7 @@ class RayStart:
             )
         )
 
-    def stop(self, grace_s: float = 10) -> None:
+    def stop(self, grace_s: float = 3) -> None:
         """SIGTERM to each node's process group, SIGKILL to what is left after `grace_s`
         (`ray start --block` does not stop promptly on SIGTERM)."""
         for p in reversed(self.procs):

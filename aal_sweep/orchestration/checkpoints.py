@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
-import torch
 
 from aal_sweep.store.layout import CHECKPOINTS_DIR
 from aal_sweep.store.location import Location
@@ -68,6 +67,8 @@ class TrialCheckpoints:
     def save(self, epoch: int, state: dict[str, Any]) -> None:
         """Write epoch `epoch`'s state (whole or not at all), then drop all but the newest KEEP."""
         buf = io.BytesIO()
+        import torch  # here: the driver counts and clears checkpoints without paying torch's import
+
         torch.save(state, buf)
         self.loc.write_bytes(self._rel(epoch), buf.getvalue())
         for old in self.epochs()[:-KEEP]:
@@ -75,6 +76,8 @@ class TrialCheckpoints:
 
     def load_newest(self) -> Resume:
         """The newest checkpoint that loads; those that do not are skipped and named in `skipped`."""
+        import torch
+
         resume = Resume()
         for epoch in reversed(self.epochs()):
             try:
