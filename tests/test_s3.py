@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 import yaml
 from conftest import Hold, write_config
 from s3_server import ENV, make_bucket, s3_server  # noqa: F401 (fixture)
 
+import aal_sweep
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.store import Store
 
@@ -97,6 +99,10 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.1)
         done_before = store.done_ids()
+        # the screened pair phase's estimates were made and stored (on S3) before any pair was released
+        assert sum(t.startswith("short-") for t in done_before) == 3
+        estimates_before = aal_sweep.open_results(uri).estimates()
+        assert estimates_before is not None and len(estimates_before) == 3 * 2
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the embedded Ray it started
         proc.wait()
@@ -104,6 +110,9 @@ def test_sweep_on_s3_second_driver_refused_kill_9_resume_and_queries(setup, tmp_
 
     resumed = cli("run", str(path))
     assert resumed.returncode == 0, resumed.stderr
+    # the resumed run confirms from the stored estimates: none made again, the same pairs
+    assert "screened by short" not in resumed.stdout
+    pd.testing.assert_frame_equal(aal_sweep.open_results(uri).estimates(), estimates_before)
     starts = [e for e in store.journal(victim) if e["event"] == "start"]
     # killed between two epochs: it continued from its checkpoint, on S3 too
     assert "continue from their last epoch checkpoint" in resumed.stdout and starts[-1]["from_epoch"] == 1

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import Hold, run_sweep
-from helpers import check_no_redo
+from conftest import run_sweep
 
 import aal_sweep
 from aal_sweep.analysis.screening import ESTIMATE_COLUMNS
@@ -96,41 +92,4 @@ def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confi
     assert len(aal_sweep.open_results(full.results).screening()["confirmed"]) == 6
     pd.testing.assert_frame_equal(
         aal_sweep.open_results(full.results).matrix(), aal_sweep.open_results(str(tiny_sweep[1])).matrix()
-    )
-
-
-def test_short_estimator_killed_after_confirmation_resumes_without_redoing(tiny_sweep, tmp_path):
-    cfg_path = screened_config(tiny_sweep, tmp_path, "short", estimator="short", confirm=1)
-    cfg = load_config(cfg_path)
-    store = Store(cfg.results)
-    hold = Hold(tmp_path / "hold", "pair-", epoch=1)  # a confirmed pair, after its first epoch
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)],
-        env=hold.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        held = hold.wait(proc)
-        done_before = store.done_ids()
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert sum(t.startswith("short-") for t in done_before) == 6  # every estimate trained before any pair
-    estimates_before = aal_sweep.open_results(cfg.results).estimates()
-    resumed = subprocess.run(
-        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg_path)], capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    check_no_redo(store, done_before)
-    starts = [e for e in store.journal(held["trial"]) if e["event"] == "start"]
-    assert len(starts) == 2 and starts[-1]["from_epoch"] == 1  # continued after its checkpointed epoch
-    res = aal_sweep.open_results(cfg.results)
-    pd.testing.assert_frame_equal(res.estimates(), estimates_before)  # the same confirmation, not made again
-    assert "screened by short" not in resumed.stdout
-    assert all(
-        p is None or frozenset((a, p)) in {frozenset(x) for x in res.screening()["confirmed"]}
-        for a, p in zip(res.chosen_partners()["attribute"], res.chosen_partners()["partner"])
     )
