@@ -188,7 +188,14 @@ def _cmd_run(args) -> int:
         return 0
     from aal_sweep.orchestration import driver
 
-    bar = Progress("decoding images into the cache", sys.stderr, delay_s=5.0)  # silent when the cache is there
+    bars: list[Progress] = []
+
+    def progress(step: str, unit: str):
+        """A long step's progress on stderr: a bar on a terminal, lines in a log; silent when it is short
+        (the cache already built, a small store to compact)."""
+        bars.append(Progress(step, sys.stderr, unit=unit, delay_s=5.0))
+        return bars[-1].update
+
     try:
         return driver.run(
             cfg,
@@ -198,10 +205,11 @@ def _cmd_run(args) -> int:
             restart=args.restart,
             allow_partial=args.allow_partial,
             on_event=show,
-            progress=bar.update,
+            progress=progress,
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def show(event) -> None:

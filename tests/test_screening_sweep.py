@@ -33,9 +33,13 @@ def screened_config(tiny_sweep, tmp_path, name: str, **pairs):
 
 
 def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confirmed_cells(
-    tiny_sweep, tmp_path, capsys
+    tiny_sweep, tmp_path, capsys, monkeypatch
 ):
     cfg_path = screened_config(tiny_sweep, tmp_path, "labels", estimator="label_correlation", confirm=1)
+    raw = yaml.safe_load(cfg_path.read_text())  # and followed in MLflow, as a lab would (issue 19)
+    raw["tracking"] = {"mlflow": {"tracking_uri": f"file://{tmp_path}/mlruns", "experiment": "labels"}}
+    cfg_path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in to a folder as its store
     cfg = load_config(cfg_path)
     assert run_sweep(cfg) == 0
     out = capsys.readouterr().out
@@ -86,6 +90,13 @@ def test_label_correlation_confirms_k_per_attribute_and_partners_come_from_confi
         0 <= agreement["recall"] <= 1
         and agreement["train_seconds"]["screened"] < agreement["train_seconds"]["exhaustive"]
     )
+    # every trial of the run is an MLflow run named by its trial id, tagged with what it is
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"file://{tmp_path}/mlruns")
+    runs = client.search_runs([client.get_experiment_by_name("labels").experiment_id])
+    assert {r.data.tags["mlflow.runName"] for r in runs} == set(res.trials(["trial_id"])["trial_id"])
+    assert {r.data.tags["kind"] for r in runs} == {"single", "pair", "adversarial"}
     # K >= M - 1 is the exhaustive protocol
     full = load_config(screened_config(tiny_sweep, tmp_path, "full", estimator="label_correlation", confirm=3))
     assert run_sweep(full) == 0

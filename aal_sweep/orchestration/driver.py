@@ -63,7 +63,8 @@ def run(
 ) -> int:
     """Run or resume the whole sweep. Returns the exit code: 0 done, 1 some trials failed or some rows of
     the pair matrix are incomplete, 130 interrupted. `on_event(Event)` receives what there is to say;
-    `progress(done, total)` the decode-cache build's progress (aal_sweep.progress.Progress.update).
+    `progress(step, unit)` gives the `update(done, total)` of a long step's progress (the decode-cache build,
+    a compaction of the store): aal_sweep.progress.Progress(step, stream, unit=unit).update, say.
 
     Nothing is written before the config, the stored trials' training settings and the dataset check out;
     a sweep with nothing to do writes nothing (a read-only results folder works)."""
@@ -84,7 +85,7 @@ def run(
         started_ray = connect(address, verbose, events)
         check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
         if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
-            build_cache(cfg, progress)
+            build_cache(cfg, progress and progress("decoding images into the cache", "images"))
         with store.lease() as lease:
             stopped = stop_previous(store.location)
             if stopped:
@@ -99,10 +100,10 @@ def run(
             for path in store.quarantine():
                 events.info(f"moved damaged file aside to {path}: its trial runs again")
             store.cleanup()
-            store.compact()
+            store.compact(progress=progress and progress("compacting the results store", "files"))
             graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep
             _check_weights(graph, store)
-            sweep = Sweep(cfg, store, graph, allow_partial, events, lease)
+            sweep = Sweep(cfg, store, graph, allow_partial, events, lease, progress)
             sweep.write_partners(force=True)
             finished = sweep.run(verbose, recorder)
             if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
@@ -122,9 +123,19 @@ def run(
 class Sweep:
     """One Tune run of the graph, and what the driver keeps up to date while it goes."""
 
-    def __init__(self, cfg: SweepConfig, store: Store, graph: Graph, allow_partial: bool, events: Events, lease=None):
+    def __init__(
+        self,
+        cfg: SweepConfig,
+        store: Store,
+        graph: Graph,
+        allow_partial: bool,
+        events: Events,
+        lease=None,
+        progress=None,
+    ):
         self.cfg, self.store, self.graph, self.allow_partial, self.events = cfg, store, graph, allow_partial, events
         self.lease = lease  # the folder's lease: lost, this run releases nothing more and stops its trials
+        self.progress = progress  # (step, unit) -> update(done, total), for the long steps (see `run`)
         self.failed: list[str] = []
         self._partners_at = 0.0  # when partners.parquet was last written, and how long that took
         self._partners_took = 0.0
@@ -185,7 +196,7 @@ class Sweep:
             return False
         store.close_experiment(name)
         clear_done(store.location, graph.done)
-        store.compact()
+        store.compact(progress=self.progress and self.progress("compacting the results store", "files"))
         self.write_partners(force=True)
         return True
 
