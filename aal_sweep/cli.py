@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_submit)
 
-    s = sub.add_parser("plan", help="trials per phase and their GPU-hours (from benchmarks/gpu.py), before a run")
+    s = sub.add_parser("plan", help="trials per kind, the graph and GPU-hours (from benchmarks/gpu.py), before a run")
     s.add_argument("config")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument(
@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_config)
 
-    s = sub.add_parser("status", help="per phase done / failed / pending, and the missing cells")
+    s = sub.add_parser("status", help="per kind of trial done / failed / pending, and the missing cells")
     s.add_argument("results")
     s.set_defaults(fn=_cmd_status)
 

@@ -1,4 +1,4 @@
-"""What a sweep will cost before it runs: trials per phase, GPU-hours from measured throughput, memory fit.
+"""What a sweep will cost before it runs: trials per kind, GPU-hours from measured throughput, memory fit.
 
 Pure and light: neither torch nor Ray. Trials are counted with the plan's own functions; the adversarial
 phase, whose partners are not known yet, is counted at its upper bound (every attribute gets a partner:

@@ -1,4 +1,4 @@
-"""`aal-sweep submit`: a sweep as a Ray job, through the Ray Jobs SDK (Ray's layer, like sweep.py).
+"""`aal-sweep submit`: a sweep as a Ray job, through the Ray Jobs SDK.
 
     config (checked here) -> working_dir: the resolved sweep.yaml; py_modules: this checkout's aal_sweep
     -> job `python -m aal_sweep.cli run sweep.yaml --address auto` on the cluster -> results on RESULTS

@@ -1,4 +1,4 @@
-"""The plan of a sweep (pure, no Ray): config -> trials per phase; partners -> adversarial trials.
+"""The trials of a sweep (pure, no Ray): their ids, and the plan of each kind (the graph, graph.py, uses them).
 
 A trial id is readable and stable: kind, attributes, lambda, seed and the hash of the training settings,
 so the same config always yields the same ids and a results folder knows what it already holds.

@@ -12,7 +12,7 @@ Every path below is defined once, in store/layout.py. The store stores; aal_swee
     RESULTS/partners.parquet              per attribute: the chosen partner, single and pair accuracy, drop
     RESULTS/attempts/<trial_id>/*.json    one small file per event of a trial (start, epoch, ...)
     RESULTS/lease.json                    the driver holding the folder (host, pid, since, expires)
-    RESULTS/tune/<phase>-<k>/             Tune's experiment state and checkpoints (same storage)
+    RESULTS/tune/sweep-<k>/               one Tune experiment per run (its state; checkpoints: tune/checkpoints/)
 
 Who writes. Each trial writes its own rows, once, as one small file of the inbox, through pyarrow.fs: a
 local file appears by rename, an S3 object by one PUT, so it is whole or absent. A `kill -9` of the driver

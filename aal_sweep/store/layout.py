@@ -9,7 +9,7 @@ RESULTS/trials/.merged/<generation>/       MERGED: what the newest compaction me
 RESULTS/trials/_ids/<segment>              SEGMENT_IDS: each segment's trial ids (names what a lost one held)
 RESULTS/attempts/<trial_id>/               ATTEMPTS_DIR: one small file per event of a trial
 RESULTS/lease.json                         LEASE_FILE: the driver holding the folder
-RESULTS/tune/<phase>-<k>/                  TUNE_DIR: Tune's experiments (COMPLETE marks a finished one)
+RESULTS/tune/sweep-<k>/                    TUNE_DIR: one Tune experiment per run (COMPLETE marks a finished one)
 RESULTS/tune/checkpoints/<trial_id>/       CHECKPOINTS_DIR: each trial's epoch checkpoints
 RESULTS/tune/embedded_ray.json             EMBEDDED_RAY_RECORD: the embedded Ray's processes
 RESULTS/artifacts/<trial_id>.pt            ARTIFACTS_DIR, weights_file(): a trial's weights a later one needs
