@@ -103,9 +103,9 @@ def run(
             store.compact(progress=progress and progress("compacting the results store", "files"))
             graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep
             _check_weights(graph, store)
-            sweep = Sweep(cfg, store, graph, allow_partial, events, lease, progress)
+            sweep = Sweep(cfg, store, graph, allow_partial, events, lease)
             sweep.write_partners(force=True)
-            finished = sweep.run(verbose, recorder)
+            finished = sweep.run(verbose, recorder, progress)
             if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
                 raise lease.error()
             if not finished:
@@ -131,18 +131,18 @@ class Sweep:
         allow_partial: bool,
         events: Events,
         lease=None,
-        progress=None,
     ):
         self.cfg, self.store, self.graph, self.allow_partial, self.events = cfg, store, graph, allow_partial, events
         self.lease = lease  # the folder's lease: lost, this run releases nothing more and stops its trials
-        self.progress = progress  # (step, unit) -> update(done, total), for the long steps (see `run`)
         self.failed: list[str] = []
         self._partners_at = 0.0  # when partners.parquet was last written, and how long that took
         self._partners_took = 0.0
         self._partners_due = False
 
-    def run(self, verbose: int, recorder: Recorder | None) -> bool:
-        """Train every trial the graph releases; True when the graph ran to its end (not interrupted)."""
+    def run(self, verbose: int, recorder: Recorder | None, progress=None) -> bool:
+        """Train every trial the graph releases; True when the graph ran to its end (not interrupted).
+        `progress`: as `run`'s, for the compaction at the end. (Not kept on the Sweep: Tune pickles its
+        searcher and callbacks, which reach this object, and a stream does not pickle.)"""
         cfg, store, graph = self.cfg, self.store, self.graph
         pending = graph.pending()
         resuming = sum(1 for t in pending if TrialCheckpoints(store.location, t.trial_id).epochs())
@@ -159,9 +159,8 @@ class Sweep:
         searcher = GraphSearcher(graph, self._outcome, self.advance, stop=self.lease_lost)
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
-        progress = Progress(graph, cfg.train.epochs, self.events, searcher.trial_of)
         callbacks = [
-            progress,
+            Progress(graph, cfg.train.epochs, self.events, searcher.trial_of),
             StoreFailures(self.store_failure),
             Compaction(store, COMPACT_EVERY),
             *([RecordRay(recorder)] if recorder else []),
@@ -196,7 +195,7 @@ class Sweep:
             return False
         store.close_experiment(name)
         clear_done(store.location, graph.done)
-        store.compact(progress=self.progress and self.progress("compacting the results store", "files"))
+        store.compact(progress=progress and progress("compacting the results store", "files"))
         self.write_partners(force=True)
         return True
 
