@@ -375,7 +375,8 @@ def _cmd_report(args) -> int:
     from aal_sweep.report.html import write_report
 
     require_folder(args.out, "--out")
-    path = write_report(open_results(args.results), args.out, compare=args.compare)
+    with Progress("rendering the report", sys.stderr, unit="steps", delay_s=5.0) as bar:  # quiet when quick
+        path = write_report(open_results(args.results), args.out, compare=args.compare, progress=bar.update)
     print(f"report written to {path}")
     return 0
 

@@ -160,3 +160,22 @@ def test_a_short_step_with_a_delay_says_nothing():
         "decoding: 10/10 images (100%)",
     ]
     assert term.getvalue().count("\r") == 6 and " 0/10" not in term.getvalue()
+
+
+def test_the_report_says_its_steps(tmp_path):
+    """write_report calls its progress with every step, done of total, ending at total."""
+    import io
+
+    from test_report import write_store
+
+    from aal_sweep import open_results
+    from aal_sweep.progress import Progress
+    from aal_sweep.report.html import REPORT_STEPS, write_report
+
+    out = io.StringIO()
+    bar = Progress("rendering the report", out, unit="steps", every_pct=1)
+    results = write_store(tmp_path / "res", ["A", "B", "C"], tmp_path / "absent")
+    write_report(open_results(results), tmp_path / "report", progress=bar.update)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("rendering the report: 0/4 steps") and REPORT_STEPS == 4
+    assert lines[-1].startswith("rendering the report: 4/4 steps (100%)")

@@ -36,19 +36,24 @@ from aal_sweep.store.layout import SWEEP_FILE
 TOP_K = 30  # the strongest negative pairs listed above LARGE_M attributes
 
 
-def write_report(results: Results, out: str | Path, compare: str | None = None) -> Path:
-    """Write the figures and index.html into `out` (created if needed); return the index.html path."""
+def write_report(results: Results, out: str | Path, compare: str | None = None, progress=None) -> Path:
+    """Write the figures and index.html into `out` (created if needed); return the index.html path.
+    `progress(done, total)` follows its REPORT_STEPS steps (seconds each at 1,000 attributes)."""
     if compare is not None:
         check_compare(compare)
+    step = progress or (lambda done, total: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    step(0, REPORT_STEPS)
     # read once each: the narrow rows the tables use, and the rows with per-image bits the statistics use
     # (at 1,000 attributes the bits are 5 GB: never turned into Python objects, never read twice)
     trials = results.store.query_rows()
     rows = results.store.stats_rows()
+    step(1, REPORT_STEPS)
     attrs, selection = results.attributes, results.config.adversarial.lambda_selection
     matrix = pair_matrix(trials, attrs, "val_acc")
     sig = significance(results, rows, matrix)
+    step(2, REPORT_STEPS)
     table = with_statistics(partners_table(trials, attrs, "val_acc", selection, partners=sig["chosen"]), sig["chosen"])
     test_table = partners_table(trials, attrs, "test_acc", selection, partners=sig["chosen"])
 
@@ -61,6 +66,7 @@ def write_report(results: Results, out: str | Path, compare: str | None = None) 
         figures["label_correlation.png"] = label_scatter(matrix, labels)
     images = {name: _save(fig, out / name) for name, fig in figures.items()}
     captions = {"accuracy_bars.png": _bars_caption(len(attrs))}
+    step(3, REPORT_STEPS)
 
     parts = [
         _header(results, matrix, trials),
@@ -90,7 +96,11 @@ def write_report(results: Results, out: str | Path, compare: str | None = None) 
     ]
     index = out / "index.html"
     index.write_text(_page(f"AAL sweep report: {results.config.name}", "\n".join(parts)), encoding="utf-8")
+    step(REPORT_STEPS, REPORT_STEPS)
     return index
+
+
+REPORT_STEPS = 4  # read the rows, the statistics, the figures, the page
 
 
 def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -> dict:
