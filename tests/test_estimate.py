@@ -129,6 +129,10 @@ def test_plan_cli(tmp_path, tiny_root, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["phases"] == {"single": 4, "pair": 6, "adversarial": 8} and plan["images"]["train"] > 0
     assert plan["gpu_hours_by_phase"]["single"] > 0 and plan["gpu_hours"] is None  # pair, grl not measured
+    graph = plan["graph"]  # the graph: per kind what it needs, and how many trials wait on what
+    assert graph["kinds"]["pair"]["needs"] == "nothing" and graph["kinds"]["pair"]["pending"] == 6
+    assert graph["kinds"]["adversarial"]["waiting"] == 8 and "row" in graph["kinds"]["adversarial"]["needs"]
+    assert graph["rows"] == {"decided": 0, "undecided": 4, "waiting_for_trials": 4}
     (tmp_path / "bad.json").write_text("{}")
     assert main(["plan", str(cfg), "--throughput", str(tmp_path / "bad.json")]) == 2
     assert "is not one benchmarks/gpu.py wrote" in capsys.readouterr().err
