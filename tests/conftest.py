@@ -56,14 +56,36 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_sweep(ray_local, tiny_root, tmp_path_factory):
-    """One finished sweep (single, pair, adversarial) on the tiny data, run once in process on the shared
-    local Ray: (cfg, results folder). Read it; copy it (shutil.copytree) before changing it."""
+def shared_dir(tmp_path_factory, worker_id) -> Path:
+    """A folder every worker of one `make test` run shares (pytest-xdist runs one process per worker),
+    or this session's own when there are no workers."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def once(folder: Path, build) -> Path:
+    """`build(folder)` once per run of the suite: the first worker to get here builds, under a file lock;
+    the others wait for it and reuse what it built (pytest-xdist's pattern for a costly session fixture)."""
+    from filelock import FileLock
+
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".built").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(ray_local, tiny_root, shared_dir):
+    """One finished sweep (single, pair, adversarial) on the tiny data, run once for the suite in process on
+    a local Ray: (cfg, results folder). Read it; copy it (shutil.copytree) before changing it."""
     from aal_sweep.config import load_config
 
-    tmp = tmp_path_factory.mktemp("tiny-sweep")
-    cfg = load_config(write_config(tmp / "c.yaml", tiny_root))
-    assert run_sweep(cfg) == 0
+    def build(folder: Path) -> None:
+        assert run_sweep(load_config(write_config(folder / "c.yaml", tiny_root))) == 0
+
+    cfg = load_config(once(shared_dir / "tiny-sweep", build) / "c.yaml")
     return cfg, Path(cfg.results)
 
 
@@ -78,7 +100,7 @@ class KillSweep:
 
     def __init__(self, tmp: Path, root: Path):
         self.tmp, self.root = tmp, root
-        self.ref = Path(yaml.safe_load(self.config("reference").read_text())["results"])
+        self.ref = tmp / "reference"  # the uninterrupted run's results (`config` names folders so)
 
     def config(self, name: str, **overrides) -> Path:
         """A config of this sweep whose results go to a folder of its own, `name`."""
@@ -97,14 +119,16 @@ class KillSweep:
 
 
 @pytest.fixture(scope="session")
-def kill_sweep(ray_local, tmp_path_factory) -> KillSweep:
-    """The kill reference run, once for the suite (in process, on the shared local Ray)."""
+def kill_sweep(ray_local, shared_dir) -> KillSweep:
+    """The kill reference run, once for the suite (in process, on a local Ray)."""
     from aal_sweep.config import load_config
 
-    tmp = tmp_path_factory.mktemp("kill")
-    sweep = KillSweep(tmp, make_synthetic(tmp / "data", n_attributes=3, n_images=900, size=(16, 16), seed=3))
-    assert run_sweep(load_config(sweep.config("reference"))) == 0
-    return sweep
+    def build(folder: Path) -> None:
+        sweep = KillSweep(folder, make_synthetic(folder / "data", n_attributes=3, n_images=900, size=(16, 16), seed=3))
+        assert run_sweep(load_config(sweep.config("reference"))) == 0
+
+    folder = once(shared_dir / "kill", build)
+    return KillSweep(folder, folder / "data")
 
 
 def write_config(path: Path, root: Path, **overrides) -> Path:

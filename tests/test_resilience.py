@@ -99,7 +99,10 @@ def watch_until(proc: subprocess.Popen, seen: dict[int, float], what, timeout: f
 
     def probe():
         seen.update(family(proc.pid))
-        return what()
+        found = what()
+        if found:  # the moment's own look at the processes may have seen ones this one did not yet
+            seen.update(family(proc.pid))
+        return found
 
     return wait_until(proc, probe, timeout=timeout, poll_s=0.05)
 
