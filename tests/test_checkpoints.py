@@ -63,3 +63,26 @@ def test_stored_trials_lose_their_checkpoints(tmp_path):
         TrialCheckpoints(loc, t).save(0, state(0))
     assert clear_done(loc, {"done", "other"}) == 1
     assert TrialCheckpoints(loc, "done").epochs() == [] and TrialCheckpoints(loc, "running").epochs() == [0]
+
+
+def test_a_checkpoint_ahead_of_the_journal_is_journaled_before_the_restart(tmp_path):
+    """kill -9 between an epoch's checkpoint and its journal line: the restart resumes after the checkpoint
+    and writes the missing `epoch` line first, so the journal never shows that epoch as lost."""
+    from aal_sweep.orchestration.trainable import _check_resume
+    from aal_sweep.store import Store
+
+    store = Store(tmp_path)
+    ckpts = TrialCheckpoints(store.location, "t")
+    store.mark("t", "start", from_epoch=0)
+    for e in range(2):
+        store.mark("t", "epoch_start", epoch=e)
+        ckpts.save(e, state(e))
+        if e == 0:
+            store.mark("t", "epoch", epoch=e)  # epoch 1's line never written: the kill came first
+    resume = ckpts.load_newest()
+    assert resume.from_epoch == 2
+    assert _check_resume(store, "t", resume) is None  # nothing missing: no note
+    events = [(e["event"], e.get("epoch"), e.get("recovered")) for e in store.journal("t")]
+    assert events[-1] == ("epoch", 1, True) and ("checkpoint_missing", None, None) not in events
+    assert _check_resume(store, "t", ckpts.load_newest()) is None
+    assert sum(1 for e in store.journal("t") if e["event"] == "epoch") == 2  # written once, not per attempt

@@ -233,6 +233,12 @@ def _check_resume(store: Store, trial_id: str, resume) -> str | None:
     that is missing or unreadable is never fatal: the trial continues from the newest one that loads, or
     from scratch; the journal ("checkpoint_missing") and the driver's output say so."""
     finished = [e["epoch"] for e in store.journal(trial_id) if e["event"] == "epoch"]
+    if resume.epoch is not None and (not finished or resume.epoch > max(finished)):
+        # a kill fell between this epoch's checkpoint and its journal line: the checkpoint proves the epoch
+        # finished, so the journal says so (before this attempt's "start"), and a kill's cost read from the
+        # journal stays the truth: nothing of this epoch is trained again
+        store.mark(trial_id, "epoch", epoch=resume.epoch, recovered=True)
+        return None
     if not finished or (resume.epoch is not None and resume.epoch >= max(finished)):
         return None
     where = (
