@@ -306,6 +306,29 @@ def test_adversarial_gains_on_the_test_split():
     assert g.holds.all() and (g.split == "test").all()
 
 
+def test_adversarial_gains_take_a_repeated_row_s_last_and_read_categoricals_as_names():
+    """A key stored twice counts its last row (as the store's own reads do); a store's categorical
+    columns (how Store.stats_rows returns kind / attribute / partner) give the same table as names."""
+    rng = np.random.default_rng(4)
+    single = rng.random(N) < 0.8
+    rows = [
+        _row("single", "A", None, 0, ~single),  # superseded by the next row of the same key
+        _row("single", "A", None, 0, single),
+        _row("pair", "A", "B", 0, single & ~(rng.random(N) < 0.05)),
+        _row("adversarial", "A", "B", 0, ~single, lam=0.3),  # another lambda: not the chosen one
+        _row("adversarial", "A", "B", 0, single | (rng.random(N) < 0.3), lam=0.1),
+        _row("single", "B", None, 0, single),
+    ]
+    chosen = pd.DataFrame({"attribute": ["A", "B"], "partner": ["B", "A"], "lambda": [0.1, 0.1]})
+    plain = pd.DataFrame(rows)
+    g = adversarial_gains(plain, chosen)
+    assert g.reference.iloc[0] == pytest.approx(single.mean())  # the last single row of A
+    assert list(g.attribute) == ["A", "B", "A", "B"] and (g.gain.iloc[[0, 2]] > 0).all()
+    assert g.iloc[[1, 3]].adversarial.isna().all()  # B has no adversarial row: missing, not another's
+    coded = plain.astype({c: "category" for c in ("kind", "attribute", "partner")})
+    pd.testing.assert_frame_equal(adversarial_gains(coded, chosen), g)
+
+
 # ---- seeds in the config and the plan ------------------------------------------------------------
 
 

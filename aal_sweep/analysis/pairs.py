@@ -102,12 +102,13 @@ def pairs_table(
             "other_sd": "multi_sd",
         }
     )
-    out["p_adjusted"] = _adjust_within(out, "attribute", correction)
+    out["p_adjusted"] = _adjust_within(out["p_value"].to_numpy(), ia, correction)
     out["significant"] = _below(out["p_adjusted"], alpha)
     base = baseline_table(rows, attributes, alpha)
-    out["majority"] = out["attribute"].map(base["majority"]).astype(float)
+    # per-attribute values spread by position (ia), not by name: no hashing of a million strings
+    out["majority"] = base["majority"].to_numpy(dtype=np.float64)[ia]
     multi_above = _above(out["multi"], out["n_seeds"], _split_size(rows[ok], "val"), out["majority"], alpha)
-    single_above = out["attribute"].map(base["single_above_majority"]).astype("boolean")
+    single_above = pd.Series(base["single_above_majority"].array[ia], index=out.index, dtype="boolean")
     out["at_baseline"] = (~single_above | ~multi_above).where(out["majority"].notna() & out["multi"].notna())
     return out[PAIR_COLUMNS]
 
@@ -171,7 +172,7 @@ def adversarial_gains(
     stat = compare(trials, split, np.vstack([single, pair]), np.vstack([adv, adv]), 1 - alpha)
     out = pd.concat([table, stat], axis=1)
     out = out.rename(columns={"base": "reference", "other": "adversarial", "difference": "gain"})
-    out["p_adjusted"] = _adjust_within(out, "versus", correction)
+    out["p_adjusted"] = _adjust_within(out["p_value"].to_numpy(), np.repeat([0, 1], k), correction)
     out["holds"] = (_below(out["p_adjusted"], alpha) & (out["gain"] > 0)).astype("boolean")
     return out[GAIN_COLUMNS]
 
@@ -310,25 +311,53 @@ def _lookup(
     n_seeds: int,
     wanted: list[tuple],
 ) -> np.ndarray:
-    """(len(wanted), n_seeds) row positions of the ok `kind` rows with key `wanted[k]` and seed s; -1: none."""
+    """(len(wanted), n_seeds) row positions of the ok `kind` rows with key `wanted[k]` and seed s; -1: none.
+
+    Each key column becomes codes into the values `wanted` holds, combined into one integer per row: no
+    Python object per row (a 1,000-attribute store has a million pair rows)."""
     out = np.full((len(wanted), n_seeds), -1, dtype=np.int64)
-    sel = np.flatnonzero(ok & (rows["kind"].to_numpy(dtype=object) == kind))
+    sel = np.flatnonzero(ok & (rows["kind"] == kind).to_numpy(dtype=bool, na_value=False))
     if not len(sel) or not len(wanted):
         return out
-    have = pd.MultiIndex.from_arrays([rows[k].to_numpy(dtype=object)[sel] for k in keys] + [s_code[sel]])
-    last = ~have.duplicated(keep="last")  # a repeated key keeps its last row, as before
-    have, sel = have[last], sel[last]
+    row_key, want_key = np.zeros(len(sel), np.int64), np.zeros(len(wanted), np.int64)
+    for j, k in enumerate(keys):
+        asked = pd.Series([w[j] for w in wanted], dtype=object)
+        values = pd.Index(asked.unique())
+        codes = _codes_in(rows[k].iloc[sel], values)
+        row_key = np.where((row_key < 0) | (codes < 0), -1, row_key * len(values) + codes)
+        want_key = want_key * len(values) + values.get_indexer(asked)
+    found = row_key >= 0
+    row_key, sel = row_key[found] * n_seeds + s_code[sel[found]], sel[found]
+    # a repeated key keeps its last row, as before: the first of each key in reversed order
+    keys_seen, first = np.unique(row_key[::-1], return_index=True)
+    at = sel[::-1][first]
     for s in range(n_seeds):
-        probe = pd.MultiIndex.from_tuples([(*w, s) for w in wanted])
-        at = have.get_indexer(probe)
-        out[:, s] = np.where(at >= 0, sel[np.maximum(at, 0)], -1)
+        probe = want_key * n_seeds + s
+        pos = np.minimum(np.searchsorted(keys_seen, probe), max(len(keys_seen) - 1, 0))
+        hit = (keys_seen[pos] == probe) if len(keys_seen) else np.zeros(len(probe), bool)
+        out[:, s] = np.where(hit, at[pos] if len(at) else -1, -1)
     return out
 
 
-def _adjust_within(table: pd.DataFrame, family: str, correction: str) -> np.ndarray:
-    out = np.full(len(table), np.nan)
-    for _, idx in table.groupby(family, sort=False).indices.items():
-        out[idx] = stats.adjust(table["p_value"].to_numpy()[idx], correction)
+def _codes_in(column: pd.Series, values: pd.Index) -> np.ndarray:
+    """Each value's position in `values`, -1 for any other (and missing): on a categorical column, through
+    its categories (a few thousand) instead of its million rows."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        lut = values.get_indexer(column.cat.categories.astype(object))
+        codes = column.cat.codes.to_numpy()
+        return np.where(codes >= 0, lut[codes], -1)
+    codes = values.get_indexer(column.astype(object))
+    return np.where(column.notna().to_numpy(), codes, -1)
+
+
+def _adjust_within(p: np.ndarray, family: np.ndarray, correction: str) -> np.ndarray:
+    """p adjusted within each family (`family[i]`: the code of p[i]'s family, e.g. its attribute)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(len(p), np.nan)
+    order = np.argsort(family, kind="stable")
+    bounds = np.flatnonzero(np.diff(family[order])) + 1
+    for idx in np.split(order, bounds) if len(p) else []:
+        out[idx] = stats.adjust(p[idx], correction)
     return out
 
 

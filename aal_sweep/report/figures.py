@@ -298,14 +298,20 @@ def label_scatter(matrix: pd.DataFrame, labels: np.ndarray) -> Figure:
     pts = label_points(matrix, labels)
     fig = Figure(figsize=(6.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
-    ax.scatter(
-        pts["label_corr"],
-        pts["relative_change"],
-        s=12 if len(pts) > 200 else 25,
-        alpha=0.6,
-        color=COLOURS["adversarial"],
-        edgecolors="none",
-    )
+    if len(matrix) > LARGE_M:  # thousands of points overlap into a blot: show their density instead
+        bins = ax.hexbin(
+            pts["label_corr"], pts["relative_change"], gridsize=60, bins="log", mincnt=1, cmap=colormaps["viridis"]
+        )
+        fig.colorbar(bins, ax=ax, label="ordered pairs per hexagon (log)")
+    else:
+        ax.scatter(
+            pts["label_corr"],
+            pts["relative_change"],
+            s=12 if len(pts) > 200 else 25,
+            alpha=0.6,
+            color=COLOURS["adversarial"],
+            edgecolors="none",
+        )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("Pearson correlation of the two attributes' training labels")

@@ -61,11 +61,9 @@ PARTNER_HEADERS = {
 def render_matrix(matrix: pd.DataFrame, fmt: str) -> str:
     """The M x M pair matrix (row = measured attribute, column = partner) in one of FORMATS."""
     check_format(fmt)
-    if fmt == "csv":
-        return csv_text(
-            ["attribute", *map(str, matrix.columns)],
-            [[a, *(csv_value(v) for v in row)] for a, row in zip(matrix.index, matrix.to_numpy())],
-        )
+    if fmt == "csv":  # csv_value once per distinct value: a 1,000-attribute matrix has a million cells
+        cells = each_distinct(matrix.to_numpy(float).ravel(), csv_value, "").reshape(matrix.shape)
+        return csv_text(["attribute", *map(str, matrix.columns)], [[a, *row] for a, row in zip(matrix.index, cells)])
     if fmt == "json":
         body = {str(a): {str(b): json_value(matrix.loc[a, b]) for b in matrix.columns} for a in matrix.index}
         return json.dumps(
@@ -125,8 +123,9 @@ def render_pairs(pairs: pd.DataFrame, fmt: str) -> str:
     check_format(fmt)
     if fmt in ("csv", "json"):
         return machine(pairs, fmt)
-    shown = stats_display(pairs)
-    return text_table(shown) if fmt == "table" else markdown(shown)
+    if fmt == "table":  # straight from the coded columns: a million rows never become Python strings
+        return coded_text_table({PARTNER_HEADERS.get(c, c): v for c, v in _stats_columns(pairs).items()})
+    return markdown(stats_display(pairs))
 
 
 def render_drop_matrix(pairs: pd.DataFrame, attributes: list[str], fmt: str, ci: bool = False) -> str:
@@ -189,41 +188,60 @@ def _drop_cell(marks: pd.DataFrame, a: str, b: str, ci: bool) -> str:
 def stats_display(t: pd.DataFrame) -> pd.DataFrame:
     """Strings for a table with statistics columns: accuracies in percent, differences and intervals in
     signed points, p-values in 3 significant digits, flags as yes / no, unknown as "—"."""
-    out = pd.DataFrame(index=t.index)
+    out = pd.DataFrame(
+        {c: pd.Series(strings[codes], dtype=object) for c, (codes, strings) in _stats_columns(t).items()}
+    )  # object: no conversion to a string dtype
+    if "attribute" in out and len(out) and t["attribute"].iloc[-1] == "mean":
+        out.iloc[-1] = out.iloc[-1].where(out.iloc[-1] != MISSING, "")  # no "—" clutter on the mean row
+    return out.rename(columns=PARTNER_HEADERS)
+
+
+def _stats_columns(t: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """stats_display's columns coded: column c shows strings[codes[i]] in row i, each string made once per
+    distinct value (a 1,000-attribute pairs table has 17M cells, a few thousand distinct strings)."""
+    out = {}
     for col in t.columns:
         v = t[col]
         if col in _PERCENT or col in ("majority", "reference"):
-            shown = each_distinct(v, percent)
+            fn = percent
         elif col in _POINTS or col in ("drop", "gain", "ci_low", "ci_high"):
-            shown = each_distinct(v, lambda x: percent(x, signed=True))
+            fn = lambda x: percent(x, signed=True)  # noqa: E731
         elif col in ("drop_sd", "single_sd", "multi_sd"):  # a spread, not a change: no sign
-            shown = each_distinct(v, percent)
+            fn = percent
         elif col in ("p_value", "p_adjusted"):
-            shown = each_distinct(v, lambda x: f"{float(x):.3g}")
+            fn = lambda x: f"{float(x):.3g}"  # noqa: E731
         elif col == "lambda":
-            shown = each_distinct(v, lambda x: f"{float(x):g}")
+            fn = lambda x: f"{float(x):g}"  # noqa: E731
         elif str(v.dtype) in ("bool", "boolean"):
-            shown = each_distinct(v, lambda x: "yes" if x else "no")
+            fn = lambda x: "yes" if x else "no"  # noqa: E731
         else:
-            shown = each_distinct(v, str)
-        out[col] = pd.Series(shown, index=t.index, dtype=object)  # object: no conversion to a string dtype
+            fn = str
+        out[col] = distinct_strings(v, fn)
     if "ci_low" in out and "ci_high" in out:  # one column: the interval reads as one thing
-        lo, hi = out["ci_low"].to_numpy(dtype=object), out["ci_high"].to_numpy(dtype=object)
-        joined = np.where(lo == MISSING, MISSING, "[" + lo + ", " + hi + "]")
-        out.insert(out.columns.get_loc("ci_low"), "ci", pd.Series(joined, index=t.index, dtype=object))
-        out = out.drop(columns=["ci_low", "ci_high"])
-    if "attribute" in out and len(out) and t["attribute"].iloc[-1] == "mean":
-        out.iloc[-1] = out.iloc[-1].where(out.iloc[-1] != MISSING, "")  # no "—" clutter on the mean row
-    return out.rename(columns=PARTNER_HEADERS).reset_index(drop=True)
+        (lo, lo_s), (hi, hi_s) = out.pop("ci_low"), out.pop("ci_high")
+        codes, pairs = pd.factorize(lo.astype(np.int64) * len(hi_s) + hi)  # each distinct (low, high) once
+        lows, highs = lo_s[pairs // len(hi_s)], hi_s[pairs % len(hi_s)]
+        strings = np.array([MISSING if a == MISSING else f"[{a}, {b}]" for a, b in zip(lows, highs)], dtype=object)
+        at = [c for c in t.columns if c != "ci_high"].index("ci_low")
+        items = list(out.items())
+        out = dict(items[:at] + [("ci", (codes, strings))] + items[at:])
+    return out
 
 
 def each_distinct(values, fn, missing: str = MISSING) -> np.ndarray:
     """fn(value) for every value that is not missing, `missing` for the rest, calling fn once per
     distinct value: a 1,000-attribute pairs table has 17M cells but far fewer distinct values per column."""
+    codes, strings = distinct_strings(values, fn, missing)
+    return strings[codes]
+
+
+def distinct_strings(values, fn, missing: str = MISSING) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, strings): value i shows as strings[codes[i]]: fn(value) once per distinct value that is not
+    missing; `missing` (the last string) for the rest."""
     codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=True)
     uniques = uniques.tolist() if hasattr(uniques, "tolist") else list(uniques)
     strings = np.array([*(fn(u) for u in uniques), missing], dtype=object)  # uniques hold no missing value
-    return strings[codes]  # code -1 (missing) takes the last
+    return np.where(codes < 0, len(strings) - 1, codes), strings
 
 
 def machine(t: pd.DataFrame, fmt: str) -> str:
@@ -309,8 +327,54 @@ def csv_text(header: list[str], rows: list[list[str]]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def _is_text_column(col: pd.Series) -> bool:
+def text_table(df: pd.DataFrame) -> str:
+    """Aligned columns (text left, numbers right), two spaces apart, a header line first."""
+    return coded_text_table({str(c): _coded(df[c]) for c in df.columns})
+
+
+def coded_text_table(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """text_table of columns given as (codes, strings) (see distinct_strings): each distinct string is
+    measured and padded once, and the rows are assembled by pyarrow's kernels, so a million-row table
+    costs no Python step per row or cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    headers = list(columns)
+    widths, left, padded = [], [], []
+    for header, (codes, strings) in columns.items():
+        shown = [str(s) for s in strings[np.bincount(codes, minlength=len(strings)) > 0]]  # what rows show
+        width = max([len(header), *map(len, shown)])
+        is_left = _is_text(shown)
+        widths.append(width)
+        left.append(is_left)
+        if len(codes):
+            pad = str.ljust if is_left else str.rjust
+            dictionary = pa.array([pad(str(s), width) for s in strings], pa.large_string())
+            padded.append(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).dictionary_decode())
+    head = "  ".join(h.ljust(w) if is_left else h.rjust(w) for h, w, is_left in zip(headers, widths, left)).rstrip()
+    if not padded:
+        return head
+    rows = pc.utf8_rtrim_whitespace(pc.binary_join_element_wise(*padded, pa.scalar("  ", pa.large_string())))
+    body = pc.binary_join(
+        pa.LargeListArray.from_arrays(pa.array([0, len(rows)], pa.int64()), rows), pa.scalar("\n", pa.large_string())
+    )
+    return head + "\n" + body[0].as_py()
+
+
+def _coded(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A display column (strings; anything else shown by str, missing as "nan") as (codes, strings)."""
+    return distinct_strings(column.astype(object), str, "nan")
+
+
+def _is_text(strings: list[str]) -> bool:
     """Left-align names; right-align numbers (a column is text if any cell is neither number nor blank)."""
+    import pyarrow as pa
+
+    try:  # a column of numbers (or blanks) parses as floats in one call: 700,000 distinct p-values
+        pa.array([s for s in strings if s not in ("", MISSING)], pa.string()).cast(pa.float64())
+        return False
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
 
     def numeric(s: str) -> bool:
         try:
@@ -319,45 +383,11 @@ def _is_text_column(col: pd.Series) -> bool:
         except ValueError:
             return s in ("", MISSING)
 
-    return not all(numeric(str(s)) for s in pd.unique(col.to_numpy(dtype=object)))
-
-
-def text_table(df: pd.DataFrame) -> str:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    cells = [_strings(df[c]) for c in df.columns]
-    widths = [
-        max(len(str(c)), pc.max(pc.utf8_length(a)).as_py() or 0) if len(df) else len(str(c))
-        for c, a in zip(df.columns, cells)
-    ]
-    left = [_is_text_column(df[c]) for c in df.columns]
-
-    def line(cells) -> str:
-        return "  ".join(s.ljust(w) if is_left else s.rjust(w) for s, w, is_left in zip(cells, widths, left)).rstrip()
-
-    if not len(df):
-        return line(map(str, df.columns))
-    padded = [
-        (pc.utf8_rpad if is_left else pc.utf8_lpad)(a, width=w, padding=" ")
-        for a, w, is_left in zip(cells, widths, left)
-    ]
-    rows = pc.utf8_rtrim_whitespace(pc.binary_join_element_wise(*padded, pa.scalar("  ", pa.large_string())))
-    return "\n".join([line(map(str, df.columns)), *rows.to_pylist()])
-
-
-def _strings(column: pd.Series):
-    """A column as a pyarrow large_string array: directly where it holds strings (display tables)."""
-    import pyarrow as pa
-
-    try:
-        return pa.array(column.to_numpy(dtype=object), pa.large_string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        return pa.array(each_distinct(column, str, "nan"), pa.large_string())
+    return not all(numeric(s) for s in strings)
 
 
 def markdown(df: pd.DataFrame) -> str:
-    left = [_is_text_column(df[c]) for c in df.columns]
+    left = [_is_text([str(v) for v in pd.unique(df[c].to_numpy(dtype=object))]) for c in df.columns]
 
     def line(cells) -> str:
         return "| " + " | ".join(str(s).replace("|", "\\|") for s in cells) + " |"

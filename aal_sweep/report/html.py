@@ -116,13 +116,12 @@ def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -
     adversarial = select_adversarial(trials, chosen, selection)
     gains = adversarial_gains(trials, adversarial, rule.alpha, rule.correction)
     val_gains = adversarial_gains(trials, adversarial, rule.alpha, rule.correction, split="val")
-    mask = (
-        pairs.pivot(index="attribute", columns="partner", values="significant")
-        .reindex(index=attrs, columns=attrs)
-        .fillna(False)
-        .astype(bool)
-        .to_numpy()
-    )
+    # the M x M mask by position (a pivot of a million rows costs seconds); unknown is not significant
+    index = pd.Index(attrs)
+    mask = np.zeros((len(attrs), len(attrs)), dtype=bool)
+    sig_rows = pairs["significant"].fillna(False).to_numpy(dtype=bool)
+    a, b = index.get_indexer(pairs["attribute"][sig_rows]), index.get_indexer(pairs["partner"][sig_rows])
+    mask[a[(a >= 0) & (b >= 0)], b[(a >= 0) & (b >= 0)]] = True
     available = bool((pairs["test"] != UNAVAILABLE).any() and pairs["p_value"].notna().any())
     return {
         "pairs": pairs,
