@@ -113,8 +113,9 @@ class Compaction(tune.Callback):
                 return
 
 
-class LeaseStopper(tune.stopper.Stopper):
-    """Stop every trial once the lease is lost: another driver holds the folder and resumes them."""
+class StopAll(tune.stopper.Stopper):
+    """Stop every trial once `lost()` says so: the lease is lost (another driver holds the folder and
+    resumes them) or Ctrl-C reached the driver."""
 
     def __init__(self, lost):
         self.lost = lost

@@ -28,7 +28,8 @@ from aal_sweep.analysis.screening import confirmed_pairs  # noqa: E402
 from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
-from aal_sweep.orchestration.callbacks import Compaction, LeaseStopper, Progress, RecordRay, StoreFailures  # noqa: E402
+from aal_sweep.orchestration import interrupt  # noqa: E402
+from aal_sweep.orchestration.callbacks import Compaction, Progress, RecordRay, StopAll, StoreFailures  # noqa: E402
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
 from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
@@ -79,45 +80,47 @@ def run(
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None
     started_ray = False
-    try:
-        # then Ray, writing nothing: a trial no node can host is refused before the decode cache is built
-        # or the results folder is created
-        started_ray = connect(address, verbose, events)
-        check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
-        if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
-            build_cache(cfg, progress and progress("decoding images into the cache", "images"))
-        with store.lease() as lease:
-            stopped = stop_previous(store.location)
-            if stopped:
-                events.info(f"stopped {stopped} process(es) of the embedded Ray a killed run left on this machine")
+    with interrupt.catching():  # Ctrl-C: a flag first (interrupt.py), raised where it is safe
+        try:
+            # then Ray, writing nothing: a trial no node can host is refused before the decode cache is built
+            # or the results folder is created. A Ctrl-C during Ray's start takes effect once it has started.
+            with interrupt.deferred():
+                started_ray = connect(address, verbose, events)
+            check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
+            if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
+                build_cache(cfg, progress and progress("decoding images into the cache", "images"))
+            with store.lease() as lease:
+                stopped = stop_previous(store.location)
+                if stopped:
+                    events.info(f"stopped {stopped} process(es) of the embedded Ray a killed run left on this machine")
+                if recorder is not None:
+                    recorder.update()
+                if restart:
+                    store.discard()
+                store.write_config(cfg, attributes, versions=aal_sweep.versions())
+                for repair in store.repair():  # missing or damaged segments: what was rebuilt, what trains again
+                    events.info(repair.line())
+                for path in store.quarantine():
+                    events.info(f"moved damaged file aside to {path}: its trial runs again")
+                store.cleanup()
+                store.compact(progress=progress and progress("compacting the results store", "files"))
+                graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep
+                _check_weights(graph, store)
+                sweep = Sweep(cfg, store, graph, allow_partial, events, lease)
+                sweep.write_partners(force=True)
+                finished = sweep.run(verbose, recorder, progress)
+                if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
+                    raise lease.error()
+                if not finished:
+                    return _interrupted_exit(store, events)
+        except KeyboardInterrupt:
+            return _interrupted_exit(store, events)
+        finally:
+            if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted half-way
+                ray.shutdown()
             if recorder is not None:
-                recorder.update()
-            if restart:
-                store.discard()
-            store.write_config(cfg, attributes, versions=aal_sweep.versions())
-            for repair in store.repair():  # missing or damaged segments: what was rebuilt, what trains again
-                events.info(repair.line())
-            for path in store.quarantine():
-                events.info(f"moved damaged file aside to {path}: its trial runs again")
-            store.cleanup()
-            store.compact(progress=progress and progress("compacting the results store", "files"))
-            graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep
-            _check_weights(graph, store)
-            sweep = Sweep(cfg, store, graph, allow_partial, events, lease)
-            sweep.write_partners(force=True)
-            finished = sweep.run(verbose, recorder, progress)
-            if lease.lost:  # another driver took the folder over: one line, exit 2 (LeaseLost is an AalError)
-                raise lease.error()
-            if not finished:
-                return _interrupted_exit(store, events)
-    except KeyboardInterrupt:
-        return _interrupted_exit(store, events)
-    finally:
-        if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted half-way
-            ray.shutdown()
-        if recorder is not None:
-            recorder.stop_leftovers()
-    return sweep.finish()
+                recorder.stop_leftovers()
+        return sweep.finish()
 
 
 class Sweep:
@@ -156,7 +159,7 @@ class Sweep:
         if graph.finished():
             clear_done(store.location, graph.done)
             return True
-        searcher = GraphSearcher(graph, self._outcome, self.advance, stop=self.lease_lost)
+        searcher = GraphSearcher(graph, self._outcome, self.advance, stop=self.stopping)
         name = store.new_experiment(EXPERIMENT)
         storage_path, storage_fs = store.tune_storage()
         callbacks = [
@@ -186,12 +189,12 @@ class Sweep:
                 verbose=min(verbose, 2),
                 failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
                 callbacks=callbacks,
-                stop=LeaseStopper(self.lease_lost),
+                stop=StopAll(self.stopping),
             ),
         )
         with _tune_quiet(verbose):
             tuner.fit()
-        if not searcher.is_finished or any(o == STOPPED for o in graph.outcome.values()):
+        if interrupt.received() or not searcher.is_finished or any(o == STOPPED for o in graph.outcome.values()):
             return False
         store.close_experiment(name)
         clear_done(store.location, graph.done)
@@ -210,6 +213,11 @@ class Sweep:
 
     def lease_lost(self) -> bool:
         return self.lease is not None and self.lease.lost
+
+    def stopping(self) -> bool:
+        """Release nothing more and stop the running trials: another driver took the folder, or Ctrl-C
+        reached this one (its flag: the KeyboardInterrupt itself can be swallowed where it lands)."""
+        return self.lease_lost() or interrupt.received()
 
     def advance(self) -> None:
         """Release what the last outcome made ready: a screened sweep's confirmed pairs, once its estimator

@@ -38,7 +38,7 @@ class GraphSearcher(Searcher):
     ):
         """`outcome_of(trial_id, last result, error)`: DONE, FAILED or STOPPED (graph.py), from what the
         store holds; `advance()`: called after every outcome, to release what it made ready; `stop()`:
-        true once nothing more may start (the results folder's lease was lost)."""
+        true once nothing more may start (the lease was lost, or Ctrl-C reached the driver)."""
         super().__init__(metric=None, mode=None)
         self.graph, self.outcome_of, self.advance, self.stop = graph, outcome_of, advance, stop
         self.tune_ids: dict[str, str] = {}  # Tune's trial id -> ours
