@@ -249,9 +249,14 @@ def test_kill_9_of_a_compacting_process_at_random_moments(tmp_path):
 
 
 def test_readers_during_compactions_see_each_trial_once(tmp_path):
+    """Readers never see a trial twice nor lose one they saw, while compactions run. The reads start once
+    the first compaction is done and go on until three more have happened under them (events, not a fixed
+    number of reads: a fast reader could finish before a slow writer wrote anything)."""
     results = tmp_path / "results"
     writer = Store(results)
     stop = threading.Event()
+    first = threading.Event()
+    compactions = [0]
     errors: list[BaseException] = []
 
     def compact_forever():
@@ -262,18 +267,24 @@ def test_readers_during_compactions_see_each_trial_once(tmp_path):
                 i += 1
                 if i % 3 == 0:
                     writer.compact()
+                    compactions[0] += 1
+                    first.set()
         except BaseException as e:  # surfaced below
             errors.append(e)
+            first.set()
 
     thread = threading.Thread(target=compact_forever)
     thread.start()
     try:
-        seen = 0
-        for _ in range(40):
+        assert first.wait(timeout=120), "no compaction within 120 s"
+        seen, reads, start = 0, 0, compactions[0]
+        deadline = time.monotonic() + 300
+        while (reads < 40 or compactions[0] < start + 3) and not errors:
+            assert time.monotonic() < deadline, (reads, compactions[0] - start)
             counts = Store(results).trials().groupby("trial_id").size()
             assert (counts == 1).all()
             assert len(counts) >= seen  # never loses a trial it saw before
-            seen = len(counts)
+            seen, reads = len(counts), reads + 1
     finally:
         stop.set()
         thread.join()
