@@ -614,7 +614,7 @@ def _read_parquet(loc: Location, rel: str, cols=None) -> pa.Table:
     try:
         # A local segment is memory-mapped: its pages come from the OS cache, where reading them through
         # fresh buffers faults in gigabytes of new memory at 1,000 attributes (2.5 GB of bits per split:
-        # 1.2 s mapped against 2.3-5.4 s read, benchmarks/store.py). Segments are never rewritten in place.
+        # docs/benchmarks.md, "Statistics commands at 1,000 attributes"). Segments are never rewritten in place.
         with pa.memory_map(loc.path(rel)) if loc.local else loc.fs.open_input_file(loc.path(rel)) as f:
             pf = pq.ParquetFile(f)
             check_schema(pf.schema_arrow)  # the whole file's columns, whatever is read
