@@ -12,9 +12,11 @@ from aal_sweep.data.synthetic import make_synthetic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# The end-to-end files, longest first (their durations in `make test`'s report): its two workers take whole
+# The end-to-end files, longest first (their durations in `make test`'s report): its workers take whole
 # files (--dist loadfile) in collection order, so the longest start first and the short ones fill in at
-# the end (longest-processing-time first), and neither worker idles while the other finishes a long file.
+# the end (longest-processing-time first), and no worker idles while another finishes a long file. The
+# order holds only with --no-loadscope-reorder: by default xdist sorts files by their number of tests, which
+# put the one-test kill-9 stress file last and made it the suite's tail.
 LONGEST_FIRST = (
     "test_resilience.py",
     "test_kill_stress.py",
