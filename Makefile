@@ -35,7 +35,7 @@ demo: $(STAMP) $(DEMO_DATA)/list_attr_celeba.txt
 # on Ray's start, Tune and subprocesses far more than they compute (measured with two workers: the two cores
 # a third busy), so three share two cores best (2026-12-01: 10.9 min; two workers 11.3, four 12.0).
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15
 
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"

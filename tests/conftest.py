@@ -12,11 +12,11 @@ from aal_sweep.data.synthetic import make_synthetic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# The end-to-end files, longest first (their durations in `make test`'s report): its workers take whole
-# files (--dist loadfile) in collection order, so the longest start first and the short ones fill in at
-# the end (longest-processing-time first), and no worker idles while another finishes a long file. The
-# order holds only with --no-loadscope-reorder: by default xdist sorts files by their number of tests, which
-# put the one-test kill-9 stress file last and made it the suite's tail.
+# The end-to-end files, longest first (their durations in `make test`'s report). pytest-xdist then sorts
+# the files (--dist loadfile) by their number of tests, stably, so this order decides among files with as
+# many tests, and the many-test unit files run beside the end-to-end ones. Keeping this order whole
+# (--no-loadscope-reorder) ran the end-to-end files three at a time and took 25 min instead of 11-14 on
+# two cores (2026-12-01): three Ray sweeps at once slow each other far more than they gain.
 LONGEST_FIRST = (
     "test_resilience.py",
     "test_kill_stress.py",
