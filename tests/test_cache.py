@@ -226,3 +226,32 @@ except AalError as e:
     assert f"{cache}: cannot write the decode cache (File too large); it needs 307.2 kB there" in p.stdout
     assert "Traceback" not in p.stderr
     assert not [q for q in cache.iterdir() if q.is_dir()]
+
+
+# The decoding pool must never fork the calling process: callers are often multi-threaded (a Ray worker, a
+# test process), and a child forked while another thread holds a lock waits for it forever. Seen: `dataset
+# verify` hung in a test process, its pool worker stuck in an import of PIL's. os.register_at_fork's
+# `before` hook runs in a process each time Python forks it.
+NO_FORK = """
+import json, os, sys
+from aal_sweep.data.cache import verify_images
+
+forks = []
+os.register_at_fork(before=lambda: forks.append(os.getpid()))
+paths = json.loads(sys.argv[1])
+print(json.dumps({"bad": verify_images(paths, workers=2, chunk=len(paths) // 2), "forks": len(forks)}))
+"""
+
+
+def test_decoding_pool_never_forks_the_calling_process(tiny_root):
+    import json
+    import subprocess
+    import sys
+
+    index = load_index(tiny_root)
+    paths = [str(index.image_path(f)) for f in index.files["train"][:40]]
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_FORK, json.dumps(paths)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {"bad": [], "forks": 0}
