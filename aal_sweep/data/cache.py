@@ -118,8 +118,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     Callers are often multi-threaded (a Ray worker, a driver beside Ray's threads, a test process), and a
     child forked while another thread holds a lock waits for it forever: `dataset verify` hung in a test
     process with a pool worker stuck in an import of PIL's. The fork server is a fresh process with no other
-    threads; it imports this module once, so each worker starts with numpy and PIL loaded. Threads instead
-    of processes were measured no faster than one thread here (Python-bound at small image sizes).
+    threads; it imports this module once, so each worker starts with numpy and PIL loaded. Threads would
+    avoid processes altogether, but decoding small images is mostly Python: two threads took 43% longer
+    than this pool (`benchmarks/decode_pool.py`, docs/benchmarks.md).
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])  # read when the server starts: once per process
