@@ -17,12 +17,11 @@ import errno
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import socket
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,23 +111,20 @@ def _decode_into(args: tuple[str | None, list[str], int, tuple[int, int, int, in
     return bad
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers a fork server starts, never a fork of this process.
-
-    Callers are often multi-threaded (a Ray worker, a driver beside Ray's threads, a test process), and a
-    child forked while another thread holds a lock waits for it forever: `dataset verify` hung in a test
-    process with a pool worker stuck in an import of PIL's. The fork server is a fresh process with no other
-    threads; it imports this module once, so each worker starts with numpy and PIL loaded. Threads would
-    avoid processes altogether, but decoding small images is mostly Python: two threads took 43% longer
-    than this pool (`benchmarks/decode_pool.py`, docs/benchmarks.md).
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads, not processes. Callers are often multi-threaded (a Ray worker, a driver beside Ray's
+    threads, a test process), and a child forked while another thread holds a lock waits for it forever:
+    `dataset verify` hung in a test process with a pool worker stuck in an import of PIL's. A fork-server
+    pool avoided that but broke in test processes that host Ray: its server's `waitpid` raised
+    ChildProcessError (the cause was not found). On tiny images two threads decode about 1.25x
+    faster than one and a fork pool about 1.5x faster than two threads (`benchmarks/decode_pool.py`,
+    docs/benchmarks.md): a cost paid once per cache build.
     """
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])  # read when the server starts: once per process
-    return ProcessPoolExecutor(workers, mp_context=ctx)
+    return ThreadPoolExecutor(workers, thread_name_prefix="aal-decode")
 
 
 def _run_jobs(jobs: list, workers: int, progress=None) -> list[tuple[str, str]]:
-    """Run `_decode_into` over `jobs` (in a process pool when it pays); return every bad file, in job order."""
+    """Run `_decode_into` over `jobs` (in a thread pool when it pays); return every bad file, in job order."""
     total, done, results = sum(len(j[1]) for j in jobs), 0, {}
     if progress:
         progress(0, total)  # a first line at once: the first chunks take a while on a large dataset
