@@ -14,7 +14,7 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,6 @@ def main() -> None:
 
 def _run(make, jobs) -> float:
     start = time.perf_counter()
-    pool: Executor
     with make() as pool:
         bad = [b for found in pool.map(cache._decode_into, jobs) for b in found]
     assert not bad, bad[:3]

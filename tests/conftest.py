@@ -12,11 +12,8 @@ from aal_sweep.data.synthetic import make_synthetic
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# The end-to-end files, longest first (their durations in `make test`'s report). pytest-xdist then sorts
-# the files (--dist loadfile) by their number of tests, stably, so this order decides among files with as
-# many tests, and the many-test unit files run beside the end-to-end ones. One run that kept this order
-# whole (--no-loadscope-reorder) ran the end-to-end files three at a time and took 25 min, against 11-14
-# min for the runs before it on the same day; one run is not a measurement, so the default stays.
+# The end-to-end files, longest first. pytest-xdist (--dist loadfile) sorts the files by their number of
+# tests, stably, so this order decides only among files with as many tests.
 LONGEST_FIRST = (
     "test_resilience.py",
     "test_kill_stress.py",

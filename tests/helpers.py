@@ -132,3 +132,25 @@ def family(pid: int) -> dict[int, float]:
         return out
     except psutil.Error:
         return {}
+
+
+def still_running(seen: dict[int, float]) -> list[str]:
+    """Which of `seen` (pid -> start time) still run: a reused pid does not count, nor a zombie (it runs
+    nothing; its parent may be dead and not reap it)."""
+    out = []
+    for pid, t in seen.items():
+        try:
+            p = psutil.Process(pid)
+            if abs(p.create_time() - t) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{pid} {p.name()}")
+        except psutil.Error:
+            continue
+    return out
+
+
+def wait_gone(seen: dict[int, float], timeout: float = 60) -> None:
+    """Until none of `seen` (pid -> start time) still runs."""
+    deadline = time.monotonic() + timeout
+    while still_running(seen):
+        assert time.monotonic() < deadline, f"still running after {timeout} s: {still_running(seen)}"
+        time.sleep(0.05)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 from conftest import Hold, write_config
-from helpers import assert_same_results, check_no_redo
+from helpers import assert_same_results, check_no_redo, wait_gone
 from ray_nodes import isolated_env, local_cluster, ray_temp_dir
 
 from aal_sweep.config import load_config, resolve_attributes
@@ -172,16 +171,17 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
         held = hold.wait(proc)
         victim = {"trial": held["trial"], "node": held["node_id"]}
         done_before = store.done_ids()
+        worker_start = psutil.Process(held["pid"]).create_time()  # it waits in the hold: alive
         cluster.remove_node(nodes[victim["node"]], allow_graceful=False)  # as a machine that dies
         # A node's workers outlive its raylet for a moment: release the held trial only once its process is
         # gone, so it cannot go on training on the lost node
-        wait_gone(held["pid"])
+        wait_gone({held["pid"]: worker_start})
         hold.release()  # its retry, elsewhere, goes on
         out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     # Each attempt on the lost node either stored its trial (its rows name that node) or was cut short by the
-    # loss. Which one is decided by the journal and the rows, not by a look taken while the node died: a
-    # trial past its last epoch may still store its rows between that look and the loss.
+    # loss. Which one is decided by the journal and the rows after the run, not by a look before the loss:
+    # the node's other workers, outliving its raylet, may still finish a trial and store its rows.
     rows = store.trials().set_index("trial_id")
     lost_node_trials = {a["trial"] for a in attempts(store, store.journaled()) if a["node"] == victim["node"]}
     cut = {t for t in lost_node_trials if victim["node"] not in set(rows.loc[[t], "node_id"])}
@@ -199,19 +199,6 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
     check_no_redo(store, done_before)  # nothing finished before the loss ran again
     assert set(rows["node_id"]) <= set(nodes)
     assert_same_results(ref.results, cfg.results)
-
-
-def wait_gone(pid: int, timeout: float = 60) -> None:
-    """Until process `pid` has exited (a zombie counts as exited: it runs nothing)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} still runs {timeout} s after its node was removed")
 
 
 def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):

@@ -27,6 +27,8 @@ from helpers import (
     results_of,
     run_to_end,
     start_run,
+    still_running,
+    wait_gone,
     wait_until,
 )
 
@@ -80,18 +82,6 @@ def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(kill_sweep):
 
 
 # ---- §5: Ctrl-C at any moment, and what a killed driver leaves running -------------------------------
-
-
-def still_running(seen: dict[int, float]) -> list[str]:
-    out = []
-    for pid, t in seen.items():
-        try:
-            p = psutil.Process(pid)
-            if abs(p.create_time() - t) < 0.05 and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{pid} {p.name()}")
-        except psutil.Error:
-            continue
-    return out
 
 
 def watch_until(proc: subprocess.Popen, seen: dict[int, float], what, timeout: float = 240):
@@ -171,10 +161,7 @@ def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
     seen: dict[int, float] = {}
     watch_until(proc, seen, mid_trial)
     kill_group(proc)
-    deadline = time.monotonic() + 60  # workers notice their raylet is gone within seconds
-    while still_running(seen) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not still_running(seen), still_running(seen)
+    wait_gone(seen, timeout=60)  # workers notice their raylet is gone within seconds
 
     proc = start_run(config, env=hold.env())
     seen = {}

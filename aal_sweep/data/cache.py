@@ -111,25 +111,16 @@ def _decode_into(args: tuple[str | None, list[str], int, tuple[int, int, int, in
     return bad
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """Threads, not processes. Callers are often multi-threaded (a Ray worker, a driver beside Ray's
-    threads, a test process), and a child forked while another thread holds a lock waits for it forever:
-    `dataset verify` hung in a test process with a pool worker stuck in an import of PIL's. A fork-server
-    pool avoided that but broke in test processes that host Ray: its server's `waitpid` raised
-    ChildProcessError (the cause was not found). On tiny images two threads decode about 1.25x
-    faster than one and a fork pool about 1.5x faster than two threads (`benchmarks/decode_pool.py`,
-    docs/benchmarks.md): a cost paid once per cache build.
-    """
-    return ThreadPoolExecutor(workers, thread_name_prefix="aal-decode")
-
-
 def _run_jobs(jobs: list, workers: int, progress=None) -> list[tuple[str, str]]:
     """Run `_decode_into` over `jobs` (in a thread pool when it pays); return every bad file, in job order."""
     total, done, results = sum(len(j[1]) for j in jobs), 0, {}
     if progress:
         progress(0, total)  # a first line at once: the first chunks take a while on a large dataset
     if workers > 1 and len(jobs) > 1:
-        with _pool(min(workers, len(jobs))) as pool:
+        # Threads, never a fork: callers are often multi-threaded (a Ray worker, a driver beside Ray's
+        # threads), and a child forked while another thread holds a lock waits for it forever (it hung
+        # `make test`). Costs and the pools tried: docs/benchmarks.md, "The decode pool".
+        with ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix="aal-decode") as pool:
             futures = {pool.submit(_decode_into, job): k for k, job in enumerate(jobs)}
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
