@@ -88,7 +88,7 @@ def _verify(index):
 
     paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
     workers = default_workers()
-    with Progress(f"verifying images with {workers} processes", sys.stderr) as bar:
+    with Progress(f"verifying images with {workers} threads", sys.stderr) as bar:
         bad = verify_images(paths, workers, progress=bar.update)
     return BadImagesError(str(index.root), bad, len(paths)) if bad else None
 

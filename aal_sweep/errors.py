@@ -12,7 +12,7 @@ class ConfigError(AalError):
         self.source, self.problems = source, problems
         super().__init__(f"{source}: " + "; ".join(problems))
 
-    def __reduce__(self):  # pickle and copy (Ray, process pools) with the constructor's arguments
+    def __reduce__(self):  # pickle and copy (Ray ships errors between processes) with the constructor's arguments
         return type(self), (self.source, self.problems)
 
 

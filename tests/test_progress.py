@@ -107,8 +107,8 @@ def test_the_decode_cache_build_reports_done_of_total(tmp_path, tiny_root, caplo
 def test_dataset_verify_prints_plain_lines_off_a_terminal(tiny_root, capsys):
     assert main(["dataset", str(tiny_root), "--verify"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert re.fullmatch(r"verifying images with \d+ processes: 0/400 images \(0%\)", err[0])
-    assert re.match(r"verifying images with \d+ processes: 400/400 images \(100%\)", err[-1])
+    assert re.fullmatch(r"verifying images with \d+ threads: 0/400 images \(0%\)", err[0])
+    assert re.match(r"verifying images with \d+ threads: 400/400 images \(100%\)", err[-1])
 
 
 def test_compaction_reports_inbox_files_read(tmp_path):
