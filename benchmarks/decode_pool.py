@@ -1,8 +1,8 @@
 """How the decode cache's pool should start its workers: the cache build's work (decode JPEGs into a uint8
 memmap, `data/cache.py::_decode_into`) run by a fork pool (forking a multi-threaded caller can hang), a
-fork-server pool (failed in processes that host Ray), threads (what
-`data/cache.py` uses) and one thread. Each variant starts its own pool, as
-every build does; one warm-up round, then the median of `--repeats` rounds.
+fork-server pool (failed in processes that host Ray), threads (what `data/cache.py` uses) and one thread.
+Each variant starts its own pool, as every build does; one warm-up round, then the median of `--repeats`
+rounds.
 
     .venv/bin/python benchmarks/decode_pool.py --images 4000 --size 64 64 --workers 2
 """
