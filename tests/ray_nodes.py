@@ -33,6 +33,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def agent_ports(host: str = "127.0.0.1") -> dict[str, int]:
+    """Free ports for a node's dashboard and runtime-env agents, as RayParams names them. Left at 0, each
+    agent picks its own and the raylet waits for it in a file, aborting after 15 s (Ray 2.60, not
+    configurable): on a machine whose cores are busy the agent's imports take longer (seen: 19-22 s).
+    Given ports, the raylet does not wait."""
+    names = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")
+    return {name: free_port(host) for name in names}
+
+
 def isolated_env(loopback_only: bool = True) -> dict[str, str]:
     """os.environ plus a Ray temp dir of our own and token authentication.
 
@@ -52,6 +61,9 @@ def isolated_env(loopback_only: bool = True) -> dict[str, str]:
         RAY_AUTH_MODE="token",
         PYTHONUNBUFFERED="1",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Ray starts a node's workers at nice 15; beside other busy processes (the loaded run of the slow
+        # tests) they got about 5% of a core. These clusters' trials are the work, as on the embedded Ray.
+        RAY_worker_niceness="0",
     )
     if loopback_only:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
@@ -94,13 +106,14 @@ def local_cluster(
                 "node_ip_address": "127.0.0.1",
                 "temp_dir": str(ray_temp_dir(env)),
                 "include_dashboard": False,
+                **agent_ports(),
             },
         )
     cluster.worker_nodes_in_order = []
     try:
         for i, args in enumerate(workers):
             with patched_environ({**env, **(worker_env[i] if worker_env else {})}):
-                node = cluster.add_node(node_ip_address="127.0.0.1", **args)
+                node = cluster.add_node(node_ip_address="127.0.0.1", **agent_ports(), **args)
             cluster.worker_nodes_in_order.append(node)
         yield cluster
     finally:
@@ -203,7 +216,9 @@ class RayStart:
         # Each node its own temp folder, as on two machines: nodes sharing one delete each other's runtime-env
         # files (the job's working_dir and py_modules) when they clean up.
         temp_dir = ray_temp_dir(self.env) if name == "head" else Path(self.env["RAY_TMPDIR"]) / name
-        # the agent's HTTP port is fixed (52365) unless given: another Ray on the machine may hold it
+        # The agents' ports, given (agent_ports): the HTTP one is fixed (52365) unless given, and another Ray
+        # on the machine may hold it; the others, so that the raylet does not wait for them.
+        ports = agent_ports(self.IP)
         cmd = [
             str(BIN / "ray"),
             "start",
@@ -213,7 +228,13 @@ class RayStart:
             "--temp-dir",
             str(temp_dir),
             "--dashboard-agent-listen-port",
-            str(free_port(self.IP)),
+            str(ports["dashboard_agent_listen_port"]),
+            "--dashboard-agent-grpc-port",
+            str(ports["metrics_agent_port"]),
+            "--metrics-export-port",
+            str(ports["metrics_export_port"]),
+            "--runtime-env-agent-port",
+            str(ports["runtime_env_agent_port"]),
             *args,
         ]
         self.procs.append(

@@ -171,7 +171,9 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
         held = hold.wait(proc)
         victim = {"trial": held["trial"], "node": held["node_id"]}
         done_before = store.done_ids()
-        worker_start = psutil.Process(held["pid"]).create_time()  # it waits in the hold: alive
+        worker = psutil.Process(held["pid"])  # it waits in the hold: alive
+        worker_start = worker.create_time()
+        assert worker.nice() == psutil.Process().nice(), "the cluster's trials run at nice 15 (Ray's default)"
         cluster.remove_node(nodes[victim["node"]], allow_graceful=False)  # as a machine that dies
         # A node's workers outlive its raylet for a moment: release the held trial only once its process is
         # gone, so it cannot go on training on the lost node

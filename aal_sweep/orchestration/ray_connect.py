@@ -15,6 +15,11 @@ from aal_sweep.orchestration.ray_processes import children, stop_new_children
 from aal_sweep.orchestration.state import parse_address
 
 START_TRIES = 3
+# Ray starts its workers at nice 15 (raylet's worker_niceness) so that they never starve its own daemons.
+# On the embedded Ray the trials are the work the user asked for, as a plain PyTorch run would be: beside
+# any other busy process at the user's priority, nice-15 trials got about 5% of a core (measured with two
+# busy loops on this 2-core machine, docs/robustness.md), so they run at the driver's priority.
+EMBEDDED_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 def connect(address: str | None, verbose: int, events: Events) -> bool:
@@ -65,7 +70,7 @@ def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool
     for attempt in range(1, tries + 1):
         before = children()
         try:
-            ray.init(address="local", dashboard_host="127.0.0.1", **kwargs)
+            ray.init(address="local", dashboard_host="127.0.0.1", _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
             return True
         except Exception as e:  # Ray raises a bare Exception for this
             if "timed out during startup" not in str(e):
