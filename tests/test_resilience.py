@@ -68,9 +68,10 @@ def test_a_missing_checkpoint_costs_an_epoch_not_the_trial(kill_sweep):
     proc = start_run(config, env=hold.env())
     held = hold.wait(proc)
     victim = held["trial"]
-    # the embedded Ray's trials run at the driver's priority, not at Ray's nice 15 (ray_connect.py)
-    assert psutil.Process(held["pid"]).nice() == psutil.Process().nice()
+    trial_nice = psutil.Process(held["pid"]).nice()
     kill_group(proc)
+    # the embedded Ray's trials run at the driver's priority, not at Ray's nice 15 (ray_connect.py)
+    assert trial_nice == psutil.Process().nice()
     assert finished_epochs(store, victim) == [0, 1] and not store.is_done(victim)
     newest = newest_checkpoint(results, victim)
     shutil.rmtree(newest) if newest.is_dir() else newest.unlink()
