@@ -41,9 +41,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # as the CLI does, before anyth
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """One in-process Ray for the tests that run the driver in-process; its trials at the driver's priority,
+    as on the CLI's embedded Ray (at Ray's nice 15 they crawled beside other busy processes)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from aal_sweep.orchestration.ray_connect import EMBEDDED_SYSTEM_CONFIG
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
 
