@@ -164,6 +164,63 @@ def test_wandb_offline_run_per_trial_named_tagged_with_per_epoch_metrics(tune_ru
     assert [float(h["val_acc/Smiling"]) for h in history if "val_acc/Smiling" in h] == pytest.approx([0.5, 0.6, 0.7])
 
 
+WANDB_ACTOR_THEN_KILL = """
+import json, os, sys
+from queue import Queue
+import psutil
+from ray.air.integrations.wandb import _QueueItem
+from aal_sweep.config import parse_config
+from aal_sweep.orchestration.tracking import tune_callbacks
+
+raw, logdir = json.loads(sys.argv[1])
+queue = Queue()
+for i in range(3):
+    queue.put((_QueueItem.RESULT, {"training_iteration": i + 1, "val_acc/Smiling": 0.5 + 0.1 * i}))
+queue.put((_QueueItem.END, None))
+actor_cls = tune_callbacks(parse_config(raw, check_files=False))[0]._logger_actor_cls
+actor_cls(logdir, queue, [], [], project="proj", mode="offline", name="t").run()  # as the Ray actor runs it
+# then what ray.kill does: the actor's children killed at once, and a quick exit (no exit hooks). W&B's
+# service must have finished by now: nothing of it may be left running to be killed mid-write.
+left = []
+for child in psutil.Process().children(recursive=True):
+    try:
+        if child.status() != psutil.STATUS_ZOMBIE:
+            left.append(child.pid)
+            child.kill()
+    except psutil.NoSuchProcess:
+        pass
+print(json.dumps(left))
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_wandb_run_is_written_before_tune_kills_its_logging_actor(tmp_path):
+    """Tune kills a trial's W&B logging actor (and with it W&B's service process) as soon as the actor's
+    `run` returns: by then the run file must be whole. The suite once found one with nothing but its header."""
+    import json
+    import subprocess
+
+    raw = {
+        "name": "trk",
+        "dataset": {"root": "/d", "attributes": ["Smiling", "Male"]},
+        "tracking": {"wandb": {"mode": "offline"}},
+    }
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    args = json.dumps([raw, str(tmp_path)])
+    for _ in range(3):  # three runs, each one must be whole (not a retry)
+        out = subprocess.run(
+            [sys.executable, "-c", WANDB_ACTOR_THEN_KILL, args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.splitlines()[-1]) == [], "W&B's service still ran when the actor's run returned"
+    paths = glob.glob(f"{tmp_path}/wandb/offline-run-*/run-*.wandb")
+    assert len(paths) == 3
+    for path in paths:
+        kinds = [r.WhichOneof("record_type") for r in _wandb_records(path)]
+        assert "run" in kinds and "exit" in kinds and kinds.count("history") == 3, f"{path}: {kinds}"
+
+
 def test_tags_of_every_kind():
     t = trial_tags(
         "s",

@@ -98,13 +98,27 @@ def _check_file_store(uri: str | None) -> None:
 
 
 def _wandb_callback(cfg: SweepConfig):
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
 
     sweep = cfg.name
+
+    class WrittenRun(_WandbLoggingActor):
+        """Tune's W&B logging actor, which returns only once W&B has written the whole run. Tune ray.kill()s
+        the actor as soon as `run` returns, and Ray's kill takes the actor's child processes with it, W&B's
+        service among them; `wandb.finish()` returns before that service has written the run out, so a
+        run could end as a file with nothing but its header (seen in the suite, offline mode: killed 11 ms
+        after `finish`). `wandb.teardown()` waits for the service: W&B's own answer where its exit hook
+        does not run."""
+
+        def run(self):
+            super().run()
+            self._wandb.teardown()
 
     class TrialRuns(WandbLoggerCallback):
         """Tune's W&B callback with each run named by the trial id and tagged with what it trains. Its
         `kwargs` go to wandb.init after Tune's own (Tune documents name and group as overridable so)."""
+
+        _logger_actor_cls = WrittenRun
 
         def log_trial_start(self, trial):
             info = trial.config["trial"]
