@@ -35,8 +35,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def agent_ports(host: str = "127.0.0.1") -> dict[str, int]:
     """Free ports for a node's dashboard and runtime-env agents, as RayParams names them. Left at 0, each
-    agent picks its own and the raylet waits for it in a file, aborting after 15 s (Ray 2.60, not
-    configurable): on a machine whose cores are busy the agent's imports take longer (seen: 19-22 s).
+    agent picks its own and the raylet waits for it in a file for a fixed time (Ray 2.60; seen: it gave up
+    16-17 s after starting the agent): on a machine whose cores are busy the agent's imports take longer
+    (seen: 19-22 s, docs/robustness.md).
     Given ports, the raylet does not wait."""
     names = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")
     return {name: free_port(host) for name in names}

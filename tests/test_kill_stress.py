@@ -108,7 +108,7 @@ def test_random_kill_9s_cost_at_most_the_epoch_in_flight(kill_sweep, capsys):
         t0 = time.monotonic()
         jitter = rng.uniform(0.0, 1.0) * epoch_s
         try:
-            early = rng.random() < 0.25
+            early = rng.random() < 0.25  # drawn for every kill, so the first seven moments stay as they were
             if len(moments) == STRESS_KILLS - 1:  # the last kill: the held trial between two epochs, always
                 wait_until(proc, hold.held, timeout=600, poll_s=0.1)
                 moment = f"the hold + {jitter:.2f}s"

@@ -106,9 +106,9 @@ def _wandb_callback(cfg: SweepConfig):
         """Tune's W&B logging actor, which returns only once W&B has written the whole run. Tune ray.kill()s
         the actor as soon as `run` returns, and Ray's kill takes the actor's child processes with it, W&B's
         service among them; `wandb.finish()` returns before that service has written the run out, so a
-        run could end as a file with nothing but its header (seen in the suite, offline mode: killed 11 ms
-        after `finish`). `wandb.teardown()` waits for the service: W&B's own answer where its exit hook
-        does not run."""
+        run could end as a file with nothing but its header (seen in the suite, offline mode: the kill
+        reached the actor 13 ms after `finish` began). `wandb.teardown()` waits for the service: W&B's own
+        answer where its exit hook does not run."""
 
         def run(self):
             super().run()
