@@ -315,6 +315,14 @@ def _cmd_matrix(args) -> int:
     if args.metric == "drop":  # from the pairs' statistics: P[a][b] - P[a][a], intervals, significance
         print(render_drop_matrix(results.pairs(), results.attributes, args.format, ci=args.ci))
         return 0
+    if args.metric == "drop_se":  # each drop's standard error (what `simulate --se` reads)
+        if args.ci:
+            raise AalError("--ci applies to --metric drop; drop_se is already each drop's standard error")
+        se = results.pairs().pivot(index="attribute", columns="partner", values="drop_se")
+        se = se.reindex(index=results.attributes, columns=results.attributes)
+        se.index.name = "attribute"
+        print(render_matrix(se, args.format))
+        return 0
     if args.ci:
         raise AalError("--ci applies to --metric drop (intervals are of differences; add --metric drop)")
     print(render_matrix(results.matrix(args.metric), args.format))
@@ -354,6 +362,33 @@ def _cmd_agreement(args) -> int:
         elif isinstance(value, float):
             value = f"{value:.3f}"
         print(f"{key:<26} {'—' if value is None else value}")
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from aal_sweep.analysis.simulate import read_matrix, simulate_matrix
+    from aal_sweep.config import apply_overrides, parse_pairs
+
+    bad = [o for o in args.set if not o.startswith("pairs.")]
+    if bad:
+        raise AalError(f"--set {bad[0]}: simulate takes pairs settings only (--set pairs.KEY=VALUE)")
+    given = [f"pairs.{k}={v}" for k, v in (("budget", args.budget), ("seed", args.seed)) if v is not None]
+    source = "simulate" + "".join(f" --set {o}" for o in [*given, *args.set])
+    pairs = parse_pairs(apply_overrides({"pairs": {"mode": "screened"}}, [*given, *args.set]), source)
+    matrix = read_matrix(args.matrix)
+    se = read_matrix(args.se, like=matrix) if args.se else None
+    found = simulate_matrix(matrix, se, pairs, args.matrix)
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    print(found["summary"])
+    print(f"pairs trained: {len(found['pairs_trained'])} (cost {found['cost']:.3f} of the exhaustive pair trials)")
+    width = max(len(a) for a in found["partners"])
+    print(f"{'attribute':<{width}}  {'partner':<{width}}  decided     round  P(partner measured)")
+    for a, b in found["partners"].items():
+        ev = found["evidence"][a]
+        p = "—" if ev["p_measured"] is None else f"{ev['p_measured']:.3f}"
+        print(f"{a:<{width}}  {b or '—':<{width}}  {ev['decided']:<10}  {ev['round']:>5}  {p}")
     return 0
 
 
@@ -487,9 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results")
     s.add_argument(
         "--metric",
-        choices=(*METRICS, "drop"),
+        choices=(*METRICS, "drop", "drop_se"),
         default="val_acc",
-        help="drop: P[a][b] - P[a][a], '*' where significant after adjustment",
+        help="drop: P[a][b] - P[a][a], '*' where significant after adjustment; drop_se: each drop's standard error",
     )
     s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
     s.add_argument(
@@ -505,6 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--against", required=True, help="the exhaustive results of the same dataset and settings")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(fn=_cmd_agreement)
+
+    s = sub.add_parser(
+        "simulate", help="run a measured screening strategy against a complete pair matrix, as if it trained"
+    )
+    s.add_argument("matrix", help="a complete pair matrix csv (aal-sweep matrix EXHAUSTIVE --format csv)")
+    s.add_argument("--budget", type=float, help="pairs.budget: the most pair trials, a share of M(M-1)/2")
+    s.add_argument("--seed", type=int, help="pairs.seed: the first round's draw")
+    s.add_argument("--se", help="each drop's standard error, same shape (aal-sweep matrix ... --metric drop_se)")
+    s.add_argument("--set", action="append", default=[], metavar="pairs.KEY=VALUE", help="any other pairs setting")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(fn=_cmd_simulate)
 
     s = sub.add_parser("pairs", help="every ordered pair: drop, interval, p-values, significance, seeds")
     s.add_argument("results")

@@ -40,6 +40,7 @@ LAMBDA_SELECTION = ("per_attribute", "global")
 DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
 PAIR_MODES = ("exhaustive", "screened")
+PAIR_STRATEGIES = ("active", "uniform", "static")  # analysis/strategies/ (static: an estimator, then confirm)
 PAIR_ESTIMATORS = ("lookahead", "short", "label_correlation")  # analysis/screening.py, train/lookahead.py
 CONFIRM_RULES = ("top_k", "adaptive")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
@@ -122,13 +123,27 @@ class PairsConfig:
     cells only (docs/screening.md). Which trials run, not what a trial computes: not in the training hash."""
 
     mode: str = "exhaustive"
-    # label_correlation with K = 3: the best recall per cost of the three estimators on both benchmark sets
-    # (docs/benchmarks.md, "Screened pair phase"); none reached 90% recall at 30% of the pair phase
+    # active: measured rounds (analysis/strategies/active.py); the benchmarks found it ahead of every static
+    # estimator on structured matrices (docs/benchmarks.md, "Measured screening"); static: estimate, confirm
+    strategy: str = "active"
+    # measured strategies (active, uniform)
+    budget: float = 0.3  # the most pair trials, as a share of the exhaustive M (M - 1) / 2
+    confidence: float = 0.95  # a row is decided once P(its exhaustive partner is among its measured cells) >= this
+    first_round: int = 2  # partners each attribute meets in the balanced first round
+    rank: int = 1  # the active model's low-rank term (0: row and column effects only)
+    seed: int = 0  # the first round's draw; not a training seed
+    # static: label_correlation with K = 3 was the best recall per cost of the three estimators on both
+    # benchmark sets (docs/benchmarks.md, "Screened pair phase"); none reached 90% recall at 30%
     estimator: str = "label_correlation"
     confirm: int = 3  # K; K >= M-1 trains every pair, as exhaustive does
     rule: str = "top_k"  # top_k: K candidates each; adaptive: fewer where one candidate stands out
     short_epochs: int = 1  # estimator short: the epochs each pair trains for its estimate
     every: int = 10  # estimator lookahead: a lookahead step every this many training steps
+
+    @property
+    def measured(self) -> bool:
+        """Screened by a measured strategy (rounds of real pair trials), not by a static estimator."""
+        return self.mode == "screened" and self.strategy != "static"
 
 
 @dataclass(frozen=True)
@@ -408,16 +423,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     if not 0 < partners.alpha < 1:
         problems.append(f"partners.alpha: must be between 0 and 1 (e.g. 0.05), got {partners.alpha}")
 
-    pc = c.section(raw, "pairs")  # checked below, once phases are known
-    c.unknown(pc, PairsConfig, "pairs.")
-    pairs = PairsConfig(
-        mode=c.value(pc, "mode", "str", PairsConfig.mode, "pairs.", choices=PAIR_MODES),
-        estimator=c.value(pc, "estimator", "str", PairsConfig.estimator, "pairs.", choices=PAIR_ESTIMATORS),
-        confirm=c.value(pc, "confirm", "int", PairsConfig.confirm, "pairs.", minimum=1),
-        rule=c.value(pc, "rule", "str", PairsConfig.rule, "pairs.", choices=CONFIRM_RULES),
-        short_epochs=c.value(pc, "short_epochs", "int", PairsConfig.short_epochs, "pairs.", minimum=1),
-        every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
-    )
+    pairs = _pairs(c, raw, problems)
     if pairs.mode == "screened" and not {"single", "pair"} <= set(phases):
         problems.append(
             "pairs.mode: screened screens the pair matrix, which needs phases single and pair; add "
@@ -470,6 +476,42 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         pairs=pairs,
         tracking=tracking,
     )
+
+
+def _pairs(c: _Checker, raw: dict, problems: list[str]) -> PairsConfig:
+    """The `pairs:` section (its check against phases is the caller's, once phases are known)."""
+    pc = c.section(raw, "pairs")
+    c.unknown(pc, PairsConfig, "pairs.")
+    pairs = PairsConfig(
+        mode=c.value(pc, "mode", "str", PairsConfig.mode, "pairs.", choices=PAIR_MODES),
+        strategy=c.value(pc, "strategy", "str", PairsConfig.strategy, "pairs.", choices=PAIR_STRATEGIES),
+        budget=c.value(pc, "budget", "float", PairsConfig.budget, "pairs.", above=0),
+        confidence=c.value(pc, "confidence", "float", PairsConfig.confidence, "pairs.", above=0),
+        first_round=c.value(pc, "first_round", "int", PairsConfig.first_round, "pairs.", minimum=1),
+        rank=c.value(pc, "rank", "int", PairsConfig.rank, "pairs.", minimum=0),
+        seed=c.value(pc, "seed", "int", PairsConfig.seed, "pairs.", minimum=0),
+        estimator=c.value(pc, "estimator", "str", PairsConfig.estimator, "pairs.", choices=PAIR_ESTIMATORS),
+        confirm=c.value(pc, "confirm", "int", PairsConfig.confirm, "pairs.", minimum=1),
+        rule=c.value(pc, "rule", "str", PairsConfig.rule, "pairs.", choices=CONFIRM_RULES),
+        short_epochs=c.value(pc, "short_epochs", "int", PairsConfig.short_epochs, "pairs.", minimum=1),
+        every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
+    )
+    if pairs.budget > 1:
+        problems.append(f"pairs.budget: a share of the pair trials, at most 1 (every pair), got {pairs.budget}")
+    if pairs.confidence >= 1:
+        problems.append(f"pairs.confidence: a probability below 1 (e.g. 0.95), got {pairs.confidence}")
+    return pairs
+
+
+def parse_pairs(raw: Any, source: str) -> PairsConfig:
+    """A `pairs:` section alone ({"pairs": {...}}), checked as in a sweep config (`aal-sweep simulate`)."""
+    problems: list[str] = []
+    c = _Checker(problems)
+    c.unknown(raw, ("pairs",), "")
+    pairs = _pairs(c, raw, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return pairs
 
 
 def _tracking(c: _Checker, raw: dict, problems: list[str]) -> TrackingConfig:

@@ -40,6 +40,7 @@ PAIR_COLUMNS = [
     "single_sd",
     "multi_sd",
     "drop_sd",
+    "drop_se",
     "test",
     "majority",
     "at_baseline",
@@ -100,6 +101,7 @@ def pairs_table(
             "difference": "drop",
             "base_sd": "single_sd",
             "other_sd": "multi_sd",
+            "se": "drop_se",
         }
     )
     out["p_adjusted"] = _adjust_within(out["p_value"].to_numpy(), ia, correction)
@@ -183,12 +185,13 @@ def compare(
     """Per cell k: the rows base_at[k, s] and other_at[k, s] of `trials` (positions; -1: none) are the
     base and the other model of seed s. Returns base, other (mean accuracy over the seeds both have),
     difference other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads
-    across seeds, NaN with one) and test, from `<split>_correct` where every row of the cell has a vector
+    across seeds, NaN with one), se (the difference's standard error: images and seeds, as the test uses)
+    and test, from `<split>_correct` where every row of the cell has a vector
     of the split's size, else from `<split>_acc` (test "unavailable": no interval, no p-value)."""
     k = len(base_at)
     res = {
         c: np.full(k, np.nan)
-        for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd", "other_sd", "drop_sd")
+        for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd", "other_sd", "drop_sd", "se")
     }
     test = np.full(k, None, dtype=object)
     both = (base_at >= 0) & (other_at >= 0)
@@ -256,6 +259,8 @@ def _from_bits(
         res["difference"][cells] = per_seed[:, 0]
         res["ci_low"][cells], res["ci_high"][cells] = stats.bootstrap_interval(b, c, n, level)
         res["p_value"][cells] = stats.mcnemar_counts(b, c)
+        # per-image differences are +1 (c images), -1 (b) or 0: their sum is c - b, their squares' sum b + c
+        res["se"][cells] = np.sqrt(stats.image_variance_of_sums(c - b, b + c, n))
         return
     # D_i = sum over seeds of (other right - base right) on image i; sum_i D_i and sum_i D_i^2 from
     # popcounts: sum_i x_s x_t for x = other - base expands into four ANDs of two rows
@@ -273,6 +278,7 @@ def _from_bits(
             squares += 2 * cross
     image_var = stats.image_variance_of_sums(total, squares, n) / s**2
     mean, lo, hi, p, _ = stats.seed_test(per_seed, image_var, level)
+    res["se"][cells] = np.sqrt(image_var + per_seed.var(axis=1, ddof=1) / s)  # seed_test's variance
     res["difference"][cells], res["ci_low"][cells], res["ci_high"][cells], res["p_value"][cells] = mean, lo, hi, p
     res["drop_sd"][cells] = per_seed.std(axis=1, ddof=1)
     res["base_sd"][cells] = acc_base.std(axis=1, ddof=1)
