@@ -134,6 +134,12 @@ def _cmd_dataset(args) -> int:
     return 0
 
 
+NOISY_HELP = (
+    "also an attribute Noisy: {first}'s labels with this share flipped at random (a subjective annotation: "
+    "a partner that may hurt many attributes)"
+)
+
+
 def _cmd_make_synthetic(args) -> int:
     from aal_sweep.data.synthetic import make_synthetic
 
@@ -147,6 +153,7 @@ def _cmd_make_synthetic(args) -> int:
             args.seed,
             random_attributes=args.random_attributes,
             xor=args.xor,
+            noisy=args.noisy,
         )
     except ValueError as e:
         raise AalError(str(e)) from None
@@ -159,10 +166,10 @@ def _cmd_make_mnist(args) -> int:
 
     require_folder(args.out, "OUT")
     try:
-        root = make_mnist_attributes(args.out, args.images, tuple(args.size), args.seed, args.source)
+        root = make_mnist_attributes(args.out, args.images, tuple(args.size), args.seed, args.source, args.noisy)
     except ValueError as e:
         raise AalError(str(e)) from None
-    print(f"wrote {args.images} MNIST test images with {len(ATTRIBUTES)} attributes to {root}")
+    print(f"wrote {args.images} MNIST test images with {len(ATTRIBUTES) + bool(args.noisy)} attributes to {root}")
     return 0
 
 
@@ -625,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also an attribute Xor = first XOR second (a constructed negative partner of the second)",
     )
+    s.add_argument("--noisy", type=float, default=0.0, metavar="RATE", help=NOISY_HELP.format(first="the first shape"))
     s.set_defaults(fn=_cmd_make_synthetic)
 
     from aal_sweep.data import mnist  # numpy and PIL only: the defaults, written once there
@@ -640,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
         "(default: ../shared/data/mnist beside the repository)",
     )
+    s.add_argument("--noisy", type=float, default=0.0, metavar="RATE", help=NOISY_HELP.format(first="Big"))
     s.set_defaults(fn=_cmd_make_mnist)
     return p
 

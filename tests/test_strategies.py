@@ -59,8 +59,9 @@ def test_a_dominant_partner_is_found_for_every_row_at_a_fraction_of_the_pairs(se
     d = dominant(m, partner=7, seed=seed)
     rounds = simulate(get("active"), d, np.full((m, m), 0.003), settings(budget=0.5, seed=seed))
     assert found(d, rounds) == 1.0
-    assert len(requested(rounds)) <= 0.3 * total_pairs(m)  # far below the budget: the rows were decided
+    # every row decided on its evidence before the budget was spent (and far below every pair)
     assert rounds[-1].final and rounds[-1].reason == "decided"
+    assert len(requested(rounds)) < settings(budget=0.5).cap(m) and len(requested(rounds)) < 0.4 * total_pairs(m)
     how = {d_[0] for d_ in decided_rows(rounds).values()}
     assert how <= {CONFIDENT, COMPLETE}
 
@@ -112,7 +113,7 @@ def test_pure_noise_spends_the_budget_and_says_it_found_no_structure():
     assert rounds[-1].reason == "budget" and len(requested(rounds)) == s.cap(m)
     decided = decided_rows(rounds)
     assert sum(1 for x in decided.values() if x[0] == BUDGET) > m // 2  # not confident: left to the budget
-    assert rounds[-1].structure < 0.2
+    assert rounds[-1].structure < 0.1
     assert "WARNING" in summary("active", rounds, m, s) and "little structure" in summary("active", rounds, m, s)
 
 

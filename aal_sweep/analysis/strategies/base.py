@@ -72,7 +72,9 @@ class Round:
     decided: tuple[tuple[int, str, float | None, int], ...] = ()
     final: bool = False
     reason: str = ""  # the final round's: "decided", "budget" or "exhausted"
-    structure: float | None = None  # share of the measured drops' variance the model explains (None: no model)
+    # how well the model predicted the last round's drops before measuring them, 1 - SSE / SST held out (None:
+    # no model, or nothing to score yet)
+    structure: float | None = None
     extra: dict = field(default_factory=dict, compare=False)  # a strategy's own diagnostics (not stored)
 
 
@@ -169,7 +171,7 @@ ROUND_SCHEMA = pa.schema(
         ("through", pa.int64()),  # decided: the last round whose pairs the row's partner is chosen from
         ("final", pa.bool_()),  # end: whether this round is the last
         ("reason", pa.string()),  # end: why the last round is the last
-        ("structure", pa.float64()),  # end: share of the measured drops' variance the model explains
+        ("structure", pa.float64()),  # end: how well the model predicted the last round's drops (held out)
     ]
 )
 
@@ -225,8 +227,8 @@ def rounds_key(cfg, attributes: list[str]) -> str:
 
 # ---- what status, partners and the report say of a measured screening ---------------------------------------
 
-# below this share of the measured drops' variance explained, the matrix shows no structure to learn from
-LITTLE_STRUCTURE = 0.2
+# below this held-out score (Round.structure) the matrix shows no structure to learn from
+LITTLE_STRUCTURE = 0.1
 
 
 def summary(strategy: str, rounds: list[Round], m: int, settings: Settings) -> str:
@@ -248,7 +250,8 @@ def summary(strategy: str, rounds: list[Round], m: int, settings: Settings) -> s
     structure = rounds[-1].structure if rounds else None
     if how[BUDGET] and structure is not None and structure < LITTLE_STRUCTURE:
         line += (
-            f". WARNING: the model explains {100 * structure:.0f}% of the measured drops' variance: this matrix "
+            f". WARNING: the model predicted {100 * structure:.0f}% of the last round's drops' variance before "
+            f"measuring them: this matrix "
             f"shows little structure to learn from, and the {how[BUDGET]} rows decided at the end of the "
             f"screening are the best measured, not found with confidence; only training every pair "
             f"(pairs.mode: exhaustive, or a larger pairs.budget) finds their partners"
