@@ -98,7 +98,16 @@ def _cmd_dataset(args) -> int:
     from aal_sweep.data.types import DatasetSource, describe
 
     attrs = [a for a in args.attributes.split(",") if a] if args.attributes else None
-    index = load_index(DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed), attrs)
+    if (args.root is None) == (args.config is None):
+        raise AalError("dataset: pass a dataset folder (ROOT) or a sweep config (--config jobs/x.yaml), one of them")
+    if args.config is not None:  # the sweep's dataset section: the way to check a table dataset
+        from aal_sweep.config import load_config
+
+        source = load_config(args.config, check_files=False).dataset.source()
+        args.val_fraction, args.split_seed = source.val_fraction, source.split_seed
+    else:
+        source = DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed)
+    index = load_index(source, attrs)
     info = describe(index)
     bad = _verify(index) if args.verify else None
     if args.verify:
@@ -111,12 +120,19 @@ def _cmd_dataset(args) -> int:
             raise bad
         return 0
     s = info["splits"]
-    print(f"{args.root}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
+    print(f"{source}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
     width = max(len(a) for a in info["attributes"])
-    print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
+    if "labelled" in info:  # some labels are unknown: the rate is among the labelled images
+        print(f"{'attribute':<{width}}  {'train':>15} {'val':>15} {'test':>15}   (labelled images, positive rate)")
+    else:
+        print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
-        rates = ("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test"))
+        rates = ["    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")]
+        if "labelled" in info:
+            rates = [f"{info['labelled'][a][k]:7d} {rate}" for k, rate in zip(("train", "val", "test"), rates)]
         print(f"{a:<{width}}  " + " ".join(rates))
+    for note in info.get("notes", []):
+        print(f"note: {note}")
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
         print(
@@ -542,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("dataset", help="check a dataset folder; images per split, positive rates")
-    s.add_argument("root")
+    s.add_argument("root", nargs="?", help="the dataset folder (or --config)")
+    s.add_argument("--config", help="a sweep YAML: check its dataset section (any format, the table format's keys)")
     s.add_argument("--attributes", help="A,B,... (default: all)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument(

@@ -4,7 +4,7 @@
     index = load_index(source, ["backpack", "gender"])   # DataError (one line) on bad input
     index.files["val"][0], index.labels["val"][0], index.image_path(index.files["val"][0])
 
-A format module (celeba.py, reid.py) reads its on-disk layout into a DatasetIndex (data/types.py); this
+A format module (celeba.py, reid.py, table.py) reads its on-disk layout into a DatasetIndex (data/types.py); this
 module picks the one of `source.format`, so the decode cache and the CLI work for every format without
 knowing any. No heavy import at module level: the config imports this module.
 """
@@ -28,6 +28,10 @@ def _module(fmt: str):
         import aal_sweep.data.reid as reid
 
         return reid
+    if fmt == "table":
+        import aal_sweep.data.table as table
+
+        return table
     raise DataError(f"dataset format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
