@@ -86,10 +86,10 @@ def _verify(index):
     from aal_sweep.data.cache import default_workers, verify_images
     from aal_sweep.errors import BadImagesError
 
-    paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
+    paths = [f if index.reader else str(index.image_path(f)) for files in index.files.values() for f in files]
     workers = default_workers()
     with Progress(f"verifying images with {workers} threads", sys.stderr) as bar:
-        bad = verify_images(paths, workers, progress=bar.update)
+        bad = verify_images(paths, workers, progress=bar.update, reader=index.reader)
     return BadImagesError(str(index.root), bad, len(paths)) if bad else None
 
 
@@ -112,7 +112,8 @@ def _cmd_dataset(args) -> int:
     bad = _verify(index) if args.verify else None
     if args.verify:
         info["bad_images"] = [
-            {"file": os.path.relpath(p, index.root), "problem": why} for p, why in (bad.bad if bad else [])
+            {"file": p if index.reader else os.path.relpath(p, index.root), "problem": why}
+            for p, why in (bad.bad if bad else [])
         ]
     if args.format == "json":
         print(json.dumps(info, indent=2))

@@ -57,6 +57,9 @@ WANDB_MODES = ("online", "offline", "disabled")
 # check_files: True, every file a run reads; "annotations", what `plan` can check before the images are
 # there (the annotation files when present; a listed dataset.attributes is taken as it is); False, none
 FILE_CHECKS = (True, "annotations", False)
+# the formats of your own attributes (docs/datasets.md): the table's keys and dataset.missing apply to them
+OWN_FORMATS = ("table", "huggingface")
+TABLE_ONLY = ("labels", "split_column", "group_pattern")  # huggingface has its own splits, no paths to match
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
 
 
@@ -94,7 +97,7 @@ class DatasetConfig:
         from aal_sweep.data.table import cell_token
         from aal_sweep.data.types import DatasetSource
 
-        if self.format != "table":
+        if self.format not in OWN_FORMATS:
             return DatasetSource(self.root, self.format, self.val_fraction, self.split_seed)
         labels = self.labels
         if isinstance(labels, dict):
@@ -239,7 +242,7 @@ class SweepConfig:
                 "dataset.val_fraction": self.dataset.val_fraction,
                 "dataset.split_seed": self.dataset.split_seed,
             }
-        if self.dataset.format == "table":  # how the table becomes splits and labels (not where it is)
+        if self.dataset.format in OWN_FORMATS:  # how the table becomes splits and labels (not where it is)
             settings |= {
                 f"dataset.{k}": d["dataset"][k]
                 for k in ("split_column", "group_column", "group_pattern", "test_fraction", "missing")
@@ -498,7 +501,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         if dupes:
             problems.append(f"dataset.attributes: duplicates {dupes}")
     tracking = _tracking(c, raw, problems)
-    if root and check_files and fmt == "table":
+    if root and check_files and fmt in OWN_FORMATS:
         _check_table(
             DatasetConfig(root, fmt, attributes, val_fraction=val_fraction, split_seed=split_seed, **table),
             problems,
@@ -594,16 +597,16 @@ def _table_settings(c: _Checker, d: dict, fmt: str, attributes, problems: list[s
         problems.append(f"dataset.missing.policy: {policy!r} is not one of {choices}, or a mapping attribute: policy")
         policy = MISSING_POLICY
     out["missing"] = MissingConfig(tuple(values), policy)
-    if fmt != "table":  # a recorded config (sweep.yaml) holds every key at its default: only a set one is refused
-        default = DatasetConfig("")
-        extra = [
-            k
-            for k in ("labels", "image_column", "split_column", "group_column", "group_pattern", "test_fraction")
-            if k in d and out[k] != getattr(default, k)
-        ]
-        extra += ["missing"] if "missing" in d and out["missing"] != default.missing else []
-        if extra:
-            problems.append(f"dataset.{extra[0]}: applies to format table only (this is format {fmt}; drop it)")
+    # a recorded config (sweep.yaml) holds every key at its default: only a key set otherwise is refused
+    default = DatasetConfig("")
+    keys = ("labels", "image_column", "split_column", "group_column", "group_pattern", "test_fraction")
+    extra = [k for k in keys if k in d and out[k] != getattr(default, k)]
+    extra += ["missing"] if "missing" in d and out["missing"] != default.missing else []
+    if fmt not in OWN_FORMATS and extra:
+        problems.append(f"dataset.{extra[0]}: applies to format table or huggingface only (this is {fmt}; drop it)")
+    wrong = [k for k in extra if k in TABLE_ONLY]
+    if fmt == "huggingface" and wrong:
+        problems.append(f"dataset.{wrong[0]}: applies to format table only (a huggingface dataset has its splits)")
     return out
 
 
@@ -612,7 +615,9 @@ def _check_table(dataset: DatasetConfig, problems: list[str], images: bool = Tru
     from aal_sweep.data.index import load_index
 
     root = Path(dataset.root)
-    if not root.is_dir():
+    if dataset.format == "huggingface" and not root.exists():
+        pass  # a Hub id: looked up in the local cache by load_index
+    elif not root.is_dir():
         if images or dataset.attributes is None:
             problems.append(
                 f"dataset.root: folder {str(root)!r} does not exist (the folder the image paths are relative to)"
@@ -898,7 +903,10 @@ def load_config(path: str | Path, check_files: bool | str = True, overrides: Seq
         results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(
             cfg.dataset,
-            root=absolute(cfg.dataset.root),
+            # a huggingface root that is no path is a Hub id (user/name), kept as it is
+            root=cfg.dataset.root
+            if cfg.dataset.format == "huggingface" and not Path(cfg.dataset.root).expanduser().exists()
+            else absolute(cfg.dataset.root),
             cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None,
         ),
         model=dataclasses.replace(

@@ -317,7 +317,7 @@ def test_bad_table(tmp_path, capsys, dataset, damage, message, command):
 
 def test_table_keys_on_another_format_and_bad_policy(tiny_root):
     base = {"name": "t", "dataset": {"root": str(tiny_root), "format": "celeba"}}
-    with pytest.raises(Exception, match=r"dataset.labels: applies to format table only"):
+    with pytest.raises(Exception, match=r"dataset.labels: applies to format table or huggingface only"):
         parse_config(base | {"dataset": base["dataset"] | {"labels": "x.csv"}}, check_files=False)
     table = {"root": str(tiny_root), "format": "table", "labels": "x.csv", "attributes": ["A", "B"]}
     with pytest.raises(Exception, match=r"dataset.missing.policy.A: 'maybe' is not one of ignore, negative, positive"):
@@ -404,3 +404,109 @@ def test_mnist_table_sweep_end_to_end(ray_local, tmp_path, suffix):
     assert cell["test"] == "mcnemar" and 0 <= cell["p_value"] <= 1
     assert main(["pairs", cfg.results]) == 0
     assert sys.modules.get("ray") is not None  # ran on the shared local Ray
+
+
+# ---- the huggingface format: a dataset saved with save_to_disk, from the real MNIST digits ---------------
+
+
+def write_mnist_hf(root: Path, n: int) -> Path:
+    """`n` MNIST test digits as a DatasetDict (train, test) saved to disk: an Image column, Even as a bool
+    column, Big as 1/-1 (null for every seventh), and `shape`: a multi-label column of ClassLabels (loop,
+    straight), expanded to attributes loop and straight."""
+    import datasets
+
+    images = np.frombuffer(gzip.decompress((MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
+    digits = np.frombuffer(gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "Even": datasets.Value("bool"),
+            "Big": datasets.Value("int64"),
+            "shape": datasets.Sequence(datasets.ClassLabel(names=["loop", "straight"])),
+        }
+    )
+
+    def part(rows):
+        d = [int(digits[i]) for i in rows]
+        return datasets.Dataset.from_dict(
+            {
+                "image": [Image.fromarray(images.reshape(-1, 28, 28)[i]) for i in rows],
+                "Even": [x % 2 == 0 for x in d],
+                "Big": [None if i % 7 == 0 else (1 if x >= 5 else -1) for i, x in zip(rows, d)],
+                "shape": [[k for k, s in enumerate(((0, 6, 8, 9), (1, 4, 7))) if x in s] for x in d],
+            },
+            features=features,
+        )
+
+    cut = int(0.8 * n)
+    datasets.DatasetDict({"train": part(range(cut)), "test": part(range(cut, n))}).save_to_disk(str(root))
+    return root
+
+
+def _hf_config(tmp: Path, root, **dataset) -> Path:
+    return write_config(
+        tmp / "hf.yaml",
+        Path(str(root)),
+        dataset={"format": "huggingface", "root": str(root), "image_size": [16, 16], "cache": str(tmp / "cache")}
+        | {"val_fraction": 0.2}
+        | dataset,
+    )
+
+
+@needs_mnist
+def test_huggingface_saved_to_disk_reads_columns_and_multilabel(tmp_path, capsys):
+    root = write_mnist_hf(tmp_path / "hf", 60)
+    cfg = load_config(_hf_config(tmp_path, root))
+    index = load_index(cfg.dataset.source())
+    assert index.attributes == ("Even", "Big", "loop", "straight")
+    assert len(index.files["test"]) == 12 and len(index.files["train"]) + len(index.files["val"]) == 48
+    digits = np.frombuffer(gzip.decompress((MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    for s in ("train", "val", "test"):
+        for name, row in zip(index.files[s], index.labels[s]):
+            i = int(name.split("/")[1]) + (48 if name.startswith("test/") else 0)
+            d = int(digits[i])
+            want = [int(d % 2 == 0), -1 if i % 7 == 0 else int(d >= 5), int(d in (0, 6, 8, 9)), int(d in (1, 4, 7))]
+            assert row.tolist() == want, (name, d)
+    data = open_decoded(cfg.dataset.source(), (16, 16), cfg.dataset.cache)
+    assert data.images["test"].shape == (12, 16, 16, 3) and data.images["test"].max() > 0
+    assert main(["dataset", "--config", str(_hf_config(tmp_path, root)), "--verify"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "verified 60 images: all decode"
+
+
+def test_huggingface_hub_id_not_cached_and_missing_extra(tmp_path, capsys):
+    cfg = _hf_config(tmp_path, "nobody/not-a-cached-dataset")
+    err = refused(capsys, ["dataset", "--config", str(cfg)], tmp_path, "is neither a folder nor a Hub dataset")
+    assert "load_dataset('nobody/not-a-cached-dataset').save_to_disk('DIR')" in err
+    # without the datasets package (an import that fails, as where it is not installed): one line, the pip install
+    code = (
+        "import sys; sys.modules['datasets'] = None; from aal_sweep.cli import main; "
+        f"sys.exit(main(['dataset', '--config', {str(cfg)!r}]))"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "pip install 'aal_sweep[hf]'" in out.stderr
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_huggingface_sweep_end_to_end(ray_local, tmp_path):
+    from conftest import run_sweep
+
+    from aal_sweep.analysis.results import Results
+
+    root = write_mnist_hf(tmp_path / "hf", 100)
+    path = _hf_config(tmp_path, root, attributes=["Even", "Big", "loop"])
+    raw = yaml.safe_load(path.read_text())
+    raw["train"] |= {"epochs": 1, "lr_milestones": []}
+    raw["phases"] = ["single", "pair"]
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    assert run_sweep(cfg) == 0
+    rows = Results.open(cfg.results).trials()
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) == 3 + 2 * 3 and set(ok["kind"]) == {"single", "pair"}
+    data = open_decoded(cfg.dataset.source(), (16, 16), cfg.dataset.cache)
+    big = int((data.labels["val"][:, data.columns(["Big"])[0]] >= 0).sum())
+    assert big < len(data.labels["val"]) and (ok[ok["attribute"] == "Big"]["n_val"] == big).all()

@@ -6,6 +6,7 @@ No heavy import at module level: the config and the CLI's parser import this mod
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-FORMATS = ("celeba", "duke", "market", "table")
+FORMATS = ("celeba", "duke", "market", "table", "huggingface")
 SPLITS = ("train", "val", "test")
 # The reID datasets have no validation split: this share of the training identities becomes one
 # (identity-disjoint, seeded). CelebA ignores both: it has an official split. A table without a split
@@ -84,6 +85,9 @@ class DatasetIndex:
     image_dir: str = ""
     identities: dict[str, list[str]] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
+    # name -> the image file's bytes, for images that are not files (the huggingface format's Arrow cells);
+    # None: `image_path(name)` is the file
+    reader: Callable[[str], bytes] | None = field(default=None, compare=False, repr=False)
 
     def image_path(self, name: str) -> Path:
         return self.root / self.image_dir / name
