@@ -126,6 +126,11 @@ def test_chexpert_job_reads_the_layout_with_its_policies(tmp_path):
             raw = [label[p][f] for p in index.files[s]]
             want = [1 if v == "1.0" else 0 if v == "0.0" else policy.get(f, -1) for v in raw]
             assert index.labels[s][:, j].tolist() == want, (s, f)
+    # the decode cache reads the nested greyscale JPEGs as it reads CelebA's; labels as indexed (-1 kept)
+    data = open_decoded(cfg.dataset.source(), (16, 16), cfg.dataset.cache)
+    assert data.images["train"].shape == (len(index.files["train"]), 16, 16, 3)
+    for s in ("train", "val", "test"):
+        np.testing.assert_array_equal(data.labels[s], index.labels[s])
 
 
 @pytest.mark.parametrize("policy", ["ignore", "negative", "positive"])
@@ -163,6 +168,10 @@ def test_dataset_config_reports_labelled_counts_and_rates(tmp_path, capsys):
     assert info["labelled"]["Pneumonia"] == dict(zip(("train", "val", "test"), counts))
     y = index.labels["val"][:, j]
     assert info["attributes"]["Pneumonia"]["val"] == pytest.approx(float(y[y >= 0].mean()))
+    assert main(["dataset", "--config", str(path), "--verify"]) == 0
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == f"verified {sum(map(len, index.files.values()))} images: all decode"
+    )
 
 
 def test_no_positive_in_a_split_is_one_line(tmp_path, capsys):

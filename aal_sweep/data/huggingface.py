@@ -218,7 +218,7 @@ def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], s
     from aal_sweep.data.table import settings
 
     root = Path(str(source.root)).expanduser()
-    text = "huggingface " + settings(source)
+    text = "huggingface " + settings(source, source_attribute_names(source))
     if root.is_dir():
         files = sorted(root.rglob("*.json"))
         return files, sorted({p.parent for p in root.rglob("*.arrow")}), text

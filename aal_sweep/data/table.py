@@ -297,13 +297,15 @@ def source_attribute_names(source: DatasetSource) -> list[str]:
     return _attributes_of(source, columns)
 
 
-def settings(source: DatasetSource) -> str:
-    """Every table setting that changes the index (so the decode cache's key and the training hash)."""
+def settings(source: DatasetSource, attributes: list[str] | None = None) -> str:
+    """Every table setting that changes the index (so the decode cache's key and the training hash);
+    `attributes`: the resolved list (so a listed dataset.attributes equal to the default is the same entry)."""
+    attributes = attributes if attributes is not None else source.attributes
     return (
         f"table image_column={source.image_column} split_column={source.split_column} "
         f"group_column={source.group_column} group_pattern={source.group_pattern} "
         f"val_fraction={source.val_fraction} test_fraction={source.test_fraction} split_seed={source.split_seed} "
-        f"attributes={list(source.attributes) if source.attributes is not None else None} "
+        f"attributes={list(attributes) if attributes is not None else None} "
         f"missing_values={list(source.missing_values)} missing_policy={source.missing_policy}"
     )
 
@@ -314,8 +316,11 @@ def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], s
     if not all(p.is_file() for p in files):
         return files, [], settings(source)  # the cache names the missing file
     folders: set[Path] = set()
+    attributes = None
     for path in files:
         frame = read_table(path)
-        _check_columns(path, [str(c) for c in frame.columns], source, [])
+        columns = [str(c) for c in frame.columns]
+        _check_columns(path, columns, source, [])
+        attributes = attributes or (list(source.attributes) if source.attributes else _attributes_of(source, columns))
         folders |= {(source.path / str(v).strip()).parent for v in frame[source.image_column]}
-    return files, sorted(folders), settings(source)
+    return files, sorted(folders), settings(source, attributes)
