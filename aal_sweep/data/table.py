@@ -62,7 +62,7 @@ def label_files(source: DatasetSource) -> list[tuple[str | None, Path]]:
     if source.labels is None:
         raise DataError(
             "dataset.labels: missing (the table format reads a CSV or Parquet file of labels: set "
-            "dataset.labels to its path, relative to dataset.root)"
+            "dataset.labels to its path, relative to dataset.root; check it with aal-sweep dataset --config)"
         )
     pairs = [(None, source.labels)] if isinstance(source.labels, (str, Path)) else list(source.labels)
     return [(split, source.path / Path(f).expanduser()) for split, f in pairs]
