@@ -86,10 +86,10 @@ def _verify(index):
     from aal_sweep.data.cache import default_workers, verify_images
     from aal_sweep.errors import BadImagesError
 
-    paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
+    paths = [f if index.reader else str(index.image_path(f)) for files in index.files.values() for f in files]
     workers = default_workers()
     with Progress(f"verifying images with {workers} threads", sys.stderr) as bar:
-        bad = verify_images(paths, workers, progress=bar.update)
+        bad = verify_images(paths, workers, progress=bar.update, reader=index.reader)
     return BadImagesError(str(index.root), bad, len(paths)) if bad else None
 
 
@@ -98,12 +98,22 @@ def _cmd_dataset(args) -> int:
     from aal_sweep.data.types import DatasetSource, describe
 
     attrs = [a for a in args.attributes.split(",") if a] if args.attributes else None
-    index = load_index(DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed), attrs)
+    if (args.root is None) == (args.config is None):
+        raise AalError("dataset: pass a dataset folder (ROOT) or a sweep config (--config jobs/x.yaml), one of them")
+    if args.config is not None:  # the sweep's dataset section: the way to check a table dataset
+        from aal_sweep.config import load_config
+
+        source = load_config(args.config, check_files=False).dataset.source()
+        args.val_fraction, args.split_seed = source.val_fraction, source.split_seed
+    else:
+        source = DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed)
+    index = load_index(source, attrs)
     info = describe(index)
     bad = _verify(index) if args.verify else None
     if args.verify:
         info["bad_images"] = [
-            {"file": os.path.relpath(p, index.root), "problem": why} for p, why in (bad.bad if bad else [])
+            {"file": p if index.reader else os.path.relpath(p, index.root), "problem": why}
+            for p, why in (bad.bad if bad else [])
         ]
     if args.format == "json":
         print(json.dumps(info, indent=2))
@@ -111,12 +121,19 @@ def _cmd_dataset(args) -> int:
             raise bad
         return 0
     s = info["splits"]
-    print(f"{args.root}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
+    print(f"{source}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
     width = max(len(a) for a in info["attributes"])
-    print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
+    if "labelled" in info:  # some labels are unknown: the rate is among the labelled images
+        print(f"{'attribute':<{width}}  {'train':>15} {'val':>15} {'test':>15}   (labelled images, positive rate)")
+    else:
+        print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
-        rates = ("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test"))
+        rates = ["    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")]
+        if "labelled" in info:
+            rates = [f"{info['labelled'][a][k]:7d} {rate}" for k, rate in zip(("train", "val", "test"), rates)]
         print(f"{a:<{width}}  " + " ".join(rates))
+    for note in info.get("notes", []):
+        print(f"note: {note}")
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
         print(
@@ -595,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("dataset", help="check a dataset folder; images per split, positive rates")
-    s.add_argument("root")
+    s.add_argument("root", nargs="?", help="the dataset folder (or --config)")
+    s.add_argument("--config", help="a sweep YAML: check its dataset section (any format, the table format's keys)")
     s.add_argument("--attributes", help="A,B,... (default: all)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument(

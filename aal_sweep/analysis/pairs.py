@@ -109,7 +109,8 @@ def pairs_table(
     base = baseline_table(rows, attributes, alpha)
     # per-attribute values spread by position (ia), not by name: no hashing of a million strings
     out["majority"] = base["majority"].to_numpy(dtype=np.float64)[ia]
-    multi_above = _above(out["multi"], out["n_seeds"], _split_size(rows[ok], "val"), out["majority"], alpha)
+    n_val = _attribute_sizes(rows[ok], attributes, "val")[ia]
+    multi_above = _above(out["multi"], out["n_seeds"], n_val, out["majority"], alpha)
     single_above = pd.Series(base["single_above_majority"].array[ia], index=out.index, dtype="boolean")
     out["at_baseline"] = (~single_above | ~multi_above).where(out["majority"].notna() & out["multi"].notna())
     return out[PAIR_COLUMNS]
@@ -132,7 +133,7 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
     out["majority"] = rates.reindex(out.index).astype(float)
     out["single"] = single["mean"].reindex(out.index).astype(float)
     out["n_seeds"] = single["count"].reindex(out.index).astype("Int64")
-    n_val = _split_size(ok, "val")
+    n_val = _attribute_sizes(ok, attributes, "val")
     out["p_above"] = stats.above_rate(
         np.round(out["single"] * out["n_seeds"].astype(float) * n_val),
         out["n_seeds"].astype(float) * n_val,
@@ -201,22 +202,28 @@ def compare(
     base_at, other_at = np.take_along_axis(base_at, order, 1), np.take_along_axis(other_at, order, 1)
     rows = _narrow(trials)
     acc = rows[f"{split}_acc"].to_numpy(dtype=np.float64)
-    n = _split_size(rows, split)
+    # a row's n is the images labelled for its attribute: the split's size, unless labels are missing (the
+    # table format), when each attribute has its own; a cell's two models measure one attribute, one n
+    sizes = rows[f"n_{split}"].to_numpy(dtype=np.float64) if f"n_{split}" in rows else np.full(len(rows), np.nan)
     col = f"{split}_correct"
-    if col in trials and n == n and n > 0:
-        bits = Packed.of(trials[col], int(n))
-        has = bits.has & (rows[f"n_{split}"].to_numpy(dtype=np.float64) == n)
-    else:
-        bits, has = None, np.zeros(len(rows), dtype=bool)
+    packed = {}
+    if col in trials:
+        for n in np.unique(sizes[np.isfinite(sizes) & (sizes > 0)]):
+            bits = Packed.of(trials[col], int(n))
+            packed[n] = (bits, bits.has & (sizes == n))
     for s in np.unique(n_seeds[n_seeds > 0]):
         cells = np.flatnonzero(n_seeds == s)
         bp, op = base_at[cells, :s], other_at[cells, :s]
-        with_bits = has[bp].all(axis=1) & has[op].all(axis=1)
+        cell_n = sizes[bp[:, 0]]
+        with_bits = np.zeros(len(cells), dtype=bool)
+        for n, (bits, has) in packed.items():
+            sel = (cell_n == n) & has[bp].all(axis=1) & has[op].all(axis=1)
+            if sel.any():
+                _from_bits(cells[sel], bits, bp[sel], op[sel], int(n), level, res)
+                test[cells[sel]] = "mcnemar" if s == 1 else "seeds-t"
+                with_bits |= sel
         _from_accuracies(cells[~with_bits], acc[bp[~with_bits]], acc[op[~with_bits]], res)
         test[cells[~with_bits]] = UNAVAILABLE
-        if with_bits.any():
-            _from_bits(cells[with_bits], bits, bp[with_bits], op[with_bits], int(n), level, res)
-            test[cells[with_bits]] = "mcnemar" if s == 1 else "seeds-t"
     out = pd.DataFrame(res)
     out["n_seeds"] = pd.array(np.where(n_seeds > 0, n_seeds, 0), dtype="Int64")
     out["n_seeds"] = out["n_seeds"].where(n_seeds > 0)
@@ -373,13 +380,23 @@ def _below(p: pd.Series, alpha: float) -> pd.Series:
     return pd.Series(p.to_numpy() < alpha, index=p.index, dtype="boolean").where(p.notna())
 
 
-def _above(acc: pd.Series, n_seeds: pd.Series, n: float, rate: pd.Series, alpha: float) -> pd.Series:
+def _above(acc: pd.Series, n_seeds: pd.Series, n: float | np.ndarray, rate: pd.Series, alpha: float) -> pd.Series:
     """Is a model's accuracy (mean over n_seeds seeds of n images) significantly above `rate`? NA: unknown."""
     total = pd.Series(n_seeds, dtype=float).to_numpy() * n
     p = stats.above_rate(
         np.round(pd.Series(acc, dtype=float).to_numpy() * total), total, pd.Series(rate, dtype=float).to_numpy()
     )
     return _below(pd.Series(p, index=acc.index), alpha)
+
+
+def _attribute_sizes(ok: pd.DataFrame, attributes: list[str], split: str) -> np.ndarray:
+    """Per attribute: its labelled images of the split (every row of an attribute has the same; the split's
+    size unless labels are missing); the split's size where no row of it says."""
+    col = f"n_{split}"
+    if col not in ok:
+        return np.full(len(attributes), np.nan)
+    per = ok.dropna(subset=[col]).groupby("attribute", observed=True)[col].first()
+    return per.reindex(list(attributes)).astype(float).fillna(_split_size(ok, split)).to_numpy()
 
 
 def _split_size(rows: pd.DataFrame, split: str) -> float:
