@@ -223,3 +223,22 @@ def test_agreement_over_empty_sets_is_null():
     assert out["top1_agreement"] == 1.0  # "none" equals "none"
     assert out["recall"] is None and out["recall_significant"] is None and out["spearman"] is None
     assert out["cost"] is None
+
+
+def test_label_correlation_scores_each_pair_on_the_images_labelled_for_both():
+    """An unknown label (-1, dataset.missing: ignore) leaves its image out of that attribute's pairs only."""
+    from aal_sweep.analysis.screening import label_correlation
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 3)) < 0.4).astype(int)
+    y[:, 1] = np.where(rng.random(400) < 0.8, y[:, 0], 1 - y[:, 0])  # 1 follows 0
+    unknown = y.copy()
+    unknown[:100, 0] = -1  # the first 100 images unlabelled for attribute 0
+    names = ["A", "B", "C"]
+    got = label_correlation(unknown, names).set_index(["attribute", "partner"])["score"]
+    on_labelled = label_correlation(y[100:], names).set_index(["attribute", "partner"])["score"]
+    everything = label_correlation(y, names).set_index(["attribute", "partner"])["score"]
+    for pair in [("A", "B"), ("B", "A"), ("A", "C"), ("C", "A")]:
+        assert got[pair] == pytest.approx(on_labelled[pair])
+    for pair in [("B", "C"), ("C", "B")]:  # attribute 0 not in the pair: every image counts
+        assert got[pair] == pytest.approx(everything[pair])

@@ -80,32 +80,27 @@ def label_correlation(labels: np.ndarray, attributes: list[str]) -> pd.DataFrame
     score says "the less b's labels tell about a, the more b competes for the trunk without helping": it is
     in [-1, 0], most negative for an unrelated partner. A signed correlation is not used: b = not a is the
     same task (phi = -1) and the paper finds Pearson's r unrelated to the drop (Fig. 3). NaN where a is
-    constant (H(a) = 0). `labels`: 0/1 [N, M], the training split's."""
+    constant (H(a) = 0). `labels`: 0/1 [N, M], the training split's; -1 (unknown) leaves the image out of
+    every pair with that attribute (each pair is scored on the images labelled for both)."""
     from scipy import special  # here: the queries that import this module need no scipy
 
     y = np.asarray(labels, dtype=np.float64)
-    n, m = y.shape
+    _, m = y.shape
     if m != len(attributes):
         raise ValueError(f"labels have {m} columns but {len(attributes)} attributes are named")
-    n11 = y.T @ y  # [a, b]: both positive
-    pos = y.sum(0)
-    joint = (
-        np.stack(
-            [
-                n - pos[:, None] - pos[None, :] + n11,
-                pos[None, :] - n11,  # (a=0,b=0), (a=0,b=1)
-                pos[:, None] - n11,
-                n11,
-            ]
-        )
-        / n
-    )  # (a=1,b=0), (a=1,b=1)
-    pa_ = np.stack([1 - pos / n, 1 - pos / n, pos / n, pos / n])[:, :, None]  # p(a) of each joint cell
-    pb = np.stack([1 - pos / n, pos / n, 1 - pos / n, pos / n])[:, None, :]
+    known = (y >= 0).astype(np.float64)  # an unknown label (-1, dataset.missing: ignore) counts for no pair
+    pos = np.where(known > 0, y, 0.0)
+    n = known.T @ known  # [a, b]: images labelled for both
+    n11 = pos.T @ pos  # both positive
+    pa_n, pb_n = pos.T @ known, known.T @ pos  # a positive (b labelled), b positive (a labelled)
     with np.errstate(divide="ignore", invalid="ignore"):
+        joint = np.stack([n - pa_n - pb_n + n11, pb_n - n11, pa_n - n11, n11]) / n  # (00, 01, 10, 11)
+        p_a, p_b = pa_n / n, pb_n / n
+        pa_ = np.stack([1 - p_a, 1 - p_a, p_a, p_a])  # p(a) of each joint cell
+        pb = np.stack([1 - p_b, p_b, 1 - p_b, p_b])
         mutual = special.xlogy(joint, joint).sum(0) - special.xlogy(joint, pa_ * pb).sum(0)
-        h = -special.xlogy(pos / n, pos / n) - special.xlogy(1 - pos / n, 1 - pos / n)
-        u = np.where(h[:, None] > 0, mutual / h[:, None], np.nan)
+        h = -special.xlogy(p_a, p_a) - special.xlogy(1 - p_a, 1 - p_a)  # a's entropy on the pair's images
+        u = np.where((h > 0) & (n > 0), mutual / h, np.nan)
     return estimates_frame("label_correlation", list(attributes), np.clip(u, 0.0, 1.0) - 1.0)
 
 
