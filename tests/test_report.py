@@ -7,6 +7,7 @@ import re
 
 import matplotlib.image
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -307,3 +308,18 @@ def test_fig2_at_the_threshold_keeps_three_bars_per_attribute():
     fig = accuracy_bars(table, matrix)
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == names
     assert len(fig.axes[0].patches) == 3 * LARGE_M
+
+
+def test_label_points_leave_unknown_labels_out_of_each_pair():
+    from aal_sweep.report.figures import label_points
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 3)) < 0.5).astype(int)
+    y[:, 1] = np.where(rng.random(300) < 0.8, y[:, 0], 1 - y[:, 0])
+    unknown = y.copy()
+    unknown[:50, 0] = -1
+    names = ["A", "B", "C"]
+    matrix = pd.DataFrame(np.full((3, 3), 0.9) - 0.01 * (1 - np.eye(3)), index=names, columns=names)
+    got = label_points(matrix, unknown).set_index(["attribute", "partner"])["label_corr"]
+    assert got[("A", "B")] == pytest.approx(np.corrcoef(y[50:, 0], y[50:, 1])[0, 1])
+    assert got[("B", "C")] == pytest.approx(np.corrcoef(y[:, 1], y[:, 2])[0, 1])

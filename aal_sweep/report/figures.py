@@ -276,7 +276,10 @@ def _zoom(ax, values: np.ndarray) -> None:
 def label_points(matrix: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     """Per ordered pair (a, b) with both cells: label correlation and relative accuracy change (%)."""
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant label column has no correlation
-        corr = np.corrcoef(labels.astype(float), rowvar=False)
+        if (labels < 0).any():  # unknown labels (-1): each pair on the images labelled for both
+            corr = pd.DataFrame(np.where(labels < 0, np.nan, labels.astype(float))).corr().to_numpy()
+        else:
+            corr = np.corrcoef(labels.astype(float), rowvar=False)
     p = matrix.to_numpy(float)
     single = np.diag(p)[:, None]
     keep = ~np.eye(len(p), dtype=bool) & np.isfinite(p) & np.isfinite(single) & np.isfinite(corr) & (single > 0)
