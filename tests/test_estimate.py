@@ -67,6 +67,13 @@ def test_counts_come_from_the_plan_with_seeds_and_the_adversarial_upper_bound(tm
     assert "upper bound" in text and "-" in text.splitlines()[-2]
 
 
+def test_a_measured_screening_counts_its_budget_of_pairs(tmp_path, tiny_root):
+    cfg = config(tmp_path, tiny_root, pairs={"mode": "screened", "budget": 0.5})  # 4 attributes: 6 pairs
+    assert count_trials(cfg, ATTRS)["pair"] == {"pair": 3 * 2}  # 3 pairs, 2 seeds
+    static = config(tmp_path, tiny_root, "s.yaml", pairs={"mode": "screened", "strategy": "static"})
+    assert count_trials(static, ATTRS)["pair"] == {"pair": 12}  # confirmation unknown before: every pair
+
+
 def test_gpu_hours_from_the_measured_records(tmp_path, tiny_root):
     cfg = config(tmp_path, tiny_root)
     records = [

@@ -55,7 +55,8 @@ def trial_kind(kind: str, method: str | None = None) -> str:
 
 def count_trials(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict[str, dict[str, int]]:
     """{kind: {trial kind: trials}}, from aal_sweep.orchestration.trials; the kinds that wait for partners
-    (UPPER_BOUND) at their upper bound: every attribute gets a partner (all others, for adversarial_multiple)."""
+    (UPPER_BOUND) at their upper bound: every attribute gets a partner (all others, for adversarial_multiple);
+    a measured screening's pairs at its budget (pairs.budget of every pair, every seed)."""
     import pandas as pd
 
     from aal_sweep.orchestration import trials as plan
@@ -82,6 +83,10 @@ def count_trials(cfg: SweepConfig, attributes: tuple[str, ...]) -> dict[str, dic
         phase = counts.setdefault(t.kind, {})
         k = trial_kind(t.kind, t.method)
         phase[k] = phase.get(k, 0) + 1
+    if cfg.pairs.measured and "pair" in counts:  # a measured screening trains at most its budget of the pairs
+        from aal_sweep.analysis.strategies import Settings
+
+        counts["pair"] = {"pair": Settings.of(cfg.pairs).cap(len(attributes)) * len(cfg.seeds)}
     return counts
 
 
