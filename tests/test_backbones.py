@@ -258,9 +258,9 @@ def test_channels_last_gives_the_same_features(backbone):
 
 
 def test_compiled_timm_training_matches_eager(data):
-    # Pays an inductor compile of test_resnet (about a minute on 2 cold CPU cores)
-    s = spec(TIMM, "pair", ATTRS[:2], epochs=2)
-    eager, compiled = fit(s, data), fit(spec(TIMM, "pair", ATTRS[:2], epochs=2, compile=True), data)
+    # Pays a cold inductor compile of test_resnet's training and evaluation graphs: 7 minutes on the loaded
+    # 2-core dev machine (2026-12-07), seconds once inductor's cache holds them
+    eager, compiled = fit(spec(TIMM, epochs=2), data), fit(spec(TIMM, epochs=2, compile=True), data)
     assert compiled.history["compiled"] and not eager.history["compiled"]
     np.testing.assert_allclose(compiled.history["train_loss"], eager.history["train_loss"], rtol=1e-3)
 
@@ -353,4 +353,4 @@ def test_a_sweep_with_a_timm_backbone(ray_local, tiny_root, tmp_path):
     trials = res.trials()
     assert set(trials["status"]) == {"ok"} and set(trials["backbone"]) == {TIMM}
     assert {"single", "pair"} <= set(trials["kind"]) <= {"single", "pair", "adversarial"}
-    assert res.matrix("val_acc").shape == (3, 3) and len(res.partners()) == 3
+    assert res.matrix("val_acc").shape == (3, 3) and set(ATTRS) <= set(res.partners()["attribute"])
