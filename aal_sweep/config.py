@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from aal_sweep.backbones import name_problem
 from aal_sweep.data.types import (
     FORMATS,
     IMAGE_COLUMN,
@@ -31,7 +32,6 @@ from aal_sweep.data.types import (
 )
 from aal_sweep.errors import AalError, ConfigError, DataError
 
-BACKBONES = ("resnet18", "small_cnn")
 METHODS = ("grl", "gan", "wgan")
 PHASES = ("single", "pair", "adversarial", "multitask_all", "adversarial_multiple", "adversarial_shared")
 DEFAULT_PHASES = PHASES[:3]  # the paper's method; Table 1's other variants (aal_sweep.kinds) are asked for by name
@@ -123,8 +123,10 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # resnet18 | small_cnn | timm/NAME | torchvision/NAME (aal_sweep/backbones/)
     backbone: str = "resnet18"
-    pretrained: str | None = None  # None | "imagenet" | path to a state_dict file
+    # None | "imagenet" (the backbone's own pretrained weights, from the local caches) | a state_dict file
+    pretrained: str | None = None
 
 
 @dataclass(frozen=True)
@@ -410,15 +412,24 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     m = c.section(raw, "model")
     c.unknown(m, ModelConfig, "model.")
     model = ModelConfig(
-        backbone=c.value(m, "backbone", "str", ModelConfig.backbone, "model.", choices=BACKBONES),
+        backbone=c.value(m, "backbone", "str", ModelConfig.backbone, "model."),
         pretrained=c.value(m, "pretrained", "str", ModelConfig.pretrained, "model.", nullable=True),
     )
+    backbone_problem = name_problem(model.backbone)
+    if backbone_problem:
+        problems.append(backbone_problem)
     if model.pretrained not in (None, "imagenet") and check_files is True and not Path(model.pretrained).is_file():
         problems.append(
             f"model.pretrained: {model.pretrained!r} is not a file (use null, imagenet, or a state_dict path)"
         )
     if model.backbone == "small_cnn" and model.pretrained is not None:
         problems.append("model.pretrained: small_cnn has no pretrained weights (set it to null)")
+    elif check_files and not backbone_problem:
+        # the backbone's library, name, weights file (not when planning: see unchecked_files) and image
+        # size, here where the CLI reads the config: one line each before Ray starts, nothing written
+        from aal_sweep.backbones import check_backbone
+
+        problems += check_backbone(model.backbone, model.pretrained, tuple(size), weights=check_files is True)
 
     t = c.section(raw, "train")
     c.unknown(t, TrainConfig, "train.")
@@ -824,6 +835,10 @@ def unchecked_files(cfg: SweepConfig) -> list[str]:
         out += [f"images not checked: {p} missing" for p in folders if not p.is_dir()]
     if cfg.model.pretrained not in (None, "imagenet") and not Path(cfg.model.pretrained).is_file():
         out.append(f"model.pretrained not checked: {cfg.model.pretrained} missing")
+    if cfg.model.pretrained == "imagenet":
+        from aal_sweep.backbones import check_backbone
+
+        out += [f"not checked: {p}" for p in check_backbone(cfg.model.backbone, "imagenet", None, weights=True)]
     return out
 
 

@@ -20,18 +20,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
+from aal_sweep.backbones import normalisation
 from aal_sweep.data.cache import open_decoded
 from aal_sweep.data.celeba import load_index
 from aal_sweep.data.synthetic import make_synthetic
 from aal_sweep.data.tensors import SplitTensors
-from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.train.loop import TrainSpec, _epoch_generator, build_model, train_epoch
 
 
 class JpegFolder(Dataset):
     """The usual torchvision pipeline: read and decode each JPEG every epoch, then transform."""
 
-    def __init__(self, index, size):
+    def __init__(self, index, size, backbone: str):
         self.paths = [str(index.image_path(f)) for f in index.files["train"]]
         self.labels = torch.as_tensor(index.labels["train"][:, :2], dtype=torch.float32)
         self.tf = v2.Compose(
@@ -39,7 +39,7 @@ class JpegFolder(Dataset):
                 v2.Resize(size, antialias=True),
                 v2.RandomHorizontalFlip(),
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                v2.Normalize(*normalisation(backbone)),
             ]
         )
 
@@ -77,9 +77,11 @@ def main() -> None:
             TrainSpec(kind="pair", attributes=("a", "b"), backbone=a.backbone, lr=1e-3, device="cpu"),
             torch.device("cpu"),
         )
-        cached = SplitTensors(data.images["train"], data.labels["train"][:, :2], torch.device("cpu"))
+        cached = SplitTensors(
+            data.images["train"], data.labels["train"][:, :2], torch.device("cpu"), "auto", *normalisation(a.backbone)
+        )
         loader = DataLoader(
-            JpegFolder(load_index(root), tuple(a.size)),
+            JpegFolder(load_index(root), tuple(a.size), a.backbone),
             batch_size=a.batch_size,
             shuffle=True,
             num_workers=a.workers,

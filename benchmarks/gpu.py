@@ -11,6 +11,11 @@ in DataLoader workers) and by the pinned-memory path (data kept on the host), so
 
     python benchmarks/gpu.py --toy --out toy.json          # CPU-sized, about a minute here
     python benchmarks/gpu.py --out h100.json                # full size on a GPU (a few minutes)
+    python benchmarks/gpu.py --backbone timm/convnext_tiny --image-size 224 224 --batch-size 128   # another backbone
+
+Any backbone a config names (model.backbone: resnet18, small_cnn, timm/NAME, torchvision/NAME) is measured at
+random init (the weights do not change the speed); `aal-sweep plan` matches records by backbone, image size
+and batch size, so measure with the config's.
 
 On a GPU at full size the measurements are also written where `aal-sweep plan` looks for them
 (estimate.default_throughput_path(), or --throughput-out).
@@ -34,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aal_sweep.backbones import check_backbone, normalisation
 from aal_sweep.data.cache import DecodedDataset
-from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.orchestration.estimate import default_throughput_path
 from aal_sweep.train.loop import TrainSpec, build_model, fit, pick_device, train_epoch
 
@@ -206,7 +211,7 @@ def measure_concurrent(
 class JpegFolder(torch.utils.data.Dataset):
     """What a user would write: PIL decode, flip, normalise, per image, in DataLoader workers."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray):
+    def __init__(self, paths: list[str], labels: np.ndarray, backbone: str):
         from torchvision.transforms import v2
 
         self.paths, self.labels = paths, torch.as_tensor(labels, dtype=torch.float32)
@@ -215,7 +220,7 @@ class JpegFolder(torch.utils.data.Dataset):
                 v2.PILToTensor(),
                 v2.RandomHorizontalFlip(),
                 v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                v2.Normalize(*normalisation(backbone)),  # as the decoded path normalises for it
             ]
         )
 
@@ -229,7 +234,7 @@ class JpegFolder(torch.utils.data.Dataset):
             return self.transform(img.convert("RGB")), self.labels[i]
 
 
-def write_jpegs(data: DecodedDataset, folder: Path, n: int) -> JpegFolder:
+def write_jpegs(data: DecodedDataset, folder: Path, n: int, backbone: str) -> JpegFolder:
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,7 +242,7 @@ def write_jpegs(data: DecodedDataset, folder: Path, n: int) -> JpegFolder:
     for i in range(n):
         paths.append(str(folder / f"{i:06d}.jpg"))
         Image.fromarray(np.asarray(data.images["train"][i])).save(paths[-1], quality=90)
-    return JpegFolder(paths, data.labels["train"][:n])
+    return JpegFolder(paths, data.labels["train"][:n], backbone)
 
 
 def measure_jpeg(
@@ -281,6 +286,15 @@ def measure_jpeg(
 # ---- the grid ------------------------------------------------------------------------------------------
 
 
+def sized(args) -> dict:
+    """The size to measure: --toy's or the full one, with --backbone, --image-size, --batch-size, --steps."""
+    size = dict(SIZES["toy" if args.toy else "full"])
+    for key in ("backbone", "image_size", "batch_size", "steps"):
+        if getattr(args, key) is not None:
+            size[key] = tuple(args.image_size) if key == "image_size" else getattr(args, key)
+    return size
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -321,9 +335,7 @@ def grid(args) -> list[tuple[str, str, int, str]]:
 
 
 def run(args) -> list[dict]:
-    size = dict(SIZES["toy" if args.toy else "full"])
-    if args.steps is not None:
-        size["steps"] = args.steps
+    size = sized(args)
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         t0 = time.perf_counter()
@@ -339,7 +351,7 @@ def run(args) -> list[dict]:
             threads = 1 if not torch.cuda.is_available() else None  # more threads than free cores: spinning
             if data_path == "jpeg":
                 data = read_cache(folder)
-                jpegs = jpegs or write_jpegs(data, Path(tmp) / "jpeg", size["jpeg_images"])
+                jpegs = jpegs or write_jpegs(data, Path(tmp) / "jpeg", size["jpeg_images"], size["backbone"])
                 m = measure_jpeg(data, jpegs, kind, mode, size, threads, args.workers or cpus)
                 m["images_per_second"] = m["images_per_second_per_trial"]
             elif conc == 1 and mode == "eager":
@@ -418,7 +430,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--toy", action="store_true", help="CPU-sized: small_cnn at 32x32, a few thousand images")
+    p.add_argument("--toy", action="store_true", help="CPU-sized: small_cnn at 16x16, a few thousand images")
     p.add_argument("--out", help="write the records as JSON here")
     p.add_argument(
         "--throughput-out",
@@ -441,10 +453,21 @@ def main(argv: list[str] | None = None) -> int:
         default=["pair"],
         help="kinds measured concurrently, with the pinned-memory path and the JPEG DataLoader",
     )
+    p.add_argument(
+        "--backbone",
+        help="model.backbone to measure: resnet18, small_cnn, timm/NAME, torchvision/NAME "
+        "(default: resnet18 at full size, small_cnn in the toy)",
+    )
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: 218 178 (CelebA's); toy 16 16")
+    p.add_argument("--batch-size", type=int, help="default: 256; toy 64")
     p.add_argument("--steps", type=int, help="training steps per epoch (default: 60 at full size, all in the toy)")
     p.add_argument("--workers", type=int, help="JPEG DataLoader workers (default: every CPU)")
     p.add_argument("--tmp", help="where to write the fabricated cache (full size: 23 GB)")
     args = p.parse_args(argv)
+    size = sized(args)
+    problems = check_backbone(size["backbone"], None, size["image_size"])  # a typo: one line, not a traceback
+    if problems:
+        p.error("; ".join(problems))
     cuda = torch.cuda.is_available()
     args.default_mode = "compiled" if cuda else "eager"  # what train.compile auto does on this device
     args.modes = args.modes or ["eager", "compiled"]
@@ -453,13 +476,32 @@ def main(argv: list[str] | None = None) -> int:
     print(table(records))
     for line in speedups(records):
         print(line)
-    for path in filter(
-        None, [args.out, args.throughput_out or (default_throughput_path() if cuda and not args.toy else None)]
-    ):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=1))
-        print(f"wrote {path}", file=sys.stderr)
+    plan_path = args.throughput_out or (default_throughput_path() if cuda and not args.toy else None)
+    for path, written in ((args.out, result), (plan_path, plan_plus(plan_path, result))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(json.dumps(written, indent=1))
+            print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def _setting(r: dict) -> tuple:
+    return r["backbone"], tuple(r["image_size"]), r["batch_size"]
+
+
+def plan_plus(path: str | Path | None, result: dict) -> dict:
+    """`result` with the records of the file `plan` reads at `path` that it does not measure again: so
+    measuring a second backbone (or image size, or batch size) on the same GPU keeps the first's."""
+    if path is None or not Path(path).is_file():
+        return result
+    try:
+        before = json.loads(Path(path).read_text())
+        kept = [r for r in before["records"] if _setting(r) not in {_setting(n) for n in result["records"]}]
+    except (ValueError, KeyError, TypeError):  # not a file this benchmark wrote: replaced
+        return result
+    if before.get("gpu") != result["gpu"]:  # measured on another GPU: not comparable, replaced
+        return result
+    return {**result, "records": kept + result["records"]}
 
 
 if __name__ == "__main__":

@@ -296,6 +296,7 @@ def main() -> None:
     p.add_argument("--sizes", default="40,200,1000")
     p.add_argument("--kinds", default=",".join(KINDS))
     p.add_argument("--seeds", type=int, default=20, help="matrices per kind at M = 40 (fewer at larger M)")
+    p.add_argument("--budgets", help="pairs.budget values to run (default: per size, BUDGETS)")
     # real and static
     p.add_argument("--datasets", default=None, help="static: xor,mnist; real: noisy-mnist,noisy-shapes")
     p.add_argument("--images", type=int, default=3000)
@@ -403,7 +404,7 @@ def simulated_part(args) -> list[dict]:
 
     rows = []
     for m in map(int, args.sizes.split(",")):
-        budgets = BUDGETS.get(m, (0.3,))
+        budgets = tuple(map(float, args.budgets.split(","))) if args.budgets else BUDGETS.get(m, (0.3,))
         n_seeds = max(1, round(args.seeds * SEEDS_AT.get(m, 1.0)))
         for kind in args.kinds.split(","):
             for seed in range(n_seeds):

@@ -70,3 +70,59 @@ def test_toy_benchmark_writes_a_record_per_measurement(tmp_path):
         got[("pair", "eager", 1, "auto")]["images_per_second"] / got[("pair", "eager", 1, "jpeg")]["images_per_second"]
     )
     assert f"= {ratio:.1f}x the JPEG DataLoader" in done.stdout
+
+
+def _bench(tmp_path, backbone: str, throughput: Path) -> dict:
+    out = tmp_path / f"{backbone.replace('/', '-')}.json"
+    args = ["--toy", "--backbone", backbone, "--kinds", "single", "pair", "--modes", "eager", "--concurrency", "1"]
+    args += ["--steps", "4"]  # 4 training steps an epoch: a rate, not a whole toy epoch
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), *args, "--out", str(out)]
+        + ["--throughput-out", str(throughput), "--tmp", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_any_backbone_is_measured_and_plan_says_its_throughput(tmp_path, tiny_root, capsys):
+    from conftest import write_config
+
+    from aal_sweep.cli import main
+
+    throughput = tmp_path / "throughput.json"
+    for backbone in ("timm/test_resnet", "torchvision/mobilenet_v3_small"):
+        result = _bench(tmp_path, backbone, throughput)
+        got = {(r["kind"], r["data"]) for r in result["records"]}
+        assert got == {("single", "auto"), ("pair", "auto"), ("pair", "jpeg")}  # the JPEG path normalises for it too
+        assert all(r["backbone"] == backbone and r["images_per_second"] > 0 for r in result["records"])
+    # the second backbone's measurements joined the first's in the file `plan` reads
+    assert {r["backbone"] for r in json.loads(throughput.read_text())["records"]} == {
+        "timm/test_resnet",
+        "torchvision/mobilenet_v3_small",
+    }
+    for backbone in ("timm/test_resnet", "torchvision/mobilenet_v3_small"):
+        cfg = write_config(
+            tmp_path / "c.yaml",
+            tiny_root,
+            model={"backbone": backbone, "pretrained": None},
+            train={"epochs": 2, "batch_size": 64, "compile": False},  # the toy's batch, eager as measured
+            phases=["single", "pair"],
+            resources={"cpus_per_trial": 1, "gpus_per_trial": 1},
+        )
+        assert main(["plan", str(cfg), "--throughput", str(throughput), "--format", "json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        rates = plan["throughput"]["images_per_second_per_trial"]
+        assert set(rates) == {"single", "pair"} and plan["gpu_hours"] > 0 and not plan["notes"]
+        assert plan["throughput"]["setting"] == f"{backbone} at [16, 16], batch 64, eager, 1 per GPU"
+        assert main(["plan", str(cfg), "--throughput", str(throughput)]) == 0
+        assert f"  {backbone} at [16, 16], batch 64, eager, 1 per GPU: single " in capsys.readouterr().out
+
+
+def test_an_unknown_backbone_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        gpu.main(["--toy", "--backbone", "timm/convnxt_tiny"])
+    assert e.value.code == 2
+    assert "did you mean timm/convnext_tiny" in capsys.readouterr().err

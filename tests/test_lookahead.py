@@ -46,7 +46,7 @@ def _spec(data: DecodedDataset, **kw) -> TrainSpec:
 
 
 def test_affinity_step_restores_the_model_and_treats_identical_tasks_alike():
-    from aal_sweep.models import build_backbone
+    from aal_sweep.backbones import build_backbone
     from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)

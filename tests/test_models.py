@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aal_sweep.backbones import build_backbone
 from aal_sweep.errors import AalError
-from aal_sweep.models import GradientReversal, build_backbone
+from aal_sweep.models import GradientReversal
 
 
 @pytest.mark.parametrize("lam", [0.01, 0.3, 1.0])

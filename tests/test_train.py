@@ -112,7 +112,7 @@ def test_train_cli(tmp_path, tiny_root, capsys):
 
 
 def _task(method: str, lam: float = 0.5):
-    from aal_sweep.models import build_backbone
+    from aal_sweep.backbones import build_backbone
     from aal_sweep.train.factory import make_task
 
     torch.manual_seed(0)
@@ -217,8 +217,8 @@ def test_correct_bits_are_the_best_epochs_accuracy(data):
 
 
 def test_evaluate_keeps_split_order(data):
+    from aal_sweep.backbones import build_backbone
     from aal_sweep.data.tensors import SplitTensors
-    from aal_sweep.models import build_backbone
     from aal_sweep.train.evaluate import evaluate
     from aal_sweep.train.factory import make_task
 

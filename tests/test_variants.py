@@ -17,10 +17,10 @@ from torch import nn
 
 from aal_sweep.analysis.partners import negative_partners
 from aal_sweep.analysis.variants import COLUMNS, variants_table
+from aal_sweep.backbones.builtin import SmallCNN
 from aal_sweep.config import parse_config
 from aal_sweep.errors import ConfigError
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL, partner_of
-from aal_sweep.models import SmallCNN
 from aal_sweep.orchestration.graph import DONE, FAILED, Decision, Graph
 from aal_sweep.orchestration.trials import (
     Trial,

@@ -15,16 +15,25 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from aal_sweep.backbones import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.data.residency import keeps_resident
-from aal_sweep.models import IMAGENET_MEAN, IMAGENET_STD
 
 PINNED_BUFFERS = 3  # batches in flight between the host gather and the device
 
 
 class SplitTensors:
-    """One split's images [N, H, W, 3] uint8 and labels [N, k] as batches of normalised float tensors."""
+    """One split's images [N, H, W, 3] uint8 and labels [N, k] as batches of float tensors normalised with the
+    backbone's `mean` and `std` per channel (aal_sweep.backbones.normalisation; ImageNet's by default)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, device: torch.device, resident: str = "auto"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        device: torch.device,
+        resident: str = "auto",
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ):
         self.device = device
         self.n = len(images)
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32), device=device)
@@ -37,7 +46,7 @@ class SplitTensors:
         self._pinned: list[tuple[torch.Tensor, torch.cuda.Event | None]] = []
         self._next_buffer = 0
         # (x / 255 - mean) / std  ==  x * scale - shift, two in-place ops per batch
-        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
         self._scale, self._shift = 1 / (255 * std), mean / std
 
     @property

@@ -171,7 +171,7 @@ def estimate(
         )
         return out
     mode, records = compile_mode(cfg), throughput["records"]
-    by_phase, missing = {}, []
+    by_phase, missing, measured = {}, [], {}
     for phase, kinds in counts.items():
         hours = 0.0
         for kind, n in kinds.items():
@@ -179,13 +179,22 @@ def estimate(
             if r is None:
                 missing.append(kind)
                 continue
+            measured[kind] = r["images_per_second_per_trial"]
             hours += n * trial_gpu_seconds(r, cfg.train.epochs, sizes) / per_gpu / 3600
         by_phase[phase] = None if any(k in missing for k in kinds) else hours
+    # what the hours come from: training images/s of one trial of each kind, for this backbone and setting
+    out["throughput"] |= {
+        "setting": f"{cfg.model.backbone} at {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}, "
+        f"{mode}, {per_gpu} per GPU",
+        "images_per_second_per_trial": measured,
+    }
     if missing:
+        h, w = cfg.dataset.image_size
         notes.append(
             f"not measured on {throughput['gpu']}: {', '.join(missing)} {mode} at {per_gpu} per GPU "
             f"({cfg.model.backbone}, {list(cfg.dataset.image_size)}, batch {cfg.train.batch_size}); "
-            f"run benchmarks/gpu.py with these settings; no total given"
+            f"run python benchmarks/gpu.py --backbone {cfg.model.backbone} --image-size {h} {w} --batch-size "
+            f"{cfg.train.batch_size} on that GPU; no total given"
         )
     out["gpu_hours_by_phase"] = by_phase
     out["gpu_hours"] = None if missing else sum(by_phase.values())
@@ -249,6 +258,9 @@ def render_plan(plan: dict[str, Any], fmt: str = "table") -> str:
     if plan["throughput"]:
         t = plan["throughput"]
         lines.append(f"throughput measured on {t['gpu']} ({t['date']}), from {t['file']}")
+        if t.get("images_per_second_per_trial"):
+            rates = ", ".join(f"{k} {v:.0f}" for k, v in t["images_per_second_per_trial"].items())
+            lines.append(f"  {t['setting']}: {rates} training images/s per trial")
     lines += list(plan.get("unchecked", ()))  # "images not checked: ... missing", one line each
     lines += [f"note: {n}" for n in plan["notes"]] + [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(lines)

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from aal_sweep.backbones import build_backbone, normalisation
 from aal_sweep.config import AdversarialConfig, ModelConfig, TrainConfig
 from aal_sweep.data.cache import DecodedDataset
 from aal_sweep.data.tensors import SplitTensors
 from aal_sweep.kinds import evaluated
-from aal_sweep.models import build_backbone
 from aal_sweep.train.evaluate import evaluate
 from aal_sweep.train.factory import make_task
 from aal_sweep.train.tasks import KINDS, Stage, Task
@@ -290,8 +290,9 @@ def fit(
     task, optimizers, schedulers, autocast = model.task, model.optimizers, model.schedulers, model.autocast
 
     cols = data.columns(spec.attributes)
+    mean, std = normalisation(spec.backbone)  # the backbone's own (timm's pretrained config), ImageNet's for ours
     splits = {
-        s: SplitTensors(data.images[s], data.labels[s][:, cols], device, spec.resident)
+        s: SplitTensors(data.images[s], data.labels[s][:, cols], device, spec.resident, mean, std)
         for s in ("train", "val", "test")
     }
     # unknown labels (< 0; only a signed label array can hold them): every loss and accuracy is masked
