@@ -444,7 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per epoch (default: 60 at full size, all in the toy)")
     p.add_argument("--workers", type=int, help="JPEG DataLoader workers (default: every CPU)")
     p.add_argument("--tmp", help="where to write the fabricated cache (full size: 23 GB)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: the toy, eager (a cold compile takes a minute), 2 concurrent, 2 steps",
+    )
     args = p.parse_args(argv)
+    if args.smoke:
+        args.toy, args.modes, args.concurrency, args.steps = True, args.modes or ["eager"], [2], args.steps or 2
     cuda = torch.cuda.is_available()
     args.default_mode = "compiled" if cuda else "eager"  # what train.compile auto does on this device
     args.modes = args.modes or ["eager", "compiled"]

@@ -114,7 +114,7 @@ def measure(spans: list[tuple[float, float]], slots: int, wall: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--baseline", required=True, help="a checkout (git worktree) of the phase-by-phase driver")
+    p.add_argument("--baseline", help="a checkout (git worktree) of the phase-by-phase driver")
     p.add_argument("--attributes", type=int, default=6)
     p.add_argument("--images", type=int, default=600)
     p.add_argument("--size", type=int, default=16)
@@ -122,7 +122,18 @@ def main() -> None:
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", help="write every run's numbers as JSON here")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: 2 attributes, 1 epoch, one run each; this checkout is its own "
+        "baseline unless --baseline is given",
+    )
     a = p.parse_args()
+    if a.smoke:
+        a.attributes, a.images, a.size, a.epochs, a.repeats = 2, 100, 8, 1, 1
+        a.baseline = a.baseline or str(ROOT)
+    if not a.baseline:
+        p.error("--baseline is required: a checkout (git worktree) of the phase-by-phase driver")
     designs = {"graph (this checkout)": ROOT, "phases (baseline)": Path(a.baseline).resolve()}
     rows: dict[str, list[dict]] = {d: [] for d in designs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,7 +142,7 @@ def main() -> None:
         open_decoded(DatasetSource(root), (a.size, a.size), str(tmp / "cache"))  # built once, before any run
         for k in range(a.repeats):
             for d, code in designs.items() if k % 2 == 0 else reversed(designs.items()):
-                name = f"{'graph' if code == ROOT else 'phases'}-{k}"
+                name = f"{'graph' if d.startswith('graph') else 'phases'}-{k}"  # --smoke: both may be ROOT
                 path = config(tmp, root, name, a)
                 wall = run(code, path)
                 m = measure(intervals(tmp / name), a.slots, wall)
