@@ -4,7 +4,7 @@ The official duke_attribute.mat (702 training + 1,110 test identities, 23 attrib
 images in the DukeMTMC-reID folder layout (`images-per-identity` each; an identity's positive attributes
 are drawn as patches, see aal_sweep/data/synthetic_reid.py). Then the whole sweep (single, pair,
 adversarial over the config's lambda grid) with small_cnn for `epochs`, through the public CLI exactly as a
-user runs it, and the Table 6 comparison. Not part of the test suite: it takes minutes to an hour on 2 cores.
+user runs it, and the Table 6 comparison. Minutes to an hour on 2 cores: the suite runs only --smoke.
 
     .venv/bin/python benchmarks/duke_scale.py --out /tmp/duke_scale --size 32 16 --images-per-identity 3
 
