@@ -86,10 +86,10 @@ def _verify(index):
     from aal_sweep.data.cache import default_workers, verify_images
     from aal_sweep.errors import BadImagesError
 
-    paths = [str(index.image_path(f)) for files in index.files.values() for f in files]
+    paths = [f if index.reader else str(index.image_path(f)) for files in index.files.values() for f in files]
     workers = default_workers()
     with Progress(f"verifying images with {workers} threads", sys.stderr) as bar:
-        bad = verify_images(paths, workers, progress=bar.update)
+        bad = verify_images(paths, workers, progress=bar.update, reader=index.reader)
     return BadImagesError(str(index.root), bad, len(paths)) if bad else None
 
 
@@ -98,12 +98,22 @@ def _cmd_dataset(args) -> int:
     from aal_sweep.data.types import DatasetSource, describe
 
     attrs = [a for a in args.attributes.split(",") if a] if args.attributes else None
-    index = load_index(DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed), attrs)
+    if (args.root is None) == (args.config is None):
+        raise AalError("dataset: pass a dataset folder (ROOT) or a sweep config (--config jobs/x.yaml), one of them")
+    if args.config is not None:  # the sweep's dataset section: the way to check a table dataset
+        from aal_sweep.config import load_config
+
+        source = load_config(args.config, check_files=False).dataset.source()
+        args.val_fraction, args.split_seed = source.val_fraction, source.split_seed
+    else:
+        source = DatasetSource(args.root, args.layout, args.val_fraction, args.split_seed)
+    index = load_index(source, attrs)
     info = describe(index)
     bad = _verify(index) if args.verify else None
     if args.verify:
         info["bad_images"] = [
-            {"file": os.path.relpath(p, index.root), "problem": why} for p, why in (bad.bad if bad else [])
+            {"file": p if index.reader else os.path.relpath(p, index.root), "problem": why}
+            for p, why in (bad.bad if bad else [])
         ]
     if args.format == "json":
         print(json.dumps(info, indent=2))
@@ -111,12 +121,19 @@ def _cmd_dataset(args) -> int:
             raise bad
         return 0
     s = info["splits"]
-    print(f"{args.root}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
+    print(f"{source}: {sum(s.values())} images; train {s['train']}, val {s['val']}, test {s['test']}")
     width = max(len(a) for a in info["attributes"])
-    print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
+    if "labelled" in info:  # some labels are unknown: the rate is among the labelled images
+        print(f"{'attribute':<{width}}  {'train':>15} {'val':>15} {'test':>15}   (labelled images, positive rate)")
+    else:
+        print(f"{'attribute':<{width}}  {'train':>7} {'val':>7} {'test':>7}   (positive rate)")
     for a, r in info["attributes"].items():
-        rates = ("    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test"))
+        rates = ["    n/a" if r[k] is None else f"{r[k]:7.4f}" for k in ("train", "val", "test")]
+        if "labelled" in info:
+            rates = [f"{info['labelled'][a][k]:7d} {rate}" for k, rate in zip(("train", "val", "test"), rates)]
         print(f"{a:<{width}}  " + " ".join(rates))
+    for note in info.get("notes", []):
+        print(f"note: {note}")
     if "identities" in info:  # the reID layouts: labels per identity, validation carved from train
         n = info["identities"]
         print(
@@ -134,6 +151,12 @@ def _cmd_dataset(args) -> int:
     return 0
 
 
+NOISY_HELP = (
+    "also an attribute Noisy: {first}'s labels with this share flipped at random (a subjective annotation: "
+    "a partner that may hurt many attributes)"
+)
+
+
 def _cmd_make_synthetic(args) -> int:
     from aal_sweep.data.synthetic import make_synthetic
 
@@ -147,6 +170,7 @@ def _cmd_make_synthetic(args) -> int:
             args.seed,
             random_attributes=args.random_attributes,
             xor=args.xor,
+            noisy=args.noisy,
         )
     except ValueError as e:
         raise AalError(str(e)) from None
@@ -159,10 +183,10 @@ def _cmd_make_mnist(args) -> int:
 
     require_folder(args.out, "OUT")
     try:
-        root = make_mnist_attributes(args.out, args.images, tuple(args.size), args.seed, args.source)
+        root = make_mnist_attributes(args.out, args.images, tuple(args.size), args.seed, args.source, args.noisy)
     except ValueError as e:
         raise AalError(str(e)) from None
-    print(f"wrote {args.images} MNIST test images with {len(ATTRIBUTES)} attributes to {root}")
+    print(f"wrote {args.images} MNIST test images with {len(ATTRIBUTES) + bool(args.noisy)} attributes to {root}")
     return 0
 
 
@@ -315,6 +339,14 @@ def _cmd_matrix(args) -> int:
     if args.metric == "drop":  # from the pairs' statistics: P[a][b] - P[a][a], intervals, significance
         print(render_drop_matrix(results.pairs(), results.attributes, args.format, ci=args.ci))
         return 0
+    if args.metric == "drop_se":  # each drop's standard error (what `simulate --se` reads)
+        if args.ci:
+            raise AalError("--ci applies to --metric drop; drop_se is already each drop's standard error")
+        se = results.pairs().pivot(index="attribute", columns="partner", values="drop_se")
+        se = se.reindex(index=results.attributes, columns=results.attributes)
+        se.index.name = "attribute"
+        print(render_matrix(se, args.format))
+        return 0
     if args.ci:
         raise AalError("--ci applies to --metric drop (intervals are of differences; add --metric drop)")
     print(render_matrix(results.matrix(args.metric), args.format))
@@ -354,6 +386,33 @@ def _cmd_agreement(args) -> int:
         elif isinstance(value, float):
             value = f"{value:.3f}"
         print(f"{key:<26} {'—' if value is None else value}")
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    from aal_sweep.analysis.simulate import read_matrix, simulate_matrix
+    from aal_sweep.config import apply_overrides, parse_pairs
+
+    bad = [o for o in args.set if not o.startswith("pairs.")]
+    if bad:
+        raise AalError(f"--set {bad[0]}: simulate takes pairs settings only (--set pairs.KEY=VALUE)")
+    given = [f"pairs.{k}={v}" for k, v in (("budget", args.budget), ("seed", args.seed)) if v is not None]
+    source = "simulate" + "".join(f" --set {o}" for o in [*given, *args.set])
+    pairs = parse_pairs(apply_overrides({"pairs": {"mode": "screened"}}, [*given, *args.set]), source)
+    matrix = read_matrix(args.matrix)
+    se = read_matrix(args.se, like=matrix) if args.se else None
+    found = simulate_matrix(matrix, se, pairs, args.matrix)
+    if args.format == "json":
+        print(json.dumps(found, indent=2))
+        return 0
+    print(found["summary"])
+    print(f"pairs trained: {len(found['pairs_trained'])} (cost {found['cost']:.3f} of the exhaustive pair trials)")
+    width = max(len(a) for a in found["partners"])
+    print(f"{'attribute':<{width}}  {'partner':<{width}}  decided     round  P(partner measured)")
+    for a, b in found["partners"].items():
+        ev = found["evidence"][a]
+        p = "—" if ev["p_measured"] is None else f"{ev['p_measured']:.3f}"
+        print(f"{a:<{width}}  {b or '—':<{width}}  {ev['decided']:<10}  {ev['round']:>5}  {p}")
     return 0
 
 
@@ -487,9 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results")
     s.add_argument(
         "--metric",
-        choices=(*METRICS, "drop"),
+        choices=(*METRICS, "drop", "drop_se"),
         default="val_acc",
-        help="drop: P[a][b] - P[a][a], '*' where significant after adjustment",
+        help="drop: P[a][b] - P[a][a], '*' where significant after adjustment; drop_se: each drop's standard error",
     )
     s.add_argument("--ci", action="store_true", help="with --metric drop: show each cell's confidence interval")
     s.add_argument(
@@ -505,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--against", required=True, help="the exhaustive results of the same dataset and settings")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.set_defaults(fn=_cmd_agreement)
+
+    s = sub.add_parser(
+        "simulate", help="run a measured screening strategy against a complete pair matrix, as if it trained"
+    )
+    s.add_argument("matrix", help="a complete pair matrix csv (aal-sweep matrix EXHAUSTIVE --format csv)")
+    s.add_argument("--budget", type=float, help="pairs.budget: the most pair trials, a share of M(M-1)/2")
+    s.add_argument("--seed", type=int, help="pairs.seed: the first round's draw")
+    s.add_argument("--se", help="each drop's standard error, same shape (aal-sweep matrix ... --metric drop_se)")
+    s.add_argument("--set", action="append", default=[], metavar="pairs.KEY=VALUE", help="any other pairs setting")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.set_defaults(fn=_cmd_simulate)
 
     s = sub.add_parser("pairs", help="every ordered pair: drop, interval, p-values, significance, seeds")
     s.add_argument("results")
@@ -542,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_train)
 
     s = sub.add_parser("dataset", help="check a dataset folder; images per split, positive rates")
-    s.add_argument("root")
+    s.add_argument("root", nargs="?", help="the dataset folder (or --config)")
+    s.add_argument("--config", help="a sweep YAML: check its dataset section (any format, the table format's keys)")
     s.add_argument("--attributes", help="A,B,... (default: all)")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument(
@@ -579,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also an attribute Xor = first XOR second (a constructed negative partner of the second)",
     )
+    s.add_argument("--noisy", type=float, default=0.0, metavar="RATE", help=NOISY_HELP.format(first="the first shape"))
     s.set_defaults(fn=_cmd_make_synthetic)
 
     from aal_sweep.data import mnist  # numpy and PIL only: the defaults, written once there
@@ -594,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the folder holding t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
         "(default: ../shared/data/mnist beside the repository)",
     )
+    s.add_argument("--noisy", type=float, default=0.0, metavar="RATE", help=NOISY_HELP.format(first="Big"))
     s.set_defaults(fn=_cmd_make_mnist)
     return p
 

@@ -18,7 +18,17 @@ from typing import Any
 
 import yaml
 
-from aal_sweep.data.types import FORMATS, SPLIT_SEED, VAL_FRACTION
+from aal_sweep.data.types import (
+    FORMATS,
+    IMAGE_COLUMN,
+    MISSING_POLICIES,
+    MISSING_POLICY,
+    MISSING_VALUES,
+    SPLIT_SEED,
+    SPLITS,
+    TEST_FRACTION,
+    VAL_FRACTION,
+)
 from aal_sweep.errors import AalError, ConfigError, DataError
 
 BACKBONES = ("resnet18", "small_cnn")
@@ -40,6 +50,7 @@ LAMBDA_SELECTION = ("per_attribute", "global")
 DEVICES = ("auto", "cpu", "cuda")
 PARTNER_RULES = ("argmin", "significant")
 PAIR_MODES = ("exhaustive", "screened")
+PAIR_STRATEGIES = ("active", "uniform", "static")  # analysis/strategies/ (static: an estimator, then confirm)
 PAIR_ESTIMATORS = ("lookahead", "short", "label_correlation")  # analysis/screening.py, train/lookahead.py
 CONFIRM_RULES = ("top_k", "adaptive")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
@@ -47,7 +58,19 @@ WANDB_MODES = ("online", "offline", "disabled")
 # check_files: True, every file a run reads; "annotations", what `plan` can check before the images are
 # there (the annotation files when present; a listed dataset.attributes is taken as it is); False, none
 FILE_CHECKS = (True, "annotations", False)
+# the formats of your own attributes (docs/datasets.md): the table's keys and dataset.missing apply to them
+OWN_FORMATS = ("table", "huggingface")
+TABLE_ONLY = ("labels", "split_column", "group_pattern")  # huggingface has its own splits, no paths to match
 _KIND_WORD = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
+@dataclass(frozen=True)
+class MissingConfig:
+    """The table format's unknown labels (data/table.py): which cells mean unknown, and what becomes of them."""
+
+    values: tuple[str | int | float, ...] = MISSING_VALUES  # "" is a blank cell; CheXpert adds -1 (uncertain)
+    # ignore | negative | positive for every attribute, or {attribute: policy} (the others: ignore)
+    policy: str | dict[str, str] = MISSING_POLICY
 
 
 @dataclass(frozen=True)
@@ -57,16 +80,45 @@ class DatasetConfig:
     attributes: tuple[str, ...] | None = None
     image_size: tuple[int, int] = (218, 178)
     cache: str | None = None  # decoded-array cache; None = $AAL_SWEEP_CACHE or ~/.cache/aal_sweep
-    # duke / market only (CelebA has an official split): the share of training identities held out for
-    # validation, and the seed that draws them
+    # duke / market / table without a split column (CelebA has an official split): the share of training
+    # identities (groups) held out for validation, and the seed that draws them
     val_fraction: float = VAL_FRACTION
     split_seed: int = SPLIT_SEED
+    # table only (docs/datasets.md): the label file (or {split: file}), relative to root, and its columns
+    labels: str | dict[str, str] | None = None
+    image_column: str = IMAGE_COLUMN
+    split_column: str | None = None  # train / val / test or 0 / 1 / 2; None: val and test carved by group
+    group_column: str | None = None  # a group (patient, person) stays inside one carved split
+    group_pattern: str | None = None  # or: a regex whose match in the image path is the group
+    test_fraction: float = TEST_FRACTION
+    missing: MissingConfig = field(default_factory=MissingConfig)
 
     def source(self):
         """The aal_sweep.data.types.DatasetSource these settings describe (what load_index and the cache take)."""
+        from aal_sweep.data.table import cell_token
         from aal_sweep.data.types import DatasetSource
 
-        return DatasetSource(self.root, self.format, self.val_fraction, self.split_seed)
+        if self.format not in OWN_FORMATS:
+            return DatasetSource(self.root, self.format, self.val_fraction, self.split_seed)
+        labels = self.labels
+        if isinstance(labels, dict):
+            labels = tuple((s, labels[s]) for s in SPLITS if s in labels)
+        policy = self.missing.policy
+        return DatasetSource(
+            self.root,
+            self.format,
+            self.val_fraction,
+            self.split_seed,
+            labels=labels,
+            image_column=self.image_column,
+            split_column=self.split_column,
+            group_column=self.group_column,
+            group_pattern=self.group_pattern,
+            test_fraction=self.test_fraction,
+            attributes=self.attributes,
+            missing_values=tuple(sorted({cell_token(v) for v in self.missing.values})),
+            missing_policy=policy if isinstance(policy, str) else tuple(sorted(policy.items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,13 +174,27 @@ class PairsConfig:
     cells only (docs/screening.md). Which trials run, not what a trial computes: not in the training hash."""
 
     mode: str = "exhaustive"
-    # label_correlation with K = 3: the best recall per cost of the three estimators on both benchmark sets
-    # (docs/benchmarks.md, "Screened pair phase"); none reached 90% recall at 30% of the pair phase
+    # active: measured rounds (analysis/strategies/active.py); the benchmarks found it ahead of every static
+    # estimator on structured matrices (docs/benchmarks.md, "Measured screening"); static: estimate, confirm
+    strategy: str = "active"
+    # measured strategies (active, uniform)
+    budget: float = 0.3  # the most pair trials, as a share of the exhaustive M (M - 1) / 2
+    confidence: float = 0.95  # a row is decided once P(its exhaustive partner is among its measured cells) >= this
+    first_round: int = 2  # partners each attribute meets in the balanced first round
+    rank: int = 1  # the active model's low-rank term (0: row and column effects only)
+    seed: int = 0  # the first round's draw; not a training seed
+    # static: label_correlation with K = 3 was the best recall per cost of the three estimators on both
+    # benchmark sets (docs/benchmarks.md, "Screened pair phase"); none reached 90% recall at 30%
     estimator: str = "label_correlation"
     confirm: int = 3  # K; K >= M-1 trains every pair, as exhaustive does
     rule: str = "top_k"  # top_k: K candidates each; adaptive: fewer where one candidate stands out
     short_epochs: int = 1  # estimator short: the epochs each pair trains for its estimate
     every: int = 10  # estimator lookahead: a lookahead step every this many training steps
+
+    @property
+    def measured(self) -> bool:
+        """Screened by a measured strategy (rounds of real pair trials), not by a static estimator."""
+        return self.mode == "screened" and self.strategy != "static"
 
 
 @dataclass(frozen=True)
@@ -190,6 +256,11 @@ class SweepConfig:
             settings |= {
                 "dataset.val_fraction": self.dataset.val_fraction,
                 "dataset.split_seed": self.dataset.split_seed,
+            }
+        if self.dataset.format in OWN_FORMATS:  # how the table becomes splits and labels (not where it is)
+            settings |= {
+                f"dataset.{k}": d["dataset"][k]
+                for k in ("split_column", "group_column", "group_pattern", "test_fraction", "missing")
             }
         settings |= {f"model.{k}": v for k, v in d["model"].items()}
         # train.seeds is not a setting of a trial (its seed is in its id); train.seed, the first seed, stays
@@ -334,6 +405,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         problems.append(f"dataset.val_fraction: {val_fraction} must be below 1 (e.g. {VAL_FRACTION})")
         val_fraction = VAL_FRACTION
     split_seed = c.value(d, "split_seed", "int", SPLIT_SEED, "dataset.", minimum=0)
+    table = _table_settings(c, d, fmt, attributes, problems)
 
     m = c.section(raw, "model")
     c.unknown(m, ModelConfig, "model.")
@@ -408,16 +480,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
     if not 0 < partners.alpha < 1:
         problems.append(f"partners.alpha: must be between 0 and 1 (e.g. 0.05), got {partners.alpha}")
 
-    pc = c.section(raw, "pairs")  # checked below, once phases are known
-    c.unknown(pc, PairsConfig, "pairs.")
-    pairs = PairsConfig(
-        mode=c.value(pc, "mode", "str", PairsConfig.mode, "pairs.", choices=PAIR_MODES),
-        estimator=c.value(pc, "estimator", "str", PairsConfig.estimator, "pairs.", choices=PAIR_ESTIMATORS),
-        confirm=c.value(pc, "confirm", "int", PairsConfig.confirm, "pairs.", minimum=1),
-        rule=c.value(pc, "rule", "str", PairsConfig.rule, "pairs.", choices=CONFIRM_RULES),
-        short_epochs=c.value(pc, "short_epochs", "int", PairsConfig.short_epochs, "pairs.", minimum=1),
-        every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
-    )
+    pairs = _pairs(c, raw, problems)
     if pairs.mode == "screened" and not {"single", "pair"} <= set(phases):
         problems.append(
             "pairs.mode: screened screens the pair matrix, which needs phases single and pair; add "
@@ -444,7 +507,13 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         if dupes:
             problems.append(f"dataset.attributes: duplicates {dupes}")
     tracking = _tracking(c, raw, problems)
-    if root and check_files:
+    if root and check_files and fmt in OWN_FORMATS:
+        _check_table(
+            DatasetConfig(root, fmt, attributes, val_fraction=val_fraction, split_seed=split_seed, **table),
+            problems,
+            images=check_files is True,
+        )
+    elif root and check_files:
         _check_dataset(fmt, Path(root), attributes, problems, images=check_files is True)
 
     if problems:
@@ -460,6 +529,7 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
             cache=cache,
             val_fraction=val_fraction,
             split_seed=split_seed,
+            **table,
         ),
         model=model,
         train=train,
@@ -470,6 +540,141 @@ def parse_config(raw: Any, source: str = "config", check_files: bool | str = Tru
         pairs=pairs,
         tracking=tracking,
     )
+
+
+def _pairs(c: _Checker, raw: dict, problems: list[str]) -> PairsConfig:
+    """The `pairs:` section (its check against phases is the caller's, once phases are known)."""
+    pc = c.section(raw, "pairs")
+    c.unknown(pc, PairsConfig, "pairs.")
+    pairs = PairsConfig(
+        mode=c.value(pc, "mode", "str", PairsConfig.mode, "pairs.", choices=PAIR_MODES),
+        strategy=c.value(pc, "strategy", "str", PairsConfig.strategy, "pairs.", choices=PAIR_STRATEGIES),
+        budget=c.value(pc, "budget", "float", PairsConfig.budget, "pairs.", above=0),
+        confidence=c.value(pc, "confidence", "float", PairsConfig.confidence, "pairs.", above=0),
+        first_round=c.value(pc, "first_round", "int", PairsConfig.first_round, "pairs.", minimum=1),
+        rank=c.value(pc, "rank", "int", PairsConfig.rank, "pairs.", minimum=0),
+        seed=c.value(pc, "seed", "int", PairsConfig.seed, "pairs.", minimum=0),
+        estimator=c.value(pc, "estimator", "str", PairsConfig.estimator, "pairs.", choices=PAIR_ESTIMATORS),
+        confirm=c.value(pc, "confirm", "int", PairsConfig.confirm, "pairs.", minimum=1),
+        rule=c.value(pc, "rule", "str", PairsConfig.rule, "pairs.", choices=CONFIRM_RULES),
+        short_epochs=c.value(pc, "short_epochs", "int", PairsConfig.short_epochs, "pairs.", minimum=1),
+        every=c.value(pc, "every", "int", PairsConfig.every, "pairs.", minimum=1),
+    )
+    if pairs.budget > 1:
+        problems.append(f"pairs.budget: a share of the pair trials, at most 1 (every pair), got {pairs.budget}")
+    if pairs.confidence >= 1:
+        problems.append(f"pairs.confidence: a probability below 1 (e.g. 0.95), got {pairs.confidence}")
+    return pairs
+
+
+def parse_pairs(raw: Any, source: str) -> PairsConfig:
+    """A `pairs:` section alone ({"pairs": {...}}), checked as in a sweep config (`aal-sweep simulate`)."""
+    problems: list[str] = []
+    c = _Checker(problems)
+    c.unknown(raw, ("pairs",), "")
+    pairs = _pairs(c, raw, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return pairs
+
+
+def _table_settings(c: _Checker, d: dict, fmt: str, attributes, problems: list[str]) -> dict[str, Any]:
+    """The table format's keys of the dataset section (DatasetConfig's keyword arguments)."""
+    out: dict[str, Any] = {
+        "image_column": c.value(d, "image_column", "str", IMAGE_COLUMN, "dataset."),
+        "split_column": c.value(d, "split_column", "str", None, "dataset.", nullable=True),
+        "group_column": c.value(d, "group_column", "str", None, "dataset.", nullable=True),
+        "group_pattern": c.value(d, "group_pattern", "str", None, "dataset.", nullable=True),
+        "test_fraction": c.value(d, "test_fraction", "float", TEST_FRACTION, "dataset.", above=0),
+    }
+    if out["test_fraction"] >= 1:
+        problems.append(f"dataset.test_fraction: {out['test_fraction']} must be below 1 (e.g. {TEST_FRACTION})")
+        out["test_fraction"] = TEST_FRACTION
+    if out["group_column"] and out["group_pattern"]:
+        problems.append("dataset.group_pattern: set either group_column or group_pattern, not both")
+    if out["group_pattern"]:
+        import re
+
+        try:
+            re.compile(out["group_pattern"])
+        except re.error as e:
+            problems.append(f"dataset.group_pattern: {out['group_pattern']!r} is not a regular expression ({e})")
+    labels = d.get("labels")
+    if isinstance(labels, dict):
+        bad = [k for k, v in labels.items() if k not in SPLITS or not isinstance(v, str)]
+        if bad or "train" not in labels:
+            problems.append(
+                f"dataset.labels: expected a file, or a mapping of train (required), val, test to files, got {labels!r}"
+            )
+            labels = None
+        else:
+            labels = dict(labels)
+    elif labels is not None and not isinstance(labels, str):
+        problems.append(f"dataset.labels: expected a file path (or {{train: FILE, test: FILE}}), got {labels!r}")
+        labels = None
+    if fmt == "table" and labels is None and "labels" not in d:
+        problems.append(
+            "dataset.labels: missing (the table format reads a CSV or Parquet file of labels: its path, "
+            "relative to dataset.root)"
+        )
+    out["labels"] = labels
+    m = c.section(d, "missing") if "missing" in d else {}
+    c.unknown(m, MissingConfig, "dataset.missing.")
+    values = m.get("values", MISSING_VALUES)
+    if not isinstance(values, (list, tuple)) or not all(
+        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values
+    ):
+        problems.append(f'dataset.missing.values: expected a list of cell values (e.g. ["", -1]), got {values!r}')
+        values = MISSING_VALUES
+    policy = m.get("policy", MISSING_POLICY)
+    choices = ", ".join(MISSING_POLICIES)
+    if isinstance(policy, dict):
+        for a, p in policy.items():
+            if p not in MISSING_POLICIES:
+                problems.append(f"dataset.missing.policy.{a}: {p!r} is not one of {choices}")
+            elif attributes is not None and a not in attributes:
+                problems.append(f"dataset.missing.policy: {a!r} is not in dataset.attributes ({', '.join(attributes)})")
+        policy = dict(policy)
+    elif policy not in MISSING_POLICIES:
+        problems.append(f"dataset.missing.policy: {policy!r} is not one of {choices}, or a mapping attribute: policy")
+        policy = MISSING_POLICY
+    out["missing"] = MissingConfig(tuple(values), policy)
+    # a recorded config (sweep.yaml) holds every key at its default: only a key set otherwise is refused
+    default = DatasetConfig("")
+    keys = ("labels", "image_column", "split_column", "group_column", "group_pattern", "test_fraction")
+    extra = [k for k in keys if k in d and out[k] != getattr(default, k)]
+    extra += ["missing"] if "missing" in d and out["missing"] != default.missing else []
+    if fmt not in OWN_FORMATS and extra:
+        problems.append(f"dataset.{extra[0]}: applies to format table or huggingface only (this is {fmt}; drop it)")
+    wrong = [k for k in extra if k in TABLE_ONLY]
+    if fmt == "huggingface" and wrong:
+        problems.append(f"dataset.{wrong[0]}: applies to format table only (a huggingface dataset has its splits)")
+    return out
+
+
+def _check_table(dataset: DatasetConfig, problems: list[str], images: bool = True) -> None:
+    """A table dataset as a run reads it: every column, label and split, and (images) every image path."""
+    from aal_sweep.data.index import load_index
+
+    root = Path(dataset.root)
+    if dataset.format == "huggingface" and not root.exists():
+        pass  # a Hub id: looked up in the local cache by load_index
+    elif not root.is_dir():
+        if images or dataset.attributes is None:
+            problems.append(
+                f"dataset.root: folder {str(root)!r} does not exist (the folder the image paths are relative to)"
+            )
+        return
+    try:
+        index = load_index(dataset.source(), None, check_images=images)
+    except DataError as e:
+        if images or dataset.attributes is None or "missing (the label table" not in str(e):
+            problems.append(f"dataset: {e}")
+        return
+    if len(index.attributes) < 2:
+        problems.append(
+            f"dataset.attributes: a sweep needs at least two attributes, the table has {list(index.attributes)}"
+        )
 
 
 def _tracking(c: _Checker, raw: dict, problems: list[str]) -> TrackingConfig:
@@ -740,7 +945,10 @@ def load_config(path: str | Path, check_files: bool | str = True, overrides: Seq
         results=cfg.results if "://" in cfg.results else absolute(cfg.results),  # s3://... stays a URI
         dataset=dataclasses.replace(
             cfg.dataset,
-            root=absolute(cfg.dataset.root),
+            # a huggingface root that is no path is a Hub id (user/name), kept as it is
+            root=cfg.dataset.root
+            if cfg.dataset.format == "huggingface" and not Path(cfg.dataset.root).expanduser().exists()
+            else absolute(cfg.dataset.root),
             cache=absolute(cfg.dataset.cache) if cfg.dataset.cache else None,
         ),
         model=dataclasses.replace(

@@ -1,27 +1,32 @@
-"""How well each screening estimator finds the exhaustive pair matrix's partners, and at what cost.
+"""How well each screening strategy finds the exhaustive pair matrix's partners, and at what cost.
 
-For each dataset (a synthetic one with planted negative transfer, `make-synthetic --xor`; a real-image one
-from the MNIST digits, `make-mnist`):
- 1. the exhaustive sweep (`aal-sweep run`, phases single + pair) gives the true matrix, partners and
-    significance;
- 2. every estimator scores every ordered pair with the real code: label_correlation on the training labels;
-    lookahead as one all-attribute training recording TAG's affinities (train/lookahead.py, the trial a
-    screened sweep runs); short from the exhaustive pairs' first `--short-epochs` epochs, which are
-    the short trials' epochs exactly (same seed, data order and schedule: a short trial is the pair
-    trial stopped early), at their share of the pair trials' training seconds;
- 3. for K in 1, 2, 3 and both confirmation rules, the confirmed pairs are the exhaustive sweep's own pair
-    trials (a screened sweep trains the same trials, same ids and seeds: tests/test_screening_sweep.py
-    checks their accuracies are equal), so partners and statistics come from those cells only, as a
-    screened sweep decides them (analysis/results.py), and agreement is screening.agreement;
- 4. one real screened sweep per dataset (`aal-sweep run` with pairs.mode screened, lookahead, K = 2) is
-    checked against step 3: `aal-sweep agreement` must give the same recall.
-Cost = (estimator + confirmed pair trials) training seconds / exhaustive pair-phase training seconds.
-Projected to 40 attributes (a projection, not a measurement): pair trials and their mean seconds scale
-as M(M-1)/2; confirmed pairs per attribute stay as measured; label_correlation costs nothing; short
-scales with the pairs; lookahead's recording steps cost M lookahead steps each (their measured seconds
-x 40 / M) on top of one multi-task training.
+Three parts (`--part`, comma-separated; `--smoke` runs every part tiny, in seconds to a minute):
 
-    .venv/bin/python benchmarks/screening.py --out docs/screening-benchmark.json --figure docs/screening.png
+simulated  Measured strategies (analysis/strategies: active, uniform) against generated pair matrices at
+           M = 40, 200 and 1,000 (`--sizes`), many seeds, run by `simulate`, the sweep's own code. A matrix
+           is drops in percentage points, D = -s[a] h[b] + L[a, b] + e[a, b] + n[a, b]:
+             dominant  h[b*] = 3 for one partner b*, |N(0, 0.4)| for the rest; s ~ U(0.5, 1.5);
+                       L = 0.3 x (rank-2 Gaussian); e ~ N(0, 0.3)        (the paper's Big_Lips shape)
+             moderate  h ~ U(1, 1.5) for 5 partners, |N(0, 0.3)| for the rest; L = 0.5 x rank 2; e ~ N(0, 0.3)
+             lowrank   D = rank-3 Gaussian / sqrt(3), e ~ N(0, 0.2)     (no partner effect)
+             noise     e ~ N(0, 1) only                                  (nothing to learn)
+           plus the measurement noise n ~ N(0, 0.3), whose standard error 0.3 the strategy is given. The
+           exhaustive partner of a is argmin_b D[a, b]; it is significant when D < 0 and its two-sided
+           p-value (z = D / 0.3) is below 0.05 after Holm over a's row. Recall = share of the significant
+           partners whose pair was trained. There are no labels here, so no static estimator can score
+           these matrices: `uniform` (the same number of pairs drawn at random) is what an estimator
+           without information achieves; the static estimators are measured on real images (part static).
+real       Real-image sets where a partner really hurts: MNIST digits (make-mnist --noisy 0.3) and synthetic
+           shapes with a coin-flip attribute (make-synthetic --random-attributes 1), 10 attributes each; the
+           exhaustive sweep and measured screened sweeps (active, budget 0.3) at two seeds of the strategy,
+           side by side, scored by `aal-sweep agreement`, plus `simulate` on the exhaustive matrix.
+static     Today's static estimators (label_correlation, lookahead, short) with K = 1, 2, 3 and both
+           confirmation rules, against the exhaustive sweeps of `make-synthetic --xor` and `make-mnist`
+           (the benchmark of the earlier round, unchanged; see docs/benchmarks.md for its method).
+
+    .venv/bin/python benchmarks/screening.py --part simulated --out docs/screening-simulated.json
+    .venv/bin/python benchmarks/screening.py --part real --out docs/screening-real.json
+    .venv/bin/python benchmarks/screening.py --smoke
 """
 
 from __future__ import annotations
@@ -66,26 +71,33 @@ RULES = ("top_k", "adaptive")
 PROJECT_TO = 40
 
 
-def make_data(name: str, tmp: Path, images: int) -> Path:
+def make_data(name: str, tmp: Path, images: int, shapes: int = 9) -> Path:
     if (tmp / name / "list_attr_celeba.txt").is_file():  # kept from an earlier run (--work)
         return tmp / name
+    if name.startswith("noisy-"):
+        return real_data(name, tmp, images, shapes)
     if name == "xor":  # 9 shapes + Xor = Disc XOR Square: a planted negative partner of Square
         from aal_sweep.data.synthetic import make_synthetic
 
-        return make_synthetic(tmp / name, n_attributes=9, n_images=images, size=(16, 16), seed=0, xor=True)
+        return make_synthetic(tmp / name, n_attributes=shapes, n_images=images, size=(16, 16), seed=0, xor=True)
     from aal_sweep.data.mnist import make_mnist_attributes
 
     return make_mnist_attributes(tmp / name, n_images=images, size=(16, 16), seed=0)
 
 
-def write_config(tmp: Path, name: str, root: Path, epochs: int, **pairs) -> Path:
+def write_config(tmp: Path, name: str, root: Path, epochs: int, attributes=None, **pairs) -> Path:
     path = tmp / f"{name}.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "name": name,
                 "results": str(tmp / name),
-                "dataset": {"root": str(root), "image_size": [16, 16], "cache": str(tmp / "cache")},
+                "dataset": {
+                    "root": str(root),
+                    "image_size": [16, 16],
+                    "cache": str(tmp / "cache"),
+                    **({"attributes": attributes} if attributes else {}),
+                },
                 "model": {"backbone": "small_cnn"},
                 "train": {"epochs": epochs, "batch_size": 64, "lr": 3e-3, "lr_milestones": [epochs]},
                 "phases": ["single", "pair"],
@@ -120,12 +132,12 @@ def confirmed_outcome(exhaustive, rows: pd.DataFrame, estimates: pd.DataFrame, k
     )
     mine = rows[cell & rows["kind"].isin(["single", "pair"])]
     derived = derive_partners(pair_matrix(mine, attrs, "val_acc"), expected=expected_cells(attrs, pairs))
-    chosen = partner_statistics(derived, mine, attrs, exhaustive.config.partners, intervals=False).chosen
+    chosen = partner_statistics(derived, mine, attrs, exhaustive.config.partners).chosen
     return pairs, chosen
 
 
 def one_dataset(name: str, tmp: Path, args) -> list[dict]:
-    root = make_data(name, tmp, args.images)
+    root = make_data(name, tmp, args.images, args.shapes)
     ex_path = write_config(tmp, f"{name}-exhaustive", root, args.epochs)
     wall = run(ex_path)
     ex = open_results(str(tmp / f"{name}-exhaustive"))
@@ -206,7 +218,14 @@ def one_dataset(name: str, tmp: Path, args) -> list[dict]:
 
     # the real screened sweep must agree with the offline derivation of the same choice
     scr_path = write_config(
-        tmp, f"{name}-screened", root, args.epochs, estimator="lookahead", confirm=2, every=args.every
+        tmp,
+        f"{name}-screened",
+        root,
+        args.epochs,
+        strategy="static",
+        estimator="lookahead",
+        confirm=2,
+        every=args.every,
     )
     run(scr_path)
     got = subprocess.run(
@@ -249,7 +268,7 @@ def figure(rows: list[dict], path: Path) -> None:
         ax.scatter(
             r["cost"],
             r["recall_significant"],
-            marker=markers[r["dataset"]],
+            marker=markers.get(r["dataset"], "^"),
             color=colours[r["estimator"]],
             s=30 + 20 * r["k"],
         )
@@ -271,34 +290,265 @@ def figure(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="xor,mnist")
+    p.add_argument("--part", default="simulated,real", help="simulated, real, static (comma-separated)")
+    p.add_argument("--smoke", action="store_true", help="every part, tiny: seconds to a minute, numbers meaningless")
+    # simulated
+    p.add_argument("--sizes", default="40,200,1000")
+    p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--seeds", type=int, default=20, help="matrices per kind at M = 40 (fewer at larger M)")
+    # real and static
+    p.add_argument("--datasets", default=None, help="static: xor,mnist; real: noisy-mnist,noisy-shapes")
     p.add_argument("--images", type=int, default=3000)
+    p.add_argument("--shapes", type=int, default=9, help="shapes of the synthetic sets (each adds one more attribute)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--short-epochs", type=int, default=1)
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--out", help="every number as JSON")
     p.add_argument("--work", help="keep datasets and results here (a rerun then trains nothing already stored)")
-    p.add_argument("--replot", help="only redraw --figure and reprint the table from this --out JSON")
-    p.add_argument("--figure", help="recall against cost, PNG")
+    p.add_argument("--replot", help="static: only redraw --figure and reprint the table from this --out JSON")
+    p.add_argument("--figure", help="static: recall against cost, PNG")
     args = p.parse_args()
+    if args.smoke:
+        args.sizes, args.seeds, args.images, args.epochs, args.shapes = "12", 1, 200, 1, 3
+        args.part = "simulated,real,static"
     if args.replot:
         rows = json.loads(Path(args.replot).read_text())
         if args.figure:
             figure(rows, Path(args.figure))
         print(markdown_table(rows))
         return
-    rows = []
+    out: dict[str, list] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for name in args.datasets.split(","):
-            rows += one_dataset(name, work, args)
+        for part in args.part.split(","):
+            if part == "simulated":
+                out[part] = simulated_part(args)
+            elif part == "real":
+                names = args.datasets or ("noisy-shapes" if args.smoke else "noisy-mnist,noisy-shapes")
+                out[part] = [r for name in names.split(",") for r in real_part(name, work, args)]
+            elif part == "static":
+                # smoke: the real part's data, whose exhaustive sweep is stored already (nothing trains twice)
+                names = args.datasets or ("noisy-shapes" if args.smoke else "xor,mnist")
+                out[part] = [r for name in names.split(",") for r in one_dataset(name, work, args)]
+                if args.figure:
+                    figure(out[part], Path(args.figure))
+                print(markdown_table(out[part]))
+            else:
+                raise SystemExit(f"--part: {part!r} is not one of simulated, real, static")
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
-    if args.figure:
-        figure(rows, Path(args.figure))
-    print()
-    print(markdown_table(rows))
+        Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+
+
+# ---- simulated matrices ------------------------------------------------------------------------------------
+
+KINDS = ("dominant", "moderate", "lowrank", "noise")
+SE = 0.3  # the measurement noise of every generated cell, in percentage points (given to the strategy)
+BUDGETS = {40: (0.1, 0.2, 0.3), 200: (0.05, 0.1, 0.2), 1000: (0.02, 0.05)}
+SEEDS_AT = {40: 1.0, 200: 0.25, 1000: 0.1}
+STRATEGIES = (
+    ("active", 1),
+    ("active", 2),
+    ("uniform", 1),
+)  # (strategy, pairs.rank); the default rank is 1  # share of --seeds run at each size: a fit costs ~M^2 per round
+
+
+def generate(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
+    """A measured drop matrix (percentage points) of `kind` (the module docstring's generator)."""
+    if kind == "dominant":
+        h = np.abs(rng.normal(0, 0.4, m))
+        h[rng.integers(m)] = 3.0
+        s = rng.uniform(0.5, 1.5, m)
+        effect = -s[:, None] * h[None, :] + 0.3 * rng.normal(size=(m, 2)) @ rng.normal(size=(2, m))
+        effect += rng.normal(0, 0.3, (m, m))
+    elif kind == "moderate":
+        h = np.abs(rng.normal(0, 0.3, m))
+        h[rng.choice(m, 5, replace=False)] = rng.uniform(1, 1.5, 5)
+        s = rng.uniform(0.5, 1.5, m)
+        effect = -s[:, None] * h[None, :] + 0.5 * rng.normal(size=(m, 2)) @ rng.normal(size=(2, m))
+        effect += rng.normal(0, 0.3, (m, m))
+    elif kind == "lowrank":
+        effect = rng.normal(size=(m, 3)) @ rng.normal(size=(3, m)) / np.sqrt(3) + rng.normal(0, 0.2, (m, m))
+    elif kind == "noise":
+        effect = rng.normal(0, 1.0, (m, m))
+    else:
+        raise SystemExit(f"--kinds: {kind!r} is not one of {', '.join(KINDS)}")
+    d = effect + rng.normal(0, SE, (m, m))
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def significant_partners(d: np.ndarray) -> dict[int, int]:
+    """row -> its exhaustive partner, for the rows whose partner is significant (Holm over the row)."""
+    from scipy.stats import norm
+
+    from aal_sweep.analysis.stats import adjust
+
+    m = len(d)
+    out = {}
+    for a in range(m):
+        row = np.delete(d[a], a)
+        others = np.delete(np.arange(m), a)
+        k = int(np.argmin(row))
+        p = adjust(2 * norm.sf(np.abs(row) / SE), "holm")
+        if row[k] < 0 and p[k] < 0.05:
+            out[a] = int(others[k])
+    return out
+
+
+def simulated_part(args) -> list[dict]:
+    from aal_sweep.analysis.strategies import Settings, get, simulate, total_pairs
+    from aal_sweep.analysis.strategies.base import BUDGET, decided_rows, requested
+    from aal_sweep.config import PairsConfig
+
+    rows = []
+    for m in map(int, args.sizes.split(",")):
+        budgets = BUDGETS.get(m, (0.3,))
+        n_seeds = max(1, round(args.seeds * SEEDS_AT.get(m, 1.0)))
+        for kind in args.kinds.split(","):
+            for seed in range(n_seeds):
+                d = generate(kind, m, np.random.default_rng([m, KINDS.index(kind), seed]))
+                truth = significant_partners(d)
+                for strategy, rank in STRATEGIES:
+                    if rank > 1 and m > 200:
+                        continue  # the default's rank only at M = 1,000: a fit costs ~M^2 per round
+                    for budget in budgets:
+                        cfg = PairsConfig(mode="screened", strategy=strategy, budget=budget, seed=seed, rank=rank)
+                        s = Settings.of(cfg)
+                        t0 = time.process_time()
+                        rounds = simulate(get(strategy), d / 100, np.full((m, m), SE / 100), s)
+                        cpu = time.process_time() - t0
+                        trained = requested(rounds)
+                        found = [(min(a, b), max(a, b)) in trained for a, b in truth.items()]
+                        left = sum(1 for x in decided_rows(rounds).values() if x[0] == BUDGET)
+                        row = {
+                            "m": m,
+                            "kind": kind,
+                            "seed": seed,
+                            "strategy": strategy if rank == PairsConfig.rank else f"{strategy}-rank{rank}",
+                            "budget": budget,
+                            "cost": len(trained) / total_pairs(m),
+                            "recall_significant": float(np.mean(found)) if found else None,
+                            "significant": len(found),
+                            "rounds": len(rounds),
+                            "ended": rounds[-1].reason,
+                            "undecided_at_end": left,
+                            "structure": rounds[-1].structure,
+                            "cpu_seconds": cpu,
+                        }
+                        rows.append(row)
+                print(f"  M={m} {kind} seed {seed} done", flush=True)
+    print(simulated_table(rows))
+    return rows
+
+
+def simulated_table(rows: list[dict]) -> str:
+    """Mean over seeds per size, kind, strategy and budget (the docs' table)."""
+    df = pd.DataFrame(rows)
+    t = (
+        df.groupby(["m", "kind", "strategy", "budget"], sort=False)
+        .agg(
+            seeds=("seed", "nunique"),
+            cost=("cost", "mean"),
+            recall=("recall_significant", "mean"),
+            recall_min=("recall_significant", "min"),
+            rounds=("rounds", "mean"),
+            undecided=("undecided_at_end", "mean"),
+            structure=("structure", "mean"),
+            cpu_s=("cpu_seconds", "mean"),
+        )
+        .reset_index()
+    )
+    cols = list(t.columns)
+    cell = lambda v: "—" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+# ---- real images: exhaustive and measured screened sweeps side by side ---------------------------------------
+
+
+def real_data(name: str, tmp: Path, images: int, shapes: int = 9) -> Path:
+    if (tmp / name / "list_attr_celeba.txt").is_file():  # kept from an earlier run (--work)
+        return tmp / name
+    if name == "noisy-shapes":  # 9 shapes + Random (coin flips no image predicts): 10 attributes
+        from aal_sweep.data.synthetic import make_synthetic
+
+        return make_synthetic(
+            tmp / name, n_attributes=shapes, n_images=images, size=(16, 16), seed=0, random_attributes=1
+        )
+    if name == "noisy-mnist":  # 9 of the 12 MNIST attributes + Noisy (Big with 30% of its labels flipped): 10
+        from aal_sweep.data.mnist import make_mnist_attributes
+
+        return make_mnist_attributes(tmp / name, n_images=images, size=(16, 16), seed=0, noisy=0.3)
+    raise SystemExit(f"--datasets: {name!r} is not one of noisy-mnist, noisy-shapes")
+
+
+def real_part(name: str, tmp: Path, args) -> list[dict]:
+    root = real_data(name, tmp, args.images, args.shapes)
+    attributes = None
+    if name == "noisy-mnist":
+        attributes = ["Zero", "Even", "Big", "Prime", "Loop", "Ink", "Thick", "Wide", "Slanted", "Noisy"]
+    ex_path = write_config(tmp, f"{name}-exhaustive", root, args.epochs, attributes=attributes)
+    wall = run(ex_path)
+    ex_dir = tmp / f"{name}-exhaustive"
+    ex = open_results(str(ex_dir))
+    truth = ex.chosen_partners(statistics=True)
+    n_sig = int(truth["significant"].fillna(False).astype(bool).sum())
+    by = truth.set_index("attribute")["partner"]
+    print(
+        f"{name}: {len(ex.attributes)} attributes, exhaustive sweep {wall:.0f} s; partners {dict(by.dropna())}, "
+        f"significant {n_sig}",
+        flush=True,
+    )
+    for metric, extra in (("m", []), ("se", ["--metric", "drop_se"])):
+        (tmp / f"{name}-{metric}.csv").write_text(cli("matrix", str(ex_dir), "--format", "csv", *extra))
+    out = []
+    for seed in (0, 1):
+        budget = 0.3
+        sc_name = f"{name}-active-s{seed}"
+        run(write_config(tmp, sc_name, root, args.epochs, attributes=attributes, budget=budget, seed=seed))
+        agree = json.loads(cli("agreement", str(tmp / sc_name), "--against", str(ex_dir), "--format", "json"))
+        sim = json.loads(
+            cli(
+                "simulate",
+                str(tmp / f"{name}-m.csv"),
+                "--se",
+                str(tmp / f"{name}-se.csv"),
+                "--budget",
+                str(budget),
+                "--seed",
+                str(seed),
+                "--format",
+                "json",
+            )
+        )
+        sweep_pairs = open_results(str(tmp / sc_name)).screening()["confirmed"]
+        same = [list(p) for p in sweep_pairs] == sim["pairs_trained"]
+        row = {"dataset": name, "strategy": "active", "budget": budget, "seed": seed, **agree}
+        row["simulate_same_pairs"] = same
+        row["significant_exhaustive"] = n_sig
+        out.append(row)
+        print(
+            f"  active seed {seed}: {agree['pair_trials']['screened']} of {agree['pair_trials']['exhaustive']} pairs "
+            f"(cost {agree['cost']:.2f} of the pair phase's seconds), recall {agree['recall']}, significant "
+            f"{agree['recall_significant']}, top1 {agree['top1_agreement']}; simulate made the same pairs: {same}",
+            flush=True,
+        )
+    return out
+
+
+def cli(*argv: str) -> str:
+    got = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    if got.returncode != 0:
+        raise SystemExit(f"aal-sweep {' '.join(argv)}: exit {got.returncode}\n{got.stderr[-2000:]}")
+    return got.stdout
 
 
 def markdown_table(rows: list[dict]) -> str:

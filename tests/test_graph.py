@@ -192,7 +192,13 @@ def screened(estimator="lookahead", confirm=1, seeds=(0,)):
             "model": {"backbone": "small_cnn"},
             "train": {"seeds": list(seeds), "epochs": 3},
             "adversarial": {"lambdas": [0.1]},
-            "pairs": {"mode": "screened", "estimator": estimator, "confirm": confirm, "short_epochs": 1},
+            "pairs": {
+                "mode": "screened",
+                "strategy": "static",
+                "estimator": estimator,
+                "confirm": confirm,
+                "short_epochs": 1,
+            },
         },
         check_files=False,
     )

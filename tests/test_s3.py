@@ -46,7 +46,7 @@ def setup(s3_server, tmp_path_factory):
             root,
             train=TRAIN,
             resources=RESOURCES,
-            pairs={"mode": "screened", "estimator": "short", "confirm": 2},
+            pairs={"mode": "screened", "strategy": "static", "estimator": "short", "confirm": 2},
         )
         raw = yaml.safe_load(path.read_text())
         raw["results"] = results

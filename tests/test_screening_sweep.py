@@ -26,7 +26,7 @@ def screened_config(tiny_sweep, tmp_path, name: str, **pairs):
     cfg, _ = tiny_sweep
     raw = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
     raw["results"], raw["name"] = str(tmp_path / name), name
-    raw["pairs"] = {"mode": "screened", **pairs}
+    raw["pairs"] = {"mode": "screened", "strategy": "static", **pairs}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -134,7 +134,7 @@ def test_submit_stop_resume_and_nothing_left(cluster, tmp_path, monkeypatch, whe
         train=TRAIN,
         resources=RESOURCES,
         phases=["single", "pair"],
-        pairs={"mode": "screened", "estimator": "label_correlation", "confirm": 2},
+        pairs={"mode": "screened", "strategy": "static", "estimator": "label_correlation", "confirm": 2},
     )
     raw = yaml.safe_load(config.read_text())
     raw["dataset"]["cache"] = str(tmp_path / "cache")

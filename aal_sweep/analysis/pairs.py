@@ -40,6 +40,7 @@ PAIR_COLUMNS = [
     "single_sd",
     "multi_sd",
     "drop_sd",
+    "drop_se",
     "test",
     "majority",
     "at_baseline",
@@ -100,6 +101,7 @@ def pairs_table(
             "difference": "drop",
             "base_sd": "single_sd",
             "other_sd": "multi_sd",
+            "se": "drop_se",
         }
     )
     out["p_adjusted"] = _adjust_within(out["p_value"].to_numpy(), ia, correction)
@@ -107,7 +109,8 @@ def pairs_table(
     base = baseline_table(rows, attributes, alpha)
     # per-attribute values spread by position (ia), not by name: no hashing of a million strings
     out["majority"] = base["majority"].to_numpy(dtype=np.float64)[ia]
-    multi_above = _above(out["multi"], out["n_seeds"], _split_size(rows[ok], "val"), out["majority"], alpha)
+    n_val = _attribute_sizes(rows[ok], attributes, "val")[ia]
+    multi_above = _above(out["multi"], out["n_seeds"], n_val, out["majority"], alpha)
     single_above = pd.Series(base["single_above_majority"].array[ia], index=out.index, dtype="boolean")
     out["at_baseline"] = (~single_above | ~multi_above).where(out["majority"].notna() & out["multi"].notna())
     return out[PAIR_COLUMNS]
@@ -130,7 +133,7 @@ def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0
     out["majority"] = rates.reindex(out.index).astype(float)
     out["single"] = single["mean"].reindex(out.index).astype(float)
     out["n_seeds"] = single["count"].reindex(out.index).astype("Int64")
-    n_val = _split_size(ok, "val")
+    n_val = _attribute_sizes(ok, attributes, "val")
     out["p_above"] = stats.above_rate(
         np.round(out["single"] * out["n_seeds"].astype(float) * n_val),
         out["n_seeds"].astype(float) * n_val,
@@ -183,12 +186,13 @@ def compare(
     """Per cell k: the rows base_at[k, s] and other_at[k, s] of `trials` (positions; -1: none) are the
     base and the other model of seed s. Returns base, other (mean accuracy over the seeds both have),
     difference other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads
-    across seeds, NaN with one) and test, from `<split>_correct` where every row of the cell has a vector
+    across seeds, NaN with one), se (the difference's standard error: images and seeds, as the test uses)
+    and test, from `<split>_correct` where every row of the cell has a vector
     of the split's size, else from `<split>_acc` (test "unavailable": no interval, no p-value)."""
     k = len(base_at)
     res = {
         c: np.full(k, np.nan)
-        for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd", "other_sd", "drop_sd")
+        for c in ("base", "other", "difference", "ci_low", "ci_high", "p_value", "base_sd", "other_sd", "drop_sd", "se")
     }
     test = np.full(k, None, dtype=object)
     both = (base_at >= 0) & (other_at >= 0)
@@ -198,22 +202,28 @@ def compare(
     base_at, other_at = np.take_along_axis(base_at, order, 1), np.take_along_axis(other_at, order, 1)
     rows = _narrow(trials)
     acc = rows[f"{split}_acc"].to_numpy(dtype=np.float64)
-    n = _split_size(rows, split)
+    # a row's n is the images labelled for its attribute: the split's size, unless labels are missing (the
+    # table format), when each attribute has its own; a cell's two models measure one attribute, one n
+    sizes = rows[f"n_{split}"].to_numpy(dtype=np.float64) if f"n_{split}" in rows else np.full(len(rows), np.nan)
     col = f"{split}_correct"
-    if col in trials and n == n and n > 0:
-        bits = Packed.of(trials[col], int(n))
-        has = bits.has & (rows[f"n_{split}"].to_numpy(dtype=np.float64) == n)
-    else:
-        bits, has = None, np.zeros(len(rows), dtype=bool)
+    packed = {}
+    if col in trials:
+        for n in np.unique(sizes[np.isfinite(sizes) & (sizes > 0)]):
+            bits = Packed.of(trials[col], int(n))
+            packed[n] = (bits, bits.has & (sizes == n))
     for s in np.unique(n_seeds[n_seeds > 0]):
         cells = np.flatnonzero(n_seeds == s)
         bp, op = base_at[cells, :s], other_at[cells, :s]
-        with_bits = has[bp].all(axis=1) & has[op].all(axis=1)
+        cell_n = sizes[bp[:, 0]]
+        with_bits = np.zeros(len(cells), dtype=bool)
+        for n, (bits, has) in packed.items():
+            sel = (cell_n == n) & has[bp].all(axis=1) & has[op].all(axis=1)
+            if sel.any():
+                _from_bits(cells[sel], bits, bp[sel], op[sel], int(n), level, res)
+                test[cells[sel]] = "mcnemar" if s == 1 else "seeds-t"
+                with_bits |= sel
         _from_accuracies(cells[~with_bits], acc[bp[~with_bits]], acc[op[~with_bits]], res)
         test[cells[~with_bits]] = UNAVAILABLE
-        if with_bits.any():
-            _from_bits(cells[with_bits], bits, bp[with_bits], op[with_bits], int(n), level, res)
-            test[cells[with_bits]] = "mcnemar" if s == 1 else "seeds-t"
     out = pd.DataFrame(res)
     out["n_seeds"] = pd.array(np.where(n_seeds > 0, n_seeds, 0), dtype="Int64")
     out["n_seeds"] = out["n_seeds"].where(n_seeds > 0)
@@ -256,6 +266,8 @@ def _from_bits(
         res["difference"][cells] = per_seed[:, 0]
         res["ci_low"][cells], res["ci_high"][cells] = stats.bootstrap_interval(b, c, n, level)
         res["p_value"][cells] = stats.mcnemar_counts(b, c)
+        # per-image differences are +1 (c images), -1 (b) or 0: their sum is c - b, their squares' sum b + c
+        res["se"][cells] = np.sqrt(stats.image_variance_of_sums(c - b, b + c, n))
         return
     # D_i = sum over seeds of (other right - base right) on image i; sum_i D_i and sum_i D_i^2 from
     # popcounts: sum_i x_s x_t for x = other - base expands into four ANDs of two rows
@@ -273,6 +285,7 @@ def _from_bits(
             squares += 2 * cross
     image_var = stats.image_variance_of_sums(total, squares, n) / s**2
     mean, lo, hi, p, _ = stats.seed_test(per_seed, image_var, level)
+    res["se"][cells] = np.sqrt(image_var + per_seed.var(axis=1, ddof=1) / s)  # seed_test's variance
     res["difference"][cells], res["ci_low"][cells], res["ci_high"][cells], res["p_value"][cells] = mean, lo, hi, p
     res["drop_sd"][cells] = per_seed.std(axis=1, ddof=1)
     res["base_sd"][cells] = acc_base.std(axis=1, ddof=1)
@@ -367,13 +380,23 @@ def _below(p: pd.Series, alpha: float) -> pd.Series:
     return pd.Series(p.to_numpy() < alpha, index=p.index, dtype="boolean").where(p.notna())
 
 
-def _above(acc: pd.Series, n_seeds: pd.Series, n: float, rate: pd.Series, alpha: float) -> pd.Series:
+def _above(acc: pd.Series, n_seeds: pd.Series, n: float | np.ndarray, rate: pd.Series, alpha: float) -> pd.Series:
     """Is a model's accuracy (mean over n_seeds seeds of n images) significantly above `rate`? NA: unknown."""
     total = pd.Series(n_seeds, dtype=float).to_numpy() * n
     p = stats.above_rate(
         np.round(pd.Series(acc, dtype=float).to_numpy() * total), total, pd.Series(rate, dtype=float).to_numpy()
     )
     return _below(pd.Series(p, index=acc.index), alpha)
+
+
+def _attribute_sizes(ok: pd.DataFrame, attributes: list[str], split: str) -> np.ndarray:
+    """Per attribute: its labelled images of the split (every row of an attribute has the same; the split's
+    size unless labels are missing); the split's size where no row of it says."""
+    col = f"n_{split}"
+    if col not in ok:
+        return np.full(len(attributes), np.nan)
+    per = ok.dropna(subset=[col]).groupby("attribute", observed=True)[col].first()
+    return per.reindex(list(attributes)).astype(float).fillna(_split_size(ok, split)).to_numpy()
 
 
 def _split_size(rows: pd.DataFrame, split: str) -> float:

@@ -16,13 +16,15 @@ pair cells are the same (`chosen_partners`, `partners_fresh`: the functions the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
+import numpy as np
 import pandas as pd
 
 from aal_sweep.analysis.matrix import check_metric, pair_matrix
 from aal_sweep.analysis.pairs import adversarial_gains, pairs_table
 from aal_sweep.analysis.partners import derive_partners, partner_statistics, select_adversarial
-from aal_sweep.analysis.screening import expected_cells
+from aal_sweep.analysis.screening import ESTIMATE_COLUMNS, expected_cells
 from aal_sweep.analysis.summary import partners_table, with_statistics
 from aal_sweep.analysis.variants import variants_table
 from aal_sweep.errors import AalError
@@ -47,8 +49,7 @@ def chosen_partners(
         stored = store.read_partners()
         if stored is not None and stored.attrs.get("fingerprint") == fingerprint:
             return stored
-    confirmed = confirmed_pairs_of(store, attributes, cfg)
-    expected = None if confirmed is None else expected_cells(attributes, confirmed)
+    expected = expected_of(store, attributes, cfg)
     derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial, expected)
     if rule.rule == "argmin" and not statistics:
         return derived  # planning with the paper's rule needs no per-image bits
@@ -58,12 +59,54 @@ def chosen_partners(
     return chosen
 
 
-def confirmed_pairs_of(store: Store, attributes, cfg=None) -> list[tuple[str, str]] | None:
-    """A screened sweep's confirmed pairs, from its stored estimates (analysis/screening.py); None for an
-    exhaustive sweep, or a screened one whose estimates are not stored yet (then every cell is expected)."""
+def expected_of(store: Store, attributes, cfg=None):
+    """The M x M cells each row's partner is chosen from (partners.derive_partners' `expected`): None for an
+    exhaustive sweep (every cell); a static screening's confirmed pairs; a measured screening's requested
+    pairs up to each decided row's round, every cell for a row not decided yet (so it has no partner)."""
+    attributes = list(attributes)
     cfg = store.config if cfg is None else cfg
     if cfg.pairs.mode != "screened":
         return None
+    if cfg.pairs.measured:
+        rounds = stored_rounds(store, attributes, cfg)
+        if not rounds:
+            return None
+        from aal_sweep.analysis.strategies.base import decided_rows, expected_mask
+
+        mask = expected_mask(len(attributes), rounds)
+        undecided = np.ones(len(attributes), dtype=bool)
+        undecided[list(decided_rows(rounds))] = False
+        mask[undecided] = True
+        return mask
+    confirmed = confirmed_pairs_of(store, attributes, cfg)
+    return None if confirmed is None else expected_cells(attributes, confirmed)
+
+
+def stored_rounds(store: Store, attributes, cfg=None) -> list:
+    """A measured screening's stored rounds (analysis.strategies.Round), in order; [] when none is stored."""
+    from aal_sweep.analysis.strategies.base import round_of, rounds_key
+
+    cfg = store.config if cfg is None else cfg
+    rounds = []
+    for table in store.read_rounds(rounds_key(cfg, list(attributes))):
+        try:
+            rounds.append(round_of(table, list(attributes)))
+        except ValueError:
+            break  # made again by the next run, as a missing one is
+    return rounds
+
+
+def confirmed_pairs_of(store: Store, attributes, cfg=None) -> list[tuple[str, str]] | None:
+    """A screened sweep's pairs trained in full: a static screening's confirmed pairs, from its stored
+    estimates (analysis/screening.py), a measured one's requested pairs, from its stored rounds; None for an
+    exhaustive sweep, or a screened one with nothing stored yet (then every cell is expected)."""
+    cfg = store.config if cfg is None else cfg
+    if cfg.pairs.mode != "screened":
+        return None
+    if cfg.pairs.measured:
+        rounds = stored_rounds(store, attributes, cfg)
+        names = list(attributes)
+        return [(names[i], names[j]) for r in rounds for i, j in r.pairs] if rounds else None
     from aal_sweep.analysis.screening import confirmed_pairs, estimates_key
 
     estimates = store.read_estimates(estimates_key(cfg, list(attributes)))
@@ -88,9 +131,9 @@ def _fingerprint(store: Store, attributes, rule, allow_partial: bool, cfg) -> st
     rule and allow_partial (Store.cells_fingerprint adds the training hash)."""
     rule_value = dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else str(rule)
     settings = [list(attributes), rule_value, allow_partial]
-    confirmed = confirmed_pairs_of(store, attributes, cfg)
-    if confirmed is not None:  # screened: the cells a row expects are part of what decided it
-        settings.append([list(p) for p in confirmed])
+    expected = expected_of(store, attributes, cfg)
+    if expected is not None:  # screened: the cells a row expects are part of what decided it
+        settings.append(hashlib.sha1(np.packbits(expected).tobytes()).hexdigest())
     return store.cells_fingerprint(settings)
 
 
@@ -160,7 +203,18 @@ class Results:
         )
         t = with_statistics(t, chosen)
         screening = self.screening()
-        if screening is not None:  # each attribute's candidates with their scores, beside its partner
+        if screening is not None and "evidence" in screening:  # measured: how each row was decided, on what
+            ev = screening["evidence"].set_index("attribute")
+            shown = {
+                a: None
+                if not isinstance(ev.at[a, "decided"], str)
+                else f"{ev.at[a, 'decided']}, round {int(ev.at[a, 'round'])}, {int(ev.at[a, 'measured'])} measured"
+                + ("" if pd.isna(ev.at[a, "p_measured"]) else f", P(partner measured) {ev.at[a, 'p_measured']:.3f}")
+                for a in ev.index
+            }
+            t.insert(t.columns.get_loc("partner") + 1, "evidence", [shown.get(a) for a in t["attribute"]])
+            t.attrs["screening"] = screening["summary"]
+        elif screening is not None:  # each attribute's candidates with their scores, beside its partner
             shown = (
                 screening["candidates"]
                 .groupby("attribute", sort=False)
@@ -213,6 +267,8 @@ class Results:
         cfg = self.config
         if cfg.pairs.mode != "screened":
             return None
+        if cfg.pairs.measured:
+            return self._measured_screening()
         p, m = cfg.pairs, len(self.attributes)
         total = m * (m - 1) // 2 * len(cfg.seeds)
         estimates = self.estimates()
@@ -242,6 +298,30 @@ class Results:
             "candidates": chosen,
             "confirmed": confirmed,
             "summary": summary,
+        }
+
+    def _measured_screening(self) -> dict:
+        """A measured screening's strategy, settings, rounds, pairs requested, and each row's evidence."""
+        from aal_sweep.analysis.strategies.base import Settings, decided_rows, evidence, requested, summary
+
+        cfg, attrs = self.config, self.attributes
+        rounds = stored_rounds(self.store, attrs, cfg)
+        settings = Settings.of(cfg.pairs)
+        return {
+            "mode": cfg.pairs.mode,
+            "strategy": cfg.pairs.strategy,
+            "budget": cfg.pairs.budget,
+            "confidence": cfg.pairs.confidence,
+            "rounds": len(rounds),
+            "final": bool(rounds and rounds[-1].final),
+            "reason": rounds[-1].reason if rounds else "",
+            "structure": rounds[-1].structure if rounds else None,
+            "pair_trials": len(requested(rounds)) * len(cfg.seeds),
+            "exhaustive_pair_trials": len(attrs) * (len(attrs) - 1) // 2 * len(cfg.seeds),
+            "decided": len(decided_rows(rounds)),
+            "evidence": evidence(rounds, attrs),
+            "confirmed": confirmed_pairs_of(self.store, attrs, cfg),
+            "summary": summary(cfg.pairs.strategy, rounds, len(attrs), settings),
         }
 
     def pairs(self) -> pd.DataFrame:
@@ -286,7 +366,8 @@ def agreement_of(screened: Results, exhaustive: Results) -> dict:
             f"(attributes or training hash differ); compare runs of one config that differ only in "
             f"`pairs`"
         )
-    estimates = screened.estimates()
+    measured = screened.config.pairs.measured
+    estimates = screened.estimates() if not measured else pd.DataFrame(columns=ESTIMATE_COLUMNS)
     if estimates is None:
         raise AalError(f"{screened.uri}: no estimates stored yet; run it to the end first")
     confirmed = confirmed_pairs_of(screened.store, screened.attributes) or []
@@ -297,7 +378,8 @@ def agreement_of(screened: Results, exhaustive: Results) -> dict:
         return int((rows["kind"] == "pair").sum()), float(rows["train_seconds"].sum())
 
     n_s, sec_s = seconds(screened, ("pair", "lookahead", "short"))
-    sec_s += float(estimates["cost"].sum()) if screened.config.pairs.estimator == "label_correlation" else 0.0
+    if not measured and screened.config.pairs.estimator == "label_correlation":
+        sec_s += float(estimates["cost"].sum())
     n_e, sec_e = seconds(exhaustive, ("pair",))
     mine = screened.chosen_partners(statistics=True)
     theirs = exhaustive.chosen_partners(statistics=True)
@@ -307,8 +389,14 @@ def agreement_of(screened: Results, exhaustive: Results) -> dict:
     return {
         "screened": screened.uri,
         "exhaustive": exhaustive.uri,
-        "estimator": screened.config.pairs.estimator,
-        "confirm": screened.config.pairs.confirm,
-        "rule": screened.config.pairs.rule,
+        **(
+            {"strategy": screened.config.pairs.strategy, "budget": screened.config.pairs.budget}
+            if measured
+            else {
+                "estimator": screened.config.pairs.estimator,
+                "confirm": screened.config.pairs.confirm,
+                "rule": screened.config.pairs.rule,
+            }
+        ),
         **out,
     }

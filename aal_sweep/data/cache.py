@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -70,13 +71,14 @@ def fingerprint(source: DatasetSource | str | Path, image_size: tuple[int, int])
     return h.hexdigest()[:16]
 
 
-def _problem(path: str, error: Exception) -> str:
-    """What is wrong with an image file that failed to decode, in a few words (one line)."""
-    if os.path.islink(path) and not os.path.exists(path):
+def _problem(path: str, error: Exception, on_disk: bool = True) -> str:
+    """What is wrong with an image file that failed to decode, in a few words (one line). on_disk=False:
+    the image's bytes came from the index's reader (a dataset's Arrow cell), not from a file."""
+    if on_disk and os.path.islink(path) and not os.path.exists(path):
         return f"a dangling link to {os.readlink(path)}"
-    if os.path.isdir(path):
+    if on_disk and os.path.isdir(path):
         return "a folder, not an image file"
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+    if on_disk and os.path.isfile(path) and os.path.getsize(path) == 0:
         return "zero bytes"
     if isinstance(error, UnidentifiedImageError):
         return "not an image: PIL cannot identify it"
@@ -88,16 +90,18 @@ def _problem(path: str, error: Exception) -> str:
     return f"cannot be decoded: {type(error).__name__}: {text}"
 
 
-def _decode_into(args: tuple[str | None, list[str], int, tuple[int, int, int, int]]) -> list[tuple[str, str]]:
+def _decode_into(args: tuple) -> list[tuple[str, str]]:
     """Worker: decode `files` into rows [start, start + len) of the memmap at `path` (None: decode only, to
-    verify). Returns (file, problem) for each file that fails, so one pass names every bad file."""
-    path, files, start, shape = args
+    verify). Returns (file, problem) for each file that fails, so one pass names every bad file. A fifth
+    item, `reader`, gives each file's bytes by name (images that are not files)."""
+    path, files, start, shape = args[:4]
+    reader = args[4] if len(args) > 4 else None
     out = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape) if path else None
     h, w = shape[1], shape[2]
     bad = []
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as img:
+            with Image.open(io.BytesIO(reader(f)) if reader else f) as img:
                 img.draft("RGB", (w, h))  # JPEG DCT-domain downscale when shrinking by 2x or more: much faster
                 img = img.convert("RGB")  # decodes every byte: a truncated file fails here
                 if out is not None:
@@ -105,7 +109,7 @@ def _decode_into(args: tuple[str | None, list[str], int, tuple[int, int, int, in
                         img = img.resize((w, h), Image.BILINEAR)
                     out[start + i] = np.asarray(img)
         except Exception as e:  # noqa: BLE001 - any decoder error is this file's problem; report it, go on
-            bad.append((f, _problem(f, e)))
+            bad.append((f, _problem(f, e, reader is None)))
     if out is not None:
         out.flush()
     return bad
@@ -137,11 +141,11 @@ def _run_jobs(jobs: list, workers: int, progress=None) -> list[tuple[str, str]]:
 
 
 def verify_images(
-    paths: list[str], workers: int | None = None, chunk: int = 256, progress=None
+    paths: list[str], workers: int | None = None, chunk: int = 256, progress=None, reader=None
 ) -> list[tuple[str, str]]:
     """Decode every image (at 1/8 scale: every byte is still read) and return (path, problem) for the bad
-    ones. `progress(done, total)` is called after each chunk."""
-    jobs = [(None, paths[i : i + chunk], i, (0, 8, 8, 3)) for i in range(0, len(paths), chunk)]
+    ones. `progress(done, total)` is called after each chunk; `reader`: as DatasetIndex.reader."""
+    jobs = [(None, paths[i : i + chunk], i, (0, 8, 8, 3), reader) for i in range(0, len(paths), chunk)]
     return _run_jobs(jobs, workers or default_workers(), progress)
 
 
@@ -165,7 +169,8 @@ def _allocate(path: Path, nbytes: int) -> None:
 
 def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers: int, progress=None) -> None:
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-    paths = {split: [str(index.image_path(f)) for f in index.files[split]] for split in SPLITS}
+    # images that are not files (index.reader) are named, and read, by their names
+    paths = {split: [f if index.reader else str(index.image_path(f)) for f in index.files[split]] for split in SPLITS}
     shapes = {split: (len(paths[split]), image_size[0], image_size[1], 3) for split in SPLITS}
     try:
         try:
@@ -195,7 +200,7 @@ def _build(index: DatasetIndex, image_size: tuple[int, int], dest: Path, workers
         chunk = 512
         # every split's chunks in one pool: one progress count over all images, no pool start per split
         jobs = [
-            (str(tmp / f"{split}.u8"), paths[split][i : i + chunk], i, shapes[split])
+            (str(tmp / f"{split}.u8"), paths[split][i : i + chunk], i, shapes[split], index.reader)
             for split in SPLITS
             for i in range(0, len(paths[split]), chunk)
         ]

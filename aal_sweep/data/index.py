@@ -4,9 +4,9 @@
     index = load_index(source, ["backpack", "gender"])   # DataError (one line) on bad input
     index.files["val"][0], index.labels["val"][0], index.image_path(index.files["val"][0])
 
-A format module (celeba.py, reid.py) reads its on-disk layout into a DatasetIndex (data/types.py); this
-module picks the one of `source.format`, so the decode cache and the CLI work for every format without
-knowing any. No heavy import at module level: the config imports this module.
+A format module (celeba.py, reid.py, table.py, huggingface.py) reads its on-disk layout into a DatasetIndex
+(data/types.py); this module picks the one of `source.format`, so the decode cache and the CLI work for every
+format without knowing any. No heavy import at module level: the config imports this module.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ def _module(fmt: str):
         import aal_sweep.data.reid as reid
 
         return reid
+    if fmt == "table":
+        import aal_sweep.data.table as table
+
+        return table
+    if fmt == "huggingface":
+        import aal_sweep.data.huggingface as huggingface
+
+        return huggingface
     raise DataError(f"dataset format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 

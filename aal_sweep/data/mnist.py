@@ -134,10 +134,15 @@ def make_mnist_attributes(
     size: tuple[int, int] = (SIDE, SIDE),
     seed: int = SEED,
     source: str | Path = DEFAULT_SOURCE,
+    noisy: float = 0.0,
 ) -> Path:
     """Write ROOT/img_align_celeba/*.png and both list files (CelebA layout) from MNIST test digits; return ROOT.
 
-    `source`: the folder holding the two MNIST test files."""
+    `source`: the folder holding the two MNIST test files. `noisy` > 0 appends `Noisy`: Big's labels with
+    that share flipped at random (a subjective annotation, on which annotators disagree), a partner whose
+    gradients conflict with what the images show."""
+    if not 0 <= noisy <= 0.5:
+        raise ValueError(f"--noisy must be a flip rate between 0 and 0.5, got {noisy}")
     if not 10 <= n_images <= N_TEST:
         raise ValueError(f"--images must be between 10 and {N_TEST} (the MNIST test set), got {n_images}")
     h, w = size
@@ -149,6 +154,13 @@ def make_mnist_attributes(
     chosen = np.random.default_rng(seed).permutation(len(images))[:n_images]
     images, digits = images[chosen], digits[chosen]
     labels = mnist_attributes(images, digits)
+    names = list(ATTRIBUTES)
+    if noisy:  # drawn after everything else, so a dataset without it is unchanged
+        big = labels[:, names.index("Big")]
+        labels = np.concatenate(
+            [labels, (big ^ (np.random.default_rng([seed, 2]).random(n_images) < noisy))[:, None]], 1
+        )
+        names.append("Noisy")
     out = Path(out)
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     files = [f"t10k_{i:05d}.png" for i in chosen]
@@ -157,5 +169,5 @@ def make_mnist_attributes(
         if (h, w) != (SIDE, SIDE):
             picture = picture.resize((w, h), Image.BILINEAR)
         picture.save(out / IMAGE_DIR / name)
-    write_lists(out, list(ATTRIBUTES), files, labels, split_codes(n_images, SPLITS))
+    write_lists(out, names, files, labels, split_codes(n_images, SPLITS))
     return out

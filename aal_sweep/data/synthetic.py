@@ -63,6 +63,7 @@ def make_synthetic(
     splits: tuple[float, float] = (0.7, 0.15),
     random_attributes: int = 0,
     xor: bool = False,
+    noisy: float = 0.0,
 ) -> Path:
     """Write ROOT/img_align_celeba/*.jpg and both list files (CRLF, like the official ones); return ROOT."""
     if n_attributes < 2:
@@ -71,6 +72,8 @@ def make_synthetic(
         raise ValueError(f"--random-attributes must be at least 0, got {random_attributes}")
     if n_images < 10:
         raise ValueError(f"--images must be at least 10, got {n_images}")
+    if not 0 <= noisy <= 0.5:
+        raise ValueError(f"--noisy must be a flip rate between 0 and 0.5, got {noisy}")
     h, w = size
     if min(h, w) < 8:
         raise ValueError(f"--size must be at least 8 8, got {h} {w}")
@@ -92,6 +95,10 @@ def make_synthetic(
     if xor:
         labels = np.concatenate([labels, np.where(labels[:, :1] != labels[:, 1:2], 1, -1)], axis=1)
         names = names + ["Xor"]
+    if noisy:  # a subjective annotation of the first shape: its labels, a share `noisy` of them flipped
+        flipped = np.random.default_rng([seed, 2]).random(n_images) < noisy
+        labels = np.concatenate([labels, np.where(flipped, -labels[:, :1], labels[:, :1])], axis=1)
+        names = names + ["Noisy"]
 
     grid = math.ceil(math.sqrt(n_attributes))
     ch, cw = h / grid, w / grid

@@ -35,7 +35,7 @@ from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
-from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
+from aal_sweep.orchestration.screen import make_estimates, next_round, round_line  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
 from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
@@ -230,6 +230,10 @@ class Sweep:
 
     def _advance(self) -> None:
         graph = self.graph
+        while graph.round_ready():  # a measured screening: plan (or read) the next round, release its pairs
+            rnd = next_round(self.store, self.cfg, graph)
+            graph.release(rnd)
+            self.events.info(f"[sweep] {round_line(graph, rnd)}", kind="partners")
         if graph.confirmation_ready() and not graph.estimators_failed():
             estimates = make_estimates(self.store, self.cfg, graph.attributes)
             p = self.cfg.pairs

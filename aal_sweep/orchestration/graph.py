@@ -61,7 +61,9 @@ NEEDS = {
     SHORT: "nothing (screened pairs: its first epochs rank the candidate partners)",
 }
 SCREENED_PAIR_NEEDS = "the screening estimates: per attribute its K most negative candidates are confirmed"
+MEASURED_PAIR_NEEDS = "the screening's rounds: each round's pairs are released once the last round's are stored"
 CONFIRMATION = "~confirmation"  # in a screened sweep, every row waits for this until the candidates are known
+SCREENING = "~screening"  # in a measured screening, a row waits for this until the strategy decides it
 ROW_KINDS = (SINGLE, PAIR)  # the trials that fill the pair matrix
 DONE, FAILED, STOPPED = "done", "failed", "stopped"
 
@@ -95,6 +97,7 @@ class Graph:
     row_open: dict[str, set[str]] = field(default_factory=dict)  # attribute -> its row trials not yet terminal
     decisions: dict[str, Decision] = field(default_factory=dict)
     confirmed: tuple[tuple[str, str], ...] | None = None  # screened: the pairs confirmed (None: not yet / exhaustive)
+    rounds: list = field(default_factory=list)  # measured screening: the strategy's rounds released so far
     _order: dict[str, tuple] = field(default_factory=dict)
     _heap: list[tuple[tuple, str]] = field(default_factory=list)
 
@@ -122,7 +125,7 @@ class Graph:
             for a in g.attributes:
                 g.row_open.setdefault(a, set())
                 if g.screened:
-                    g.row_open[a].add(CONFIRMATION)
+                    g.row_open[a].add(SCREENING if g.measured else CONFIRMATION)
         for tid in done:
             if tid in g.trials:
                 g._terminal(tid, DONE)
@@ -136,13 +139,50 @@ class Graph:
         """Whether the pair matrix is screened (config.PairsConfig): pairs wait for the estimates."""
         return self.cfg.pairs.mode == "screened" and self.has_rows
 
+    @property
+    def measured(self) -> bool:
+        """Screened by a measured strategy: pairs are released round by round (analysis/strategies)."""
+        return self.screened and self.cfg.pairs.measured
+
+    def round_ready(self) -> bool:
+        """A measured screening's next round can be planned: none planned yet (the first round needs no
+        measurement), or the last one is not final and every single and released pair trial has ended."""
+        if not self.measured or (self.rounds and self.rounds[-1].final):
+            return False
+        if not self.rounds:
+            return True
+        return all(self.outcome.get(tid) in (DONE, FAILED) for tid, t in self.trials.items() if t.kind in ROW_KINDS)
+
+    def release(self, rnd) -> list[Trial]:
+        """A measured screening's round (analysis.strategies.Round): add its pair trials (every seed) and
+        settle the rows it decides: each then waits only for the pairs it is decided on (rounds up to its
+        `through`). Returns the trials added."""
+        self.rounds.append(rnd)
+        names = self.attributes
+        through = {names[row]: t for r in self.rounds for row, _, _, t in r.decided}
+        position = {a: i for i, a in enumerate(names)}
+        added = []
+        for t in plan_pairs(self.cfg, [(names[i], names[j]) for i, j in rnd.pairs]):
+            self._add(t, (1, position[t.attributes[0]], True, t.seed, position[t.attributes[-1]]))
+            added.append(t)
+            if t.trial_id not in self.done:
+                for a in t.attributes:
+                    if through.get(a, rnd.number) >= rnd.number:  # a row decided earlier waits for nothing new
+                        self.row_open[a].add(t.trial_id)
+            elif t.trial_id not in self.outcome:
+                self.outcome[t.trial_id] = DONE
+        for a in through:
+            self.row_open[a].discard(SCREENING)
+        self.confirmed = tuple(p for r in self.rounds for p in ((names[i], names[j]) for i, j in r.pairs))
+        return added
+
     def estimator_trials(self) -> list[Trial]:
         return [t for t in self.trials.values() if t.kind in (LOOKAHEAD, SHORT)]
 
     def confirmation_ready(self) -> bool:
         """Screened and not confirmed yet, with every estimator trial ended (the short estimator also needs
         the single trials of its seed, whose epochs it compares with)."""
-        if not self.screened or self.confirmed is not None:
+        if not self.screened or self.measured or self.confirmed is not None:
             return False
         needed = self.estimator_trials()
         if self.cfg.pairs.estimator == SHORT:
@@ -341,7 +381,10 @@ class Graph:
     def summary(self) -> dict:
         """What `aal-sweep plan --format json` shows of the graph: per kind its trials and what it waits on."""
         counts = self.counts()
-        needs = dict(NEEDS, **({PAIR: SCREENED_PAIR_NEEDS} if self.screened and self.confirmed is None else {}))
+        if self.measured:
+            needs = dict(NEEDS, **{PAIR: MEASURED_PAIR_NEEDS})
+        else:
+            needs = dict(NEEDS, **({PAIR: SCREENED_PAIR_NEEDS} if self.screened and self.confirmed is None else {}))
         return {
             "kinds": {k: {"needs": needs[k], **counts[k]} for k in self.kinds()},
             "rows": {
@@ -357,12 +400,10 @@ def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partia
     of cfg.partners' rule (analysis), every negative partner, the missing cells."""
     from aal_sweep.analysis.matrix import pair_matrix
     from aal_sweep.analysis.partners import negative_partners
-    from aal_sweep.analysis.results import chosen_partners, confirmed_pairs_of
-    from aal_sweep.analysis.screening import expected_cells
+    from aal_sweep.analysis.results import chosen_partners, expected_of
 
     chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg)
-    confirmed = confirmed_pairs_of(store, attributes, cfg)
-    expected = None if confirmed is None else expected_cells(list(attributes), confirmed)
+    expected = expected_of(store, attributes, cfg)
     negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial, expected)
     negatives = negatives.set_index("attribute")["partners"]
     return {
@@ -380,6 +421,11 @@ def from_store(
 ) -> Graph:
     """The graph of a sweep as its results folder stands: stored trials done, settled rows decided."""
     graph = Graph.build(cfg, attributes, store.done_ids() if done is None else done)
+    if graph.measured:  # the rounds stored are decisions made: released as they are, whatever runs now
+        from aal_sweep.analysis.results import stored_rounds
+
+        for rnd in stored_rounds(store, attributes, cfg):
+            graph.release(rnd)
     if graph.confirmation_ready() and not graph.estimators_failed():
         from aal_sweep.analysis.results import confirmed_pairs_of
 

@@ -50,3 +50,58 @@ def make_estimates(store: Store, cfg: SweepConfig, attributes: tuple[str, ...]) 
         )
     store.write_estimates(key, estimates_table(estimates))
     return estimates
+
+
+def next_round(store: Store, cfg: SweepConfig, graph):
+    """A measured screening's next round (analysis/strategies), once `graph.round_ready()`: the stored one
+    when a previous run planned it (a resumed sweep makes the same decisions), else planned now from the
+    cells its released pairs measured and stored before it is released."""
+    from aal_sweep.analysis.results import stored_rounds
+    from aal_sweep.analysis.strategies import Settings, get
+    from aal_sweep.analysis.strategies import next_round as plan_next
+    from aal_sweep.analysis.strategies.base import round_table, rounds_key
+
+    attributes = list(graph.attributes)
+    stored = stored_rounds(store, attributes, cfg)
+    if len(stored) > len(graph.rounds):
+        return stored[len(graph.rounds)]
+    cells = measured_cells(store, attributes, graph.rounds)
+    rnd = plan_next(get(cfg.pairs.strategy), list(graph.rounds), cells, Settings.of(cfg.pairs))
+    store.write_round(rounds_key(cfg, attributes), rnd.number, round_table(rnd, attributes))
+    return rnd
+
+
+def measured_cells(store: Store, attributes: list[str], rounds):
+    """The drops P[a][b] - P[a][a] of the pairs requested so far (validation accuracy, mean over seeds, as
+    `aal-sweep matrix` gives them) and their standard errors (`pairs`' drop_se, from the per-image bits):
+    what the strategy sees, and exactly what `aal-sweep simulate` reads from those two matrices."""
+    import numpy as np
+
+    from aal_sweep.analysis.matrix import pair_matrix
+    from aal_sweep.analysis.pairs import pairs_table
+    from aal_sweep.analysis.strategies import Cells
+
+    m = len(attributes)
+    asked = np.zeros((m, m), dtype=bool)
+    for r in rounds:
+        for i, j in r.pairs:
+            asked[i, j] = asked[j, i] = True
+    p = pair_matrix(store.query_rows(), attributes, "val_acc").to_numpy(float)
+    se = pairs_table(store.stats_rows(("val",)), attributes).pivot(
+        index="attribute", columns="partner", values="drop_se"
+    )
+    se = se.reindex(index=attributes, columns=attributes).to_numpy(float)
+    return Cells(np.where(asked, p - np.diag(p)[:, None], np.nan), np.where(asked, se, np.nan))
+
+
+def round_line(graph, rnd) -> str:
+    """What a released round says: its pairs, the rows it decided, how far the budget is spent."""
+    from aal_sweep.analysis.strategies.base import ENDINGS, decided_rows, requested, total_pairs
+
+    m = len(graph.attributes)
+    n = len(requested(graph.rounds))
+    line = (
+        f"screening round {rnd.number}: {len(rnd.pairs)} pair(s) released, {len(rnd.decided)} row(s) decided "
+        f"({len(decided_rows(graph.rounds))} of {m}); {n} of {total_pairs(m)} pairs requested"
+    )
+    return line + (f"; the screening ends: {ENDINGS[rnd.reason]}" if rnd.final else "")

@@ -88,6 +88,10 @@ def screened_line(graph) -> str:
     """What a screened pair phase has trained of the pair matrix, for `status` and the report."""
     p, m = graph.cfg.pairs, len(graph.attributes)
     total = m * (m - 1) // 2
+    if graph.measured:
+        from aal_sweep.analysis.strategies.base import Settings, summary
+
+        return summary(p.strategy, graph.rounds, m, Settings.of(p))
     if graph.confirmed is None:
         return (
             f"screened pairs ({p.estimator}, confirm {p.confirm}, {p.rule}): no pair confirmed yet (waiting "

@@ -176,7 +176,7 @@ def plan_estimators(cfg: SweepConfig, attributes: tuple[str, ...]) -> list[Trial
     training, for `short` every pair for its first epochs, for `label_correlation` none (the labels
     alone). The first seed only: estimates rank candidates, the confirmed pairs train every seed."""
     p, h, seed = cfg.pairs, cfg.training_hash(), cfg.seeds[0]
-    if p.mode != "screened":
+    if p.mode != "screened" or p.measured:  # a measured strategy's evidence is its own pair trials
         return []
     if p.estimator == LOOKAHEAD:
         return [

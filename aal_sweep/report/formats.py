@@ -206,7 +206,7 @@ def _stats_columns(t: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             fn = percent
         elif col in _POINTS or col in ("drop", "gain", "ci_low", "ci_high"):
             fn = lambda x: percent(x, signed=True)  # noqa: E731
-        elif col in ("drop_sd", "single_sd", "multi_sd"):  # a spread, not a change: no sign
+        elif col in ("drop_sd", "drop_se", "single_sd", "multi_sd"):  # a spread, not a change: no sign
             fn = percent
         elif col in ("p_value", "p_adjusted"):
             fn = lambda x: f"{float(x):.3g}"  # noqa: E731

@@ -23,8 +23,7 @@ from matplotlib.figure import Figure
 from aal_sweep.analysis.matrix import pair_matrix, strongest_negative_pairs
 from aal_sweep.analysis.pairs import UNAVAILABLE, adversarial_gains
 from aal_sweep.analysis.partners import derive_partners, partner_statistics, select_adversarial, significance_summary
-from aal_sweep.analysis.results import Results, confirmed_pairs_of
-from aal_sweep.analysis.screening import expected_cells
+from aal_sweep.analysis.results import Results, expected_of
 from aal_sweep.analysis.summary import partners_table, with_statistics
 from aal_sweep.analysis.variants import variants_table
 from aal_sweep.errors import AalError
@@ -109,8 +108,7 @@ def significance(results: Results, trials: pd.DataFrame, matrix: pd.DataFrame) -
     adversarial gains (test split, for the table; validation, for Fig. 2's whiskers) and the summary."""
     rule, attrs = results.config.partners, results.attributes
     selection = results.config.adversarial.lambda_selection
-    confirmed = confirmed_pairs_of(results.store, attrs)  # a screened sweep decides from its confirmed cells
-    expected = None if confirmed is None else expected_cells(attrs, confirmed)
+    expected = expected_of(results.store, attrs)  # a screened sweep decides from the cells it trained
     choice = partner_statistics(derive_partners(matrix, expected=expected), trials, attrs, rule)
     pairs, chosen = choice.pairs, choice.chosen
     adversarial = select_adversarial(trials, chosen, selection)
@@ -360,7 +358,16 @@ def _compare_section(name: str, table: pd.DataFrame, matrix: pd.DataFrame) -> st
 
 
 def _screening_section(screening: dict) -> str:
-    """A screened pair phase: how it screened, what it trained, each attribute's candidates and scores."""
+    """A screened pair phase: how it screened, what it trained, each attribute's candidates and scores (a
+    static screening) or how each row was decided (a measured one)."""
+    if "evidence" in screening:
+        note = (
+            html.escape(screening["summary"]) + ". Each row: how it was decided (on its evidence, complete, or at "
+            "the end of the screening), in which round, on how many measured partners, and the model's "
+            "probability then that its exhaustive partner is among them. Partners come from measured cells only; "
+            "cells never trained are blank. See docs/screening.md."
+        )
+        return _section("Screened pair phase", note, _html_table(screening["evidence"], mean_last=False))
     c = screening["candidates"]
     rows = pd.DataFrame(
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -23,10 +24,12 @@ from aal_sweep.store.layout import (
     COMPLETE,
     ESTIMATES_DIR,
     PARTNERS_FILE,
+    SCREENING_DIR,
     SWEEP_FILE,
     TRIALS_DIR,
     TUNE_DIR,
     estimates_file,
+    round_file,
 )
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, StoreNotWritable
 from aal_sweep.store.location import Location, unreadable
@@ -225,9 +228,10 @@ class Store:
         self._meta, self._config = None, None
 
     def discard(self) -> None:
-        """--restart: delete trials, journals, Tune's experiments, artifacts and partners (holding the lease)."""
+        """--restart: delete trials, journals, Tune's experiments, artifacts, estimates, screening rounds and partners
+        (holding the lease)."""
         self._guard()
-        for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR, ESTIMATES_DIR):
+        for rel in (TRIALS_DIR, TUNE_DIR, ATTEMPTS_DIR, ARTIFACTS_DIR, ESTIMATES_DIR, SCREENING_DIR):
             self.location.delete_dir(rel)
         self.location.delete(PARTNERS_FILE)
         self._files = TrialFiles(self.location)
@@ -412,6 +416,31 @@ class Store:
         except (pa.ArrowException, OSError) as e:
             log.warning("%s is unreadable (%s); the estimates are made again", self.show(rel), str(e)[:120])
             return None
+
+    # ---- a measured screening's rounds (analysis/strategies gives their schema) ------------------------------
+
+    def write_round(self, key: str, number: int, table: pa.Table) -> str:
+        """RESULTS/screening/<key>/round-<number>.parquet, whole or absent; returns its path as a user reads it."""
+        rel = round_file(key, number)
+        self._guard()
+        self.location.write_bytes(rel, parquet_bytes(table))
+        return self.show(rel)
+
+    def read_rounds(self, key: str) -> list[pa.Table]:
+        """The stored rounds under `key`, in order, up to the first one missing or unreadable (it and the
+        later ones are made again: a round is a function of the rounds before it and the stored trials)."""
+        tables = []
+        for number in itertools.count():
+            rel = round_file(key, number)
+            try:
+                with self.location.fs.open_input_file(self.location.path(rel)) as f:
+                    tables.append(pq.read_table(f))
+            except FileNotFoundError:
+                break
+            except (pa.ArrowException, OSError) as e:
+                log.warning("%s is unreadable (%s); its round is made again", self.show(rel), str(e)[:120])
+                break
+        return tables
 
     def read_partners(self) -> pd.DataFrame | None:
         """partners.parquet, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""

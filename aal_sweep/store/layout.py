@@ -14,6 +14,7 @@ RESULTS/tune/checkpoints/<trial_id>/       CHECKPOINTS_DIR: each trial's epoch c
 RESULTS/tune/embedded_ray.json             EMBEDDED_RAY_RECORD: the embedded Ray's processes
 RESULTS/artifacts/<trial_id>.pt            ARTIFACTS_DIR, weights_file(): a trial's weights a later one needs
 RESULTS/estimates/                         ESTIMATES_DIR: a screened pair phase's estimates
+RESULTS/screening/<key>/round-<n>.parquet  SCREENING_DIR, round_file(): a measured screening's rounds
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CHECKPOINTS_DIR = f"{TUNE_DIR}/checkpoints"
 EMBEDDED_RAY_RECORD = f"{TUNE_DIR}/embedded_ray.json"
 ARTIFACTS_DIR = "artifacts"  # what a later phase needs of a trial beyond its rows
 ESTIMATES_DIR = "estimates"
+SCREENING_DIR = "screening"
 
 
 def weights_file(trial_id: str) -> str:
@@ -44,3 +46,8 @@ def weights_file(trial_id: str) -> str:
 def estimates_file(key: str) -> str:
     """Where a screened pair phase's estimates of one estimator run live (a Parquet file pandas reads)."""
     return f"{ESTIMATES_DIR}/{key}.parquet"
+
+
+def round_file(key: str, number: int) -> str:
+    """Where round `number` of a measured screening (analysis/strategies) is stored."""
+    return f"{SCREENING_DIR}/{key}/round-{number:05d}.parquet"

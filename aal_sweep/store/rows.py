@@ -34,8 +34,9 @@ def result_rows(
                 "epochs_run": result.epochs_run,
                 "attempts": attempts,
                 "train_seconds": result.train_seconds,
-                "n_val": result.n_val,
-                "n_test": result.n_test,
+                # the images labelled for this head's attribute (the split's size unless labels are missing)
+                "n_val": _count(head, "n_val", result.n_val),
+                "n_test": _count(head, "n_test", result.n_test),
                 "backbone": cfg.model.backbone,
                 "config_hash": cfg.training_hash(),
                 "node_id": node_id,
@@ -67,6 +68,11 @@ def failed_rows(trial, cfg, error: str, attempts: int, node_id: str | None = Non
         }
         for a in evaluated(trial.kind, trial.attributes)
     ]
+
+
+def _count(head, name: str, split_size: int) -> int:
+    n = getattr(head, name, None)
+    return split_size if n is None else n
 
 
 def _bytes(value) -> bytes | None:

@@ -28,14 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from aal_sweep.analysis.screening import estimates_frame
 from aal_sweep.data.cache import DecodedDataset
 from aal_sweep.kinds import MULTITASK_ALL
 from aal_sweep.train.loop import FitResult, Model, TrainSpec, fit
-from aal_sweep.train.tasks import Task
+from aal_sweep.train.tasks import Task, head_losses
 
 EVERY = 10  # training steps between recordings: each costs about M + 1 forward and M backward passes
 SHARED_PREFIX = "backbone."  # the shared trunk's parameter names; the heads are task-specific
@@ -62,7 +61,7 @@ def affinity_step(task: Task, x: torch.Tensor, y: torch.Tensor, lr: float) -> to
 
     def losses(params: dict[str, torch.Tensor]) -> torch.Tensor:  # [M]: each head's mean BCE
         logits = functional_call(task, {**params, **buffers}, (x,)).float()
-        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(0)
+        return head_losses(logits, y, task.masked)  # masked: over each head's labelled images
 
     before = losses({})
     m = len(before)
@@ -71,7 +70,10 @@ def affinity_step(task: Task, x: torch.Tensor, y: torch.Tensor, lr: float) -> to
         grads = torch.autograd.grad(before[j], [p for _, p in shared], retain_graph=j < m - 1, allow_unused=True)
         stepped = {n: p.detach() - lr * g if g is not None else p.detach() for (n, p), g in zip(shared, grads)}
         with torch.no_grad():
-            z[:, j] = 1 - losses(stepped) / before.detach()
+            if task.masked:  # a head with no labelled image in the batch (loss 0) records no change
+                z[:, j] = torch.where(before > 0, 1 - losses(stepped) / before.detach().clamp(min=1e-30), 0.0)
+            else:
+                z[:, j] = 1 - losses(stepped) / before.detach()
     return z
 
 

@@ -117,6 +117,10 @@ class HeadResult:
     # numpy.packbits(bool vector).tobytes(), big bit order; numpy.unpackbits(...)[:n_val] gives them back.
     val_correct: bytes = b""
     test_correct: bytes = b""
+    # the images labelled for this attribute (every image of the split unless some labels are unknown):
+    # what its accuracies and bits count, the row's n_val / n_test
+    n_val: int | None = None
+    n_test: int | None = None
 
 
 @dataclass
@@ -290,6 +294,8 @@ def fit(
         s: SplitTensors(data.images[s], data.labels[s][:, cols], device, spec.resident)
         for s in ("train", "val", "test")
     }
+    # unknown labels (< 0; only a signed label array can hold them): every loss and accuracy is masked
+    task.masked = any(data.labels[s].dtype.kind == "i" and (data.labels[s][:, cols] < 0).any() for s in splits)
     evaluated = spec.evaluated()
     history = _new_history(len(evaluated))
     start_epoch, train_seconds = 0, 0.0
@@ -395,6 +401,8 @@ def _result(
                 history["test_acc"][j][best] if va else float("nan"),
                 history["val_correct"][j].numpy().tobytes(),
                 history["test_correct"][j].numpy().tobytes(),
+                int((splits["val"].labels[:, j] >= 0).sum()),
+                int((splits["test"].labels[:, j] >= 0).sum()),
             )
         )
     epochs_run = len(history["train_loss"])

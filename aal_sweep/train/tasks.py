@@ -6,7 +6,11 @@ the loop runs the forward part of each stage under autocast and, outside it, `ba
 loss and a step of the optimizers it names (train/loop.py, `_apply`): so compilation, clipping or a
 GradScaler apply to every kind of trial in that one place. A stage is computed only after the previous
 one was applied, so a recipe whose second loss needs the first update (WGAN's critic) keeps its order.
-`y` holds the trial's attributes in order: primary first, then the partner (pair / adversarial).
+`y` holds the trial's attributes in order: primary first, then the partner (pair / adversarial). A label
+below 0 is unknown (data.types.UNKNOWN: the table format's ignored missing labels): with `task.masked` set
+(train/loop.py sets it when the data has such labels) every loss is the mean over the batch's images labelled
+for that head, an image unlabelled for an attribute adds nothing to that attribute's loss. Unmasked, the
+losses are computed exactly as before masks existed.
 """
 
 from __future__ import annotations
@@ -24,8 +28,21 @@ from aal_sweep.models import GradientReversal
 KINDS = ("single", "pair", "multitask", "adversarial", *VARIANTS)  # VARIANTS: Table 1's others, train/variants.py
 
 
-def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), y)
+def head_losses(logits: torch.Tensor, y: torch.Tensor, masked: bool = False) -> torch.Tensor:
+    """[k]: each column's mean BCE over the batch; masked: over the images labelled (y >= 0) in that column,
+    0 where the batch has none (no host sync)."""
+    if not masked:
+        return F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none").mean(0)
+    known = y >= 0
+    loss = F.binary_cross_entropy_with_logits(logits.float(), y.clamp(min=0), reduction="none") * known
+    return loss.sum(0) / known.sum(0).clamp(min=1)
+
+
+def bce(logits: torch.Tensor, y: torch.Tensor, masked: bool = False) -> torch.Tensor:
+    """The mean BCE of one head (1-d logits and labels); masked: over the labelled images only."""
+    if not masked:
+        return F.binary_cross_entropy_with_logits(logits.float(), y)
+    return head_losses(logits[:, None], y[:, None], True)[0]
 
 
 @dataclass
@@ -42,6 +59,7 @@ class Task(nn.Module):
     """A backbone, its heads, and the losses one batch produces."""
 
     n_eval: int  # columns of `forward`: the heads whose accuracy is measured
+    masked: bool = False  # some labels are unknown (y < 0): every loss averages over the labelled images
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -69,7 +87,7 @@ class MultiHead(Task):
     def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         logits = self(x).float()
         # Sum over heads of each head's mean BCE: L_a + L_b for a pair.
-        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(0).sum()
+        loss = head_losses(logits, y, self.masked).sum()
         yield Stage(loss, (0,), loss.detach())
 
 
@@ -99,8 +117,8 @@ class GRL(Adversarial):
 
     def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
-        loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
-        loss_b = bce(self.head_b(self.reverse(f))[:, 0], y[:, 1])
+        loss_a = bce(self.head_a(f)[:, 0], y[:, 0], self.masked)
+        loss_b = bce(self.head_b(self.reverse(f))[:, 0], y[:, 1], self.masked)
         yield Stage(loss_a + loss_b, (0,), loss_a.detach())
 
 
@@ -120,9 +138,11 @@ class GAN(Adversarial):
 
     def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
-        loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
-        fooled = bce(F.linear(f, self.head_b.weight.detach(), self.head_b.bias.detach())[:, 0], 1 - y[:, 1])
-        loss_b = bce(self.head_b(f.detach())[:, 0], y[:, 1])
+        loss_a = bce(self.head_a(f)[:, 0], y[:, 0], self.masked)
+        # the flipped label of b; an unknown b stays unknown (y < 0), so it fools nothing
+        flipped = torch.where(y[:, 1] < 0, y[:, 1], 1 - y[:, 1]) if self.masked else 1 - y[:, 1]
+        fooled = bce(F.linear(f, self.head_b.weight.detach(), self.head_b.bias.detach())[:, 0], flipped, self.masked)
+        loss_b = bce(self.head_b(f.detach())[:, 0], y[:, 1], self.masked)
         yield Stage(loss_a + self.lam * fooled + loss_b, (0, 1), loss_a.detach())
 
 
@@ -147,10 +167,11 @@ class WGAN(Adversarial):
 
     def _estimate(self, f: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         pos = yb > 0.5
+        neg = (yb >= 0) & ~pos  # an unknown label (y < 0) is in neither class; with none, neg == ~pos
         d = self.critic(f)[:, 0].float()
         # masked means, no host sync: a batch with one class only gives 0
-        n_pos, n_neg = pos.sum(), (~pos).sum()
-        w = (d * pos).sum() / n_pos.clamp(min=1) - (d * ~pos).sum() / n_neg.clamp(min=1)
+        n_pos, n_neg = pos.sum(), neg.sum()
+        w = (d * pos).sum() / n_pos.clamp(min=1) - (d * neg).sum() / n_neg.clamp(min=1)
         return w * ((n_pos > 0) & (n_neg > 0))
 
     def _gradient_penalty(self, f: torch.Tensor, yb: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,9 +182,10 @@ class WGAN(Adversarial):
         from a stable sort, the k >= n masked out. `alpha`: the B mixing weights (drawn when None)."""
         b = len(f)
         pos = yb > 0.5
-        order = torch.argsort((~pos).to(torch.uint8), stable=True)  # positives, then negatives, batch order
+        # positives, then negatives, then unknown labels (y < 0), each in batch order
+        order = torch.argsort((~pos).to(torch.uint8) + (yb < 0).to(torch.uint8), stable=True)
         n_pos = pos.sum()
-        n = torch.minimum(n_pos, b - n_pos)
+        n = torch.minimum(n_pos, ((yb >= 0) & ~pos).sum())
         k = torch.arange(b, device=f.device)
         valid = k < n
         pos_k, neg_k = order[k.clamp(max=b - 1)], order[(n_pos + k).clamp(max=b - 1)]
@@ -178,5 +200,5 @@ class WGAN(Adversarial):
         f = self.backbone(x)
         fd = f.detach()
         yield Stage(-self._estimate(fd, y[:, 1]) + self.gp_weight * self._gradient_penalty(fd, y[:, 1]), (1,))
-        loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
+        loss_a = bce(self.head_a(f)[:, 0], y[:, 0], self.masked)
         yield Stage(loss_a + self.lam * self._estimate(f, y[:, 1]), (0,), loss_a.detach())

@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from aal_sweep.kinds import ADVERSARIAL_MULTIPLE, ADVERSARIAL_SHARED, MULTITASK_ALL
 from aal_sweep.models import GradientReversal
-from aal_sweep.train.tasks import MultiHead, Stage, Task, bce
+from aal_sweep.train.tasks import MultiHead, Stage, Task, bce, head_losses
 
 BACKBONE_PREFIX = "backbone."  # the multitask_all model's state_dict keys that hold its backbone
 
@@ -44,11 +43,11 @@ class MultipleAdversarial(Task):
 
     def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         f = self.backbone(x)
-        loss_a = bce(self.head_a(f)[:, 0], y[:, 0])
+        loss_a = bce(self.head_a(f)[:, 0], y[:, 0], self.masked)
         # the mean over partners of each partner's mean BCE: eq. 11's (1/B) sum_j L_bj; through the reversal
         # F receives -lambda times its gradient (eq. 10)
         logits_b = self.heads_b(self.reverse(f)).float()
-        loss_b = F.binary_cross_entropy_with_logits(logits_b, y[:, 1:], reduction="none").mean(0).mean()
+        loss_b = head_losses(logits_b, y[:, 1:], self.masked).mean()
         yield Stage(loss_a + loss_b, (0,), loss_a.detach())
 
 
@@ -97,8 +96,8 @@ class SharedAdversarial(Task):
 
     def stages(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[Stage]:
         h = self.representation(x)
-        loss_a = bce(self.head_a(h)[:, 0], y[:, 0])
-        loss_b = bce(self.head_b(self.reverse(h))[:, 0], y[:, 1])
+        loss_a = bce(self.head_a(h)[:, 0], y[:, 0], self.masked)
+        loss_b = bce(self.head_b(self.reverse(h))[:, 0], y[:, 1], self.masked)
         yield Stage(loss_a + loss_b, (0,), loss_a.detach())
 
 
