@@ -158,8 +158,11 @@ def check_report(browser, results: Path, out: Path) -> dict:
     done = cli("report", str(results), "--out", str(out))
     assert done.returncode == 0, done.stderr
     page = browser()
-    page.open((out / "index.html").as_uri())
-    seen = page.evaluate(INSPECT)
+    try:
+        page.open((out / "index.html").as_uri())
+        seen = page.evaluate(INSPECT)
+    finally:
+        page.ws.close()
     assert page.errors() == []
     assert len(seen["images"]) >= 2, seen["titles"]  # the drop heat map and the accuracy bars at least
     for img in seen["images"]:
