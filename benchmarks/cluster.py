@@ -62,7 +62,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--attributes", type=int, default=6)
     p.add_argument("--slots", type=int, default=3, help="concurrent trials in both layouts")
+    p.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 2 attributes, 2 slots")
     a = p.parse_args()
+    if a.smoke:
+        a.attributes, a.slots = 2, 2
     layouts = {  # (head, workers): with workers, the head hosts the driver and no trial
         "one node": ({"num_cpus": a.slots}, []),
         f"{a.slots} nodes": ({"num_cpus": 0}, [{"num_cpus": 1}] * a.slots),

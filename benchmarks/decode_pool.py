@@ -29,7 +29,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=(64, 64))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 64 JPEGs of 16x16, one round")
     args = ap.parse_args()
+    if args.smoke:
+        args.images, args.size, args.repeats = 64, (16, 16), 1
     h, w = args.size
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic(Path(tmp) / "data", n_attributes=3, n_images=args.images, size=(w, h), seed=0)

@@ -64,7 +64,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--backbone", default="small_cnn")
+    p.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 200 images of 16x16, one epoch")
     a = p.parse_args()
+    if a.smoke:
+        a.images, a.size, a.batch_size, a.repeats = 200, (16, 16), 32, 1  # 200: val and test get 2 each
     torch.set_num_threads(os.cpu_count())
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic(

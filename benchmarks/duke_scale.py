@@ -4,7 +4,7 @@ The official duke_attribute.mat (702 training + 1,110 test identities, 23 attrib
 images in the DukeMTMC-reID folder layout (`images-per-identity` each; an identity's positive attributes
 are drawn as patches, see aal_sweep/data/synthetic_reid.py). Then the whole sweep (single, pair,
 adversarial over the config's lambda grid) with small_cnn for `epochs`, through the public CLI exactly as a
-user runs it, and the Table 6 comparison. Not part of the test suite: it takes minutes to an hour on 2 cores.
+user runs it, and the Table 6 comparison. Minutes to an hour on 2 cores: the suite runs only --smoke.
 
     .venv/bin/python benchmarks/duke_scale.py --out /tmp/duke_scale --size 32 16 --images-per-identity 3
 
@@ -18,12 +18,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from aal_sweep.data.synthetic_reid import make_reid_tree
+from aal_sweep.data.synthetic_reid import make_reid_tree, write_attribute_mat
 
 SHARED_MAT = Path(__file__).resolve().parents[2] / "shared" / "data" / "dukemtmc-attribute" / "duke_attribute.mat"
 
@@ -69,9 +71,40 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--lambdas", type=float, nargs="*", help="default: the config's grid (the paper's)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: a written duke_attribute.mat of 3 attributes and 24 identities "
+        "(no shared data needed), 16x8 images, one lambda; --out defaults to a temporary folder",
+    )
     a = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if a.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            if a.out == p.get_default("out"):
+                a.out = Path(tmp) / "duke_scale"
+            a.mat = smoke_mat(Path(tmp) / "smoke_attribute.mat")
+            a.size, a.images_per_identity, a.batch_size, a.lambdas = (16, 8), 2, 16, [0.1]
+            bench(a)
+        return
+    bench(a)
 
+
+def smoke_mat(path: Path) -> Path:
+    """A duke_attribute.mat in the official shape: 3 of Duke's attributes (1 = no, 2 = yes), random labels."""
+    rng = np.random.default_rng(0)
+    splits = {"train": [f"{i:04d}" for i in range(1, 33, 2)], "test": [f"{i:04d}" for i in range(2, 18, 2)]}
+    return write_attribute_mat(
+        path,
+        "duke_attribute",
+        {
+            s: (ids, {f: rng.integers(1, 3, len(ids)).tolist() for f in ("backpack", "hat", "gender")})
+            for s, ids in splits.items()
+        },
+    )
+
+
+def bench(a: argparse.Namespace) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     root = a.out / "DukeMTMC-reID"
     t0 = time.perf_counter()

@@ -463,7 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="training steps per epoch (default: 60 at full size, all in the toy)")
     p.add_argument("--workers", type=int, help="JPEG DataLoader workers (default: every CPU)")
     p.add_argument("--tmp", help="where to write the fabricated cache (full size: 23 GB)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: the toy, eager (a cold compile takes a minute), 2 concurrent, 2 steps",
+    )
     args = p.parse_args(argv)
+    if args.smoke:
+        args.toy, args.modes, args.concurrency, args.steps = True, args.modes or ["eager"], [2], args.steps or 2
     size = sized(args)
     problems = check_backbone(size["backbone"], None, size["image_size"])  # a typo: one line, not a traceback
     if problems:

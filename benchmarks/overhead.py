@@ -25,8 +25,11 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--attributes", type=int, default=6)
     p.add_argument("--cpus-per-trial", type=float, default=1)
+    p.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 2 attributes (3 trials)")
     a = p.parse_args()
-    from aal_sweep.orchestration.driver import run_sweep
+    if a.smoke:
+        a.attributes = 2
+    from aal_sweep.orchestration import driver
 
     with tempfile.TemporaryDirectory() as tmp:
         root = make_synthetic(Path(tmp) / "d", a.attributes, 40, (8, 8))
@@ -41,7 +44,7 @@ def main() -> None:
             }
         )
         t0 = time.perf_counter()
-        assert run_sweep(cfg) == 0
+        assert driver.run(cfg) == 0
         wall = time.perf_counter() - t0
         df = Store(cfg.results).trials().drop_duplicates("trial_id")
     n = len(df)

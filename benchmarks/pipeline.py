@@ -114,7 +114,7 @@ def measure(spans: list[tuple[float, float]], slots: int, wall: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--baseline", required=True, help="a checkout (git worktree) of the phase-by-phase driver")
+    p.add_argument("--baseline", help="a checkout (git worktree) of the phase-by-phase driver")
     p.add_argument("--attributes", type=int, default=6)
     p.add_argument("--images", type=int, default=600)
     p.add_argument("--size", type=int, default=16)
@@ -122,8 +122,20 @@ def main() -> None:
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", help="write every run's numbers as JSON here")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="for the test suite: 2 attributes, 1 epoch, one run of each design; without --baseline this "
+        "checkout's only (a baseline run is the same code, `run`, on another checkout)",
+    )
     a = p.parse_args()
-    designs = {"graph (this checkout)": ROOT, "phases (baseline)": Path(a.baseline).resolve()}
+    if a.smoke:
+        a.attributes, a.images, a.size, a.epochs, a.repeats = 2, 100, 8, 1, 1
+    elif not a.baseline:
+        p.error("--baseline is required: a checkout (git worktree) of the phase-by-phase driver")
+    designs = {"graph (this checkout)": ROOT}
+    if a.baseline:
+        designs["phases (baseline)"] = Path(a.baseline).resolve()
     rows: dict[str, list[dict]] = {d: [] for d in designs}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

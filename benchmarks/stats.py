@@ -54,7 +54,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=19867)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--smoke", action="store_true", help="seconds, for the test suite: 6 attributes, 200 images, once")
     args = p.parse_args()
+    if args.smoke:
+        args.attributes, args.images, args.repeats = 6, 200, 1
     trials, names = rows(args.attributes, args.images, args.seeds)
     times = []
     for _ in range(args.repeats):

@@ -24,7 +24,8 @@ outdated), and `aal-sweep report RESULTS --out DIR`: each a fresh process, one w
 Each measurement runs in a fresh process (a new `aal-sweep` command would), warm OS cache: one warm-up, then
 the median of --repeats. matrix / partners / status open a new Store each time (no in-process cache).
 resume-noop is what `aal-sweep run CONFIG` does before it would import Ray: open the store, check the
-training settings, read the done set, plan every phase, check the store is tidy. `run (CLI)` is the whole
+training settings, build the graph of the sweep from what it holds (orchestration/state.py), check the
+store is tidy. `run (CLI)` is the whole
 `aal-sweep run CONFIG` command on the finished store, interpreter start included.
 """
 
@@ -35,6 +36,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -251,10 +253,10 @@ def measure(what: str, config: str, repeats: int) -> dict:
 
             sweep_status(cfg.results)
         elif what == "resume":
-            from aal_sweep.orchestration.pending import plan_work
+            from aal_sweep.orchestration.state import open_state
 
-            work = plan_work(cfg)
-            assert work.nothing_to_do(cfg, False) and work.tidy(cfg)
+            state = open_state(cfg)  # what `run` does before it would import Ray (orchestration/driver.py)
+            assert state.nothing_to_do() and state.tidy(cfg)
         else:
             raise ValueError(what)
 
@@ -357,12 +359,40 @@ def main() -> None:
         help="time pairs / partners / report as CLI processes instead of the store queries",
     )
     p.add_argument("--reuse", action="store_true", help="measure the stores already in --out (build column: -)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, for the test suite: M = 6, one repeat, in a temporary folder, both tables (the "
+        "--cli-stats one on realistic bits of 200 images)",
+    )
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
         print(json.dumps(measure(args.measure, args.config, args.repeats)))
         return
+    if not args.smoke:
+        tables(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for cli_stats, images in ((False, 0), (True, 200)):
+            tables(
+                argparse.Namespace(
+                    **{
+                        **vars(args),
+                        "m": [6],
+                        "repeats": 1,
+                        "out": Path(tmp),
+                        "reuse": False,
+                        "cli_stats": cli_stats,
+                        "images": images,
+                    }
+                )
+            )
+
+
+def tables(args: argparse.Namespace) -> None:
+    """Build (or, --reuse, open) the store of each M and print its row of the table."""
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cli_stats:
         print(

@@ -15,6 +15,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # The end-to-end files, longest first. pytest-xdist (--dist loadfile) sorts the files by their number of
 # tests, stably, so this order decides only among files with as many tests.
 LONGEST_FIRST = (
+    "test_benchmarks.py",  # every --smoke in turn: 14 min at load average 17-21, 5 of them screening.py
     "test_resilience.py",
     "test_kill_stress.py",
     "test_submit.py",

@@ -333,7 +333,8 @@ def test_damaged_files_are_skipped_named_and_quarantined(uri, caplog):
     damaged = dict(store.damaged())
     assert set(damaged) == {store.show(f"trials/{n}.parquet") for n in bad}
     moved = store.quarantine()
-    assert len(moved) == 4 and all("/trials/.quarantine/" in m for m in moved)
+    assert len(moved) == 4 and all("/trials/.quarantine/" in m.to for m in moved)
+    assert {m.problem.trial for m in moved} == set(bad)  # inbox files: each named its trial
     assert store.damaged() == [] and store.done_ids() == {"single-A", "pair-A-B", "single-B"}
     store.compact()
     assert_once(glob_rows(store), {"single-A": 1, "pair-A-B": 2, "single-B": 1})  # quarantine is hidden
@@ -350,7 +351,8 @@ def test_a_damaged_segment_is_skipped_then_rebuilt_from_merged(tmp_path, caplog)
         assert set(Store(tmp_path).trials()["trial_id"]) == {"single-B"}
     assert segment.name in caplog.text and "it holds 1 trial(s)" in caplog.text
     moved = store.quarantine()  # repairs the segment from trials/.merged/ first
-    assert len(moved) == 1 and ".quarantine/" in moved[0] and moved[0].endswith(segment.name)
+    assert len(moved) == 1 and ".quarantine/" in moved[0].to and moved[0].to.endswith(segment.name)
+    assert moved[0].problem.segment and moved[0].problem.trial is None
     assert segment.name not in json.loads((tmp_path / "trials" / "_manifest.json").read_text())["segments"]
     assert store.done_ids() == {"single-A", "single-B"}
 

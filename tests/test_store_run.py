@@ -119,6 +119,43 @@ def copy(finished, tmp_path):
     return path, mine
 
 
+def test_run_says_of_each_file_moved_aside_which_trial_runs_again(tiny_root, tmp_path):
+    """A damaged trial file: its trial runs again; a damaged leftover copy of a trial a segment holds: none;
+    a foreign file (another name, or a Parquet file named after no trial of this sweep): none, and it says so."""
+    from aal_sweep.config import load_config, resolve_attributes
+    from aal_sweep.orchestration.state import open_state
+    from aal_sweep.orchestration.trials import plan_initial
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, **SINGLE_PAIR))
+    trials = plan_initial(cfg, tuple(resolve_attributes(cfg)))
+    stored, victim = trials[0], trials[1].trial_id
+    store = Store(cfg.results)
+    row = {"trial_id": stored.trial_id, "kind": stored.kind, "attribute": stored.attributes[0], "status": "ok"}
+    store.write_trial([{**row, "seed": 0, "config_hash": cfg.training_hash()}])
+    store.compact()
+    folder = Path(cfg.results) / "trials"
+    (folder / f"{stored.trial_id}.parquet").write_bytes(b"")
+    (folder / f"{victim}.parquet").write_bytes(b"")
+    (folder / "notes.txt").write_text("mine")
+    pq.write_table(pa.table({"x": [1]}), folder / "notes.parquet")
+    said = {Path(p.path).name: p.line() for p in Store(cfg.results).problems()}  # what status and queries say
+    assert "(no trial's file: `aal-sweep run` moves it to trials/.quarantine/)" in said["notes.txt"]
+    assert said[f"{victim}.parquet"].endswith("moves it to trials/.quarantine/ and reruns its trial)")
+    state = open_state(cfg)
+    moved = state.store.quarantine()
+    lines = {Path(m.to).name.split("-", 1)[1]: state.moved_line(m) for m in moved}  # <time>-<name>
+    assert set(lines) == {f"{stored.trial_id}.parquet", f"{victim}.parquet", "notes.txt", "notes.parquet"}
+    assert lines[f"{victim}.parquet"].endswith(f": its trial {victim} runs again")
+    leftover = lines[f"{stored.trial_id}.parquet"]
+    assert leftover.endswith(f": its trial {stored.trial_id} is stored in a segment, not rerun")
+    for name in ("notes.txt", "notes.parquet"):
+        line = lines[name]
+        assert line.startswith("moved a foreign file (no trial of this sweep) aside to ") and "/.quarantine/" in line
+        assert line.endswith("; nothing runs again") and "its trial" not in line, line
+    assert "not a Parquet file name" in lines["notes.txt"] and "no column trial_id" in lines["notes.parquet"]
+    assert Store(cfg.results).done_ids() == {stored.trial_id} and Store(cfg.results).damaged() == []
+
+
 @pytest.mark.slow
 def test_a_damaged_trial_file_is_moved_aside_and_only_its_trial_reruns(copy, capsys):
     cfg, results = copy
@@ -134,7 +171,8 @@ def test_a_damaged_trial_file_is_moved_aside_and_only_its_trial_reruns(copy, cap
     assert main(["matrix", str(results), "--format", "csv"]) == 0  # queries skip it
     assert main(["run", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert out.count("moved damaged file aside to ") == 2 and "/trials/.quarantine/" in out
+    assert out.count("moved damaged file aside to ") == 1 and f"its trial {victim} runs again" in out
+    assert out.count("moved a foreign file (no trial of this sweep) aside to ") == 1 and "notes.parquet" in out
     fresh = Store(results)
     assert fresh.done_ids() == set(trials["trial_id"]) and fresh.damaged() == []
     assert fresh.attempts(victim) == 2

@@ -18,12 +18,12 @@ from conftest import SHARED, write_config
 from PIL import Image
 from test_bad_input import refused
 
+from aal_sweep.backbones import build_backbone
 from aal_sweep.cli import main
 from aal_sweep.config import load_config, parse_config
 from aal_sweep.data.cache import open_decoded
 from aal_sweep.data.index import load_index
 from aal_sweep.data.tensors import SplitTensors
-from aal_sweep.models import build_backbone
 from aal_sweep.train.evaluate import evaluate
 from aal_sweep.train.factory import make_task
 
@@ -101,6 +101,7 @@ def _chexpert_config(root: Path, tmp: Path, **dataset) -> Path:
     raw["dataset"] |= {"root": str(root), "image_size": [16, 16], "cache": str(tmp / "cache"), "val_fraction": 0.2}
     raw["dataset"] |= dataset
     raw["results"] = str(tmp / "results")
+    raw["model"]["pretrained"] = None  # no ImageNet weights on a test machine: the job's dataset is under test
     path = tmp / "chexpert.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -100,8 +100,8 @@ def run(
                 store.write_config(cfg, attributes, versions=aal_sweep.versions())
                 for repair in store.repair():  # missing or damaged segments: what was rebuilt, what trains again
                     events.info(repair.line())
-                for path in store.quarantine():
-                    events.info(f"moved damaged file aside to {path}: its trial runs again")
+                for moved in store.quarantine():
+                    events.info(state.moved_line(moved))
                 store.cleanup()
                 store.compact(progress=progress and progress("compacting the results store", "files"))
                 graph = from_store(store, cfg, attributes, allow_partial)  # what the store holds after the upkeep

@@ -10,7 +10,7 @@ from aal_sweep.analysis.results import partners_fresh
 from aal_sweep.config import SweepConfig, resolve_attributes
 from aal_sweep.errors import AalError
 from aal_sweep.orchestration.graph import Graph, from_store
-from aal_sweep.store import Store
+from aal_sweep.store import Moved, Store
 from aal_sweep.store.location import unreadable
 
 
@@ -31,6 +31,19 @@ class SweepState:
         if not (self.store.tidy() and self.store.meta_ok()):
             return False
         return not self.graph.has_rows or partners_fresh(self.store, cfg.partners, allow_partial, self.attributes, cfg)
+
+    def moved_line(self, moved: Moved) -> str:
+        """What `run` says of a file it moved aside (Store.quarantine): the trial that runs again, if any. A
+        file is a trial's of this sweep when its name is one of this sweep's trial ids, which all end in the
+        training hash (orchestration/trials.py); that also covers trials the graph does not know yet."""
+        p, trial = moved.problem, moved.problem.trial
+        if p.segment:
+            return f"moved damaged segment aside to {moved.to}: its trials count as not done and run again"
+        if trial is None or not trial.endswith(f"-{self.graph.cfg.training_hash()}"):
+            return f"moved a foreign file (no trial of this sweep) aside to {moved.to}: {p.why}; nothing runs again"
+        if trial in self.graph.done:  # a leftover copy: the trial's rows are read from a segment
+            return f"moved damaged file aside to {moved.to}: its trial {trial} is stored in a segment, not rerun"
+        return f"moved damaged file aside to {moved.to}: its trial {trial} runs again"
 
 
 def open_state(

@@ -27,7 +27,7 @@ segments and the manifest (compaction), sweep.yaml, partners.parquet and the lea
 from aal_sweep.store.core import QUERY_COLUMNS, STATS_COLUMNS, Store
 from aal_sweep.store.layout import MANIFEST, PARTNERS_FILE, QUARANTINE, SWEEP_FILE, TRIALS_DIR
 from aal_sweep.store.lease import LeaseHeld, LeaseLost, StoreNotWritable
-from aal_sweep.store.problems import Problem, Repair
+from aal_sweep.store.problems import Moved, Problem, Repair
 from aal_sweep.store.rows import failed_rows, result_rows
 from aal_sweep.store.schema import COLUMNS, SCHEMA
 
@@ -43,6 +43,7 @@ __all__ = [
     "TRIALS_DIR",
     "LeaseHeld",
     "LeaseLost",
+    "Moved",
     "Problem",
     "Repair",
     "Store",

@@ -33,7 +33,7 @@ from aal_sweep.store.layout import (
 )
 from aal_sweep.store.lease import SETTLE_S, TTL_S, Lease, StoreNotWritable
 from aal_sweep.store.location import Location, unreadable
-from aal_sweep.store.problems import Problem, Repair
+from aal_sweep.store.problems import Moved, Problem, Repair
 from aal_sweep.store.schema import decoded
 from aal_sweep.store.trials import TrialFiles, parquet_bytes
 
@@ -325,12 +325,11 @@ class Store:
         what is trained again (`.line()`)."""
         return self._files.repair()
 
-    def quarantine(self) -> list[str]:
+    def quarantine(self) -> list[Moved]:
         """Repair segments (`repair`), then move damaged inbox and foreign files to trials/.quarantine/
-        (their trials then run again); returns where the files went."""
-        repairs = self.repair()
-        moved = [r.moved_to for r in repairs if r.moved_to]
-        return moved + [self.show(p) for p in self._files.quarantine(self.problems())]
+        (their trials then run again); returns each file moved, with where it went."""
+        moved = [Moved(r.problem, r.moved_to) for r in self.repair() if r.moved_to]
+        return moved + [Moved(p, self.show(to)) for p, to in self._files.quarantine(self.problems())]
 
     def compact(self, progress=None) -> int:
         """Merge finished inbox files into a segment (the driver only); returns how many trials.

@@ -38,6 +38,13 @@ class Problem:
     def missing(self) -> bool:
         return self.why == "missing"
 
+    @property
+    def trial(self) -> str | None:
+        """The trial whose inbox file this is by its name (`<trial_id>.parquet`); None for a segment or a
+        file of another name (put there by hand or by another tool: no trial's)."""
+        name = self.rel.rsplit("/", 1)[-1]
+        return None if self.segment or not name.endswith(".parquet") else name[: -len(".parquet")]
+
     def line(self) -> str:
         """What a reader says: what is wrong, what it costs, what fixes it."""
         if self.missing:
@@ -51,7 +58,17 @@ class Problem:
                 f"(`aal-sweep run` moves it to {QUARANTINE}/, rebuilds what {MERGED}/ still holds and trains "
                 f"the rest again)"
             )
+        if self.trial is None:
+            return f"skipping {self.path}: {self.why} (no trial's file: `aal-sweep run` moves it to {QUARANTINE}/)"
         return f"skipping {self.path}: {self.why} (`aal-sweep run` moves it to {QUARANTINE}/ and reruns its trial)"
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A damaged or foreign file `run` moved to trials/.quarantine/ (what it says of it: state.py)."""
+
+    problem: Problem
+    to: str  # where it went, as the user reads it
 
 
 @dataclass(frozen=True)

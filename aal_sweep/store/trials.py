@@ -303,9 +303,10 @@ class TrialFiles:
             self.loc.delete(rel)
         return removed
 
-    def quarantine(self, damaged: list[Problem]) -> list[str]:
-        """Move damaged files to trials/.quarantine/ (their trials then count as not done). Segments are
-        `repair`'s, which runs first where the manifest is readable; missing files have nothing to move."""
+    def quarantine(self, damaged: list[Problem]) -> list[tuple[Problem, str]]:
+        """Move damaged files to trials/.quarantine/ (their trials then count as not done); returns each
+        with where it went. Segments are `repair`'s, which runs first where the manifest is readable;
+        missing files have nothing to move."""
         moved = []
         gen, segments, counts = self._manifest()
         for problem in damaged:
@@ -322,7 +323,7 @@ class TrialFiles:
                 self.loc.move(problem.rel, target)
             except FileNotFoundError:
                 continue
-            moved.append(target)
+            moved.append((problem, target))
         return moved
 
     def repair(self) -> list[Repair]:
