@@ -506,7 +506,7 @@ def real_part(name: str, tmp: Path, args) -> list[dict]:
     for metric, extra in (("m", []), ("se", ["--metric", "drop_se"])):
         (tmp / f"{name}-{metric}.csv").write_text(cli("matrix", str(ex_dir), "--format", "csv", *extra))
     out = []
-    for seed in (0, 1):
+    for seed in (0,) if args.smoke else (0, 1):  # smoke: one screened sweep is every code path
         budget = 0.3
         sc_name = f"{name}-active-s{seed}"
         run(write_config(tmp, sc_name, root, args.epochs, attributes=attributes, budget=budget, seed=seed))
