@@ -22,10 +22,12 @@ from conftest import Hold
 from helpers import (
     assert_same_results,
     check_no_redo,
+    cli,
     family,
     kill_group,
     results_of,
     run_to_end,
+    start,
     start_run,
     still_running,
     wait_gone,
@@ -208,3 +210,33 @@ def test_kill_9_leaves_no_embedded_ray_behind(kill_sweep):
     )
     assert not still_running(seen), still_running(seen)
     assert not record.exists()
+
+
+def test_sigterm_to_a_cluster_driver_leaves_the_cluster_running(kill_sweep):
+    """`aal-sweep run --address` on a cluster (`ray start --head`): SIGTERM mid-trial ends the driver (143,
+    one line) and only it: the cluster's Ray runs on, and the same command on it resumes to the
+    uninterrupted results."""
+    from ray_nodes import RayStart, isolated_env
+
+    ks = kill_sweep
+    config = ks.config("sigterm-cluster", phases=["single", "pair"])
+    store = Store(results_of(config))
+    hold = Hold(ks.tmp / "hold-sigterm-cluster", "", epoch=1)
+    with RayStart(isolated_env()) as ray_start:
+        ray_start.head(num_cpus=2)
+        address = f"{ray_start.IP}:{ray_start.gcs_port}"
+        proc = start("run", str(config), "--address", address, env=hold.env(ray_start.env))
+        hold.wait(proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 143, (out[-1500:], err[-3000:])
+        assert err.strip().splitlines() == [
+            f"aal-sweep: interrupted (SIGTERM); finished trials are stored in {store.show('trials')}. "
+            f"Run the same command to resume."
+        ], err[-3000:]
+        assert ray_start.procs[0].poll() is None and ray_start.node_count() == 1, "the cluster's Ray went too"
+        done_before = store.done_ids()
+        out = cli("run", str(config), "--address", address, env=ray_start.env)
+        assert out.returncode == 0, out.stderr[-3000:]
+    check_no_redo(store, done_before)
+    assert_same_results(ks.ref, results_of(config), kinds=("single", "pair"))
