@@ -600,8 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _OncePerRun(logging.Filter):
     """A condition met again is not news: each warning (or note) is shown once per command, however many
-    times the code meets it (one damaged partners.parquet read by three steps of a run was three lines).
-    Errors always show."""
+    times the code meets it (`partners.parquet is unreadable ...` was three lines of one run). Errors
+    always show."""
 
     def __init__(self):
         super().__init__()
