@@ -152,6 +152,9 @@ def test_a_stop_signal_at_any_moment_exits_with_its_code_and_leaves_no_ray(kill_
         os.killpg(proc.pid, signal.SIGINT)
     else:
         os.kill(proc.pid, getattr(signal, sig))
+    if (sig, moment) == ("SIGTERM", "mid-trial"):  # a second one while Tune stops the held trials: at once
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == EXIT[sig], (moment, out[-1500:], err[-3000:])
     assert "Run the same command to resume" in err and "Traceback" not in err + out, err[-3000:]
