@@ -671,9 +671,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _OncePerRun(logging.Filter):
+    """A condition met again is not news: each warning (or note) is shown once per command, however many
+    times the code meets it (`partners.parquet is unreadable ...` was three lines of one run). Errors
+    always show."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    before = set(logging.getLogger().handlers)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    for handler in set(logging.getLogger().handlers) - before:  # the CLI's own (none where a host set one)
+        handler.addFilter(_OncePerRun())
     try:
         return args.fn(args)
     except AalError as e:

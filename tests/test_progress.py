@@ -179,3 +179,70 @@ def test_the_report_says_its_steps(tmp_path):
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("rendering the report: 0/4 steps") and REPORT_STEPS == 4
     assert lines[-1].startswith("rendering the report: 4/4 steps (100%)")
+
+
+# ---- the sweep's progress line (orchestration/callbacks.py) ---------------------------------------------
+
+
+def test_the_sweep_says_one_line_per_change_of_done_or_failed_not_of_running(tiny_root, tmp_path):
+    """A finished trial's slot is taken by the next one a moment later: one line for that, not two."""
+    from conftest import write_config
+    from ray.tune.experiment import Trial as TuneTrial
+
+    from aal_sweep.config import load_config
+    from aal_sweep.orchestration.callbacks import Progress as SweepProgress
+    from aal_sweep.orchestration.events import Events
+    from aal_sweep.orchestration.graph import DONE, FAILED, Graph
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single"]))
+    graph = Graph.build(cfg, ("Disc", "Square", "Triangle", "Cross"))
+    said = []
+    progress = SweepProgress(graph, cfg.train.epochs, Events(lambda e: said.append(e.text)), trial_of=lambda t: t)
+    progress.setup()
+    tune_trial = TuneTrial("__fake", stub=True)  # Tune's trial object: the callback reads its id only
+
+    def start():
+        graph.next_ready(take=True)
+        progress.on_trial_start(0, [], tune_trial)
+
+    def end(outcome):
+        graph.complete(next(iter(graph.running)), outcome)
+        (progress.on_trial_complete if outcome == DONE else progress.on_trial_error)(0, [], tune_trial)
+
+    start()
+    start()  # the second slot fills: running 1 -> 2, nothing else changed
+    end(DONE)
+    start()  # the freed slot is taken: running 1 -> 2 at the same count
+    end(FAILED)
+    start()
+    end(DONE)
+    end(DONE)
+    counts = [re.match(r"\[sweep\] (\d+/4 done, \d+ running, \d+ failed)", line).group(1) for line in said]
+    assert counts == [
+        "0/4 done, 1 running, 0 failed",
+        "1/4 done, 1 running, 0 failed",
+        "1/4 done, 1 running, 1 failed",
+        "2/4 done, 1 running, 1 failed",
+        "3/4 done, 0 running, 1 failed",
+    ]
+
+
+def test_tune_s_completed_line_is_not_printed_below_vv(capsys):
+    """Tune's default per-trial callback printed "Trial X completed. Last result: " on stdout at any
+    verbosity for a trial that reported nothing (resumed with every epoch already trained)."""
+    from ray.tune.experiment import Trial as TuneTrial
+    from ray.tune.progress_reporter import TrialProgressCallback
+    from ray.tune.utils.log import Verbosity, set_verbosity
+
+    from aal_sweep.orchestration.callbacks import TrialLines
+
+    trial = TuneTrial("__fake", stub=True)  # reported nothing: an empty last result
+    set_verbosity(Verbosity.V0_MINIMAL)
+    TrialProgressCallback().on_trial_complete(0, [trial], trial)
+    assert "completed. Last result:" in capsys.readouterr().out  # Tune's own: the leak
+    TrialLines().on_trial_complete(0, [trial], trial)
+    assert capsys.readouterr().out == ""
+    set_verbosity(Verbosity.V2_TRIAL_NORM)  # -vv: Tune's lines are wanted
+    TrialLines().on_trial_complete(0, [trial], trial)
+    assert "completed" in capsys.readouterr().out
+    set_verbosity(Verbosity.V3_TRIAL_DETAILS)  # Tune's default, as it was

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import Hold, write_config
-from helpers import assert_same_results, check_no_redo, start, wait_until
+from helpers import assert_same_results, check_no_redo, cli, start, wait_until
 
 from aal_sweep.config import load_config
 from aal_sweep.errors import AalError
@@ -82,24 +82,40 @@ def test_changed_training_settings_are_refused(reference):
     assert sorted(p.name for p in (results / "trials").iterdir()) == before
 
 
-def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, tmp_path, monkeypatch, capsys):
+def test_failing_trial_is_recorded_and_the_rest_completes(ray_local, tiny_root, tmp_path, monkeypatch):
+    """The real CLI (its stderr whole): one line for the failed trial, Tune's tracebacks only at -v."""
     from conftest import run_sweep
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"]))
-    monkeypatch.setenv("AAL_SWEEP_INJECT_FAULT", "pair-Disc-Square")
-    assert run_sweep(cfg) == 1
-    captured = capsys.readouterr()
-    assert "1 trial(s) failed after their retries: pair-Disc-Square" in captured.err
-    assert "2 attribute(s) have an incomplete row of the pair matrix" in captured.err
-    assert f"Disc (missing pair-Disc-Square-s0-{cfg.training_hash()})" in captured.err
+    config = write_config(tmp_path / "c.yaml", tiny_root, phases=["single", "pair"])
+    cfg = load_config(config)
+    trial = f"pair-Disc-Square-s0-{cfg.training_hash()}"
+    fault = {"AAL_SWEEP_INJECT_FAULT": "pair-Disc-Square"}
+    out = cli("run", str(config), env=fault)
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert "Traceback" not in out.stderr and "Trials did not complete" not in out.stderr, out.stderr[-3000:]
+    error_file = next(Path(cfg.results, "tune").glob("sweep-1/pair_*/error.txt"))
+    assert lines[0] == (
+        f"aal-sweep: {trial} failed ({cfg.resources.max_failures + 1} attempt(s)): RuntimeError: fault injected "
+        f"by AAL_SWEEP_INJECT_FAULT='pair-Disc-Square'; its traceback: {error_file}"
+    ), out.stderr
+    assert error_file.read_text().count("RuntimeError: fault injected") == cfg.resources.max_failures + 1
+    assert lines[1].startswith(f"aal-sweep: 1 trial(s) failed after their retries: {trial}")
+    assert lines[2].startswith("aal-sweep: 2 attribute(s) have an incomplete row of the pair matrix")
+    assert f"Disc (missing {trial})" in lines[2] and len(lines) == 3, out.stderr
+    assert "Last result" not in out.stdout  # only the CLI prints: Tune's per-trial lines at -vv
     df = read_trials(cfg.results)
     failed = df[df.status == "failed"]
-    assert set(failed["trial_id"]) == {f"pair-Disc-Square-s0-{cfg.training_hash()}"}
-    assert failed["error"].str.contains("fault injected").all()
+    assert set(failed["trial_id"]) == {trial}
+    assert failed["error"].str.contains("RuntimeError: fault injected").all()
     assert (failed["attempts"] == cfg.resources.max_failures + 1).all()
     assert (df.status == "ok").sum() == 4 + 2 * 5
+    # -v: Tune's own error lines too (in aal_sweep's format), with their tracebacks
+    out = cli("run", str(config), "-v", env=fault)
+    assert out.returncode == 1
+    assert f"ERROR ray.tune.execution.tune_controller: Trial task failed for trial {trial}" in out.stderr
+    assert "Traceback (most recent call last)" in out.stderr and "Trials did not complete" in out.stderr
     # the cause is gone: the same command retries the failed trial only
-    monkeypatch.delenv("AAL_SWEEP_INJECT_FAULT")
     assert run_sweep(cfg) == 0
     assert set(read_trials(cfg.results)["status"]) == {"ok"}
 

@@ -1,7 +1,8 @@
 """The driver's Tune callbacks: the progress line, failed trials stored, the store compacted, the embedded
 Ray's processes recorded, and every trial stopped once the results folder's lease is lost.
 
-The progress line, one per change (a trial starts, ends or fails) for the whole sweep:
+The progress line, for the whole sweep: the first once a trial has started, then one per trial that ends
+or fails (or a row's trials released):
 
     [sweep] 7/18 done, 2 running, 0 failed (single 4/4, pair 3/6, adversarial 0/8 at most); 41s, ~1m10s left
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 import os
 import time
 
-from ray import tune
+from ray import cloudpickle, tune
+from ray.tune.progress_reporter import TrialProgressCallback
+from ray.tune.utils.log import Verbosity, has_verbosity
 
 from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.graph import Graph
@@ -34,7 +37,7 @@ class Progress(tune.Callback):
         self.start = time.monotonic()
         self.trained = 0  # epochs reported in this run
         self.epochs_in_flight: dict[str, int] = {}  # running trial (Tune id) -> epochs it has finished
-        self.last = ""
+        self.last: tuple | None = None  # the counts of the last line said
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._say()
@@ -56,7 +59,10 @@ class Progress(tune.Callback):
         self.epochs_in_flight.pop(trial.trial_id, None)
         self._say()
 
-    def line(self) -> str:
+    def line(self) -> tuple[str, tuple]:
+        """The line, and the counts that decide whether it is new: done, failed and the kinds' sizes, not
+        `running` (a finished trial's slot is taken by the next one a moment later: 1 then 2 running at the
+        same count, two lines for one change)."""
         counts = self.graph.counts()
         done = sum(c["done"] for c in counts.values())
         running = sum(c["running"] for c in counts.values())
@@ -70,16 +76,16 @@ class Progress(tune.Callback):
         elapsed = time.monotonic() - self.start
         left = (total - done - failed) * self.epochs - sum(self.epochs_in_flight.values())
         eta = f", ~{_fmt_s(left * elapsed / self.trained)} left" if self.trained and left > 0 else ""
-        return (
+        line = (
             f"[sweep] {done}/{total} done, {running} running, {failed} failed ({', '.join(kinds)}); "
             f"{_fmt_s(elapsed)}{eta}"
         )
+        return line, (done, failed, total, tuple(kinds))
 
     def _say(self) -> None:
-        line = self.line()
-        counts_part = line.split(";")[0]
-        if counts_part != self.last:  # one line per change of the counts
-            self.last = counts_part
+        line, key = self.line()
+        if key != self.last:  # one line per change of the counts that matter
+            self.last = key
             self.events.info(line, kind="progress")
 
 
@@ -88,14 +94,27 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+class TrialLines(TrialProgressCallback):
+    """Tune's per-trial result lines (its default callback, replaced by this one) at -vv only: at any
+    verbosity it printed "Trial X completed. Last result: " on stdout for a trial that reported nothing
+    (one resumed with every epoch already trained). Only the CLI prints."""
+
+    def _print(self, msg: str):
+        if has_verbosity(Verbosity.V2_TRIAL_NORM):
+            super()._print(msg)
+
+
 class StoreFailures(tune.Callback):
     """A trial Tune gave up on (its retries spent) is stored with status=failed and its error."""
 
     def __init__(self, store_failure):
-        self.store_failure = store_failure  # (trial id, error text): the driver stores the failed rows
+        # (trial id, its error as `Type: message`, its error file relative to the Tune storage): the driver
+        # stores the failed rows and says so in one line
+        self.store_failure = store_failure
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.store_failure(trial.config["trial"]["trial_id"], _last_error(trial))
+        where = f"{trial.storage.experiment_dir_name}/{trial.storage.trial_dir_name}/{ERROR_FILE}"
+        self.store_failure(trial.config["trial"]["trial_id"], trial_error(trial), where)
 
 
 class Compaction(tune.Callback):
@@ -142,11 +161,31 @@ class RecordRay(tune.Callback):
             self.recorder.update()
 
 
-def _last_error(trial) -> str | None:
-    """The text of a trial's last error: Tune appends each to the trial's local error file before it tells
-    the callbacks (its copy in the experiment's storage is synced later)."""
+ERROR_FILE = "error.txt"  # Tune's, in the trial's folder: every attempt's traceback
+
+
+def trial_error(trial) -> str:
+    """A failed trial's last error in one line, `Type: message`: from the exception Tune pickled (a task's
+    error carries the trial's own exception as its `cause`; a lost actor's is Ray's own), else the last
+    line of Tune's error file. Tune writes both to the trial's local folder before it tells the callbacks
+    (their copies in the experiment's storage are synced later)."""
+    path = trial.pickled_error_file
+    if path and os.path.isfile(path):
+        try:
+            with open(path, "rb") as f:
+                error = cloudpickle.load(f)
+            error = getattr(error, "cause", None) or error
+            return f"{type(error).__name__}: {_first_line(str(error))}"
+        except Exception:  # an exception class this process cannot rebuild: the text says it
+            pass
     path = trial.error_file
     if not path or not os.path.isfile(path):
-        return None
+        return "unknown error (Tune recorded none)"
     with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
+        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error (Tune recorded none)"
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else "(no message)"

@@ -18,6 +18,9 @@ import time
 
 # The legacy reporter is silent at verbose=0; the new one still prints its banner. -v turns the table on.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C is the driver's to handle, as SIGTERM and SIGHUP are (interrupt.py): Tune's own SIGINT handler
+# would end its run at once, skipping the graceful stop the others take.
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -29,7 +32,14 @@ from aal_sweep.config import SweepConfig  # noqa: E402
 from aal_sweep.errors import AalError  # noqa: E402
 from aal_sweep.kinds import ADVERSARIAL_SHARED  # noqa: E402
 from aal_sweep.orchestration import interrupt  # noqa: E402
-from aal_sweep.orchestration.callbacks import Compaction, Progress, RecordRay, StopAll, StoreFailures  # noqa: E402
+from aal_sweep.orchestration.callbacks import (  # noqa: E402
+    Compaction,
+    Progress,
+    RecordRay,
+    StopAll,
+    StoreFailures,
+    TrialLines,
+)
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
 from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
@@ -42,7 +52,7 @@ from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
 from aal_sweep.orchestration.trainable import DATA_ERROR, trainable_for  # noqa: E402
 from aal_sweep.orchestration.trials import multitask_all_of  # noqa: E402
 from aal_sweep.store import Store, failed_rows  # noqa: E402
-from aal_sweep.store.layout import weights_file  # noqa: E402
+from aal_sweep.store.layout import TUNE_DIR, weights_file  # noqa: E402
 from aal_sweep.store.lease import LeaseLost, StoreNotWritable  # noqa: E402
 
 EXPERIMENT = "sweep"  # Tune experiments are RESULTS/tune/sweep-<k>, one per run
@@ -63,7 +73,8 @@ def run(
     progress=None,
 ) -> int:
     """Run or resume the whole sweep. Returns the exit code: 0 done, 1 some trials failed or some rows of
-    the pair matrix are incomplete, 130 interrupted. `on_event(Event)` receives what there is to say;
+    the pair matrix are incomplete, 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM, 129
+    SIGHUP: interrupt.py). `on_event(Event)` receives what there is to say;
     `progress(step, unit)` gives the `update(done, total)` of a long step's progress (the decode-cache build,
     a compaction of the store): aal_sweep.progress.Progress(step, stream, unit=unit).update, say.
 
@@ -80,7 +91,7 @@ def run(
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None
     started_ray = False
-    with interrupt.catching():  # Ctrl-C: a flag first (interrupt.py), raised where it is safe
+    with interrupt.catching():  # Ctrl-C, SIGTERM, SIGHUP: a flag first (interrupt.py), raised where it is safe
         try:
             # then Ray, writing nothing: a trial no node can host is refused before the decode cache is built
             # or the results folder is created. A Ctrl-C during Ray's start takes effect once it has started.
@@ -116,10 +127,11 @@ def run(
         except KeyboardInterrupt:
             return _interrupted_exit(store, events)
         finally:
-            if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted half-way
-                ray.shutdown()
-            if recorder is not None:
-                recorder.stop_leftovers()
+            with interrupt.shielded():  # a signal now only waits: Ray stopped half-way is what crashes
+                if started_ray or (recorder is not None and ray.is_initialized()):  # also a start interrupted
+                    ray.shutdown()
+                if recorder is not None:
+                    recorder.stop_leftovers()
         return sweep.finish()
 
 
@@ -165,6 +177,7 @@ class Sweep:
         callbacks = [
             Progress(graph, cfg.train.epochs, self.events, searcher.trial_of),
             StoreFailures(self.store_failure),
+            TrialLines(),
             Compaction(store, COMPACT_EVERY),
             *([RecordRay(recorder)] if recorder else []),
             *tune_callbacks(cfg),
@@ -192,7 +205,9 @@ class Sweep:
                 stop=StopAll(self.stopping),
             ),
         )
-        with _tune_quiet(verbose):
+        # a stop signal: the flag stops the searcher and the trials (StopAll), Tune's run ends, then the
+        # KeyboardInterrupt; a second signal raises at once
+        with _tune_quiet(verbose), interrupt.graceful():
             tuner.fit()
         if interrupt.received() or not searcher.is_finished or any(o == STOPPED for o in graph.outcome.values()):
             return False
@@ -207,6 +222,8 @@ class Sweep:
     def _outcome(self, trial_id: str, result: dict | None, error: bool) -> str:
         """How a trial ended, for the graph: its rows stored (DONE), failed for good (Tune gave up; or it
         met a bad file and stored its own failure), or neither (STOPPED: Ctrl-C, SIGTERM)."""
+        if error and interrupt.received():
+            return STOPPED  # ended by the stop (SIGTERM to every process of a Slurm job, say): not its fault
         if error or DATA_ERROR in (result or {}):
             return FAILED
         return DONE if self.store.is_done(trial_id) else STOPPED
@@ -274,11 +291,20 @@ class Sweep:
         self.store.write_partners(partners)
         self._partners_at, self._partners_took, self._partners_due = time.monotonic(), time.monotonic() - t0, False
 
-    def store_failure(self, trial_id: str, error: BaseException | str | None) -> None:
+    def store_failure(self, trial_id: str, error: str, error_file: str) -> None:
+        """A trial Tune gave up on: one line naming its error and where its tracebacks are (`error_file`,
+        Tune's, relative to the experiments' folder), and its failed rows stored."""
+        if interrupt.received():
+            return  # ended by the stop, not by its own error: the rerun continues it (Sweep._outcome)
+        attempts = self.store.attempts(trial_id)
+        self.events.error(
+            f"aal-sweep: {trial_id} failed ({attempts} attempt(s)): {error[:300]}; its traceback: "
+            f"{self.store.show(f'{TUNE_DIR}/{error_file}')}"
+        )
         if self.lease_lost():
             return  # the shared store is another driver's now: it retries the trial
         trial = self.graph.trials[trial_id]
-        self.store.write_trial(failed_rows(trial, self.cfg, _error_text(error), self.store.attempts(trial_id)))
+        self.store.write_trial(failed_rows(trial, self.cfg, error[:500], attempts))
         self.failed.append(trial_id)
 
     # ---- the end -----------------------------------------------------------------------------------------
@@ -343,15 +369,35 @@ class Sweep:
 @contextlib.contextmanager
 def _tune_quiet(verbose: int):
     """Tune's own warnings (on Ctrl-C: "Resume experiment with: Tuner.restore(...)", which contradicts this
-    tool's resume, the same command again) only at -v; this run's events say what happened. Errors stay."""
+    tool's resume, the same command again) and its error lines about failed trials (a traceback per
+    attempt, then "Trials did not complete") only at -v: this run's events say what happened, one line
+    per failed trial naming its error file (StoreFailures). Other errors stay."""
     tune_log = logging.getLogger("ray.tune")
-    before = tune_log.level
-    if verbose < 1:
+    before = tune_log.level, os.environ.get(PRINT_TRIAL_ERRORS)
+    quiet = verbose < 1
+    if quiet:
         tune_log.setLevel(logging.ERROR)
+        os.environ[PRINT_TRIAL_ERRORS] = "0"  # Tune-native: no "Trial task failed" lines (read as fit starts)
+        logging.getLogger("ray.tune.tune").addFilter(_not_trials_incomplete)
     try:
         yield
     finally:
-        tune_log.setLevel(before)
+        tune_log.setLevel(before[0])
+        if quiet:
+            logging.getLogger("ray.tune.tune").removeFilter(_not_trials_incomplete)
+            if before[1] is None:
+                os.environ.pop(PRINT_TRIAL_ERRORS, None)
+            else:
+                os.environ[PRINT_TRIAL_ERRORS] = before[1]
+
+
+PRINT_TRIAL_ERRORS = "TUNE_PRINT_ALL_TRIAL_ERRORS"
+
+
+def _not_trials_incomplete(record: logging.LogRecord) -> bool:
+    """Tune's "Trials did not complete: [...]" (ray.tune.tune, at the end of a run with failed trials),
+    which nothing in Tune turns off; the driver names the failed trials itself."""
+    return not record.getMessage().startswith("Trials did not complete")
 
 
 def _trial_name(trial) -> str:
@@ -361,12 +407,6 @@ def _trial_name(trial) -> str:
 def _trial_dirname(trial) -> str:
     # Tune's default names a folder after every parameter: too long for filesystems at 40 attributes.
     return f"{trial.config['trial']['kind']}_{trial.trial_id}"
-
-
-def _error_text(error: BaseException | str | None) -> str:
-    text = str(error) if error is not None else "unknown error"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:500]
 
 
 # ---- before and after ------------------------------------------------------------------------------------
@@ -428,6 +468,7 @@ def build_cache(cfg: SweepConfig, progress=None) -> None:
 
 def _interrupted_exit(store: Store, events: Events) -> int:
     events.error(
-        f"aal-sweep: interrupted; finished trials are stored in {store.show('trials')}. Run the same command to resume."
+        f"aal-sweep: interrupted ({interrupt.name()}); finished trials are stored in {store.show('trials')}. "
+        f"Run the same command to resume."
     )
-    return 130
+    return interrupt.exit_code()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import socket
 
 import ray
+import ray._private.utils
+import ray.job_config
 
 from aal_sweep.errors import AalError
+from aal_sweep.orchestration import interrupt
 from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.ray_processes import children, stop_new_children
 from aal_sweep.orchestration.state import parse_address
@@ -27,13 +31,13 @@ def connect(address: str | None, verbose: int, events: Events) -> bool:
     if ray.is_initialized():
         return False
     # Workers log at the CLI's --log-level too (e.g. each node's decode-cache build at INFO); -vv shows them.
+    # Their logging config goes in the job's config, not ray.init's `logging_config`, which would also add a
+    # handler of Ray's format to this process's root logger: every record twice (ours, then Ray's).
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-    kwargs = dict(
-        include_dashboard=False,
-        log_to_driver=verbose >= 2,
-        logging_level=logging.WARNING,
-        logging_config=ray.LoggingConfig(encoding="TEXT", log_level=level),
-    )
+    job = ray.job_config.JobConfig()
+    job.set_py_logging_config(ray.LoggingConfig(encoding="TEXT", log_level=level))
+    kwargs = dict(include_dashboard=False, log_to_driver=verbose >= 2, logging_level=logging.WARNING, job_config=job)
+    ray_records_ours()
     if address is None:
         # address="local": always a new Ray of our own. Without an address ray.init joins RAY_ADDRESS or the
         # cluster named in <ray temp dir>/ray_current_cluster (the last `ray start` on this machine): a dead
@@ -49,7 +53,8 @@ def connect(address: str | None, verbose: int, events: Events) -> bool:
         return _start_local(kwargs, events)
     check_reachable(address)
     try:
-        ray.init(address=address, **kwargs)
+        with _signals_stay_ours():
+            ray.init(address=address, **kwargs)
     except ray.exceptions.AuthenticationError as e:
         raise AalError(
             f"--address {address}: the cluster refused our token ({str(e).splitlines()[0][:100]}); "
@@ -64,13 +69,23 @@ def connect(address: str | None, verbose: int, events: Events) -> bool:
     return True
 
 
+def ray_records_ours() -> None:
+    """Ray's records in this process (the `ray` logger: Tune, Ray's core) reach the CLI's handler, in its
+    format, once: `import ray` gives that logger a handler of Ray's own and stops it propagating."""
+    ray_log = logging.getLogger("ray")
+    for handler in ray_log.handlers[:]:
+        ray_log.removeHandler(handler)
+    ray_log.propagate = True
+
+
 def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool:
     """ray.init(address="local"), tried again when its raylet did not register within the 30 s Ray allows
     (a hard-coded limit in ray._private.node.Node; a busy machine can exceed it)."""
     for attempt in range(1, tries + 1):
         before = children()
         try:
-            ray.init(address="local", dashboard_host="127.0.0.1", _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
+            with _signals_stay_ours():
+                ray.init(address="local", dashboard_host="127.0.0.1", _system_config=EMBEDDED_SYSTEM_CONFIG, **kwargs)
             return True
         except Exception as e:  # Ray raises a bare Exception for this
             if "timed out during startup" not in str(e):
@@ -85,6 +100,23 @@ def _start_local(kwargs: dict, events: Events, tries: int = START_TRIES) -> bool
         f"the embedded Ray did not start: its raylet did not register within Ray's 30 s, {tries} "
         f"times (is the machine overloaded?); run the same command again when it has spare CPU"
     )
+
+
+@contextlib.contextmanager
+def _signals_stay_ours():
+    """ray.init, with the driver's signal handlers (interrupt.py) in place from start to end. Ray installs
+    two SIGTERM handlers of its own as it starts (ray._private.utils.set_sigterm_handler): `sys.exit(15)`
+    at once, then, for a Ray it starts, one that kills its processes and exits 1; either would end the
+    driver half-way through ray.init. So they are not installed. Its core worker then installs abseil's
+    failure signal handler for SIGTERM too (natively: a `*** SIGTERM received ... PC: @` dump, then the
+    previous handler); installing ours again once ray.init returns takes SIGTERM back from it."""
+    install = ray._private.utils.set_sigterm_handler
+    ray._private.utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray._private.utils.set_sigterm_handler = install
+        interrupt.install()
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
