@@ -260,3 +260,14 @@ def test_simulate_matrix_partners_come_from_requested_cells_only():
     asked = {frozenset(x) for x in out["pairs_trained"]}
     for a, b in out["partners"].items():
         assert b is None or frozenset((a, b)) in asked
+
+
+def test_a_budget_the_first_round_uses_up_says_nothing_was_learned():
+    from aal_sweep.analysis.strategies.base import summary
+
+    m = 10  # budget 0.3: 13 pairs, the balanced first round takes 10 of them
+    d = np.random.default_rng(1).normal(0, 0.01, (m, m))
+    s = settings(budget=0.3, seed=0)
+    rounds = simulate(get("active"), d, None, s)
+    assert rounds[-1].structure is None and rounds[-1].reason == "budget"
+    assert "before any round could test the model" in summary("active", rounds, m, s)

@@ -248,7 +248,13 @@ def summary(strategy: str, rounds: list[Round], m: int, settings: Settings) -> s
         + "; unrequested cells stay missing"
     )
     structure = rounds[-1].structure if rounds else None
-    if how[BUDGET] and structure is not None and structure < LITTLE_STRUCTURE:
+    if how[BUDGET] and structure is None and rounds and rounds[-1].final:
+        line += (
+            f". WARNING: the screening ended before any round could test the model (the first round took most of "
+            f"the budget): the {how[BUDGET]} rows decided at its end are the best measured, not found with "
+            f"confidence; a larger pairs.budget, or pairs.mode: exhaustive, finds their partners"
+        )
+    elif how[BUDGET] and structure is not None and structure < LITTLE_STRUCTURE:
         line += (
             f". WARNING: the model predicted {100 * structure:.0f}% of the last round's drops' variance before "
             f"measuring them: this matrix "
