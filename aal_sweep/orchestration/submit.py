@@ -87,9 +87,7 @@ def submission_prefix(cfg: SweepConfig) -> str:
     return f"aal-{re.sub(r'[^A-Za-z0-9_.]+', '_', cfg.name)[:40]}-{digest}"
 
 
-def submit(
-    cfg: SweepConfig, address: str, wait: bool, on_event=None, agent_timeout: float = AGENT_TIMEOUT_S
-) -> int:
+def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None, agent_timeout: float = AGENT_TIMEOUT_S) -> int:
     """Submit (or resume) the sweep as a Ray job; say how to follow it. With `wait`, follow its logs (each
     chunk an event of kind "log") and return the job's outcome: 0 succeeded, the driver's exit code when it
     failed, 130 stopped. `agent_timeout`: how long to wait for the job agent of a head that just started."""
