@@ -38,7 +38,7 @@ from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noq
 from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
-from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
+from aal_sweep.orchestration.tracking import check_tracking, tune_callbacks  # noqa: E402
 from aal_sweep.orchestration.trainable import DATA_ERROR, trainable_for  # noqa: E402
 from aal_sweep.orchestration.trials import multitask_all_of  # noqa: E402
 from aal_sweep.store import Store, failed_rows  # noqa: E402
@@ -77,6 +77,7 @@ def run(
     store.lease().refuse_if_held()  # a second driver is refused before it starts anything
     store.check_writable()
     check_data(cfg, attributes)  # the dataset's files where the driver runs: no Ray needed to refuse them
+    check_tracking(cfg)  # MLflow's / W&B's package and MLflow's store: no Ray needed either
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None
     started_ray = False
