@@ -35,6 +35,7 @@ from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
+from aal_sweep.orchestration.retries import Retries, ray_reports  # noqa: E402
 from aal_sweep.orchestration.screen import make_estimates  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
@@ -87,6 +88,7 @@ def run(
             # or the results folder is created. A Ctrl-C during Ray's start takes effect once it has started.
             with interrupt.deferred():
                 started_ray = connect(address, verbose, events)
+            ray_reports(verbose)  # Ray's report of a dead node only at -v (retries.py)
             check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
             if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
                 build_cache(cfg, progress and progress("decoding images into the cache", "images"))
@@ -174,6 +176,8 @@ class Sweep:
             trainable_for(cfg, store, embedded=recorder is not None),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                # counts each trial's own failures against max_failures; a lost node's are not (retries.py)
+                scheduler=Retries(store, self.events, cfg.resources.max_failures, callbacks),
                 num_samples=-1,
                 reuse_actors=True,
                 # Tune asks a custom searcher for one pending trial at a time unless a limit is set: the
@@ -188,7 +192,7 @@ class Sweep:
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 verbose=min(verbose, 2),
-                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                failure_config=tune.FailureConfig(max_failures=-1),  # Tune retries all; Retries gives up
                 callbacks=callbacks,
                 stop=StopAll(self.stopping),
             ),
