@@ -137,7 +137,7 @@ class PairsConfig:
 class ResourcesConfig:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
-    max_failures: int = 2  # retries of a failing trial, each from its last epoch checkpoint
+    max_failures: int = 2  # retries of a trial's own errors, each from its last checkpoint (a lost node's: none)
     max_concurrent: int | None = None
 
 

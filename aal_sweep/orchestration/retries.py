@@ -139,9 +139,11 @@ class Retries(FIFOScheduler):
                     continue  # undecided: Ray has not declared the node dead yet
                 self._count(trial)
             del self.held[trial]
-            if trial in self.given_up:
+            if trial.status != Trial.PAUSED:  # stopped meanwhile (Ctrl-C, the lease lost): nothing to start
+                self.given_up.discard(trial)
+            elif trial in self.given_up:
                 self._give_up(tune_controller, trial)
-            elif trial.status == Trial.PAUSED:
+            else:
                 tune_controller._set_trial_status(trial, Trial.PENDING)
 
     def _say(self, node: str, address: str, trials: list[Trial]) -> None:
@@ -168,7 +170,7 @@ class Retries(FIFOScheduler):
 def ray_reports(verbose: int) -> None:
     """Ray's reports to the driver (the GCS's and raylets' error channel: "The node with node id ... has been
     marked dead ...", "(raylet) Raylet is terminated ... Last 20 lines of the Raylet logs: ...") printed on
-    the driver's output only at -v: without it, NodeLoss's line says what a lost node means for the sweep.
+    the driver's output only at -v: without it, Retries' line says what a lost node means for the sweep.
     Ray prints them through print_worker_logs, which its own debugger silences with this switch
     (ray/util/rpdb.py); at -vv it also prints the workers' logs (log_to_driver)."""
     ray._private.worker._worker_logs_enabled = verbose >= 1
