@@ -266,6 +266,8 @@ def test_the_agent_log_s_last_line_is_named_where_it_can_be_read(tmp_path):
     log = temp / "session_2026-12-07_10-00-00_000000_1" / "logs" / "dashboard_agent.log"
     last = "2026-12-07 10:00:09,001\tINFO agent.py:1 -- the last line of the agent of port 8265"
     assert said == f"its log {log} ends with: {last}"
+    # the same head by another of this machine's names: found by its port (a head on 0.0.0.0 logs its IP)
+    assert agent_log("http://localhost:8265", [str(temp)]) == said
     assert agent_log("http://127.0.0.2:9999", [str(temp)]).startswith(
         "no session of this machine's Ray serves 127.0.0.2:9999 (or its logs are unreadable here): "
         "dashboard_agent.log in the head's session logs folder"

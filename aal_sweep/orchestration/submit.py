@@ -174,7 +174,8 @@ def _submit_when_the_agent_is_up(
 def agent_log(address: str, temp_dirs: Sequence[str] | None = None) -> str:
     """The last line of the job agent's log (dashboard_agent.log in the head's session logs folder), said
     for a message. Readable here when the head runs on this machine: its session is the one whose
-    dashboard.log names the address's port, under Ray's temp folder ($RAY_TMPDIR/ray, else /tmp/ray)."""
+    dashboard.log names the address's port (the newest such), under Ray's temp folder ($RAY_TMPDIR/ray,
+    else /tmp/ray)."""
     parsed = urllib.parse.urlparse(address)
     where = "dashboard_agent.log in the head's session logs folder (/tmp/ray/session_latest/logs by default)"
     if not _is_local(parsed.hostname or ""):
@@ -182,12 +183,13 @@ def agent_log(address: str, temp_dirs: Sequence[str] | None = None) -> str:
     if temp_dirs is None:
         temp_dirs = [str(Path(os.environ["RAY_TMPDIR"]) / "ray")] if os.environ.get("RAY_TMPDIR") else []
         temp_dirs.append("/tmp/ray")
-    wanted = f"Dashboard head http address: {parsed.hostname}:{parsed.port}"
+    # by port: the address it logs is the node's IP when it listens on 0.0.0.0, not the name we were given
+    wanted = re.compile(rf"Dashboard head http address: \S+:{parsed.port}\b")
     sessions = [p for d in dict.fromkeys(temp_dirs) for p in Path(d).glob("session_2*") if p.is_dir()]
     for session in sorted(sessions, key=lambda p: p.name, reverse=True):  # newest first: the name is its start
         try:
             with open(session / "logs" / "dashboard.log", encoding="utf-8", errors="replace") as f:
-                if wanted not in f.read(AGENT_LOG_HEAD):
+                if not wanted.search(f.read(AGENT_LOG_HEAD)):
                     continue
             lines = (session / "logs" / "dashboard_agent.log").read_text(errors="replace").splitlines()
         except OSError:
