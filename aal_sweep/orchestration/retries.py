@@ -43,8 +43,8 @@ from aal_sweep.orchestration.events import Events
 from aal_sweep.store import Store
 
 log = logging.getLogger(__name__)
-# Ray 2.60's GCS declares a node dead after 5 failed health checks 3 s apart (health_check_failure_threshold,
-# health_check_period_ms), about 15-20 s after it stops answering; a loaded GCS takes longer.
+# Ray 2.60's GCS declares a node dead after 5 failed health checks 3 s apart (its defaults of
+# health_check_failure_threshold and health_check_period_ms); a loaded GCS takes longer.
 VERDICT_S = 60.0
 POLL_S = 0.5  # ray.nodes() at most this often while a trial is held
 
