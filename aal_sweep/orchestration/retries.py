@@ -71,6 +71,11 @@ class Retries(FIFOScheduler):
     # ---- Tune's scheduler hooks ------------------------------------------------------------------------
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        # Tune 2.60 forgets to: a trial whose attempt failed while Tune reset a cached actor for it (a lost
+        # node's leftover actor) stays in the controller's _resetting_trials (only a reset that succeeds
+        # leaves it, TuneController._on_trial_reset), and _maybe_reuse_cached_actor then never starts it
+        # again: the sweep hung (seen). Tune calls this hook with the controller itself, on every failure.
+        getattr(tune_controller, "_resetting_trials", set()).discard(trial)
         if trial.status != Trial.ERROR:  # Tune failed it for good itself (a failure while not running)
             return
         where = failed_actor(trial)
