@@ -257,7 +257,19 @@ def _cmd_submit(args) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     from aal_sweep.orchestration.submit import cluster_config, submit
 
-    return submit(cluster_config(args.config, args.results, args.set), address, args.wait, on_event=show)
+    cfg = cluster_config(args.config, args.results, args.set)
+    return submit(cfg, address, args.wait, on_event=show, agent_timeout=args.agent_timeout)
+
+
+def _positive_seconds(text: str) -> float:
+    """--agent-timeout's value: a finite number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds greater than 0 (e.g. 300)")
+    return value
 
 
 def _cmd_plan(args) -> int:
@@ -469,6 +481,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from aal_sweep.analysis.matrix import METRICS
+    from aal_sweep.config import AGENT_TIMEOUT_S
     from aal_sweep.data.types import FORMATS as LAYOUTS
     from aal_sweep.data.types import SPLIT_SEED, VAL_FRACTION
     from aal_sweep.report.formats import FORMATS
@@ -517,6 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
         "every node sees (default: the config's `results`)",
     )
     s.add_argument("--wait", action="store_true", help="follow the job's logs; exit with its outcome")
+    s.add_argument(
+        "--agent-timeout",
+        type=_positive_seconds,
+        default=AGENT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the job agent of a head that just started (default {AGENT_TIMEOUT_S:g})",
+    )
     s.add_argument("--set", **overrides)
     s.set_defaults(fn=_cmd_submit)
 

@@ -55,6 +55,8 @@ PAIR_ESTIMATORS = ("lookahead", "short", "label_correlation")  # analysis/screen
 CONFIRM_RULES = ("top_k", "adaptive")
 CORRECTIONS = ("holm", "bh")  # partners.correction; aal_sweep.analysis.stats implements each
 WANDB_MODES = ("online", "offline", "disabled")
+# `submit --agent-timeout`'s default: how long submit waits for the job agent of a head that just started
+AGENT_TIMEOUT_S = 60.0
 # check_files: True, every file a run reads; "annotations", what `plan` can check before the images are
 # there (the annotation files when present; a listed dataset.attributes is taken as it is); False, none
 FILE_CHECKS = (True, "annotations", False)
@@ -203,7 +205,7 @@ class PairsConfig:
 class ResourcesConfig:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
-    max_failures: int = 2  # retries of a failing trial, each from its last epoch checkpoint
+    max_failures: int = 2  # retries of a trial's own errors, each from its last checkpoint (a lost node's: none)
     max_concurrent: int | None = None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -39,8 +40,10 @@ def data(tmp_path_factory) -> Path:
     )
 
 
-def sweep_config(tmp: Path, data: Path, name: str, cache: bool = True) -> Path:
-    path = write_config(tmp / f"{name}.yaml", data, train=TRAIN, resources=GPU_SHARE, phases=["single", "pair"])
+def sweep_config(tmp: Path, data: Path, name: str, cache: bool = True, resources: dict | None = None) -> Path:
+    path = write_config(
+        tmp / f"{name}.yaml", data, train=TRAIN, resources=resources or GPU_SHARE, phases=["single", "pair"]
+    )
     raw = yaml.safe_load(path.read_text())
     raw["results"] = str(tmp / name)
     if not cache:
@@ -180,6 +183,7 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
         hold.release()  # its retry, elsewhere, goes on
         out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
+    check_loss_said(out, err, [victim["node"]], victim["trial"])
     assert worker_nice == psutil.Process().nice(), "the cluster's trials ran at Ray's nice 15 (ray_nodes.py)"
     # Each attempt on the lost node either stored its trial (its rows name that node) or was cut short by the
     # loss. Which one is decided by the journal and the rows after the run, not by a look before the loss:
@@ -201,6 +205,59 @@ def test_a_node_lost_mid_trial_costs_its_epoch_in_flight_only(two_gpu_nodes, dat
     check_no_redo(store, done_before)  # nothing finished before the loss ran again
     assert set(rows["node_id"]) <= set(nodes)
     assert_same_results(ref.results, cfg.results)
+
+
+def test_a_node_lost_twice_in_a_row_costs_each_trial_its_epoch_in_flight_only(two_gpu_nodes, data, tmp_path):
+    """(c) A trial's node is removed while the trial is between two epochs; its retry, held again at the same
+    epoch on another node, loses that node too. With max_failures 0, a node's loss counted as one of the
+    trial's failures would fail it: a lost node must cost no retry, only the epoch in flight."""
+    ref, _, _ = two_gpu_nodes
+    env = isolated_env()
+    config = sweep_config(tmp_path, data, "twice", resources={**GPU_SHARE, "max_failures": 0})
+    cfg = load_config(config)
+    store = Store(cfg.results)
+    victim = next(t.trial_id for t in plan_initial(cfg, resolve_attributes(cfg)) if t.kind == "pair")
+    with local_cluster(env, [GPU_NODE] * 3) as cluster:
+        nodes = {n.node_id: n for n in cluster.worker_nodes_in_order}
+        hold = Hold(tmp_path / "hold", victim, epoch=1)  # only the victim waits: the other trials run on
+        proc = start_driver(config, cluster.address, hold.env(env))
+        lost = []
+        for _ in range(2):
+            held = hold.wait(proc)
+            while held["node_id"] in lost:  # the file of the attempt on the lost node: wait for the retry's
+                time.sleep(0.1)
+                held = hold.wait(proc)
+            worker = psutil.Process(held["pid"])
+            worker_start = worker.create_time()
+            cluster.remove_node(nodes[held["node_id"]], allow_graceful=False)
+            lost.append(held["node_id"])
+            wait_gone({held["pid"]: worker_start})
+        hold.release()
+        out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    rows = store.trials()
+    assert set(rows["status"]) == {"ok"}, rows[rows["status"] != "ok"]
+    events = store.journal(victim)
+    starts = [e for e in events if e["event"] == "start"]
+    assert [s["node_id"] for s in starts[:2]] == lost and starts[-1]["node_id"] not in lost, starts
+    for start in starts[1:]:  # each attempt continued from the last epoch the one before finished
+        finished = [e["epoch"] for e in events if e["event"] == "epoch" and e["time"] < start["time"]]
+        assert start["from_epoch"] == max(finished) + 1 >= 1, (start, events)
+    check_no_redo(store, set())
+    check_loss_said(out, err, lost, victim)
+    assert_same_results(ref.results, cfg.results)
+
+
+def check_loss_said(out: str, err: str, lost: list[str], victim: str) -> None:
+    """One line per lost node, naming the trials it cut and the epoch each continues from (the victim,
+    held before epoch 1: from epoch 1); Ray's own report of the dead node only at -v."""
+    said = [ln for ln in out.splitlines() if ln.startswith("[sweep] node ") and " lost: " in ln]
+    for node in lost:
+        mine = [ln for ln in said if ln.startswith(f"[sweep] node {node[:12]} ")]
+        assert len(mine) == 1 and f"{victim} from epoch 1" in mine[0], (node, said, out, err)
+    assert len(said) == len(lost), said
+    for ray_says in ("(raylet)", "marked dead", "Raylet is terminated", "Last 20 lines of the Raylet logs"):
+        assert ray_says not in out + err, (ray_says, out, err)
 
 
 def test_each_node_builds_its_own_decode_cache_once(data, tmp_path):

@@ -87,3 +87,28 @@ def test_an_unreachable_endpoint_is_one_line_fast_and_writes_nothing(unreachable
     assert "AWS_ENDPOINT_URL" in out.stderr and "WARNING" not in out.stderr and "manifest" not in out.stderr
     assert sorted(p.name for p in tmp.iterdir()) == before  # no cache, no report folder
     assert took < BOUND_S, took
+
+
+def test_a_missing_bucket_is_refused_before_ray_starts_with_its_whole_reason(s3_server, tmp_path, tiny_root):
+    """`run` on s3://<no such bucket>/...: one line naming the bucket and the endpoint, exit 2, before Ray
+    starts (no Ray session in the run's own Ray temp folder) and before anything is written."""
+    ray_tmp = tmp_path / "raytmp"
+    ray_tmp.mkdir()
+    env = dict(os.environ, AWS_ENDPOINT_URL=s3_server, RAY_TMPDIR=str(ray_tmp), **ENV)
+    make_bucket(s3_server)  # the server has buckets, just not this one
+    cfg = write_config(tmp_path / "c.yaml", tiny_root, phases=["single"])
+    raw = yaml.safe_load(cfg.read_text())
+    raw["results"] = "s3://no-such-bucket-aal/sweeps/x"
+    cfg.write_text(yaml.safe_dump(raw))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr == (
+        f"aal-sweep: error: s3://no-such-bucket-aal/sweeps/x: there is no bucket 'no-such-bucket-aal' at "
+        f"{s3_server}; create it (e.g. `aws s3 mb s3://no-such-bucket-aal`), or point results / --results at "
+        f"a bucket that exists\n"
+    )
+    assert not list(ray_tmp.rglob("session_*")), list(ray_tmp.rglob("*"))  # Ray never started
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no cache, nothing written

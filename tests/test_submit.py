@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -244,6 +245,51 @@ class _AgentLater(__import__("http.server").server.BaseHTTPRequestHandler):
         pass
 
 
+def test_the_agent_log_s_last_line_is_named_where_it_can_be_read(tmp_path):
+    """The head's session is the one whose dashboard.log names the job server's address; its
+    dashboard_agent.log's last line goes into the message. A head on another machine: said so."""
+    from aal_sweep.orchestration.submit import agent_log
+
+    temp = tmp_path / "ray"
+    for name, port in (("session_2026-12-07_10-00-00_000000_1", 8265), ("session_2026-12-07_11-00-00_000000_2", 8300)):
+        logs = temp / name / "logs"
+        logs.mkdir(parents=True)
+        (logs / "dashboard.log").write_text(
+            "2026-12-07 10:00:01,000\tINFO head.py:516 -- Initialize the http server.\n"
+            f"2026-12-07 10:00:01,200\tINFO http_server_head.py:493 -- Dashboard head http address: 127.0.0.2:{port}\n"
+        )
+        (logs / "dashboard_agent.log").write_text(
+            "2026-12-07 10:00:05,748\tINFO process_watcher.py:65 -- check_parent_via_pipe\n"
+            f"2026-12-07 10:00:09,001\tINFO agent.py:1 -- the last line of the agent of port {port}\n\n"
+        )
+    said = agent_log("http://127.0.0.2:8265", [str(temp)])
+    log = temp / "session_2026-12-07_10-00-00_000000_1" / "logs" / "dashboard_agent.log"
+    last = "2026-12-07 10:00:09,001\tINFO agent.py:1 -- the last line of the agent of port 8265"
+    assert said == f"its log {log} ends with: {last}"
+    # the same head by another of this machine's names: found by its port (a head on 0.0.0.0 logs its IP)
+    assert agent_log("http://localhost:8265", [str(temp)]) == said
+    assert agent_log("http://127.0.0.2:9999", [str(temp)]).startswith(
+        "no session of this machine's Ray serves 127.0.0.2:9999 (or its logs are unreadable here): "
+        "dashboard_agent.log in the head's session logs folder"
+    )
+    (log.parent / "dashboard_agent.log").write_text("")
+    assert agent_log("http://127.0.0.2:8265", [str(temp)]) == f"its log {log} is empty"
+    # 192.0.2.0/24 is TEST-NET-1: never an address of this machine
+    assert agent_log("http://192.0.2.1:8265", [str(temp)]).startswith("the job agent's log is on the head, not here")
+
+
+def test_agent_timeout_must_be_a_positive_number_of_seconds(tmp_path):
+    for bad in ("0", "-5", "nan", "soon"):
+        out = subprocess.run(
+            [sys.executable, "-m", "aal_sweep.cli", "submit", "c.yaml", "--agent-timeout", bad],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert f"argument --agent-timeout: '{bad}' must be a number of seconds greater than 0" in out.stderr
+
+
 @pytest.mark.parametrize("refusals,ok", [(2, True), (10**6, False)])
 def test_submit_waits_for_the_job_agent_of_a_new_head_then_gives_up_in_one_line(refusals, ok):
     import threading
@@ -271,5 +317,8 @@ def test_submit_waits_for_the_job_agent_of_a_new_head_then_gives_up_in_one_line(
             with pytest.raises(AalError, match="the job server had no job agent for 2 s") as e:
                 _submit_when_the_agent_is_up(address, client, Events(said.append), wait_s=2, **job)
             assert "\n" not in str(e.value) and len(handler.seen) >= 2
+            assert "wait longer with --agent-timeout SECONDS" in str(e.value)
+            # no Ray of this machine serves the fake job server: the message says where the log would be
+            assert f"no session of this machine's Ray serves 127.0.0.1:{server.server_address[1]}" in str(e.value)
     finally:
         server.shutdown()

@@ -318,3 +318,42 @@ def test_a_relative_mlflow_folder_becomes_absolute(tmp_path, tiny_root, monkeypa
     cfg = load_config(path, overrides=["tracking.mlflow.tracking_uri=http://mlflow:5000"])
     assert cfg.tracking.mlflow.tracking_uri == "http://mlflow:5000"
     assert main(["config", str(path), "--set", "tracking.wandb={project: p}"]) == 0
+
+
+def test_a_database_store_without_the_full_mlflow_is_one_line_before_ray(tmp_path, tiny_root):
+    """mlflow-skinny (aal_sweep[mlflow]) cannot open sqlite:/// (nor MLflow 3's default, sqlite:///mlflow.db):
+    `run` says so in one line naming the fix, before Ray starts (no session in its Ray temp folder) and
+    before anything is written (no database, no results)."""
+    import importlib.util
+    import subprocess
+
+    from conftest import write_config
+
+    if all(importlib.util.find_spec(m) for m in ("sqlalchemy", "alembic")):
+        pytest.skip("the full mlflow package is installed here: it opens sqlite:/// stores")
+    ray_tmp = tmp_path / "raytmp"
+    ray_tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    db = tmp_path / "mlflow.db"
+    for tracking, shown in (
+        ({"tracking_uri": f"sqlite:///{db}"}, f"sqlite:///{db}"),
+        ({}, f"sqlite:///{db} (MLflow's default: tracking.mlflow.tracking_uri is not set)"),  # cwd: tmp_path
+    ):
+        cfg = write_config(tmp_path / "c.yaml", tiny_root, phases=["single"], tracking={"mlflow": tracking})
+        before = sorted(p.name for p in tmp_path.iterdir())
+        out = subprocess.run(
+            [sys.executable, "-m", "aal_sweep.cli", "run", str(cfg)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stderr.startswith(
+            f"aal-sweep: error: tracking.mlflow.tracking_uri: {shown} is a database store, which needs the full "
+            f"MLflow package (mlflow-skinny, what aal_sweep[mlflow] installs, lacks sqlalchemy"
+        ), out.stderr
+        assert out.stderr.endswith("): pip install mlflow\n") and out.stderr.count("\n") == 1, out.stderr
+        assert not list(ray_tmp.rglob("session_*")) and sorted(p.name for p in tmp_path.iterdir()) == before

@@ -45,10 +45,11 @@ from aal_sweep.orchestration.events import Events  # noqa: E402
 from aal_sweep.orchestration.graph import DONE, FAILED, STOPPED, Graph, decisions, from_store  # noqa: E402
 from aal_sweep.orchestration.ray_connect import check_fits, connect, hosts_trials, slots  # noqa: E402
 from aal_sweep.orchestration.ray_processes import Recorder, stop_previous  # noqa: E402
+from aal_sweep.orchestration.retries import Retries, ray_reports  # noqa: E402
 from aal_sweep.orchestration.screen import make_estimates, next_round, round_line  # noqa: E402
 from aal_sweep.orchestration.searcher import GraphSearcher  # noqa: E402
 from aal_sweep.orchestration.state import SweepState, nothing_to_do_line, open_state  # noqa: E402
-from aal_sweep.orchestration.tracking import tune_callbacks  # noqa: E402
+from aal_sweep.orchestration.tracking import check_tracking, tune_callbacks  # noqa: E402
 from aal_sweep.orchestration.trainable import DATA_ERROR, trainable_for  # noqa: E402
 from aal_sweep.orchestration.trials import multitask_all_of  # noqa: E402
 from aal_sweep.store import Store, failed_rows  # noqa: E402
@@ -88,6 +89,7 @@ def run(
     store.lease().refuse_if_held()  # a second driver is refused before it starts anything
     store.check_writable()
     check_data(cfg, attributes)  # the dataset's files where the driver runs: no Ray needed to refuse them
+    check_tracking(cfg)  # MLflow's / W&B's package and MLflow's store: no Ray needed either
     embedded = address is None and not ray.is_initialized()
     recorder = Recorder(store.location) if embedded else None
     started_ray = False
@@ -97,6 +99,7 @@ def run(
             # or the results folder is created. A Ctrl-C during Ray's start takes effect once it has started.
             with interrupt.deferred():
                 started_ray = connect(address, verbose, events)
+            ray_reports(verbose)  # Ray's report of a dead node only at -v (retries.py)
             check_fits(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial)
             if hosts_trials(cfg.resources.cpus_per_trial, cfg.resources.gpus_per_trial):
                 build_cache(cfg, progress and progress("decoding images into the cache", "images"))
@@ -186,6 +189,8 @@ class Sweep:
             trainable_for(cfg, store, embedded=recorder is not None),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                # counts each trial's own failures against max_failures; a lost node's are not (retries.py)
+                scheduler=Retries(store, self.events, cfg.resources.max_failures, callbacks),
                 num_samples=-1,
                 reuse_actors=True,
                 # Tune asks a custom searcher for one pending trial at a time unless a limit is set: the
@@ -200,7 +205,7 @@ class Sweep:
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 verbose=min(verbose, 2),
-                failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+                failure_config=tune.FailureConfig(max_failures=-1),  # Tune retries all; Retries gives up
                 callbacks=callbacks,
                 stop=StopAll(self.stopping),
             ),

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import socket
 import tempfile
@@ -26,7 +27,7 @@ import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 import aal_sweep
-from aal_sweep.config import SweepConfig, config_source, load_raw, parse_config
+from aal_sweep.config import AGENT_TIMEOUT_S, SweepConfig, config_source, load_raw, parse_config
 from aal_sweep.errors import AalError, ConfigError
 from aal_sweep.orchestration.events import Events
 from aal_sweep.orchestration.trainable import test_hooks
@@ -40,7 +41,9 @@ ACTIVE = (JobStatus.PENDING, JobStatus.RUNNING)
 OUTCOME = {JobStatus.SUCCEEDED: 0, JobStatus.STOPPED: 130}  # FAILED: the driver's own exit code
 # Right after `ray start --head` the job server answers HTTP 500 with this until its agent registers.
 NO_AGENT = "No available agent to submit job"
-AGENT_WAIT_S, AGENT_POLL_S = 60.0, 1.0
+AGENT_POLL_S = 1.0
+AGENT_LOG_HEAD = 1 << 16  # the dashboard names its address among its first lines
+AGENT_LINE = 300  # characters of the agent's last log line in a message
 
 
 def cluster_config(config_path: str | Path, results: str | None, overrides: Sequence[str] = ()) -> SweepConfig:
@@ -84,10 +87,10 @@ def submission_prefix(cfg: SweepConfig) -> str:
     return f"aal-{re.sub(r'[^A-Za-z0-9_.]+', '_', cfg.name)[:40]}-{digest}"
 
 
-def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
+def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None, agent_timeout: float = AGENT_TIMEOUT_S) -> int:
     """Submit (or resume) the sweep as a Ray job; say how to follow it. With `wait`, follow its logs (each
     chunk an event of kind "log") and return the job's outcome: 0 succeeded, the driver's exit code when it
-    failed, 130 stopped."""
+    failed, 130 stopped. `agent_timeout`: how long to wait for the job agent of a head that just started."""
     events = Events(on_event)
     # Ray's own logger says INFO about every package it uploads; it follows --log-level like ours
     logging.getLogger("ray").setLevel(logging.getLogger().getEffectiveLevel())
@@ -116,6 +119,7 @@ def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
             address,
             client,
             events,
+            agent_timeout,
             entrypoint=f"python -m aal_sweep.cli run {CONFIG_NAME} --address auto",
             submission_id=job_id,
             runtime_env=runtime_env,
@@ -138,10 +142,11 @@ def submit(cfg: SweepConfig, address: str, wait: bool, on_event=None) -> int:
 
 
 def _submit_when_the_agent_is_up(
-    address: str, client: JobSubmissionClient, events: Events, wait_s: float = AGENT_WAIT_S, **job
+    address: str, client: JobSubmissionClient, events: Events, wait_s: float = AGENT_TIMEOUT_S, **job
 ) -> None:
     """Submit; while the job server answers "No available agent" (a head just started: its nodes are up,
-    the job agent not yet), wait for it, saying so once, up to `wait_s`, then fail in one line."""
+    the job agent not yet), wait for it, saying so once, up to `wait_s`, then fail in one line that ends
+    with what the agent's log says last (where it can be read here)."""
     deadline = time.monotonic() + wait_s
     said = False
     while True:
@@ -153,17 +158,59 @@ def _submit_when_the_agent_is_up(
                 raise
             if time.monotonic() >= deadline:
                 raise AalError(
-                    f'--address {address}: the job server had no job agent for {wait_s:.0f} s ("{NO_AGENT}"); '
-                    f"check the head's dashboard agent (`ray status`, its logs in "
-                    f"/tmp/ray/session_latest/logs/dashboard_agent.log) and submit again"
+                    f'--address {address}: the job server had no job agent for {wait_s:g} s ("{NO_AGENT}"); '
+                    f"check the head (`ray status`) and submit again, or wait longer with --agent-timeout "
+                    f"SECONDS; {agent_log(address)}"
                 ) from None
             if not said:
                 events.info(
                     f"the job server has no job agent yet (a head that just started); waiting for it, "
-                    f"up to {wait_s:.0f} s"
+                    f"up to {wait_s:g} s (--agent-timeout)"
                 )
                 said = True
             time.sleep(AGENT_POLL_S)
+
+
+def agent_log(address: str, temp_dirs: Sequence[str] | None = None) -> str:
+    """The last line of the job agent's log (dashboard_agent.log in the head's session logs folder), said
+    for a message. Readable here when the head runs on this machine: its session is the one whose
+    dashboard.log names the address's port (the newest such), under Ray's temp folder ($RAY_TMPDIR/ray,
+    else /tmp/ray)."""
+    parsed = urllib.parse.urlparse(address)
+    where = "dashboard_agent.log in the head's session logs folder (/tmp/ray/session_latest/logs by default)"
+    if not _is_local(parsed.hostname or ""):
+        return f"the job agent's log is on the head, not here: {where}"
+    if temp_dirs is None:
+        temp_dirs = [str(Path(os.environ["RAY_TMPDIR"]) / "ray")] if os.environ.get("RAY_TMPDIR") else []
+        temp_dirs.append("/tmp/ray")
+    # by port: the address it logs is the node's IP when it listens on 0.0.0.0, not the name we were given
+    wanted = re.compile(rf"Dashboard head http address: \S+:{parsed.port}\b")
+    sessions = [p for d in dict.fromkeys(temp_dirs) for p in Path(d).glob("session_2*") if p.is_dir()]
+    for session in sorted(sessions, key=lambda p: p.name, reverse=True):  # newest first: the name is its start
+        try:
+            with open(session / "logs" / "dashboard.log", encoding="utf-8", errors="replace") as f:
+                if not wanted.search(f.read(AGENT_LOG_HEAD)):
+                    continue
+            lines = (session / "logs" / "dashboard_agent.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        log = session / "logs" / "dashboard_agent.log"
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), None)
+        return f"its log {log} ends with: {last[:AGENT_LINE]}" if last else f"its log {log} is empty"
+    return (
+        f"no session of this machine's Ray serves {parsed.hostname}:{parsed.port} (or its logs are "
+        f"unreadable here): {where}"
+    )
+
+
+def _is_local(host: str) -> bool:
+    """Whether `host` is an address of this machine (a socket can be bound to it)."""
+    try:
+        with socket.socket() as s:
+            s.bind((socket.gethostbyname(host), 0))
+        return True
+    except OSError:
+        return False
 
 
 def _follow(client: JobSubmissionClient, address: str, job_id: str, events: Events) -> int:

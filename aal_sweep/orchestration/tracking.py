@@ -36,15 +36,23 @@ def trial_tags(sweep: str, trial: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def tune_callbacks(cfg: SweepConfig) -> list:
-    """Tune callbacks for the services `cfg.tracking` names ([] when none); a one-line AalError naming the
-    pip install when a service's package is missing."""
-    out = []
+def check_tracking(cfg: SweepConfig) -> None:
+    """What can be checked of `cfg.tracking` before Ray starts, each a one-line AalError: the services'
+    packages (naming the pip install), and the store MLflow will open."""
     if cfg.tracking.mlflow is not None:
         _require("mlflow", "mlflow")
-        out.append(_mlflow_callback(cfg))
+        _check_store(cfg.tracking.mlflow.tracking_uri)
     if cfg.tracking.wandb is not None:
         _require("wandb", "wandb")
+
+
+def tune_callbacks(cfg: SweepConfig) -> list:
+    """Tune callbacks for the services `cfg.tracking` names ([] when none), checked (`check_tracking`)."""
+    check_tracking(cfg)
+    out = []
+    if cfg.tracking.mlflow is not None:
+        out.append(_mlflow_callback(cfg))
+    if cfg.tracking.wandb is not None:
         out.append(_wandb_callback(cfg))
     return out
 
@@ -77,23 +85,40 @@ def _mlflow_callback(cfg: SweepConfig):
             super().log_trial_start(trial)  # logs the config as parameters
 
     m = cfg.tracking.mlflow
-    _check_file_store(m.tracking_uri)
     return TrialRuns(tracking_uri=m.tracking_uri, experiment_name=m.experiment or cfg.name)
 
 
-def _check_file_store(uri: str | None) -> None:
-    """MLflow 3 refuses a folder as its store unless MLFLOW_ALLOW_FILE_STORE is true: say so now, in one
-    line, not as a traceback from inside Tune once the sweep has started."""
-    if not uri or (":" in uri and not uri.startswith("file:")):
-        return
-    from mlflow import environment_variables
+def _check_store(uri: str | None) -> None:
+    """The store MLflow will open (the config's tracking_uri, else MLflow's own choice: $MLFLOW_TRACKING_URI,
+    else sqlite:///mlflow.db in MLflow 3) is one this MLflow opens: say so now, in one line, not as a
+    traceback from inside Tune once the sweep has started.
+    - A database (sqlite:///, postgresql://, ...) needs SQLAlchemy and Alembic, which the full `mlflow`
+      package brings and `mlflow-skinny` (aal_sweep[mlflow]: the client) does not; skinny registers no
+      database store, so MLflow fails with UnsupportedModelRegistryStoreURIException.
+    - A folder needs MLFLOW_ALLOW_FILE_STORE=true in MLflow 3."""
+    import mlflow
+    from mlflow.store.db.db_types import DATABASE_ENGINES
 
-    allowed = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)  # MLflow 3's switch
+    chosen = uri or mlflow.get_tracking_uri()
+    shown = uri or f"{chosen} (MLflow's default: tracking.mlflow.tracking_uri is not set)"
+    scheme = chosen.split("://", 1)[0].split("+", 1)[0] if "://" in chosen else ""
+    if scheme in DATABASE_ENGINES:
+        missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise AalError(
+                f"tracking.mlflow.tracking_uri: {shown} is a database store, which needs the full MLflow "
+                f"package (mlflow-skinny, what aal_sweep[mlflow] installs, lacks {', '.join(missing)}): "
+                f"pip install mlflow"
+            )
+        return
+    if ":" in chosen and not chosen.startswith("file:"):
+        return  # a server: checked by MLflow when the sweep starts
+    allowed = getattr(mlflow.environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)  # MLflow 3's switch
     if allowed is not None and not allowed.get():
         raise AalError(
-            f"tracking.mlflow.tracking_uri: {uri} is a folder, which this MLflow refuses as a store "
+            f"tracking.mlflow.tracking_uri: {shown} is a folder, which this MLflow refuses as a store "
             f"unless MLFLOW_ALLOW_FILE_STORE=true is set; set it, or use a server "
-            f"(http://HOST:5000) or sqlite:///PATH/mlflow.db"
+            f"(http://HOST:5000) or sqlite:///PATH/mlflow.db (with pip install mlflow)"
         )
 
 

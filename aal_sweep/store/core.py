@@ -490,8 +490,9 @@ class Store:
     def check_writable(self) -> None:
         """A run with trials to train refuses a local folder it cannot write before it starts anything
         (the lease, taken later, would find out only after Ray started). Writes nothing; an object store
-        answers that only to a write, which the lease makes."""
+        answers that only to a write, which the lease makes, but a missing bucket is refused here."""
         if not self.location.local:
+            self.location.check_bucket()
             return
         path = Path(self.location.root)
         while not path.exists() and path != path.parent:

@@ -33,7 +33,7 @@ import uuid
 
 from aal_sweep.errors import AalError
 from aal_sweep.store.layout import LEASE_FILE
-from aal_sweep.store.location import Location
+from aal_sweep.store.location import Location, cause
 
 log = logging.getLogger("aal_sweep.store")
 TTL_S = 60.0
@@ -212,7 +212,7 @@ class Lease:
 
 
 def _reason(e: OSError) -> str:
-    return e.strerror or str(e).splitlines()[0][:120]
+    return e.strerror or cause(e)
 
 
 def vacancy(holder: dict) -> str | None:

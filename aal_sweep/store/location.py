@@ -35,18 +35,19 @@ def unreadable(where: str, error: OSError) -> AalError:
     """The one-line error for results storage that cannot be read: a bad path, an unreachable endpoint,
     refused credentials or no such bucket."""
     return AalError(
-        f"{where}: cannot read it ({_cause(error)}); check the path, or for "
+        f"{where}: cannot read it ({cause(error)}); check the path, or for "
         f"s3:// the endpoint and credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
         f"AWS_SECRET_ACCESS_KEY)"
     )
 
 
-def _cause(error: OSError) -> str:
-    """The part of an error that says what happened: pyarrow's S3 errors put it after "AWS Error"."""
+def cause(error: OSError) -> str:
+    """The part of an error that says what happened, whole: pyarrow's S3 errors put it after "AWS Error",
+    followed by a request id that says nothing to a user."""
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     if "AWS Error" in text:
-        text = text[text.index("AWS Error") :].split("; Details", 1)[0]
-    return text[:200]
+        text = text[text.index("AWS Error") :].split("; Details", 1)[0].split(" (Request ID:", 1)[0]
+    return text if len(text) <= 300 else text[:300].rsplit(" ", 1)[0] + " ..."
 
 
 def shown_uri(text: str) -> str:
@@ -119,6 +120,23 @@ class Location:
 
     def __repr__(self) -> str:
         return f"Location({self.uri!r})"
+
+    def check_bucket(self) -> None:
+        """An object store's bucket exists: a run refuses a missing one before it starts Ray (its first write,
+        the lease's, would find out only after). One HEAD request; nothing for a local folder."""
+        if self.local:
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            found = self.fs.get_file_info(bucket).type != pafs.FileType.NotFound
+        except OSError as e:
+            raise unreadable(self.uri, e) from None
+        if not found:
+            endpoint = self.fs.__reduce__()[1][0].get("endpoint_override") or "the default AWS endpoint"
+            raise AalError(
+                f"{self.uri}: there is no bucket {bucket!r} at {endpoint}; create it (e.g. `aws s3 mb "
+                f"s3://{bucket}`), or point results / --results at a bucket that exists"
+            )
 
     def path(self, rel: str = "") -> str:
         """The filesystem path of `rel` (for pyarrow calls with `self.fs`)."""
