@@ -421,7 +421,22 @@ def test_a_config_given_as_the_dataset_and_a_folder_given_as_the_config(work, ca
         ),
         ({"mode": "screened", "confirm": 0}, "pairs.confirm: 0 must be at least 1"),
         ({"mode": "screened", "rule": "best"}, "pairs.rule: 'best' is not one of top_k, adaptive"),
-        ({"confirm_all": True}, "pairs.confirm_all: unknown key (valid: mode, estimator, confirm, rule"),
+        (
+            {"confirm_all": True},
+            "pairs.confirm_all: unknown key (valid: mode, strategy, budget, confidence, first_round, rank, seed, "
+            "estimator, confirm, rule",
+        ),
+        (
+            {"mode": "screened", "strategy": "psychic"},
+            "pairs.strategy: 'psychic' is not one of active, uniform, static",
+        ),
+        ({"mode": "screened", "budget": 0}, "pairs.budget: 0 must be greater than 0"),
+        (
+            {"mode": "screened", "budget": 1.5},
+            "pairs.budget: a share of the pair trials, at most 1 (every pair), got 1.5",
+        ),
+        ({"mode": "screened", "confidence": 1}, "pairs.confidence: a probability below 1 (e.g. 0.95), got 1"),
+        ({"mode": "screened", "first_round": 0}, "pairs.first_round: 0 must be at least 1"),
     ],
 )
 def test_bad_pairs_settings_are_one_line(work, capsys, pairs, message):
