@@ -257,6 +257,7 @@ def test_channels_last_gives_the_same_features(backbone):
     torch.testing.assert_close(last, plain, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # minutes with a cold inductor cache: not for test-fast
 def test_compiled_timm_training_matches_eager(data):
     # Pays a cold inductor compile of test_resnet's training and evaluation graphs: 7 minutes on the loaded
     # 2-core dev machine (2026-12-07), seconds once inductor's cache holds them
