@@ -38,6 +38,7 @@ from aal_sweep.orchestration.callbacks import (  # noqa: E402
     RecordRay,
     StopAll,
     StoreFailures,
+    Tick,
     TrialLines,
 )
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints, clear_done  # noqa: E402
@@ -180,6 +181,7 @@ class Sweep:
         callbacks = [
             Progress(graph, cfg.train.epochs, self.events, searcher.trial_of),
             StoreFailures(self.store_failure),
+            Tick(self.write_partners_due),
             TrialLines(),
             Compaction(store, COMPACT_EVERY),
             *([RecordRay(recorder)] if recorder else []),
@@ -282,6 +284,13 @@ class Sweep:
                 )
         self._partners_due = True
         self.write_partners()
+
+    def write_partners_due(self) -> None:
+        """partners.parquet if a write is due and its time budget allows (Tune's every step)."""
+        try:
+            self.write_partners()
+        except LeaseLost:
+            return  # the shared files are another driver's now
 
     def write_partners(self, force: bool = False) -> None:
         """partners.parquet with every row's statistics, as rows are decided (within PARTNERS_SHARE)."""
