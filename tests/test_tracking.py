@@ -254,11 +254,15 @@ def test_tags_of_every_kind():
     assert t["partner"] == "B,C" and t["lambda"] == "0.5"
 
 
-def test_off_by_default_and_not_in_the_training_hash():
+def test_off_by_default_and_not_in_the_training_hash(tmp_path, monkeypatch):
     plain, tracked = _cfg(None), _cfg({"mlflow": {}, "wandb": {"mode": "disabled"}})
     assert plain.tracking.mlflow is None and plain.tracking.wandb is None and tune_callbacks(plain) == []
     assert tracked.tracking.mlflow.experiment is None and tracked.tracking.wandb.mode == "disabled"
     assert plain.training_hash() == tracked.training_hash()
+    # MLflow's own default store is a database (sqlite:///mlflow.db), which mlflow-skinny cannot open (refused
+    # in one line: test_a_database_store_without_the_full_mlflow_is_one_line_before_ray): a folder here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     assert [type(c).__mro__[1].__name__ for c in tune_callbacks(tracked)] == [
         "MLflowLoggerCallback",
         "WandbLoggerCallback",
