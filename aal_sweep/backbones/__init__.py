@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import difflib
 
+from aal_sweep.backbones.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_backbone", "check_backbone", "name_problem", "normalisation"]
+
 BUILTIN = ("resnet18", "small_cnn")
 FAMILIES = ("timm", "torchvision")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def name_problem(name: str) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from aal_sweep.backbones import IMAGENET_MEAN, IMAGENET_STD
+from aal_sweep.backbones.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.backbones.weights import (
     NOT_FOUND_FIX,
     hf_cached_file,

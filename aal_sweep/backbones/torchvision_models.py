@@ -12,7 +12,7 @@ import difflib
 
 from torch import nn
 
-from aal_sweep.backbones import IMAGENET_MEAN, IMAGENET_STD
+from aal_sweep.backbones.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.backbones.weights import NOT_FOUND_FIX, load_features, torch_hub_checkpoint
 from aal_sweep.errors import AalError
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from aal_sweep.backbones import IMAGENET_MEAN, IMAGENET_STD
+from aal_sweep.backbones.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from aal_sweep.data.residency import keeps_resident
 
 PINNED_BUFFERS = 3  # batches in flight between the host gather and the device
