@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource
+from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource, by_split
 from aal_sweep.errors import DataError
 
 IMAGE_DIR = "img_align_celeba"
@@ -163,17 +163,16 @@ def load_index(
                 f"{image_dir}: {len(missing)} image(s) listed in {ATTR_FILE} are missing "
                 f"(first: {missing[0]}); unpack the complete image set"
             )
-    code = np.array([partition[f] for f in files], dtype=np.int8)
-    out_files, out_labels = {}, {}
-    for k, split in enumerate(SPLITS):
-        idx = np.flatnonzero(code == k)
-        out_files[split] = [files[i] for i in idx]
-        out_labels[split] = labels[idx]
-        if not len(idx):  # an empty val or test split would be stored as accuracy 0.0, silently wrong
-            raise DataError(
-                f"{root / PARTITION_FILE}: the {split} split is empty (no image has split {k}); "
-                f"training and measuring need images in train, val and test (use the official file)"
-            )
+    split_of = np.array(SPLITS)[np.array([partition[f] for f in files], dtype=np.int8)]
+    out_files, out_labels = by_split(
+        files,
+        labels,
+        split_of,
+        lambda s: (
+            f"{root / PARTITION_FILE}: the {s} split is empty (no image has split {SPLITS.index(s)}); "
+            f"training and measuring need images in train, val and test (use the official file)"
+        ),
+    )
     return DatasetIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels, image_dir=IMAGE_DIR)
 
 

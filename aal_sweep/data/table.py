@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_sweep.data.types import SPLITS, UNKNOWN, DatasetIndex, DatasetSource, label_notes
+from aal_sweep.data.types import SPLITS, UNKNOWN, DatasetIndex, DatasetSource, by_split, label_notes
 from aal_sweep.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -257,16 +257,16 @@ def load(source: DatasetSource, attributes=None, check_images: bool = True) -> D
                 f"{root / absent[0]}: no such image ({len(absent)} of the {len(images)} image paths in "
                 f"{source.image_column!r} do not exist under {root}); fix dataset.root or the paths"
             )
-    out_files, out_labels = {}, {}
+    out_files, out_labels = by_split(
+        images,
+        label,
+        split_of,
+        lambda s: (
+            f"{files[0][1]}: the {s} split has no image; training and measuring need images in train, val "
+            f"and test (fix the split column, or drop it to carve val and test)"
+        ),
+    )
     for s in SPLITS:
-        idx = np.flatnonzero(split_of == s)
-        out_files[s] = [images[i] for i in idx]
-        out_labels[s] = label[idx]
-        if not len(idx):  # an empty val or test split would be stored as accuracy 0.0, silently wrong
-            raise DataError(
-                f"{files[0][1]}: the {s} split has no image; training and measuring need images in train, val "
-                f"and test (fix the split column, or drop it to carve val and test)"
-            )
         for j, a in enumerate(names):
             if not (out_labels[s][:, j] >= 0).any():
                 raise DataError(

@@ -93,6 +93,23 @@ class DatasetIndex:
         return self.root / self.image_dir / name
 
 
+def by_split(files: list, labels: np.ndarray, split_of: np.ndarray, empty: Callable[[str], str]) -> tuple[dict, dict]:
+    """({split: files}, {split: labels}) of the rows whose `split_of` is that split's name, in SPLITS order.
+    An empty split raises DataError(empty(split)): an empty val or test split would be stored as accuracy
+    0.0, silently wrong."""
+    import numpy as np
+
+    from aal_sweep.errors import DataError
+
+    out_files, out_labels = {}, {}
+    for s in SPLITS:
+        idx = np.flatnonzero(split_of == s)
+        if not len(idx):
+            raise DataError(empty(s))
+        out_files[s], out_labels[s] = [files[i] for i in idx], labels[idx]
+    return out_files, out_labels
+
+
 def default_cache_dir() -> Path:
     """The decode cache's folder when dataset.cache is not set: $AAL_SWEEP_CACHE, else ~/.cache/aal_sweep."""
     return Path(os.environ.get("AAL_SWEEP_CACHE", Path.home() / ".cache" / "aal_sweep"))
