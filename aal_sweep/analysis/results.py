@@ -30,26 +30,36 @@ from aal_sweep.analysis.variants import variants_table
 from aal_sweep.errors import AalError
 from aal_sweep.store import Store
 
+_STORED = object()  # chosen_partners' `expected` when the caller has not read it: read from the store
+
 
 def chosen_partners(
-    store: Store, allow_partial: bool = False, attributes=None, statistics: bool = False, rule=None, cfg=None
+    store: Store,
+    allow_partial: bool = False,
+    attributes=None,
+    statistics: bool = False,
+    rule=None,
+    cfg=None,
+    expected=_STORED,
 ) -> pd.DataFrame:
     """Per attribute its partner under `rule` (a config.PartnersConfig; default sweep.yaml's `partners`),
     from complete rows only unless `allow_partial`; `missing` lists the cells an incomplete row lacks.
     `attributes`: the sweep's (default: sweep.yaml's). argmin is partners.derive_partners; `significant`
     (and `statistics=True`, which partners.parquet holds) adds every statistic of partners.choose_partners.
     With `statistics`, a partners.parquet computed on the same cells is returned as stored. `cfg`: the
-    sweep's config (default: sweep.yaml's; the driver passes its own before sweep.yaml is written)."""
+    sweep's config (default: sweep.yaml's; the driver passes its own before sweep.yaml is written).
+    `expected`: `expected_of`'s mask, when the caller has read it already."""
     attributes = store.attributes if attributes is None else list(attributes)
     cfg = store.config if cfg is None else cfg
     rule = cfg.partners if rule is None else rule
+    if expected is _STORED:
+        expected = expected_of(store, attributes, cfg)
     fingerprint = None
     if statistics:  # the driver computed them once into partners.parquet: reuse while the cells are the same
-        fingerprint = _fingerprint(store, attributes, rule, allow_partial, cfg)
+        fingerprint = _fingerprint(store, attributes, rule, allow_partial, expected)
         stored = store.read_partners()
         if stored is not None and stored.attrs.get("fingerprint") == fingerprint:
             return stored
-    expected = expected_of(store, attributes, cfg)
     derived = derive_partners(pair_matrix(store.query_rows(), attributes, "val_acc"), allow_partial, expected)
     if rule.rule == "argmin" and not statistics:
         return derived  # planning with the paper's rule needs no per-image bits
@@ -122,16 +132,15 @@ def partners_fresh(store: Store, rule=None, allow_partial: bool = False, attribu
     cfg = store.config if cfg is None else cfg
     rule = cfg.partners if rule is None else rule
     return stored is not None and stored.attrs.get("fingerprint") == _fingerprint(
-        store, attributes, rule, allow_partial, cfg
+        store, attributes, rule, allow_partial, expected_of(store, attributes, cfg)
     )
 
 
-def _fingerprint(store: Store, attributes, rule, allow_partial: bool, cfg) -> str:
+def _fingerprint(store: Store, attributes, rule, allow_partial: bool, expected) -> str:
     """What the partners and their statistics depend on: the stored cells, the attributes, the partner
-    rule and allow_partial (Store.cells_fingerprint adds the training hash)."""
+    rule, allow_partial and the cells each row expects (Store.cells_fingerprint adds the training hash)."""
     rule_value = dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else str(rule)
     settings = [list(attributes), rule_value, allow_partial]
-    expected = expected_of(store, attributes, cfg)
     if expected is not None:  # screened: the cells a row expects are part of what decided it
         settings.append(hashlib.sha1(np.packbits(expected).tobytes()).hexdigest())
     return store.cells_fingerprint(settings)
@@ -320,7 +329,7 @@ class Results:
             "exhaustive_pair_trials": len(attrs) * (len(attrs) - 1) // 2 * len(cfg.seeds),
             "decided": len(decided_rows(rounds)),
             "evidence": evidence(rounds, attrs),
-            "confirmed": confirmed_pairs_of(self.store, attrs, cfg),
+            "confirmed": [(attrs[i], attrs[j]) for r in rounds for i, j in r.pairs] if rounds else None,
             "summary": summary(cfg.pairs.strategy, rounds, len(attrs), settings),
         }
 

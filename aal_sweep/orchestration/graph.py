@@ -98,6 +98,8 @@ class Graph:
     decisions: dict[str, Decision] = field(default_factory=dict)
     confirmed: tuple[tuple[str, str], ...] | None = None  # screened: the pairs confirmed (None: not yet / exhaustive)
     rounds: list = field(default_factory=list)  # measured screening: the strategy's rounds released so far
+    # single and pair trials known and not DONE or FAILED: a measured screening's next round waits for none
+    _row_unended: set[str] = field(default_factory=set)
     _order: dict[str, tuple] = field(default_factory=dict)
     _heap: list[tuple[tuple, str]] = field(default_factory=list)
 
@@ -149,9 +151,7 @@ class Graph:
         measurement), or the last one is not final and every single and released pair trial has ended."""
         if not self.measured or (self.rounds and self.rounds[-1].final):
             return False
-        if not self.rounds:
-            return True
-        return all(self.outcome.get(tid) in (DONE, FAILED) for tid, t in self.trials.items() if t.kind in ROW_KINDS)
+        return not self.rounds or not self._row_unended
 
     def release(self, rnd) -> list[Trial]:
         """A measured screening's round (analysis.strategies.Round): add its pair trials (every seed) and
@@ -171,6 +171,7 @@ class Graph:
                         self.row_open[a].add(t.trial_id)
             elif t.trial_id not in self.outcome:
                 self.outcome[t.trial_id] = DONE
+                self._row_unended.discard(t.trial_id)
         for a in through:
             self.row_open[a].discard(SCREENING)
         self.confirmed = tuple(p for r in self.rounds for p in ((names[i], names[j]) for i, j in r.pairs))
@@ -206,6 +207,7 @@ class Graph:
                     self.row_open[a].add(t.trial_id)
             elif t.trial_id not in self.outcome:
                 self.outcome[t.trial_id] = DONE
+                self._row_unended.discard(t.trial_id)
         for a in self.attributes:
             self.row_open[a].discard(CONFIRMATION)
         return added
@@ -219,6 +221,8 @@ class Graph:
         if trial.trial_id in self.trials:
             return
         self.trials[trial.trial_id] = trial
+        if trial.kind in ROW_KINDS and self.outcome.get(trial.trial_id) not in (DONE, FAILED):
+            self._row_unended.add(trial.trial_id)
         self.needs[trial.trial_id] = needs
         self._order[trial.trial_id] = order
         heapq.heappush(self._heap, (order, trial.trial_id))
@@ -298,6 +302,7 @@ class Graph:
 
     def _terminal(self, trial_id: str, outcome: str) -> None:
         self.outcome[trial_id] = outcome
+        self._row_unended.discard(trial_id)
         if outcome == DONE:
             self.done.add(trial_id)
         trial = self.trials.get(trial_id)
@@ -402,8 +407,8 @@ def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partia
     from aal_sweep.analysis.partners import negative_partners
     from aal_sweep.analysis.results import chosen_partners, expected_of
 
-    chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg)
     expected = expected_of(store, attributes, cfg)
+    chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg, expected=expected)
     negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial, expected)
     negatives = negatives.set_index("attribute")["partners"]
     return {

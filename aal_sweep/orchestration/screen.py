@@ -56,18 +56,21 @@ def next_round(store: Store, cfg: SweepConfig, graph):
     """A measured screening's next round (analysis/strategies), once `graph.round_ready()`: the stored one
     when a previous run planned it (a resumed sweep makes the same decisions), else planned now from the
     cells its released pairs measured and stored before it is released."""
-    from aal_sweep.analysis.results import stored_rounds
     from aal_sweep.analysis.strategies import Settings, get
     from aal_sweep.analysis.strategies import next_round as plan_next
-    from aal_sweep.analysis.strategies.base import round_table, rounds_key
+    from aal_sweep.analysis.strategies.base import round_of, round_table, rounds_key
 
     attributes = list(graph.attributes)
-    stored = stored_rounds(store, attributes, cfg)
-    if len(stored) > len(graph.rounds):
-        return stored[len(graph.rounds)]
+    key = rounds_key(cfg, attributes)
+    stored = store.read_round(key, len(graph.rounds))  # from_store released the earlier ones
+    if stored is not None:
+        try:
+            return round_of(stored, attributes)
+        except ValueError:
+            pass  # planned again, as a missing one is
     cells = measured_cells(store, attributes, graph.rounds)
     rnd = plan_next(get(cfg.pairs.strategy), list(graph.rounds), cells, Settings.of(cfg.pairs))
-    store.write_round(rounds_key(cfg, attributes), rnd.number, round_table(rnd, attributes))
+    store.write_round(key, rnd.number, round_table(rnd, attributes))
     return rnd
 
 

@@ -431,16 +431,22 @@ class Store:
         later ones are made again: a round is a function of the rounds before it and the stored trials)."""
         tables = []
         for number in itertools.count():
-            rel = round_file(key, number)
-            try:
-                with self.location.fs.open_input_file(self.location.path(rel)) as f:
-                    tables.append(pq.read_table(f))
-            except FileNotFoundError:
-                break
-            except (pa.ArrowException, OSError) as e:
-                log.warning("%s is unreadable (%s); its round is made again", self.show(rel), str(e)[:120])
-                break
-        return tables
+            table = self.read_round(key, number)
+            if table is None:
+                return tables
+            tables.append(table)
+
+    def read_round(self, key: str, number: int) -> pa.Table | None:
+        """Round `number` under `key`, or None when it is missing or unreadable (then it is made again)."""
+        rel = round_file(key, number)
+        try:
+            with self.location.fs.open_input_file(self.location.path(rel)) as f:
+                return pq.read_table(f)
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as e:
+            log.warning("%s is unreadable (%s); its round is made again", self.show(rel), str(e)[:120])
+            return None
 
     def read_partners(self) -> pd.DataFrame | None:
         """partners.parquet, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""
