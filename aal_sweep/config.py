@@ -666,7 +666,9 @@ def _table_settings(c: _Checker, d: dict, fmt: str, attributes, problems: list[s
 
 
 def _check_table(dataset: DatasetConfig, problems: list[str], images: bool = True) -> None:
-    """A table dataset as a run reads it: every column, label and split, and (images) every image path."""
+    """A table dataset's columns, labels and splits, as a run reads them. Not its image paths: a run checks
+    those once, before Ray starts (driver.check_data), and `config` or `plan` need none (`images`: whether
+    the files are required here, or may be absent as for a sweep planned before its data arrives)."""
     from aal_sweep.data.index import load_index
 
     root = Path(dataset.root)
@@ -679,7 +681,7 @@ def _check_table(dataset: DatasetConfig, problems: list[str], images: bool = Tru
             )
         return
     try:
-        index = load_index(dataset.source(), None, check_images=images)
+        index = load_index(dataset.source(), None, check_images=False)
     except DataError as e:
         if images or dataset.attributes is None or "missing (the label table" not in str(e):
             problems.append(f"dataset: {e}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from aal_sweep.data.table import _carve, _labels
-from aal_sweep.data.types import SPLITS, DatasetIndex, DatasetSource, label_notes
+from aal_sweep.data.types import DatasetIndex, DatasetSource, by_split, label_notes, unlabelled
 from aal_sweep.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -147,31 +147,25 @@ def load(source: DatasetSource, attributes=None, check_images: bool = True) -> D
             if source.group_column
             else np.array(files[split], dtype=object)
         )
-    out_files: dict[str, list[str]] = {s: [] for s in SPLITS}
-    out_labels = {s: [] for s in SPLITS}
-    for split in raw:
-        out_files[SPLIT_NAMES[split]] += files[split]
-        out_labels[SPLIT_NAMES[split]].append(labels[split])
+    raw_of = np.array([split for split in raw for _ in files[split]], dtype=object)
+    split_of = np.array([SPLIT_NAMES[split] for split in raw_of], dtype=object)
+    present = set(split_of.tolist())
     carve = {
-        s: share for s, share in (("val", source.val_fraction), ("test", source.test_fraction)) if not out_files[s]
+        s: share for s, share in (("val", source.val_fraction), ("test", source.test_fraction)) if s not in present
     }
-    if carve:
-        which = _carve(groups["train"], carve, source.split_seed, str(source.root))
-        out_files["train"] = []
-        out_labels["train"] = [labels["train"][which == "train"]]
-        for s in SPLITS:
-            out_files[s] += [f for f, w in zip(files["train"], which) if w == s]
-            if s in carve:
-                out_labels[s] = [labels["train"][which == s]]
-    index_labels = {s: np.concatenate(v) if v else np.zeros((0, len(names)), np.int8) for s, v in out_labels.items()}
-    for s in SPLITS:
-        if not out_files[s]:
-            raise DataError(f"{source.root}: the {s} split has no image; training and measuring need all three")
-        for j, a in enumerate(names):
-            if not (index_labels[s][:, j] >= 0).any():
-                raise DataError(
-                    f"{source.root}: attribute {a!r} has no labelled image in {s}; leave it out of dataset.attributes"
-                )
+    if carve and "train" in groups:  # the dataset's own train split gives the missing ones, by group
+        split_of[raw_of == "train"] = _carve(groups["train"], carve, source.split_seed, str(source.root))
+    out_files, index_labels = by_split(
+        [f for split in raw for f in files[split]],
+        np.concatenate([labels[split] for split in raw]) if raw else np.zeros((0, len(names)), np.int8),
+        split_of,
+        lambda s: f"{source.root}: the {s} split has no image; training and measuring need all three",
+    )
+    gap = unlabelled(index_labels, names)
+    if gap:
+        raise DataError(
+            f"{source.root}: attribute {gap[1]!r} has no labelled image in {gap[0]}; leave it out of dataset.attributes"
+        )
     reader = _Reader(raw, source.image_column)
     index = DatasetIndex(
         root=Path(str(source.root)),

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aal_sweep.data.types import SPLITS, UNKNOWN, DatasetIndex, DatasetSource, by_split, label_notes
+from aal_sweep.data.types import UNKNOWN, DatasetIndex, DatasetSource, by_split, label_notes, unlabelled
 from aal_sweep.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ def label_files(source: DatasetSource) -> list[tuple[str | None, Path]]:
     return [(split, source.path / Path(f).expanduser()) for split, f in pairs]
 
 
-def read_table(path: Path):
-    """The label file as a pandas DataFrame (a CSV's cells as text, blanks as ""); DataError, one line."""
+def read_table(path: Path, columns: list[str] | None = None, header: bool = False):
+    """The label file as a pandas DataFrame (a CSV's cells as text, blanks as ""); DataError, one line.
+    `columns`: only those (the others are not parsed); `header`: no row, only the column names."""
     import pandas as pd
 
     if path.suffix.lower() not in SUFFIXES:
@@ -78,8 +79,21 @@ def read_table(path: Path):
         raise DataError(f"{path}: missing (the label table dataset.labels names; place it there or fix the path)")
     try:
         if path.suffix.lower() == ".csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-        return pd.read_parquet(path)
+            return pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                skipinitialspace=True,
+                usecols=columns,
+                nrows=0 if header else None,
+            )
+        if header:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)  # less the index pandas stored beside the columns, as read_parquet does
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+            return pd.DataFrame(columns=[n for n in schema.names if n not in index])
+        return pd.read_parquet(path, columns=columns)
     except Exception as e:  # pandas and pyarrow raise many types for a damaged or empty file
         text = " ".join(str(e).split())[:160]
         raise DataError(f"{path}: not a readable table ({type(e).__name__}: {text}); write it again") from None
@@ -266,14 +280,13 @@ def load(source: DatasetSource, attributes=None, check_images: bool = True) -> D
             f"and test (fix the split column, or drop it to carve val and test)"
         ),
     )
-    for s in SPLITS:
-        for j, a in enumerate(names):
-            if not (out_labels[s][:, j] >= 0).any():
-                raise DataError(
-                    f"{files[0][1]}: attribute {a!r} has no labelled image in {s} (every one is "
-                    f"{'blank' if missing == {''} else 'in dataset.missing.values'}); leave it out of "
-                    f"dataset.attributes or set its dataset.missing.policy"
-                )
+    gap = unlabelled(out_labels, names)
+    if gap:
+        raise DataError(
+            f"{files[0][1]}: attribute {gap[1]!r} has no labelled image in {gap[0]} (every one is "
+            f"{'blank' if missing == {''} else 'in dataset.missing.values'}); leave it out of "
+            f"dataset.attributes or set its dataset.missing.policy"
+        )
     index = DatasetIndex(root=root, attributes=tuple(names), files=out_files, labels=out_labels, image_dir="")
     for note in label_notes(index):
         log.warning("%s: %s", files[0][1], note)
@@ -292,13 +305,13 @@ def source_attribute_names(source: DatasetSource) -> list[str]:
     if source.attributes is not None:
         return list(source.attributes)
     _, path = label_files(source)[0]
-    columns = [str(c) for c in read_table(path).columns]
+    columns = [str(c) for c in read_table(path, header=True).columns]
     _check_columns(path, columns, source, [])
     return _attributes_of(source, columns)
 
 
 def settings(source: DatasetSource, attributes: list[str] | None = None) -> str:
-    """Every table setting that changes the index (so the decode cache's key and the training hash);
+    """Every table setting that changes the index (so the decode cache's key);
     `attributes`: the resolved list (so a listed dataset.attributes equal to the default is the same entry)."""
     attributes = attributes if attributes is not None else source.attributes
     return (
@@ -317,10 +330,10 @@ def fingerprint_inputs(source: DatasetSource) -> tuple[list[Path], list[Path], s
         return files, [], settings(source)  # the cache names the missing file
     folders: set[Path] = set()
     attributes = None
-    for path in files:
-        frame = read_table(path)
-        columns = [str(c) for c in frame.columns]
+    for path in files:  # the header and the image column only: the labels are the index's to parse
+        columns = [str(c) for c in read_table(path, header=True).columns]
         _check_columns(path, columns, source, [])
         attributes = attributes or (list(source.attributes) if source.attributes else _attributes_of(source, columns))
-        folders |= {(source.path / str(v).strip()).parent for v in frame[source.image_column]}
+        images = read_table(path, columns=[source.image_column])[source.image_column]
+        folders |= {(source.path / str(v).strip()).parent for v in images}
     return files, sorted(folders), settings(source, attributes)

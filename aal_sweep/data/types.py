@@ -110,6 +110,15 @@ def by_split(files: list, labels: np.ndarray, split_of: np.ndarray, empty: Calla
     return out_files, out_labels
 
 
+def unlabelled(labels: dict, names) -> tuple[str, str] | None:
+    """The first (split, attribute) with no labelled image (every label unknown, -1), or None."""
+    for s in SPLITS:
+        for j, a in enumerate(names):
+            if not (labels[s][:, j] >= 0).any():
+                return s, a
+    return None
+
+
 def default_cache_dir() -> Path:
     """The decode cache's folder when dataset.cache is not set: $AAL_SWEEP_CACHE, else ~/.cache/aal_sweep."""
     return Path(os.environ.get("AAL_SWEEP_CACHE", Path.home() / ".cache" / "aal_sweep"))
