@@ -354,10 +354,9 @@ def _cmd_matrix(args) -> int:
     if args.metric == "drop_se":  # each drop's standard error (what `simulate --se` reads)
         if args.ci:
             raise AalError("--ci applies to --metric drop; drop_se is already each drop's standard error")
-        se = results.pairs().pivot(index="attribute", columns="partner", values="drop_se")
-        se = se.reindex(index=results.attributes, columns=results.attributes)
-        se.index.name = "attribute"
-        print(render_matrix(se, args.format))
+        from aal_sweep.analysis.pairs import drop_se_matrix
+
+        print(render_matrix(drop_se_matrix(results.pairs(), results.attributes), args.format))
         return 0
     if args.ci:
         raise AalError("--ci applies to --metric drop (intervals are of differences; add --metric drop)")

@@ -72,17 +72,26 @@ PROJECT_TO = 40
 
 
 def make_data(name: str, tmp: Path, images: int, shapes: int = 9) -> Path:
-    if (tmp / name / "list_attr_celeba.txt").is_file():  # kept from an earlier run (--work)
-        return tmp / name
-    if name.startswith("noisy-"):
-        return real_data(name, tmp, images, shapes)
-    if name == "xor":  # 9 shapes + Xor = Disc XOR Square: a planted negative partner of Square
-        from aal_sweep.data.synthetic import make_synthetic
-
-        return make_synthetic(tmp / name, n_attributes=shapes, n_images=images, size=(16, 16), seed=0, xor=True)
+    """One of DATASETS under `tmp` (kept from an earlier run with --work), 16x16 images."""
     from aal_sweep.data.mnist import make_mnist_attributes
+    from aal_sweep.data.synthetic import make_synthetic
 
-    return make_mnist_attributes(tmp / name, n_images=images, size=(16, 16), seed=0)
+    if (tmp / name / "list_attr_celeba.txt").is_file():
+        return tmp / name
+    shape = {"n_attributes": shapes, "n_images": images, "size": (16, 16), "seed": 0}
+    digits = {"n_images": images, "size": (16, 16), "seed": 0}
+    if name == "xor":  # the shapes + Xor = Disc XOR Square: a planted negative partner of Square
+        return make_synthetic(tmp / name, **shape, xor=True)
+    if name == "mnist":
+        return make_mnist_attributes(tmp / name, **digits)
+    if name == "noisy-shapes":  # the shapes + Random (coin flips no image predicts)
+        return make_synthetic(tmp / name, **shape, random_attributes=1)
+    if name == "noisy-mnist":  # the MNIST attributes + Noisy (Big with 30% of its labels flipped)
+        return make_mnist_attributes(tmp / name, **digits, noisy=0.3)
+    raise SystemExit(f"--datasets: {name!r} is not one of {', '.join(DATASETS)}")
+
+
+DATASETS = ("xor", "mnist", "noisy-shapes", "noisy-mnist")
 
 
 def write_config(tmp: Path, name: str, root: Path, epochs: int, attributes=None, **pairs) -> Path:
@@ -110,16 +119,25 @@ def write_config(tmp: Path, name: str, root: Path, epochs: int, attributes=None,
 
 
 def run(path: Path) -> float:
+    """`aal-sweep run PATH` to its end; its wall seconds."""
     t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "aal_sweep.cli", "run", str(path)],
+    cli("run", str(path))
+    return time.perf_counter() - t0
+
+
+def cli(*argv: str) -> str:
+    """`aal-sweep ARGV` with this checkout's code; its stdout (a failure ends the benchmark, saying why)."""
+    got = subprocess.run(
+        [sys.executable, "-m", "aal_sweep.cli", *argv],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
-    if out.returncode != 0:
-        raise SystemExit(f"{path}: exit {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    if got.returncode != 0:
+        raise SystemExit(
+            f"aal-sweep {' '.join(argv)}: exit {got.returncode}\n{got.stdout[-2000:]}\n{got.stderr[-3000:]}"
+        )
+    return got.stdout
 
 
 def confirmed_outcome(exhaustive, rows: pd.DataFrame, estimates: pd.DataFrame, k: int, rule: str):
@@ -228,24 +246,11 @@ def one_dataset(name: str, tmp: Path, args) -> list[dict]:
         every=args.every,
     )
     run(scr_path)
-    got = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aal_sweep.cli",
-            "agreement",
-            str(tmp / f"{name}-screened"),
-            "--against",
-            str(tmp / f"{name}-exhaustive"),
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    real = json.loads(
+        cli(
+            "agreement", str(tmp / f"{name}-screened"), "--against", str(tmp / f"{name}-exhaustive"), "--format", "json"
+        )
     )
-    real = json.loads(got.stdout)
     print(
         f"  real screened sweep (lookahead, K=2, top_k): recall {real['recall']}, significant "
         f"{real['recall_significant']}, cost {real['cost']:.2f} ({real['pair_trials']})",
@@ -346,12 +351,8 @@ def main() -> None:
 KINDS = ("dominant", "moderate", "lowrank", "noise")
 SE = 0.3  # the measurement noise of every generated cell, in percentage points (given to the strategy)
 BUDGETS = {40: (0.1, 0.2, 0.3), 200: (0.05, 0.1, 0.2), 1000: (0.02, 0.05)}
-SEEDS_AT = {40: 1.0, 200: 0.25, 1000: 0.1}
-STRATEGIES = (
-    ("active", 1),
-    ("active", 2),
-    ("uniform", 1),
-)  # (strategy, pairs.rank); the default rank is 1  # share of --seeds run at each size: a fit costs ~M^2 per round
+SEEDS_AT = {40: 1.0, 200: 0.25, 1000: 0.1}  # share of --seeds run at each size: a fit costs ~M^2 per round
+STRATEGIES = (("active", 1), ("active", 2), ("uniform", 1))  # (strategy, pairs.rank); the default rank is 1
 
 
 def generate(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
@@ -460,34 +461,14 @@ def simulated_table(rows: list[dict]) -> str:
         )
         .reset_index()
     )
-    cols = list(t.columns)
-    cell = lambda v: "—" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown(list(t.columns), list(t.itertuples(index=False)))
 
 
 # ---- real images: exhaustive and measured screened sweeps side by side ---------------------------------------
 
 
-def real_data(name: str, tmp: Path, images: int, shapes: int = 9) -> Path:
-    if (tmp / name / "list_attr_celeba.txt").is_file():  # kept from an earlier run (--work)
-        return tmp / name
-    if name == "noisy-shapes":  # 9 shapes + Random (coin flips no image predicts): 10 attributes
-        from aal_sweep.data.synthetic import make_synthetic
-
-        return make_synthetic(
-            tmp / name, n_attributes=shapes, n_images=images, size=(16, 16), seed=0, random_attributes=1
-        )
-    if name == "noisy-mnist":  # 9 of the 12 MNIST attributes + Noisy (Big with 30% of its labels flipped): 10
-        from aal_sweep.data.mnist import make_mnist_attributes
-
-        return make_mnist_attributes(tmp / name, n_images=images, size=(16, 16), seed=0, noisy=0.3)
-    raise SystemExit(f"--datasets: {name!r} is not one of noisy-mnist, noisy-shapes")
-
-
 def real_part(name: str, tmp: Path, args) -> list[dict]:
-    root = real_data(name, tmp, args.images, args.shapes)
+    root = make_data(name, tmp, args.images, args.shapes)
     attributes = None
     if name == "noisy-mnist":
         attributes = ["Zero", "Even", "Big", "Prime", "Loop", "Ink", "Thick", "Wide", "Slanted", "Noisy"]
@@ -540,18 +521,6 @@ def real_part(name: str, tmp: Path, args) -> list[dict]:
     return out
 
 
-def cli(*argv: str) -> str:
-    got = subprocess.run(
-        [sys.executable, "-m", "aal_sweep.cli", *argv],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    if got.returncode != 0:
-        raise SystemExit(f"aal-sweep {' '.join(argv)}: exit {got.returncode}\n{got.stderr[-2000:]}")
-    return got.stdout
-
-
 def markdown_table(rows: list[dict]) -> str:
     """The docs' table: per dataset, estimator, rule and K, what was found and what it cost."""
     cols = [
@@ -566,10 +535,14 @@ def markdown_table(rows: list[dict]) -> str:
         "cost",
         "projected_cost_40",
     ]
-    cell = lambda v: "—" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return markdown(cols, [[r.get(c) for c in cols] for r in rows if not r.get("real_sweep")])
+
+
+def markdown(cols: list[str], rows) -> str:
+    """A markdown table: floats to 2 decimals, missing (None, NaN) as "—"."""
+    cell = lambda v: "—" if v is None or v != v else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows if not r.get("real_sweep")]
-    return "\n".join(lines)
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
 
 
 if __name__ == "__main__":

@@ -116,6 +116,16 @@ def pairs_table(
     return out[PAIR_COLUMNS]
 
 
+def drop_se_matrix(pairs: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
+    """M x M: each drop's standard error (`pairs_table`'s drop_se), row = attribute, column = partner, NaN
+    on the diagonal and where unknown: what `matrix --metric drop_se` prints and a measured screening reads."""
+    se = pairs.pivot(index="attribute", columns="partner", values="drop_se").reindex(
+        index=attributes, columns=attributes
+    )
+    se.index.name = "attribute"
+    return se
+
+
 def baseline_table(trials: pd.DataFrame, attributes: list[str], alpha: float = 0.05) -> pd.DataFrame:
     """Per attribute (index): majority (its validation split's majority-class rate, from the rows'
     `val_majority`), single (mean single-task accuracy over seeds), n_seeds, p_above (one-sided exact

@@ -81,13 +81,9 @@ def expected_of(store: Store, attributes, cfg=None):
         rounds = stored_rounds(store, attributes, cfg)
         if not rounds:
             return None
-        from aal_sweep.analysis.strategies.base import decided_rows, expected_mask
+        from aal_sweep.analysis.strategies.base import partner_cells
 
-        mask = expected_mask(len(attributes), rounds)
-        undecided = np.ones(len(attributes), dtype=bool)
-        undecided[list(decided_rows(rounds))] = False
-        mask[undecided] = True
-        return mask
+        return partner_cells(len(attributes), rounds)
     confirmed = confirmed_pairs_of(store, attributes, cfg)
     return None if confirmed is None else expected_cells(attributes, confirmed)
 
@@ -114,9 +110,10 @@ def confirmed_pairs_of(store: Store, attributes, cfg=None) -> list[tuple[str, st
     if cfg.pairs.mode != "screened":
         return None
     if cfg.pairs.measured:
+        from aal_sweep.analysis.strategies.base import requested_names
+
         rounds = stored_rounds(store, attributes, cfg)
-        names = list(attributes)
-        return [(names[i], names[j]) for r in rounds for i, j in r.pairs] if rounds else None
+        return requested_names(rounds, list(attributes)) if rounds else None
     from aal_sweep.analysis.screening import confirmed_pairs, estimates_key
 
     estimates = store.read_estimates(estimates_key(cfg, list(attributes)))
@@ -311,7 +308,14 @@ class Results:
 
     def _measured_screening(self) -> dict:
         """A measured screening's strategy, settings, rounds, pairs requested, and each row's evidence."""
-        from aal_sweep.analysis.strategies.base import Settings, decided_rows, evidence, requested, summary
+        from aal_sweep.analysis.strategies.base import (
+            Settings,
+            decided_rows,
+            evidence,
+            requested,
+            requested_names,
+            summary,
+        )
 
         cfg, attrs = self.config, self.attributes
         rounds = stored_rounds(self.store, attrs, cfg)
@@ -329,7 +333,7 @@ class Results:
             "exhaustive_pair_trials": len(attrs) * (len(attrs) - 1) // 2 * len(cfg.seeds),
             "decided": len(decided_rows(rounds)),
             "evidence": evidence(rounds, attrs),
-            "confirmed": [(attrs[i], attrs[j]) for r in rounds for i, j in r.pairs] if rounds else None,
+            "confirmed": requested_names(rounds, attrs) if rounds else None,
             "summary": summary(cfg.pairs.strategy, rounds, len(attrs), settings),
         }
 

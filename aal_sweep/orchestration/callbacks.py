@@ -176,20 +176,28 @@ class RecordRay(tune.Callback):
 ERROR_FILE = "error.txt"  # Tune's, in the trial's folder: every attempt's traceback
 
 
+def last_exception(trial) -> BaseException | None:
+    """The exception of the trial's last failure, which Tune pickles beside its error text (Trial.handle_error),
+    or None: none pickled, or a class this process cannot rebuild (the error text then says it)."""
+    path = trial.pickled_error_file
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            return cloudpickle.load(f)
+    except Exception:
+        return None
+
+
 def trial_error(trial) -> str:
     """A failed trial's last error in one line, `Type: message`: from the exception Tune pickled (a task's
     error carries the trial's own exception as its `cause`; a lost actor's is Ray's own), else the last
     line of Tune's error file. Tune writes both to the trial's local folder before it tells the callbacks
     (their copies in the experiment's storage are synced later)."""
-    path = trial.pickled_error_file
-    if path and os.path.isfile(path):
-        try:
-            with open(path, "rb") as f:
-                error = cloudpickle.load(f)
-            error = getattr(error, "cause", None) or error
-            return f"{type(error).__name__}: {_first_line(str(error))}"
-        except Exception:  # an exception class this process cannot rebuild: the text says it
-            pass
+    error = last_exception(trial)
+    if error is not None:
+        error = getattr(error, "cause", None) or error
+        return f"{type(error).__name__}: {_first_line(str(error))}"
     path = trial.error_file
     if not path or not os.path.isfile(path):
         return "unknown error (Tune recorded none)"

@@ -271,9 +271,8 @@ class Sweep:
             )
         settled = graph.settled_rows()
         if not settled:
-            self.write_partners()  # a write the budget held back earlier, if it is due now
-            return
-        decided = decisions(self.store, self.cfg, graph.attributes, self.allow_partial)
+            return  # a partners.parquet write the budget held back is Tick's, on Tune's next step
+        decided = decisions(self.store, self.cfg, graph.attributes, self.allow_partial, graph.expected())
         graph.decide({a: decided[a] for a in settled})
         for a in settled:
             d = graph.decisions[a]
@@ -300,7 +299,13 @@ class Sweep:
             return
         t0 = time.monotonic()
         partners = chosen_partners(
-            self.store, self.allow_partial, self.graph.attributes, statistics=True, cfg=self.cfg, rule=self.cfg.partners
+            self.store,
+            self.allow_partial,
+            self.graph.attributes,
+            statistics=True,
+            cfg=self.cfg,
+            rule=self.cfg.partners,
+            expected=self.graph.expected(),
         )
         self.store.write_partners(partners)
         self._partners_at, self._partners_took, self._partners_due = time.monotonic(), time.monotonic() - t0, False

@@ -157,25 +157,30 @@ class Graph:
         """A measured screening's round (analysis.strategies.Round): add its pair trials (every seed) and
         settle the rows it decides: each then waits only for the pairs it is decided on (rounds up to its
         `through`). Returns the trials added."""
+        from aal_sweep.analysis.strategies.base import requested_names
+
         self.rounds.append(rnd)
         names = self.attributes
         through = {names[row]: t for r in self.rounds for row, _, _, t in r.decided}
-        position = {a: i for i, a in enumerate(names)}
-        added = []
-        for t in plan_pairs(self.cfg, [(names[i], names[j]) for i, j in rnd.pairs]):
-            self._add(t, (1, position[t.attributes[0]], True, t.seed, position[t.attributes[-1]]))
-            added.append(t)
-            if t.trial_id not in self.done:
-                for a in t.attributes:
-                    if through.get(a, rnd.number) >= rnd.number:  # a row decided earlier waits for nothing new
-                        self.row_open[a].add(t.trial_id)
-            elif t.trial_id not in self.outcome:
-                self.outcome[t.trial_id] = DONE
-                self._row_unended.discard(t.trial_id)
+        # a row decided before this round waits for none of its pairs
+        added = self._add_pairs(requested_names([rnd], list(names)), lambda a: through.get(a, rnd.number) >= rnd.number)
         for a in through:
             self.row_open[a].discard(SCREENING)
-        self.confirmed = tuple(p for r in self.rounds for p in ((names[i], names[j]) for i, j in r.pairs))
+        self.confirmed = tuple(requested_names(self.rounds, list(names)))
         return added
+
+    def expected(self):
+        """The M x M cells each row's partner is chosen from (results.expected_of, from what this graph holds
+        already rather than from the store): None where every cell is."""
+        if self.measured:
+            from aal_sweep.analysis.strategies.base import partner_cells
+
+            return partner_cells(len(self.attributes), self.rounds) if self.rounds else None
+        if self.screened and self.confirmed is not None:
+            from aal_sweep.analysis.screening import expected_cells
+
+            return expected_cells(list(self.attributes), self.confirmed)
+        return None
 
     def estimator_trials(self) -> list[Trial]:
         return [t for t in self.trials.values() if t.kind in (LOOKAHEAD, SHORT)]
@@ -197,17 +202,7 @@ class Graph:
         """Screened: release the pair trials of the confirmed (unordered, sweep-ordered) pairs, every seed;
         each row then settles when its single and confirmed pairs end. Returns the trials added."""
         self.confirmed = tuple(tuple(p) for p in pairs)
-        position = {a: i for i, a in enumerate(self.attributes)}
-        added = []
-        for t in plan_pairs(self.cfg, self.confirmed):
-            self._add(t, (1, position[t.attributes[0]], True, t.seed, position[t.attributes[-1]]))
-            added.append(t)
-            if t.trial_id not in self.done:
-                for a in t.attributes:
-                    self.row_open[a].add(t.trial_id)
-            elif t.trial_id not in self.outcome:
-                self.outcome[t.trial_id] = DONE
-                self._row_unended.discard(t.trial_id)
+        added = self._add_pairs(self.confirmed, lambda a: True)
         for a in self.attributes:
             self.row_open[a].discard(CONFIRMATION)
         return added
@@ -216,6 +211,23 @@ class Graph:
     def has_rows(self) -> bool:
         """Whether this sweep fills a pair matrix (so rows settle and partners are decided)."""
         return SINGLE in self.cfg.phases and PAIR in self.cfg.phases
+
+    def _add_pairs(self, pairs, waits) -> list[Trial]:
+        """Add the pair trials of `pairs` (every seed), in the rows of the attributes `waits(a)` says wait for
+        them; a stored one is done. Returns the trials added."""
+        position = {a: i for i, a in enumerate(self.attributes)}
+        added = []
+        for t in plan_pairs(self.cfg, pairs):
+            self._add(t, (1, position[t.attributes[0]], True, t.seed, position[t.attributes[-1]]))
+            added.append(t)
+            if t.trial_id not in self.done:
+                for a in t.attributes:
+                    if waits(a):
+                        self.row_open[a].add(t.trial_id)
+            elif t.trial_id not in self.outcome:
+                self.outcome[t.trial_id] = DONE
+                self._row_unended.discard(t.trial_id)
+        return added
 
     def _add(self, trial: Trial, order: tuple, needs: frozenset[str] = frozenset()) -> None:
         if trial.trial_id in self.trials:
@@ -400,14 +412,16 @@ class Graph:
         }
 
 
-def decisions(store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool = False) -> dict[str, Decision]:
+def decisions(
+    store, cfg: SweepConfig, attributes: tuple[str, ...], allow_partial: bool, expected
+) -> dict[str, Decision]:
     """Every row's decision from what `store` holds (the caller keeps those of settled rows): the partner
-    of cfg.partners' rule (analysis), every negative partner, the missing cells."""
+    of cfg.partners' rule (analysis), every negative partner, the missing cells. `expected`: the cells each
+    row's partner is chosen from (Graph.expected; None: every cell)."""
     from aal_sweep.analysis.matrix import pair_matrix
     from aal_sweep.analysis.partners import negative_partners
-    from aal_sweep.analysis.results import chosen_partners, expected_of
+    from aal_sweep.analysis.results import chosen_partners
 
-    expected = expected_of(store, attributes, cfg)
     chosen = chosen_partners(store, allow_partial, attributes, rule=cfg.partners, cfg=cfg, expected=expected)
     negatives = negative_partners(pair_matrix(store.query_rows(), list(attributes), "val_acc"), allow_partial, expected)
     negatives = negatives.set_index("attribute")["partners"]
@@ -438,7 +452,7 @@ def from_store(
         if confirmed is not None:
             graph.confirm(confirmed)
     if graph.has_rows and graph.settled_rows():
-        graph.decide(decisions(store, cfg, attributes, allow_partial))
+        graph.decide(decisions(store, cfg, attributes, allow_partial, graph.expected()))
     return graph
 
 

@@ -28,7 +28,6 @@ TrialScheduler (FIFO otherwise), keeps the count. Tune's retry path calls the sc
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -38,6 +37,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler
 
+from aal_sweep.orchestration.callbacks import last_exception
 from aal_sweep.orchestration.checkpoints import TrialCheckpoints
 from aal_sweep.orchestration.events import Events
 from aal_sweep.store import Store
@@ -184,7 +184,7 @@ def ray_reports(verbose: int) -> None:
 def failed_actor(trial: Trial) -> tuple[str, str] | None:
     """(node id, actor id) of the actor behind a trial's last failure, when it is a system failure (the actor
     unreachable or dead); None for the trial's own exception or when the node cannot be told."""
-    exc = _last_exception(trial)
+    exc = last_exception(trial)  # unreadable (None): counted, as Tune does
     if isinstance(exc, RayTaskError):
         cause = exc.as_instanceof_cause()
         exc = cause if isinstance(cause, RayActorError) else None
@@ -215,18 +215,3 @@ def died_by_itself(actor_id: str) -> bool:
         return True
     context = cause.actor_died_error_context
     return cause.HasField("actor_died_error_context") and context.reason == context.WORKER_DIED
-
-
-def _last_exception(trial: Trial) -> BaseException | None:
-    """The exception of the trial's last failure: Tune pickles it beside its error text (Trial.handle_error)
-    for RayTaskError and RayActorError, the only ones a system failure can be."""
-    path = trial.pickled_error_file
-    if not path or not os.path.isfile(path):
-        return None
-    import cloudpickle
-
-    try:
-        with open(path, "rb") as f:
-            return cloudpickle.load(f)
-    except Exception:  # unreadable: count the failure, as Tune does
-        return None

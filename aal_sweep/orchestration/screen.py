@@ -53,24 +53,17 @@ def make_estimates(store: Store, cfg: SweepConfig, attributes: tuple[str, ...]) 
 
 
 def next_round(store: Store, cfg: SweepConfig, graph):
-    """A measured screening's next round (analysis/strategies), once `graph.round_ready()`: the stored one
-    when a previous run planned it (a resumed sweep makes the same decisions), else planned now from the
-    cells its released pairs measured and stored before it is released."""
+    """A measured screening's next round (analysis/strategies), once `graph.round_ready()`: planned from the
+    cells its released pairs measured, and stored before it is released. (The rounds a previous run stored
+    are in the graph already: graph.from_store releases them, so a resumed sweep makes the same decisions.)"""
     from aal_sweep.analysis.strategies import Settings, get
     from aal_sweep.analysis.strategies import next_round as plan_next
-    from aal_sweep.analysis.strategies.base import round_of, round_table, rounds_key
+    from aal_sweep.analysis.strategies.base import round_table, rounds_key
 
     attributes = list(graph.attributes)
-    key = rounds_key(cfg, attributes)
-    stored = store.read_round(key, len(graph.rounds))  # from_store released the earlier ones
-    if stored is not None:
-        try:
-            return round_of(stored, attributes)
-        except ValueError:
-            pass  # planned again, as a missing one is
     cells = measured_cells(store, attributes, graph.rounds)
     rnd = plan_next(get(cfg.pairs.strategy), list(graph.rounds), cells, Settings.of(cfg.pairs))
-    store.write_round(key, rnd.number, round_table(rnd, attributes))
+    store.write_round(rounds_key(cfg, attributes), rnd.number, round_table(rnd, attributes))
     return rnd
 
 
@@ -81,7 +74,7 @@ def measured_cells(store: Store, attributes: list[str], rounds):
     import numpy as np
 
     from aal_sweep.analysis.matrix import pair_matrix
-    from aal_sweep.analysis.pairs import pairs_table
+    from aal_sweep.analysis.pairs import drop_se_matrix, pairs_table
     from aal_sweep.analysis.strategies import Cells
 
     m = len(attributes)
@@ -90,10 +83,7 @@ def measured_cells(store: Store, attributes: list[str], rounds):
         for i, j in r.pairs:
             asked[i, j] = asked[j, i] = True
     p = pair_matrix(store.query_rows(), attributes, "val_acc").to_numpy(float)
-    se = pairs_table(store.stats_rows(("val",)), attributes).pivot(
-        index="attribute", columns="partner", values="drop_se"
-    )
-    se = se.reindex(index=attributes, columns=attributes).to_numpy(float)
+    se = drop_se_matrix(pairs_table(store.stats_rows(("val",)), attributes), attributes).to_numpy(float)
     return Cells(np.where(asked, p - np.diag(p)[:, None], np.nan), np.where(asked, se, np.nan))
 
 

@@ -399,53 +399,45 @@ class Store:
 
     def write_estimates(self, key: str, table: pa.Table) -> str:
         """RESULTS/estimates/<key>.parquet, whole or absent; returns its path as a user reads it."""
-        rel = estimates_file(key)
-        self._guard()
-        self.location.write_bytes(rel, parquet_bytes(table))
-        return self.show(rel)
+        return self._write_table(estimates_file(key), table)
 
     def read_estimates(self, key: str) -> pd.DataFrame | None:
         """The estimates stored under `key`, or None when there are none (or they cannot be read: then
         they are computed again, never trusted)."""
-        rel = estimates_file(key)
-        try:
-            with self.location.fs.open_input_file(self.location.path(rel)) as f:
-                return pq.read_table(f).to_pandas()
-        except FileNotFoundError:
-            return None
-        except (pa.ArrowException, OSError) as e:
-            log.warning("%s is unreadable (%s); the estimates are made again", self.show(rel), str(e)[:120])
-            return None
+        table = self._read_table(estimates_file(key), "the estimates are made again")
+        return None if table is None else table.to_pandas()
 
     # ---- a measured screening's rounds (analysis/strategies gives their schema) ------------------------------
 
     def write_round(self, key: str, number: int, table: pa.Table) -> str:
         """RESULTS/screening/<key>/round-<number>.parquet, whole or absent; returns its path as a user reads it."""
-        rel = round_file(key, number)
-        self._guard()
-        self.location.write_bytes(rel, parquet_bytes(table))
-        return self.show(rel)
+        return self._write_table(round_file(key, number), table)
 
     def read_rounds(self, key: str) -> list[pa.Table]:
         """The stored rounds under `key`, in order, up to the first one missing or unreadable (it and the
         later ones are made again: a round is a function of the rounds before it and the stored trials)."""
         tables = []
         for number in itertools.count():
-            table = self.read_round(key, number)
+            table = self._read_table(round_file(key, number), "its round is made again")
             if table is None:
                 return tables
             tables.append(table)
 
-    def read_round(self, key: str, number: int) -> pa.Table | None:
-        """Round `number` under `key`, or None when it is missing or unreadable (then it is made again)."""
-        rel = round_file(key, number)
+    def _write_table(self, rel: str, table: pa.Table) -> str:
+        self._guard()
+        self.location.write_bytes(rel, parquet_bytes(table))
+        return self.show(rel)
+
+    def _read_table(self, rel: str, then: str) -> pa.Table | None:
+        """A Parquet file the driver made and can make again: None when missing, or unreadable (warned,
+        saying `then`: what happens instead; never trusted)."""
         try:
             with self.location.fs.open_input_file(self.location.path(rel)) as f:
                 return pq.read_table(f)
         except FileNotFoundError:
             return None
         except (pa.ArrowException, OSError) as e:
-            log.warning("%s is unreadable (%s); its round is made again", self.show(rel), str(e)[:120])
+            log.warning("%s is unreadable (%s); %s", self.show(rel), str(e)[:120], then)
             return None
 
     def read_partners(self) -> pd.DataFrame | None:

@@ -35,8 +35,8 @@ def result_rows(
                 "attempts": attempts,
                 "train_seconds": result.train_seconds,
                 # the images labelled for this head's attribute (the split's size unless labels are missing)
-                "n_val": _count(head, "n_val", result.n_val),
-                "n_test": _count(head, "n_test", result.n_test),
+                "n_val": head.n_val,
+                "n_test": head.n_test,
                 "backbone": cfg.model.backbone,
                 "config_hash": cfg.training_hash(),
                 "node_id": node_id,
@@ -68,11 +68,6 @@ def failed_rows(trial, cfg, error: str, attempts: int, node_id: str | None = Non
         }
         for a in evaluated(trial.kind, trial.attributes)
     ]
-
-
-def _count(head, name: str, split_size: int) -> int:
-    n = getattr(head, name, None)
-    return split_size if n is None else n
 
 
 def _bytes(value) -> bytes | None:

@@ -113,14 +113,14 @@ class HeadResult:
     best_epoch: int  # 0-based epoch with the best validation accuracy (first on ties)
     val_acc: float
     test_acc: float
+    # the images labelled for this attribute (every image of the split unless some labels are unknown):
+    # what its accuracies and bits count, the row's n_val / n_test
+    n_val: int
+    n_test: int
     # Which images the best epoch classified correctly, in split order (data.images[split]):
     # numpy.packbits(bool vector).tobytes(), big bit order; numpy.unpackbits(...)[:n_val] gives them back.
     val_correct: bytes = b""
     test_correct: bytes = b""
-    # the images labelled for this attribute (every image of the split unless some labels are unknown):
-    # what its accuracies and bits count, the row's n_val / n_test
-    n_val: int | None = None
-    n_test: int | None = None
 
 
 @dataclass
@@ -400,10 +400,10 @@ def _result(
                 best,
                 va[best] if va else float("nan"),
                 history["test_acc"][j][best] if va else float("nan"),
-                history["val_correct"][j].numpy().tobytes(),
-                history["test_correct"][j].numpy().tobytes(),
                 int((splits["val"].labels[:, j] >= 0).sum()),
                 int((splits["test"].labels[:, j] >= 0).sum()),
+                history["val_correct"][j].numpy().tobytes(),
+                history["test_correct"][j].numpy().tobytes(),
             )
         )
     epochs_run = len(history["train_loss"])

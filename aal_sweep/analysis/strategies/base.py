@@ -143,6 +143,21 @@ def expected_mask(m: int, rounds: list[Round]) -> np.ndarray:
     return mask
 
 
+def partner_cells(m: int, rounds: list[Round]) -> np.ndarray:
+    """`expected_mask` for the partner rule: a row not decided yet expects every cell (so it names no
+    partner before the strategy decides it)."""
+    mask = expected_mask(m, rounds)
+    undecided = np.ones(m, dtype=bool)
+    undecided[list(decided_rows(rounds))] = False
+    mask[undecided] = True
+    return mask
+
+
+def requested_names(rounds: list[Round], attributes: list[str]) -> list[tuple[str, str]]:
+    """The pairs requested so far, by name, in round order."""
+    return [(attributes[i], attributes[j]) for r in rounds for i, j in r.pairs]
+
+
 def simulate(strategy, drop: np.ndarray, se: np.ndarray | None, settings: Settings) -> list[Round]:
     """Run `strategy` against a complete M x M drop matrix as if every requested pair had been trained and
     had measured its two cells there (with `se`, where given). Returns the rounds."""
