@@ -205,7 +205,8 @@ def _cmd_run(args) -> int:
     from aal_sweep.orchestration.state import nothing_to_do_line, open_state, parse_address
 
     parse_address(args.address)  # a bad address is refused even when there is nothing to do
-    # no Ray, no torch: a finished sweep answers at once
+    # no Ray, and no torch with a built-in backbone (a timm/ or torchvision/ one was checked, with torch, when
+    # the config was read): a finished sweep answers at once
     state = open_state(cfg, args.results, args.restart, args.allow_partial)
     if state.nothing_to_do() and state.tidy(cfg, args.allow_partial):
         print(nothing_to_do_line(state.store))
