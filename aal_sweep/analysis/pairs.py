@@ -198,7 +198,8 @@ def compare(
     difference other - base, ci_low, ci_high, p_value, n_seeds, base_sd, other_sd, drop_sd (spreads
     across seeds, NaN with one), se (the difference's standard error: images and seeds, as the test uses)
     and test, from `<split>_correct` where every row of the cell has a vector
-    of the split's size, else from `<split>_acc` (test "unavailable": no interval, no p-value)."""
+    of its row's n (the images labelled for its attribute), else from `<split>_acc` (test "unavailable": no
+    interval, no p-value)."""
     k = len(base_at)
     res = {
         c: np.full(k, np.nan)
